@@ -1,0 +1,139 @@
+//! The context stage: what text around the cursor the model gets to see.
+//!
+//! Input: a [`Document`] and a cursor; output: a [`CompletionContext`] of plain
+//! strings. No tokens and no model here; the prompt stage fits these strings into
+//! the model's token budget.
+//!
+//! Invariant: the prefix window starts at a line boundary that moves in steps of
+//! [`WINDOW_STEP_LINES`], not with every line typed, so the start of the prompt —
+//! and the model's KV cache for it — survives keystrokes.
+
+use crate::documents::Document;
+
+/// The prefix window's first line is a multiple of this many lines.
+pub const WINDOW_STEP_LINES: usize = 32;
+
+/// How many lines around the cursor to take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Lines before the cursor line (at least; the start is rounded down to a step).
+    pub prefix_lines: usize,
+    /// Lines after the cursor line.
+    pub suffix_lines: usize,
+}
+
+impl Default for Window {
+    /// llama.vim's defaults: 256 lines before the cursor, 64 after.
+    fn default() -> Self {
+        Window {
+            prefix_lines: 256,
+            suffix_lines: 64,
+        }
+    }
+}
+
+/// The text around the cursor, split the ways the later stages need it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompletionContext {
+    /// Text from the window's first line up to the cursor.
+    pub prefix: String,
+    /// Text from the cursor to the end of the window's last line.
+    pub suffix: String,
+    /// The cursor line up to the cursor.
+    pub line_prefix: String,
+    /// The cursor line after the cursor, without its line break.
+    pub line_suffix: String,
+    /// The document's language identifier.
+    pub language_id: String,
+}
+
+impl CompletionContext {
+    /// Whether there is code (not just white space) right of the cursor on its line.
+    pub fn has_text_right_of_cursor(&self) -> bool {
+        !self.line_suffix.trim().is_empty()
+    }
+}
+
+/// Extracts the context at char index `cursor` (clamped to the document).
+pub fn extract(document: &Document, cursor: usize, window: Window) -> CompletionContext {
+    let rope = &document.text;
+    let cursor = cursor.min(rope.len_chars());
+    let line = rope.char_to_line(cursor);
+    let line_start = rope.line_to_char(line);
+
+    let first_line =
+        line.saturating_sub(window.prefix_lines) / WINDOW_STEP_LINES * WINDOW_STEP_LINES;
+    let last_line = (line + window.suffix_lines).min(rope.len_lines().saturating_sub(1));
+    let window_start = rope.line_to_char(first_line);
+    let window_end = if last_line + 1 < rope.len_lines() {
+        rope.line_to_char(last_line + 1)
+    } else {
+        rope.len_chars()
+    };
+
+    let line_end = if line + 1 < rope.len_lines() {
+        rope.line_to_char(line + 1)
+    } else {
+        rope.len_chars()
+    };
+    let line_suffix = rope.slice(cursor..line_end).to_string();
+    let line_suffix = line_suffix.trim_end_matches(['\n', '\r']).to_owned();
+
+    CompletionContext {
+        prefix: rope.slice(window_start..cursor).to_string(),
+        suffix: rope.slice(cursor..window_end).to_string(),
+        line_prefix: rope.slice(line_start..cursor).to_string(),
+        line_suffix,
+        language_id: document.language_id.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbered_lines(n: usize) -> String {
+        (0..n).map(|i| format!("line {i}\n")).collect()
+    }
+
+    #[test]
+    fn splits_around_the_cursor() {
+        let doc = Document::new("def f(x):\n    return x + 1\n", 1, "python");
+        let cursor = "def f(x):\n    return ".chars().count();
+        let ctx = extract(&doc, cursor, Window::default());
+        assert_eq!(ctx.prefix, "def f(x):\n    return ");
+        assert_eq!(ctx.suffix, "x + 1\n");
+        assert_eq!(ctx.line_prefix, "    return ");
+        assert_eq!(ctx.line_suffix, "x + 1");
+        assert!(ctx.has_text_right_of_cursor());
+        assert_eq!(ctx.language_id, "python");
+    }
+
+    #[test]
+    fn window_start_moves_in_steps() {
+        let doc = Document::new(&numbered_lines(400), 1, "text");
+        let window = Window {
+            prefix_lines: 100,
+            suffix_lines: 2,
+        };
+        let starts: Vec<String> = (150..=159)
+            .map(|line| {
+                let ctx = extract(&doc, doc.text.line_to_char(line), window);
+                ctx.prefix.lines().next().unwrap().to_owned()
+            })
+            .collect();
+        // Lines 150..=159 minus 100 = 50..=59: all round down to 32.
+        assert!(starts.iter().all(|s| s == "line 32"), "{starts:?}");
+        let ctx = extract(&doc, doc.text.line_to_char(150), window);
+        assert_eq!(ctx.suffix.lines().count(), 3);
+    }
+
+    #[test]
+    fn cursor_past_the_end_is_clamped() {
+        let doc = Document::new("abc", 1, "text");
+        let ctx = extract(&doc, 99, Window::default());
+        assert_eq!(ctx.prefix, "abc");
+        assert_eq!(ctx.suffix, "");
+        assert!(!ctx.has_text_right_of_cursor());
+    }
+}

@@ -1,0 +1,502 @@
+//! The LSP layer: translates JSON-RPC messages into calls on the stages and back.
+//!
+//! It owns the open documents (behind a mutex held only for short, synchronous
+//! sections, never across an `.await`) and a handle to the engine. Every
+//! completion goes documents → context → engine (prompt + generation) →
+//! postprocess; this module only adapts shapes and positions.
+//!
+//! Invariants:
+//! - Edits are applied inside the notification handler before its first `.await`,
+//!   so they take effect in the order the client sent them.
+//! - A newer completion request for a document cancels the older one's generation;
+//!   dropping a request's future (on `$/cancelRequest`) cancels it too.
+//! - An answer computed for a document version that has since changed is dropped.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde::Serialize;
+use tower_lsp_server::jsonrpc::{Error as RpcError, Result as RpcResult};
+use tower_lsp_server::ls_types::*;
+use tower_lsp_server::{Client, LanguageServer, LspService};
+
+use crate::config::{Overrides, Settings};
+use crate::context::{self, Window};
+use crate::documents::{self, Document, DocumentStore, PositionEncoding, TextChange};
+use crate::engine::{
+    CancelFlag, CompletionRequest, CountersSnapshot, Engine, EngineError, EngineState,
+};
+use crate::postprocess::{self, StopRules};
+
+/// The custom request that returns the engine's running totals.
+pub const STATS_METHOD: &str = "inkling/stats";
+
+/// The language server: documents, settings and the engine handle.
+pub struct Backend {
+    client: Client,
+    flag_overrides: Overrides,
+    session: OnceLock<SessionSetup>,
+    engine: OnceLock<Engine>,
+    documents: Mutex<DocumentStore>,
+    in_flight: Mutex<HashMap<String, CancelFlag>>,
+    shutdown_requested: Arc<AtomicBool>,
+}
+
+/// What `initialize` decided.
+struct SessionSetup {
+    encoding: PositionEncoding,
+    settings: Settings,
+    /// Whether the client accepts `window/workDoneProgress/create`.
+    work_done_progress: bool,
+    /// A problem with the client's options, shown once the session is initialized.
+    options_error: Option<String>,
+}
+
+/// A suggestion for one cursor position, in the document's coordinates.
+struct Suggestion {
+    text: String,
+    cursor: Position,
+    line_prefix: String,
+}
+
+/// The answer to [`STATS_METHOD`].
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// `loading`, `ready` or `failed`.
+    pub model_state: &'static str,
+    /// Running totals of the engine.
+    #[serde(flatten)]
+    pub counters: CountersSnapshot,
+}
+
+/// Builds the service for [`tower_lsp_server::Server`], with command-line `flags`
+/// as the base settings. The returned flag is set once `shutdown` was received.
+pub fn service(
+    flags: Overrides,
+) -> (
+    LspService<Backend>,
+    tower_lsp_server::ClientSocket,
+    Arc<AtomicBool>,
+) {
+    let shutdown_requested = Arc::new(AtomicBool::new(false));
+    let flag = shutdown_requested.clone();
+    let (service, socket) = LspService::build(move |client| Backend {
+        client,
+        flag_overrides: flags.clone(),
+        session: OnceLock::new(),
+        engine: OnceLock::new(),
+        documents: Mutex::new(DocumentStore::default()),
+        in_flight: Mutex::new(HashMap::new()),
+        shutdown_requested: flag.clone(),
+    })
+    .custom_method("textDocument/inlineCompletion", Backend::inline_completion)
+    .custom_method(STATS_METHOD, Backend::stats)
+    .finish();
+    (service, socket, shutdown_requested)
+}
+
+fn negotiate_encoding(capabilities: &ClientCapabilities) -> PositionEncoding {
+    let offered = capabilities
+        .general
+        .as_ref()
+        .and_then(|g| g.position_encodings.as_ref());
+    match offered {
+        Some(kinds) if kinds.contains(&PositionEncodingKind::UTF8) => PositionEncoding::Utf8,
+        _ => PositionEncoding::Utf16,
+    }
+}
+
+fn to_position(p: documents::Position) -> Position {
+    Position::new(p.line, p.column)
+}
+
+fn from_position(p: Position) -> documents::Position {
+    documents::Position {
+        line: p.line,
+        column: p.character,
+    }
+}
+
+impl Backend {
+    fn encoding(&self) -> PositionEncoding {
+        self.session
+            .get()
+            .map_or_else(Default::default, |s| s.encoding)
+    }
+
+    /// Computes a suggestion at `position` of `uri`, or `None` when there is none to give.
+    async fn suggest(&self, uri: &Uri, position: Position) -> RpcResult<Option<Suggestion>> {
+        let key = uri.as_str();
+        let encoding = self.encoding();
+        let (context, cursor, version) = {
+            let documents = self.documents.lock().expect("documents lock");
+            let document = documents
+                .get(key)
+                .ok_or_else(|| RpcError::invalid_params(format!("document not open: {key}")))?;
+            let cursor = document.char_index(from_position(position), encoding);
+            (
+                context::extract(document, cursor, Window::default()),
+                to_position(document.position(cursor, encoding)),
+                document.version,
+            )
+        };
+        let (Some(engine), Some(session)) = (self.engine.get(), self.session.get()) else {
+            return Ok(None);
+        };
+        if !engine.is_ready() {
+            return Ok(None);
+        }
+        let cancel = CancelFlag::default();
+        if let Some(older) = self
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .insert(key.to_owned(), cancel.clone())
+        {
+            older.cancel();
+        }
+        let _guard = InFlightGuard {
+            backend: self,
+            key,
+            cancel: cancel.clone(),
+        };
+        let stop = StopRules::for_context(&context);
+        let line_prefix = context.line_prefix.clone();
+        let request = CompletionRequest {
+            context,
+            stop,
+            max_tokens: session.settings.max_tokens,
+            cancel,
+        };
+        let generation = match engine.complete(request).await {
+            Ok(generation) => generation,
+            Err(EngineError::NotReady | EngineError::Cancelled) => return Ok(None),
+            Err(e @ EngineError::Failed(_)) => {
+                tracing::warn!("{e}");
+                return Ok(None);
+            }
+        };
+        let current_version = self
+            .documents
+            .lock()
+            .expect("documents lock")
+            .get(key)
+            .map(|d| d.version);
+        if current_version != Some(version) {
+            tracing::debug!(
+                uri = key,
+                "document changed during generation; answer dropped"
+            );
+            return Ok(None);
+        }
+        Ok(
+            postprocess::finish(&generation.text, &stop).map(|text| Suggestion {
+                text,
+                cursor,
+                line_prefix,
+            }),
+        )
+    }
+
+    /// `textDocument/inlineCompletion` (LSP 3.18).
+    async fn inline_completion(
+        &self,
+        params: InlineCompletionParams,
+    ) -> RpcResult<Option<InlineCompletionResponse>> {
+        let position = params.text_document_position;
+        let suggestion = self
+            .suggest(&position.text_document.uri, position.position)
+            .await?;
+        Ok(Some(InlineCompletionResponse::Array(
+            suggestion
+                .into_iter()
+                .map(|s| InlineCompletionItem {
+                    insert_text: s.text,
+                    filter_text: None,
+                    range: Some(Range::new(s.cursor, s.cursor)),
+                    command: None,
+                    insert_text_format: Some(InsertTextFormat::PLAIN_TEXT),
+                })
+                .collect(),
+        )))
+    }
+
+    /// `inkling/stats`: the engine's running totals.
+    async fn stats(&self) -> RpcResult<Stats> {
+        let (model_state, counters) = match self.engine.get() {
+            None => ("loading", CountersSnapshot::default()),
+            Some(engine) => {
+                let state = match *engine.subscribe().borrow() {
+                    EngineState::Loading { .. } => "loading",
+                    EngineState::Ready(_) => "ready",
+                    EngineState::Failed(_) => "failed",
+                };
+                (state, engine.counters())
+            }
+        };
+        Ok(Stats {
+            model_state,
+            counters,
+        })
+    }
+
+    /// Tells the client about model loading: `$/progress` when it supports it, and a
+    /// message when loading fails.
+    async fn report_loading(client: Client, engine: Engine, work_done_progress: bool) {
+        let mut states = engine.subscribe();
+        let token = NumberOrString::String("inkling/model".into());
+        let progress = if work_done_progress
+            && client
+                .create_work_done_progress(token.clone())
+                .await
+                .is_ok()
+        {
+            Some(
+                client
+                    .progress(token, "inkling")
+                    .with_message("loading the model")
+                    .with_percentage(0)
+                    .begin()
+                    .await,
+            )
+        } else {
+            None
+        };
+        loop {
+            let state = states.borrow_and_update().clone();
+            match state {
+                EngineState::Loading { message, percent } => {
+                    if let Some(progress) = &progress {
+                        progress
+                            .report_with_message(message, percent.unwrap_or(0).min(100))
+                            .await;
+                    }
+                }
+                EngineState::Ready(info) => {
+                    let message = format!("model ready: {}", info.path.display());
+                    if let Some(progress) = progress {
+                        progress.finish_with_message(message.clone()).await;
+                    }
+                    client.log_message(MessageType::INFO, message).await;
+                    return;
+                }
+                EngineState::Failed(error) => {
+                    if let Some(progress) = progress {
+                        progress.finish_with_message("model failed to load").await;
+                    }
+                    client
+                        .show_message(MessageType::ERROR, format!("inkling: {error}"))
+                        .await;
+                    return;
+                }
+            }
+            if states.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Cancels a request's generation when its handler ends or is dropped, and forgets it.
+struct InFlightGuard<'a> {
+    backend: &'a Backend,
+    key: &'a str,
+    cancel: CancelFlag,
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        let mut in_flight = self.backend.in_flight.lock().expect("in-flight lock");
+        if in_flight
+            .get(self.key)
+            .is_some_and(|flag| flag.same_as(&self.cancel))
+        {
+            in_flight.remove(self.key);
+        }
+    }
+}
+
+impl LanguageServer for Backend {
+    async fn initialize(&self, params: InitializeParams) -> RpcResult<InitializeResult> {
+        let encoding = negotiate_encoding(&params.capabilities);
+        let (client_overrides, options_error) =
+            match Overrides::from_json(params.initialization_options) {
+                Ok(overrides) => (overrides, None),
+                Err(e) => (Overrides::default(), Some(e)),
+            };
+        let settings =
+            Settings::resolve(self.flag_overrides.clone().overridden_by(client_overrides));
+        let work_done_progress = params
+            .capabilities
+            .window
+            .as_ref()
+            .and_then(|w| w.work_done_progress)
+            .unwrap_or(false);
+        let _ = self.session.set(SessionSetup {
+            encoding,
+            settings,
+            work_done_progress,
+            options_error,
+        });
+        Ok(InitializeResult {
+            capabilities: ServerCapabilities {
+                position_encoding: Some(match encoding {
+                    PositionEncoding::Utf8 => PositionEncodingKind::UTF8,
+                    PositionEncoding::Utf16 => PositionEncodingKind::UTF16,
+                }),
+                text_document_sync: Some(TextDocumentSyncCapability::Options(
+                    TextDocumentSyncOptions {
+                        open_close: Some(true),
+                        change: Some(TextDocumentSyncKind::INCREMENTAL),
+                        ..TextDocumentSyncOptions::default()
+                    },
+                )),
+                completion_provider: Some(CompletionOptions::default()),
+                inline_completion_provider: Some(OneOf::Left(true)),
+                ..ServerCapabilities::default()
+            },
+            server_info: Some(ServerInfo {
+                name: "inkling".into(),
+                version: Some(env!("CARGO_PKG_VERSION").into()),
+            }),
+            offset_encoding: None,
+        })
+    }
+
+    async fn initialized(&self, _: InitializedParams) {
+        let Some(session) = self.session.get() else {
+            return;
+        };
+        if let Some(error) = &session.options_error {
+            tracing::warn!("{error}");
+            self.client
+                .show_message(
+                    MessageType::WARNING,
+                    format!("inkling: {error}; using the defaults"),
+                )
+                .await;
+        }
+        let engine = self
+            .engine
+            .get_or_init(|| Engine::start(session.settings.clone()))
+            .clone();
+        tokio::spawn(Self::report_loading(
+            self.client.clone(),
+            engine,
+            session.work_done_progress,
+        ));
+    }
+
+    async fn shutdown(&self) -> RpcResult<()> {
+        self.shutdown_requested.store(true, Ordering::SeqCst);
+        for flag in self.in_flight.lock().expect("in-flight lock").values() {
+            flag.cancel();
+        }
+        Ok(())
+    }
+
+    async fn did_open(&self, params: DidOpenTextDocumentParams) {
+        let doc = params.text_document;
+        self.documents.lock().expect("documents lock").open(
+            doc.uri.as_str(),
+            Document::new(&doc.text, doc.version, &doc.language_id),
+        );
+    }
+
+    async fn did_change(&self, params: DidChangeTextDocumentParams) {
+        let changes: Vec<TextChange> = params
+            .content_changes
+            .into_iter()
+            .map(|change| TextChange {
+                range: change
+                    .range
+                    .map(|r| (from_position(r.start), from_position(r.end))),
+                text: change.text,
+            })
+            .collect();
+        let uri = params.text_document.uri;
+        let result = self.documents.lock().expect("documents lock").change(
+            uri.as_str(),
+            params.text_document.version,
+            &changes,
+            self.encoding(),
+        );
+        if let Err(e) = result {
+            let message = format!("inkling: edit of {} not applied: {e}", uri.as_str());
+            tracing::warn!("{message}");
+            self.client.log_message(MessageType::WARNING, message).await;
+        }
+    }
+
+    async fn did_close(&self, params: DidCloseTextDocumentParams) {
+        let key = params.text_document.uri.as_str().to_owned();
+        self.documents.lock().expect("documents lock").close(&key);
+        if let Some(flag) = self.in_flight.lock().expect("in-flight lock").remove(&key) {
+            flag.cancel();
+        }
+    }
+
+    /// `textDocument/completion`: the same suggestion as one item shaped for clients
+    /// without inline completion (Helix, Zed): label = its first line, `filterText` =
+    /// the line up to the cursor, a zero-width `textEdit` at the cursor, `detail` = all of it.
+    async fn completion(&self, params: CompletionParams) -> RpcResult<Option<CompletionResponse>> {
+        let position = params.text_document_position;
+        let Some(suggestion) = self
+            .suggest(&position.text_document.uri, position.position)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let label = suggestion
+            .text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or_default()
+            .to_owned();
+        let item = CompletionItem {
+            label,
+            kind: Some(CompletionItemKind::TEXT),
+            detail: Some(suggestion.text.clone()),
+            filter_text: Some(suggestion.line_prefix),
+            insert_text_format: Some(InsertTextFormat::PLAIN_TEXT),
+            text_edit: Some(CompletionTextEdit::Edit(TextEdit::new(
+                Range::new(suggestion.cursor, suggestion.cursor),
+                suggestion.text,
+            ))),
+            ..CompletionItem::default()
+        };
+        Ok(Some(CompletionResponse::List(CompletionList {
+            // Each keystroke changes the answer: ask again rather than filter this one.
+            is_incomplete: true,
+            items: vec![item],
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_is_chosen_only_when_offered() {
+        let mut caps = ClientCapabilities::default();
+        assert_eq!(negotiate_encoding(&caps), PositionEncoding::Utf16);
+        caps.general = Some(GeneralClientCapabilities {
+            position_encodings: Some(vec![
+                PositionEncodingKind::UTF16,
+                PositionEncodingKind::UTF8,
+            ]),
+            ..GeneralClientCapabilities::default()
+        });
+        assert_eq!(negotiate_encoding(&caps), PositionEncoding::Utf8);
+        caps.general = Some(GeneralClientCapabilities {
+            position_encodings: Some(vec![PositionEncodingKind::UTF32]),
+            ..GeneralClientCapabilities::default()
+        });
+        assert_eq!(negotiate_encoding(&caps), PositionEncoding::Utf16);
+    }
+}

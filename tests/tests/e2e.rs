@@ -1,0 +1,295 @@
+//! End-to-end tests: the real `inkling` binary, real LSP over stdio, the real default
+//! model (fetched into the cache by the test command before these run).
+
+use std::time::{Duration, Instant};
+
+use inkling_harness::{Launch, LspClient, inline_items, vscode_capabilities};
+use serde_json::{Value, json};
+
+const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A server with the default model, initialized with VS Code-like capabilities and ready.
+fn ready_server() -> LspClient {
+    let mut client = LspClient::start();
+    client.initialize(vscode_capabilities(), Value::Null);
+    client.wait_until_ready(LOAD_TIMEOUT);
+    client
+}
+
+fn utf16_len(s: &str) -> u32 {
+    s.encode_utf16().count() as u32
+}
+
+#[test]
+fn python_and_rust_prefixes_get_completions() {
+    let mut client = ready_server();
+    let python = "def fibonacci(n):\n    if n < 2:\n        return n\n    return ";
+    client.open("file:///w/fib.py", "python", python);
+    let rust = "/// Adds two numbers.\nfn add(a: i32, b: i32) -> i32 {\n    a + ";
+    client.open("file:///w/add.rs", "rust", rust);
+
+    for (uri, line, character) in [("file:///w/fib.py", 3, 11), ("file:///w/add.rs", 2, 8)] {
+        let response = client.inline_completion(uri, line, character);
+        let items = inline_items(&response);
+        assert_eq!(items.len(), 1, "{uri}: {response}");
+        let text = items[0]["insertText"].as_str().unwrap();
+        assert!(!text.trim().is_empty(), "{uri}: empty suggestion");
+        let cursor = json!({"line": line, "character": character});
+        assert_eq!(
+            items[0]["range"],
+            json!({"start": cursor, "end": cursor}),
+            "{uri}"
+        );
+    }
+    let stats = client.stats();
+    assert!(stats["generatedTokens"].as_u64().unwrap() > 0, "{stats}");
+    assert!(client.shutdown_and_exit().success());
+}
+
+#[test]
+fn model_loading_is_reported_as_progress() {
+    let mut client = LspClient::start();
+    client.initialize(vscode_capabilities(), Value::Null);
+    client.wait_for(LOAD_TIMEOUT, |m| {
+        m["method"] == "window/workDoneProgress/create"
+    });
+    let begin = client.wait_for(LOAD_TIMEOUT, |m| {
+        m["method"] == "$/progress" && m["params"]["value"]["kind"] == "begin"
+    });
+    assert_eq!(begin["params"]["value"]["title"], "inkling");
+    let end = client.wait_for(LOAD_TIMEOUT, |m| {
+        m["method"] == "$/progress" && m["params"]["value"]["kind"] == "end"
+    });
+    let message = end["params"]["value"]["message"].as_str().unwrap();
+    assert!(message.starts_with("model ready"), "{message}");
+}
+
+#[test]
+fn completion_item_has_the_helix_shape() {
+    let mut client = ready_server();
+    let text = "import os\n\ndef list_python_files(directory):\n    return [f for f in os.listdir(directory) if f.endswith(";
+    client.open("file:///w/files.py", "python", text);
+    let line_prefix = text.lines().last().unwrap();
+    let character = utf16_len(line_prefix);
+    let response = client.request(
+        "textDocument/completion",
+        LspClient::position_params("file:///w/files.py", 3, character),
+        ANSWER_TIMEOUT,
+    );
+    let result = &response["result"];
+    assert_eq!(result["isIncomplete"], true, "{response}");
+    let items = result["items"].as_array().expect("a completion list");
+    assert_eq!(items.len(), 1, "{response}");
+    let item = &items[0];
+    let new_text = item["textEdit"]["newText"].as_str().unwrap();
+    assert!(!new_text.trim().is_empty());
+    let first_line = new_text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap();
+    assert_eq!(item["label"], first_line);
+    assert_eq!(item["filterText"], line_prefix);
+    assert_eq!(item["detail"], new_text);
+    let cursor = json!({"line": 3, "character": character});
+    assert_eq!(
+        item["textEdit"]["range"],
+        json!({"start": cursor, "end": cursor})
+    );
+}
+
+#[test]
+fn a_cancelled_request_answers_32800_and_the_next_still_works() {
+    let mut client = ready_server();
+    let text = "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n        ";
+    client.open("file:///w/stack.py", "python", text);
+    let id = client.send_inline_completion("file:///w/stack.py", 5, 8);
+    client.notify("$/cancelRequest", json!({"id": id}));
+    let response = client.response(id, ANSWER_TIMEOUT);
+    assert_eq!(response["error"]["code"], -32800, "{response}");
+
+    let response = client.inline_completion("file:///w/stack.py", 5, 8);
+    let items = inline_items(&response);
+    assert_eq!(items.len(), 1, "{response}");
+    let stats = client.stats();
+    assert!(stats["cancelled"].as_u64().unwrap() >= 1, "{stats}");
+}
+
+#[test]
+fn a_newer_request_for_the_same_document_supersedes_the_older() {
+    let mut client = ready_server();
+    let text = "def mean(values):\n    total = sum(values)\n    return ";
+    client.open("file:///w/mean.py", "python", text);
+    // Neovim does not cancel superseded requests: the server must drop them itself.
+    let first = client.send_inline_completion("file:///w/mean.py", 2, 11);
+    let second = client.send_inline_completion("file:///w/mean.py", 2, 11);
+    let first = client.response(first, ANSWER_TIMEOUT);
+    let second = client.response(second, ANSWER_TIMEOUT);
+    assert_eq!(inline_items(&first), Vec::<Value>::new(), "{first}");
+    assert_eq!(inline_items(&second).len(), 1, "{second}");
+}
+
+#[test]
+fn non_ascii_text_before_the_cursor_gives_correct_ranges_in_both_encodings() {
+    let line = "    s = \"日本語 😀 café\"; print(s.";
+    let text = format!("def shout():\n{line})\n");
+    for (encoding, column) in [("utf-16", utf16_len(line)), ("utf-8", line.len() as u32)] {
+        let mut client = LspClient::start();
+        let capabilities = json!({"general": {"positionEncodings": [encoding]}});
+        let result = client.initialize(capabilities, Value::Null);
+        assert_eq!(result["capabilities"]["positionEncoding"], encoding);
+        client.wait_until_ready(LOAD_TIMEOUT);
+        client.open("file:///w/shout.py", "python", &text);
+        let response = client.request(
+            "textDocument/completion",
+            LspClient::position_params("file:///w/shout.py", 1, column),
+            ANSWER_TIMEOUT,
+        );
+        let item = &response["result"]["items"][0];
+        assert_eq!(item["filterText"], line, "{encoding}: {response}");
+        let cursor = json!({"line": 1, "character": column});
+        assert_eq!(
+            item["textEdit"]["range"],
+            json!({"start": cursor, "end": cursor}),
+            "{encoding}"
+        );
+        // There is code right of the cursor, so the answer stays on this line.
+        assert!(!item["textEdit"]["newText"].as_str().unwrap().contains('\n'));
+
+        let response = client.inline_completion("file:///w/shout.py", 1, column);
+        let items = inline_items(&response);
+        assert_eq!(items.len(), 1, "{encoding}: {response}");
+        assert_eq!(items[0]["range"]["start"], cursor, "{encoding}");
+    }
+}
+
+#[test]
+fn a_request_before_the_model_is_ready_answers_promptly() {
+    let mut client = LspClient::start();
+    client.initialize(vscode_capabilities(), Value::Null);
+    let text = "def square(x):\n    return ";
+    client.open("file:///w/square.py", "python", text);
+    let asked = Instant::now();
+    let response = client.inline_completion("file:///w/square.py", 1, 11);
+    let waited = asked.elapsed();
+    let stats = client.stats();
+    assert_eq!(
+        stats["modelState"], "loading",
+        "the model loaded too fast to test this"
+    );
+    assert!(response.get("error").is_none(), "{response}");
+    assert_eq!(inline_items(&response), Vec::<Value>::new());
+    assert!(waited < Duration::from_secs(2), "took {waited:?}");
+
+    client.wait_until_ready(LOAD_TIMEOUT);
+    let response = client.inline_completion("file:///w/square.py", 1, 11);
+    assert_eq!(inline_items(&response).len(), 1, "{response}");
+}
+
+#[test]
+fn bad_input_gets_errors_and_loses_nothing() {
+    let mut client = ready_server();
+    let text = "fn main() {\n    let greeting = \"hello\";\n    println!(\"{}\", ";
+    client.open("file:///w/main.rs", "rust", text);
+
+    let bad = client.request(
+        "textDocument/inlineCompletion",
+        json!({"textDocument": 5}),
+        ANSWER_TIMEOUT,
+    );
+    assert_eq!(bad["error"]["code"], -32602, "{bad}");
+    let not_open = client.request(
+        "textDocument/completion",
+        LspClient::position_params("file:///w/never-opened.rs", 0, 0),
+        ANSWER_TIMEOUT,
+    );
+    assert_eq!(not_open["error"]["code"], -32602, "{not_open}");
+    let unknown = client.request("inkling/noSuchMethod", json!({}), ANSWER_TIMEOUT);
+    assert_eq!(unknown["error"]["code"], -32601, "{unknown}");
+    client.send_raw(b"Content-Length: 9\r\n\r\n{not json");
+    let parse_error = client.wait_for(ANSWER_TIMEOUT, |m| m["error"]["code"] == -32700);
+    assert_eq!(parse_error["id"], Value::Null);
+    client.send_raw(b"Content-Length: 36\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":77,\"params\":1}");
+    let invalid = client.response(77, ANSWER_TIMEOUT);
+    assert_eq!(invalid["error"]["code"], -32600, "{invalid}");
+    // A reversed range and a stale version are refused without touching the text.
+    client.edit("file:///w/main.rs", 2, (2, 10), (2, 2), "XXX");
+    client.edit("file:///w/main.rs", 0, (0, 0), (0, 0), "stale");
+
+    let line_prefix = "    println!(\"{}\", ";
+    let response = client.request(
+        "textDocument/completion",
+        LspClient::position_params("file:///w/main.rs", 2, utf16_len(line_prefix)),
+        ANSWER_TIMEOUT,
+    );
+    assert_eq!(
+        response["result"]["items"][0]["filterText"], line_prefix,
+        "{response}"
+    );
+    // An out-of-range position is clamped to the end of the document.
+    let response = client.inline_completion("file:///w/main.rs", 99, 99);
+    for item in inline_items(&response) {
+        let end = json!({"line": 2, "character": utf16_len(line_prefix)});
+        assert_eq!(item["range"]["start"], end, "{response}");
+    }
+    assert!(client.shutdown_and_exit().success());
+}
+
+#[test]
+fn exit_codes_follow_the_spec() {
+    let mut client = LspClient::start();
+    client.initialize(json!({}), Value::Null);
+    assert_eq!(client.shutdown_and_exit().code(), Some(0));
+
+    let mut client = LspClient::start();
+    client.initialize(json!({}), Value::Null);
+    client.notify("exit", Value::Null);
+    assert_eq!(client.wait_exit(Duration::from_secs(10)).code(), Some(1));
+
+    let mut client = LspClient::start();
+    client.initialize(json!({}), Value::Null);
+    client.close_stdin();
+    let status = client.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1));
+}
+
+/// A server started with `--model path` that cannot load reports why and keeps serving.
+fn assert_model_failure_is_reported(model: &std::path::Path, expected: &str) {
+    let mut client = LspClient::launch(&Launch {
+        args: vec!["--model".into(), model.display().to_string()],
+        ..Launch::default()
+    });
+    client.initialize(vscode_capabilities(), Value::Null);
+    let message = client.wait_for(LOAD_TIMEOUT, |m| m["method"] == "window/showMessage");
+    assert_eq!(message["params"]["type"], 1, "{message}");
+    let text = message["params"]["message"].as_str().unwrap();
+    assert!(text.contains(expected), "{text}");
+    assert_eq!(client.stats()["modelState"], "failed");
+
+    client.open("file:///w/kept.py", "python", "x = 1\ny = ");
+    let response = client.inline_completion("file:///w/kept.py", 1, 4);
+    assert!(response.get("error").is_none(), "{response}");
+    assert_eq!(inline_items(&response), Vec::<Value>::new());
+    assert!(client.shutdown_and_exit().success());
+}
+
+#[test]
+fn a_missing_model_is_reported_and_the_server_keeps_running() {
+    assert_model_failure_is_reported(
+        std::path::Path::new("/nonexistent/model.gguf"),
+        "/nonexistent/model.gguf",
+    );
+}
+
+#[test]
+fn a_corrupt_model_is_reported_and_the_server_keeps_running() {
+    let path = std::env::temp_dir().join(format!("inkling-corrupt-{}.gguf", std::process::id()));
+    std::fs::write(
+        &path,
+        b"this is not a model, only some text pretending to be one",
+    )
+    .unwrap();
+    assert_model_failure_is_reported(&path, "not a GGUF file");
+    let _ = std::fs::remove_file(path);
+}
