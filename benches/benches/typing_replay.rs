@@ -6,7 +6,8 @@
 //!
 //! `cargo bench -p inkling-benches --bench typing_replay`; environment:
 //! `INKLING_BENCH_FILE` (default: the stdlib's `textwrap.py`), `INKLING_BENCH_LINE`
-//! (first line typed, default 120), `INKLING_BENCH_KEYSTROKES` (default 150).
+//! (first line typed, default 120), `INKLING_BENCH_KEYSTROKES` (default 150, rounded up
+//! to whole lines).
 
 use std::time::{Duration, Instant};
 
@@ -37,24 +38,30 @@ fn main() {
         "{file} has only {} lines",
         lines.len()
     );
+    // Whole lines are typed, as when writing new code into the middle of a file: the
+    // lines after them exist, the rest of the line being typed does not.
+    let mut last_line = first_line;
+    let mut typed_chars = 0;
+    while last_line < lines.len() && typed_chars < keystrokes {
+        typed_chars += lines[last_line].chars().count();
+        last_line += 1;
+    }
     let before: String = lines[..first_line].concat();
-    let typed: Vec<char> = lines[first_line..]
+    // Typing starts on an empty line opened before the existing code below.
+    let typed: Vec<char> = lines[first_line..last_line]
         .concat()
+        .trim_end_matches('\n')
         .chars()
-        .take(keystrokes)
         .collect();
-    let after: String = lines[first_line..]
-        .concat()
-        .chars()
-        .skip(keystrokes)
-        .collect();
+    let after: String = lines[last_line..].concat();
     let uri = "file:///bench/typed.py";
 
     let spawned = Instant::now();
     let mut client = LspClient::start();
     client.initialize(vscode_capabilities(), Value::Null);
-    client.open(uri, "python", &format!("{before}{after}"));
+    client.open(uri, "python", &format!("{before}\n{after}"));
     client.wait_until_ready(Duration::from_secs(600));
+    let ready = spawned.elapsed();
     let (mut line, mut column) = (first_line as u32, 0u32);
     let first = client.inline_completion(uri, line, column);
     let startup = spawned.elapsed();
@@ -94,7 +101,8 @@ fn main() {
     latencies.sort();
     println!("typing replay of {file} from line {first_line}, {n} keystrokes");
     println!(
-        "  start-up to first completion: {} ms ({first_items} item)",
+        "  start-up: model ready after {} ms, first completion after {} ms ({first_items} item)",
+        ready.as_millis(),
         startup.as_millis()
     );
     println!(

@@ -32,6 +32,48 @@ use crate::postprocess::{self, StopRules};
 /// The custom request that returns the engine's running totals.
 pub const STATS_METHOD: &str = "inkling/stats";
 
+/// The custom notification sent on every model state change (see [`ModelStatus`]).
+pub enum StatusNotification {}
+
+impl tower_lsp_server::ls_types::notification::Notification for StatusNotification {
+    type Params = ModelStatus;
+    const METHOD: &'static str = "inkling/status";
+}
+
+/// The model's state as our own editor integrations show it (status bar, etc.).
+#[derive(Debug, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelStatus {
+    /// `loading`, `ready` or `failed`.
+    pub state: String,
+    /// What is happening, or what went wrong.
+    pub message: String,
+    /// Loading progress, 0–100, when known.
+    pub percent: Option<u32>,
+}
+
+impl ModelStatus {
+    fn of(state: &EngineState) -> ModelStatus {
+        match state {
+            EngineState::Loading { message, percent } => ModelStatus {
+                state: "loading".into(),
+                message: message.clone(),
+                percent: *percent,
+            },
+            EngineState::Ready(info) => ModelStatus {
+                state: "ready".into(),
+                message: format!("model ready: {}", info.path.display()),
+                percent: Some(100),
+            },
+            EngineState::Failed(error) => ModelStatus {
+                state: "failed".into(),
+                message: error.clone(),
+                percent: None,
+            },
+        }
+    }
+}
+
 /// The language server: documents, settings and the engine handle.
 pub struct Backend {
     client: Client,
@@ -65,7 +107,7 @@ struct Suggestion {
 #[serde(rename_all = "camelCase")]
 pub struct Stats {
     /// `loading`, `ready` or `failed`.
-    pub model_state: &'static str,
+    pub model_state: String,
     /// Running totals of the engine.
     #[serde(flatten)]
     pub counters: CountersSnapshot,
@@ -226,15 +268,11 @@ impl Backend {
     /// `inkling/stats`: the engine's running totals.
     async fn stats(&self) -> RpcResult<Stats> {
         let (model_state, counters) = match self.engine.get() {
-            None => ("loading", CountersSnapshot::default()),
-            Some(engine) => {
-                let state = match *engine.subscribe().borrow() {
-                    EngineState::Loading { .. } => "loading",
-                    EngineState::Ready(_) => "ready",
-                    EngineState::Failed(_) => "failed",
-                };
-                (state, engine.counters())
-            }
+            None => ("loading".into(), CountersSnapshot::default()),
+            Some(engine) => (
+                ModelStatus::of(&engine.subscribe().borrow()).state,
+                engine.counters(),
+            ),
         };
         Ok(Stats {
             model_state,
@@ -266,6 +304,9 @@ impl Backend {
         };
         loop {
             let state = states.borrow_and_update().clone();
+            client
+                .send_notification::<StatusNotification>(ModelStatus::of(&state))
+                .await;
             match state {
                 EngineState::Loading { message, percent } => {
                     if let Some(progress) = &progress {
