@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::postprocess;
+
 /// Everything the server can be told. All fields are optional so that one layer can
 /// override another field by field; [`Settings`] fills the gaps with defaults.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -22,6 +24,10 @@ pub struct Overrides {
     pub threads: Option<NonZeroU32>,
     /// Most tokens generated for one completion.
     pub max_tokens: Option<NonZeroU32>,
+    /// Apply the full stop rules and filters (on by default).
+    pub postprocess: Option<bool>,
+    /// Suggest inside comments (off by default).
+    pub comment_completions: Option<bool>,
 }
 
 impl Overrides {
@@ -32,6 +38,8 @@ impl Overrides {
             context_size: other.context_size.or(self.context_size),
             threads: other.threads.or(self.threads),
             max_tokens: other.max_tokens.or(self.max_tokens),
+            postprocess: other.postprocess.or(self.postprocess),
+            comment_completions: other.comment_completions.or(self.comment_completions),
         }
     }
 
@@ -57,12 +65,15 @@ pub struct Settings {
     pub threads: u32,
     /// Most tokens generated for one completion.
     pub max_tokens: u32,
+    /// Options of the post-processing stage.
+    pub postprocess: postprocess::Options,
 }
 
 /// Default context size: room for a ~1.5k-token prompt and its answer, with margin.
 pub const DEFAULT_CONTEXT_SIZE: u32 = 4096;
-/// Default generation limit; a single suggestion rarely needs more.
-pub const DEFAULT_MAX_TOKENS: u32 = 64;
+/// Default generation limit; a single suggestion rarely needs more. Automatic
+/// requests also stop at a time limit, whichever comes first.
+pub const DEFAULT_MAX_TOKENS: u32 = 128;
 
 impl Settings {
     /// Fills the gaps of `overrides` with defaults.
@@ -77,6 +88,10 @@ impl Settings {
             max_tokens: overrides
                 .max_tokens
                 .map_or(DEFAULT_MAX_TOKENS, NonZeroU32::get),
+            postprocess: postprocess::Options {
+                enabled: overrides.postprocess.unwrap_or(true),
+                in_comments: overrides.comment_completions.unwrap_or(false),
+            },
         }
     }
 }

@@ -9,6 +9,7 @@
 //! and the model's KV cache for it — survives keystrokes.
 
 use crate::documents::Document;
+use crate::syntax::{self, SyntaxFacts};
 
 /// The prefix window's first line is a multiple of this many lines.
 pub const WINDOW_STEP_LINES: usize = 32;
@@ -45,6 +46,8 @@ pub struct CompletionContext {
     pub line_suffix: String,
     /// The document's language identifier.
     pub language_id: String,
+    /// What tree-sitter says about the cursor's surroundings.
+    pub syntax: SyntaxFacts,
 }
 
 impl CompletionContext {
@@ -85,6 +88,7 @@ pub fn extract(document: &Document, cursor: usize, window: Window) -> Completion
         line_prefix: rope.slice(line_start..cursor).to_string(),
         line_suffix,
         language_id: document.language_id.clone(),
+        syntax: syntax::facts_at(rope, &document.language_id, cursor),
     }
 }
 

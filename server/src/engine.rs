@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
@@ -36,7 +36,7 @@ use crate::config::Settings;
 use crate::context::CompletionContext;
 use crate::model_files;
 use crate::postprocess::StopRules;
-use crate::prompt::{self, Budget, FimTokens, Template, Token, Tokenizer};
+use crate::prompt::{self, Budget, FimTokens, Prompt, Template, Token, Tokenizer};
 
 /// Prompt tokens decoded per call: small enough that a cancel is noticed quickly,
 /// large enough to keep the matrix kernels efficient.
@@ -99,6 +99,8 @@ pub struct CompletionRequest {
     pub stop: StopRules,
     /// Most tokens to generate.
     pub max_tokens: u32,
+    /// Most time to spend generating (after the prompt).
+    pub time_limit: Duration,
     /// Set when the request is no longer wanted.
     pub cancel: CancelFlag,
 }
@@ -113,6 +115,8 @@ pub enum StopReason {
     StopRule,
     /// The token limit was reached.
     TokenLimit,
+    /// The time limit was reached.
+    TimeLimit,
     /// The context window is full.
     ContextFull,
 }
@@ -339,9 +343,14 @@ fn worker(
         fim: template.fim.is_some(),
         context_size: context.n_ctx(),
     }));
+    let pieces = vocab
+        .tokens()
+        .map(|t| vocab.token_to_piece(t, false, None).into_boxed_slice())
+        .collect();
     let mut session = Session {
         context,
         vocab,
+        pieces,
         template,
         cached: Vec::new(),
         counters,
@@ -406,6 +415,8 @@ impl Tokenizer for VocabTokenizer<'_, '_> {
 struct Session<'m> {
     context: LlamaContext<'m>,
     vocab: LlamaVocab<'m>,
+    /// The text of every token, by id (for token healing).
+    pieces: Vec<Box<[u8]>>,
     template: Template,
     /// The tokens whose KV entries sequence 0 holds, in position order.
     cached: Vec<Token>,
@@ -415,12 +426,18 @@ struct Session<'m> {
 impl Session<'_> {
     fn generate(&mut self, request: &CompletionRequest) -> Result<Generation, EngineError> {
         let started = Instant::now();
-        let prompt = prompt::build(
+        let Prompt {
+            tokens: prompt,
+            healed,
+        } = prompt::build(
             &request.context,
             &self.template,
             Budget::default(),
             &VocabTokenizer(&self.vocab),
         );
+        // The text the first generated token must start with (see `Prompt::healed`).
+        let heal = healed.map_or(&[][..], |t| self.piece(t));
+        let heal = heal.to_vec();
         let n_ctx = self.context.n_ctx() as usize;
         if prompt.len() + 1 >= n_ctx {
             return Err(EngineError::Failed(format!(
@@ -451,18 +468,33 @@ impl Session<'_> {
             if request.cancel.is_cancelled() {
                 return Err(EngineError::Cancelled);
             }
-            let token = sampler.sample(&self.context, -1);
+            let token = if generated == 0 && !heal.is_empty() {
+                self.healing_token(&heal)
+            } else {
+                sampler.sample(&self.context, -1)
+            };
             if self.vocab.is_eog(token) {
                 break StopReason::EndOfGeneration;
             }
+            let piece = self.piece(token.0);
+            bytes.extend_from_slice(if generated == 0 {
+                &piece[heal.len()..]
+            } else {
+                piece
+            });
             generated += 1;
-            self.vocab
-                .token_to_piece_into(token, &mut bytes, false, None);
-            if request.stop.is_complete(valid_utf8_prefix(&bytes)) {
+            if request
+                .stop
+                .end_of_answer(valid_utf8_prefix(&bytes), false)
+                .is_some()
+            {
                 break StopReason::StopRule;
             }
             if generated >= request.max_tokens as usize {
                 break StopReason::TokenLimit;
+            }
+            if started.elapsed() >= prompt_done + request.time_limit {
+                break StopReason::TimeLimit;
             }
             if self.cached.len() + 1 >= n_ctx {
                 break StopReason::ContextFull;
@@ -488,6 +520,26 @@ impl Session<'_> {
             generated_tokens: generated,
             stop_reason,
         })
+    }
+
+    fn piece(&self, token: Token) -> &[u8] {
+        usize::try_from(token)
+            .ok()
+            .and_then(|i| self.pieces.get(i))
+            .map_or(&[][..], |p| &p[..])
+    }
+
+    /// The most likely next token whose text starts with `heal` (greedy, like the sampler).
+    fn healing_token(&self, heal: &[u8]) -> LlamaToken {
+        let logits = self.context.get_logits_ith(-1);
+        let mut best: Option<(usize, f32)> = None;
+        for (id, &logit) in logits.iter().enumerate() {
+            if best.is_none_or(|(_, b)| logit > b) && self.pieces[id].starts_with(heal) {
+                best = Some((id, logit));
+            }
+        }
+        // The healed token itself always qualifies, so `best` is set.
+        LlamaToken(best.map_or(0, |(id, _)| id as i32))
     }
 
     /// Keeps the longest common prefix of the cache and `prompt` (less at least one token,

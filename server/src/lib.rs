@@ -2,7 +2,7 @@
 //! running inside its own process.
 //!
 //! The stages of a completion, each its own module (see `ARCHITECTURE.md`):
-//! [`documents`] → [`context`] → [`prompt`] → [`engine`] → [`postprocess`],
+//! [`documents`] → [`context`] (with [`syntax`]) → [`prompt`] → [`engine`] → [`postprocess`],
 //! with [`lsp`] translating the protocol, [`transport`] guarding stdio, and [`config`] / [`model_files`] behind them.
 
 pub mod config;
@@ -13,4 +13,5 @@ pub mod lsp;
 pub mod model_files;
 pub mod postprocess;
 pub mod prompt;
+pub mod syntax;
 pub mod transport;

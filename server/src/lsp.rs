@@ -27,7 +27,7 @@ use crate::documents::{self, Document, DocumentStore, PositionEncoding, TextChan
 use crate::engine::{
     CancelFlag, CompletionRequest, CountersSnapshot, Engine, EngineError, EngineState,
 };
-use crate::postprocess::{self, StopRules};
+use crate::postprocess::{self, StopRules, Trigger};
 
 /// The custom request that returns the engine's running totals.
 pub const STATS_METHOD: &str = "inkling/stats";
@@ -97,7 +97,8 @@ struct SessionSetup {
 
 /// A suggestion for one cursor position, in the document's coordinates.
 struct Suggestion {
-    text: String,
+    /// The texts to offer, best first (the full answer, then its first line alone).
+    texts: Vec<String>,
     cursor: Position,
     line_prefix: String,
 }
@@ -169,7 +170,12 @@ impl Backend {
     }
 
     /// Computes a suggestion at `position` of `uri`, or `None` when there is none to give.
-    async fn suggest(&self, uri: &Uri, position: Position) -> RpcResult<Option<Suggestion>> {
+    async fn suggest(
+        &self,
+        uri: &Uri,
+        position: Position,
+        trigger: Trigger,
+    ) -> RpcResult<Option<Suggestion>> {
         let key = uri.as_str();
         let encoding = self.encoding();
         let (context, cursor, version) = {
@@ -204,12 +210,20 @@ impl Backend {
             key,
             cancel: cancel.clone(),
         };
-        let stop = StopRules::for_context(&context);
-        let line_prefix = context.line_prefix.clone();
+        let options = session.settings.postprocess;
+        let plan = match postprocess::plan(&context, trigger, options) {
+            Ok(plan) => plan,
+            Err(skip) => {
+                tracing::debug!(uri = key, ?skip, "no suggestion here");
+                return Ok(None);
+            }
+        };
+        let stop = StopRules::new(&context, &plan, options);
         let request = CompletionRequest {
-            context,
-            stop,
+            context: context.clone(),
+            stop: stop.clone(),
             max_tokens: session.settings.max_tokens,
+            time_limit: plan.time_limit,
             cancel,
         };
         let generation = match engine.complete(request).await {
@@ -233,13 +247,19 @@ impl Backend {
             );
             return Ok(None);
         }
-        Ok(
-            postprocess::finish(&generation.text, &stop).map(|text| Suggestion {
-                text,
-                cursor,
-                line_prefix,
-            }),
-        )
+        let Some(text) = postprocess::finish(&generation.text, &context, &stop) else {
+            return Ok(None);
+        };
+        let mut texts = vec![text];
+        let first_line = texts[0].lines().next().unwrap_or_default().trim_end();
+        if plan.alternatives && texts[0].contains('\n') && first_line.trim().chars().count() >= 2 {
+            texts.push(first_line.to_owned());
+        }
+        Ok(Some(Suggestion {
+            texts,
+            cursor,
+            line_prefix: context.line_prefix,
+        }))
     }
 
     /// `textDocument/inlineCompletion` (LSP 3.18).
@@ -248,21 +268,28 @@ impl Backend {
         params: InlineCompletionParams,
     ) -> RpcResult<Option<InlineCompletionResponse>> {
         let position = params.text_document_position;
+        let trigger = if params.context.trigger_kind == InlineCompletionTriggerKind::INVOKED {
+            Trigger::Invoked
+        } else {
+            Trigger::Automatic
+        };
         let suggestion = self
-            .suggest(&position.text_document.uri, position.position)
+            .suggest(&position.text_document.uri, position.position, trigger)
             .await?;
-        Ok(Some(InlineCompletionResponse::Array(
-            suggestion
+        let items = suggestion.map_or_else(Vec::new, |s| {
+            let range = Range::new(s.cursor, s.cursor);
+            s.texts
                 .into_iter()
-                .map(|s| InlineCompletionItem {
-                    insert_text: s.text,
+                .map(|text| InlineCompletionItem {
+                    insert_text: text,
                     filter_text: None,
-                    range: Some(Range::new(s.cursor, s.cursor)),
+                    range: Some(range),
                     command: None,
                     insert_text_format: Some(InsertTextFormat::PLAIN_TEXT),
                 })
-                .collect(),
-        )))
+                .collect()
+        });
+        Ok(Some(InlineCompletionResponse::Array(items)))
     }
 
     /// `inkling/stats`: the engine's running totals.
@@ -485,35 +512,43 @@ impl LanguageServer for Backend {
     /// the line up to the cursor, a zero-width `textEdit` at the cursor, `detail` = all of it.
     async fn completion(&self, params: CompletionParams) -> RpcResult<Option<CompletionResponse>> {
         let position = params.text_document_position;
+        let invoked = params
+            .context
+            .is_none_or(|c| c.trigger_kind == CompletionTriggerKind::INVOKED);
+        let trigger = if invoked {
+            Trigger::Invoked
+        } else {
+            Trigger::Automatic
+        };
         let Some(suggestion) = self
-            .suggest(&position.text_document.uri, position.position)
+            .suggest(&position.text_document.uri, position.position, trigger)
             .await?
         else {
             return Ok(None);
         };
-        let label = suggestion
-            .text
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .unwrap_or_default()
-            .to_owned();
-        let item = CompletionItem {
-            label,
-            kind: Some(CompletionItemKind::TEXT),
-            detail: Some(suggestion.text.clone()),
-            filter_text: Some(suggestion.line_prefix),
-            insert_text_format: Some(InsertTextFormat::PLAIN_TEXT),
-            text_edit: Some(CompletionTextEdit::Edit(TextEdit::new(
-                Range::new(suggestion.cursor, suggestion.cursor),
-                suggestion.text,
-            ))),
-            ..CompletionItem::default()
-        };
+        let range = Range::new(suggestion.cursor, suggestion.cursor);
+        let items = suggestion
+            .texts
+            .into_iter()
+            .map(|text| CompletionItem {
+                label: text
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty())
+                    .unwrap_or_default()
+                    .to_owned(),
+                kind: Some(CompletionItemKind::TEXT),
+                detail: Some(text.clone()),
+                filter_text: Some(suggestion.line_prefix.clone()),
+                insert_text_format: Some(InsertTextFormat::PLAIN_TEXT),
+                text_edit: Some(CompletionTextEdit::Edit(TextEdit::new(range, text))),
+                ..CompletionItem::default()
+            })
+            .collect();
         Ok(Some(CompletionResponse::List(CompletionList {
             // Each keystroke changes the answer: ask again rather than filter this one.
             is_incomplete: true,
-            items: vec![item],
+            items,
         })))
     }
 }

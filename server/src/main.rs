@@ -15,7 +15,8 @@ use tracing_subscriber::EnvFilter;
 ///
 /// With no command, serves LSP on stdin/stdout. Logs go to stderr; set INKLING_LOG
 /// (e.g. `debug`) to change how much. The editor's `initializationOptions`
-/// (`model`, `contextSize`, `threads`, `maxTokens`) override these flags.
+/// (`model`, `contextSize`, `threads`, `maxTokens`,
+/// `postprocess`, `commentCompletions`) override these flags.
 #[derive(Parser, Debug)]
 #[command(name = "inkling", version, about)]
 struct Cli {
@@ -30,7 +31,7 @@ struct Cli {
     /// Threads for the model [default: all cores]
     #[arg(long, value_name = "N")]
     threads: Option<NonZeroU32>,
-    /// Most tokens generated per completion [default: 64]
+    /// Most tokens generated per completion [default: 128]
     #[arg(long, value_name = "TOKENS")]
     max_tokens: Option<NonZeroU32>,
     /// Use stdio (the only transport; accepted because clients pass it)
@@ -63,6 +64,7 @@ fn main() {
             context_size: cli.ctx_size,
             threads: cli.threads,
             max_tokens: cli.max_tokens,
+            ..Overrides::default()
         }),
     }
 }

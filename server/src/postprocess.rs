@@ -1,83 +1,814 @@
-//! The post-processing stage: when generation may stop, and what of the generated
-//! text becomes the suggestion.
+//! The post-processing stage: whether to suggest at all, when generation may
+//! stop, and what of the generated text becomes the suggestion.
 //!
-//! Both halves are plain functions of text, so the engine can apply
-//! [`StopRules::is_complete`] to every token as it streams and this module can be
-//! tested without a model.
+//! Three plain functions of text, testable without a model:
+//! - [`plan`] decides from the context whether to suggest, and one line or several;
+//! - [`StopRules::end_of_answer`] runs on every streamed token, so generation ends
+//!   as soon as the answer is complete (and [`finish`] cuts at the same place);
+//! - [`finish`] turns the generated text into the suggestion.
+//!
+//! Invariant: with [`Options::enabled`] off, only the basic rules apply
+//! (end-of-generation and limits in the engine, the end of the line when code is
+//! right of the cursor, trailing white space trimmed): the quality benchmark
+//! compares the two.
+
+use std::time::Duration;
 
 use crate::context::CompletionContext;
 
-/// Rules that end a generation early, decided from the context before it starts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How the request was triggered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// The user asked (a key binding, a menu): may take longer and return alternatives.
+    Invoked,
+    /// Typing triggered it: must be fast.
+    Automatic,
+}
+
+/// User settings of this stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Apply the stop rules and filters beyond the basic ones.
+    pub enabled: bool,
+    /// Suggest inside comments too.
+    pub in_comments: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            enabled: true,
+            in_comments: false,
+        }
+    }
+}
+
+/// Why no suggestion is made at a position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// The cursor is inside a word that continues right of it.
+    MidWord,
+    /// The cursor is in a comment and comment completions are off.
+    InComment,
+}
+
+/// The shape of the answer to generate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Several lines may be suggested.
+    pub multi_line: bool,
+    /// Most lines in a multi-line answer.
+    pub max_lines: usize,
+    /// Most time for generation.
+    pub time_limit: Duration,
+    /// Offer the first line alone as a second item.
+    pub alternatives: bool,
+}
+
+/// Generation time limits: automatic like llama.vim's, invoked more patient.
+pub const AUTOMATIC_TIME_LIMIT: Duration = Duration::from_millis(1000);
+/// See [`AUTOMATIC_TIME_LIMIT`].
+pub const INVOKED_TIME_LIMIT: Duration = Duration::from_millis(3000);
+
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// Columns of leading white space (a tab counts as one: only comparisons matter).
+fn indent_of(line: &str) -> usize {
+    line.len() - line.trim_start_matches([' ', '\t']).len()
+}
+
+/// Whether a line's code ends by opening a block (`:` in Python, `{`, `(`, `[`, `=>`).
+fn opens_block(line: &str) -> bool {
+    let code = line.trim_end();
+    code.ends_with([':', '{', '(', '[']) || code.ends_with("=>")
+}
+
+/// Decides whether to suggest at `context`, and how much.
+pub fn plan(context: &CompletionContext, trigger: Trigger, options: Options) -> Result<Plan, Skip> {
+    let before = context.line_prefix.chars().next_back();
+    let after = context.line_suffix.chars().next();
+    if before.is_some_and(is_word_char) && after.is_some_and(is_word_char) {
+        return Err(Skip::MidWord);
+    }
+    if context.syntax.in_comment && !options.in_comments {
+        return Err(Skip::InComment);
+    }
+    let multi_line = !context.has_text_right_of_cursor() && starts_block_or_statement(context);
+    let (time_limit, max_lines) = match trigger {
+        Trigger::Automatic => (AUTOMATIC_TIME_LIMIT, 8),
+        Trigger::Invoked => (INVOKED_TIME_LIMIT, 24),
+    };
+    Ok(Plan {
+        multi_line,
+        max_lines,
+        time_limit,
+        alternatives: trigger == Trigger::Invoked && multi_line,
+    })
+}
+
+/// Whether the cursor starts an empty block body or a new statement at the end of a
+/// block (the cases where several lines are wanted), or ends a line that opens a block.
+fn starts_block_or_statement(context: &CompletionContext) -> bool {
+    let line = &context.line_prefix;
+    if !line.trim().is_empty() {
+        return opens_block(line);
+    }
+    let previous = context
+        .prefix
+        .lines()
+        .rev()
+        .skip(1)
+        .find(|l| !l.trim().is_empty());
+    let next = next_code_line(context);
+    let block_start = previous.is_some_and(opens_block);
+    let block_end = next.is_none_or(|next| {
+        indent_of(next) < line.len() || next.trim_start().starts_with(['}', ')', ']'])
+    });
+    block_start || block_end
+}
+
+/// The first line after the cursor line that has code.
+fn next_code_line(context: &CompletionContext) -> Option<&str> {
+    context
+        .suffix
+        .lines()
+        .skip(1)
+        .find(|l| !l.trim().is_empty())
+}
+
+/// Rules that end a generation, decided from the context before it starts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StopRules {
-    /// Stop at the end of the line: the cursor has code to its right, so a multi-line
-    /// answer would push that code down.
-    pub single_line: bool,
+    /// The full rule set (see [`Options::enabled`]).
+    smart: bool,
+    /// Several lines may be suggested.
+    multi_line: bool,
+    /// Most lines.
+    max_lines: usize,
+    /// Lines after the first must be indented at least this much.
+    block_indent: usize,
+    /// The first line with code after the cursor line, trimmed.
+    next_line: Option<String>,
+    /// Closing brackets the suggestion may emit, innermost first: brackets opened
+    /// before the cursor that the text after it does not close.
+    closers_needed: Vec<char>,
 }
 
 impl StopRules {
     /// The rules for a completion at `context`.
-    pub fn for_context(context: &CompletionContext) -> StopRules {
+    pub fn new(context: &CompletionContext, plan: &Plan, options: Options) -> StopRules {
+        let line = &context.line_prefix;
+        let block_indent = if line.trim().is_empty() {
+            line.len()
+        } else if plan.multi_line {
+            indent_of(line) + 1 // The body of the block the line opens.
+        } else {
+            indent_of(line)
+        };
         StopRules {
-            single_line: context.has_text_right_of_cursor(),
+            smart: options.enabled,
+            multi_line: plan.multi_line || !options.enabled && !context.has_text_right_of_cursor(),
+            max_lines: plan.max_lines,
+            block_indent,
+            next_line: next_code_line(context).map(|l| l.trim().to_owned()),
+            closers_needed: closers_needed(&context.prefix, &context.suffix),
         }
     }
 
-    /// Whether `generated` (everything produced so far) already holds the whole answer.
-    pub fn is_complete(&self, generated: &str) -> bool {
-        self.single_line && generated.contains('\n')
+    /// Basic rules only: stop at the end of the line when `single_line`.
+    pub fn basic(single_line: bool) -> StopRules {
+        StopRules {
+            multi_line: !single_line,
+            max_lines: usize::MAX,
+            ..StopRules::default()
+        }
+    }
+
+    /// Where the answer within `generated` ends, if it is already known to be complete.
+    /// With `finished`, generation has ended, so the last line counts as complete.
+    pub fn end_of_answer(&self, generated: &str, finished: bool) -> Option<usize> {
+        if !self.multi_line {
+            return generated.find('\n').or(finished.then_some(generated.len()));
+        }
+        if !self.smart {
+            return finished.then_some(generated.len());
+        }
+        let scoped = self.within_scope(generated);
+        if scoped.len() < generated.len() {
+            return Some(self.end_of_answer(scoped, true).unwrap_or(scoped.len()));
+        }
+        let mut lines: Vec<&str> = Vec::new();
+        let mut starts: Vec<usize> = Vec::new();
+        let mut start = 0usize;
+        for line in generated.split_inclusive('\n') {
+            let complete = line.ends_with('\n') || finished;
+            let text = line.trim_end_matches(['\n', '\r']);
+            if !complete {
+                break;
+            }
+            if !lines.is_empty() {
+                let drop = self.lines_to_drop(text, &lines);
+                if drop > 0 {
+                    // Before the first dropped line and the line break that precedes it.
+                    let cut = if drop == 1 {
+                        start
+                    } else {
+                        starts[lines.len() + 1 - drop]
+                    };
+                    return Some(cut.saturating_sub(1));
+                }
+            }
+            lines.push(text);
+            starts.push(start);
+            start += line.len();
+        }
+        finished.then_some(generated.len())
+    }
+
+    /// How many lines, ending with `text` (a line after the first), must not be part of
+    /// the answer: 0 when `text` may stay.
+    fn lines_to_drop(&self, text: &str, previous: &[&str]) -> usize {
+        let trimmed = text.trim();
+        let ends = trimmed.is_empty()
+            || previous.len() >= self.max_lines
+            || indent_of(text) < self.block_indent
+            || self
+                .next_line
+                .as_deref()
+                .is_some_and(|next| similar(trimmed, next));
+        if ends {
+            1
+        } else {
+            repetition(previous, trimmed)
+        }
+    }
+
+    /// The longest prefix of `text` that does not close a bracket the code after the
+    /// cursor already closes, nor one that was never opened.
+    fn within_scope<'t>(&self, text: &'t str) -> &'t str {
+        let mut open: Vec<char> = Vec::new();
+        let mut needed = self.closers_needed.iter();
+        for (at, c) in code_chars(text) {
+            match c {
+                '(' | '[' | '{' => open.push(closer_of(c)),
+                ')' | ']' | '}' => {
+                    if open.last() == Some(&c) {
+                        open.pop();
+                    } else if needed.next() != Some(&c) {
+                        return &text[..at];
+                    }
+                }
+                _ => {}
+            }
+        }
+        text
     }
 }
 
-/// Turns generated text into the suggestion to show, or `None` when nothing useful is left.
-pub fn finish(generated: &str, rules: &StopRules) -> Option<String> {
-    let text = if rules.single_line {
-        generated.split('\n').next().unwrap_or_default()
-    } else {
-        generated
+fn closer_of(opener: char) -> char {
+    match opener {
+        '(' => ')',
+        '[' => ']',
+        _ => '}',
+    }
+}
+
+/// The chars of `text` outside string literals, with their byte offsets. A light lexer:
+/// quotes open and close on the same line; a backslash escapes the next char.
+fn code_chars(text: &str) -> impl Iterator<Item = (usize, char)> + '_ {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    text.char_indices().filter(move |&(_, c)| {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q || c == '\n' {
+                quote = None;
+            }
+            return false;
+        }
+        if matches!(c, '"' | '\'' | '`') {
+            quote = Some(c);
+            return false;
+        }
+        true
+    })
+}
+
+/// Brackets opened in `text` and not closed there, as the closers they expect
+/// (innermost last).
+fn open_brackets(text: &str) -> Vec<char> {
+    let mut open = Vec::new();
+    for (_, c) in code_chars(text) {
+        match c {
+            '(' | '[' | '{' => open.push(closer_of(c)),
+            ')' | ']' | '}' if open.last() == Some(&c) => {
+                open.pop();
+            }
+            _ => {}
+        }
+    }
+    open
+}
+
+/// The longest prefix of a one-line `text` that leaves the line's brackets no worse:
+/// it closes nothing that was never opened, and nothing that `line_suffix` closes.
+fn balance<'t>(mut text: &'t str, prefix: &str, line_suffix: &str) -> &'t str {
+    let opened_before = open_brackets(prefix);
+    loop {
+        let mut open = opened_before.clone();
+        let mut own = 0; // Brackets on `open` that `text` opened.
+        let mut last_outer_close = None;
+        let mut stray = None;
+        for (at, c) in code_chars(text) {
+            match c {
+                '(' | '[' | '{' => {
+                    open.push(closer_of(c));
+                    own += 1;
+                }
+                ')' | ']' | '}' if open.last() == Some(&c) => {
+                    open.pop();
+                    if own == 0 {
+                        last_outer_close = Some(at);
+                    } else {
+                        own -= 1;
+                    }
+                }
+                ')' | ']' | '}' => {
+                    stray = Some(at);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        if let Some(at) = stray {
+            text = &text[..at];
+            continue;
+        }
+        let suffix_fits = code_chars(line_suffix).all(|(_, c)| match c {
+            '(' | '[' | '{' => {
+                open.push(closer_of(c));
+                true
+            }
+            ')' | ']' | '}' => open.pop() == Some(c),
+            _ => true,
+        });
+        match last_outer_close {
+            Some(at) if !suffix_fits => text = &text[..at],
+            _ => return text,
+        }
+    }
+}
+
+/// Brackets opened in `prefix` and not closed there nor in `suffix`, innermost first.
+fn closers_needed(prefix: &str, suffix: &str) -> Vec<char> {
+    let mut open = open_brackets(prefix);
+    let mut inner: Vec<char> = Vec::new();
+    for (_, c) in code_chars(suffix) {
+        match c {
+            '(' | '[' | '{' => inner.push(closer_of(c)),
+            ')' | ']' | '}' => {
+                if inner.last() == Some(&c) {
+                    inner.pop();
+                } else if open.last() == Some(&c) {
+                    open.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+    open.reverse();
+    open
+}
+
+/// Whether two trimmed lines are equal or nearly so (edit distance at most a fifth).
+fn similar(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let longest = a.len().max(b.len());
+    if !(8..=400).contains(&longest) {
+        return false; // Short lines ("}", "else:") legitimately repeat; long ones are costly.
+    }
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()] * 5 <= longest
+}
+
+/// How many lines, ending with `line`, repeat the lines just before them: 1 when
+/// `line` equals the line before it, `size` when the last `size` lines (2–4)
+/// equal the `size` before them, else 0.
+fn repetition(previous: &[&str], line: &str) -> usize {
+    if line.len() < 4 {
+        return 0;
+    }
+    if previous.last().is_some_and(|p| p.trim() == line) {
+        return 1;
+    }
+    let trimmed = |lines: &[&str]| {
+        lines
+            .iter()
+            .map(|l| l.trim().to_owned())
+            .collect::<Vec<_>>()
     };
-    let text = text.trim_end();
-    (!text.trim().is_empty()).then(|| text.to_owned())
+    (2..=4)
+        .find(|&size| {
+            previous.len() >= 2 * size - 1 && {
+                let mut recent = trimmed(&previous[previous.len() + 1 - size..]);
+                recent.push(line.to_owned());
+                recent
+                    == trimmed(&previous[previous.len() + 1 - 2 * size..previous.len() + 1 - size])
+            }
+        })
+        .unwrap_or(0)
+}
+
+/// The document's indentation: a tab, or a number of spaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IndentStyle {
+    Tabs,
+    Spaces(usize),
+}
+
+/// Infers the indentation style from the lines of `text`, if it has indented lines.
+fn indent_style(text: &str) -> Option<IndentStyle> {
+    let (mut tabs, mut spaces) = (0, 0);
+    let mut widths = [0usize; 9];
+    let mut previous = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let indent = &line[..indent_of(line)];
+        if indent.starts_with('\t') {
+            tabs += 1;
+        } else if !indent.is_empty() {
+            spaces += 1;
+        }
+        let width = indent.len();
+        if width > previous && width - previous <= 8 && !indent.contains('\t') {
+            widths[width - previous] += 1;
+        }
+        previous = width;
+    }
+    if tabs > spaces {
+        return Some(IndentStyle::Tabs);
+    }
+    let (width, _) = widths
+        .iter()
+        .enumerate()
+        .skip(1)
+        .max_by_key(|&(w, n)| (*n, w))?;
+    (spaces > 0).then_some(IndentStyle::Spaces(width))
+}
+
+/// Rewrites the leading white space of lines after the first to `style`, converting
+/// tabs to spaces (or spaces to tabs) at the suggestion's own width.
+fn normalize_indentation(text: &str, style: IndentStyle) -> String {
+    // The suggestion's own step: the gcd of its space indents, 4 when that says little.
+    let step = text
+        .lines()
+        .skip(1)
+        .map(indent_of)
+        .filter(|&w| w > 0)
+        .fold(0, gcd);
+    let own = Some(IndentStyle::Spaces(if step == 0 || step % 4 == 0 {
+        4
+    } else {
+        step
+    }));
+    let mut out = String::with_capacity(text.len());
+    for (number, line) in text.split_inclusive('\n').enumerate() {
+        let width = indent_of(line);
+        let (indent, rest) = line.split_at(width);
+        if number == 0 || indent.is_empty() {
+            out.push_str(line);
+            continue;
+        }
+        let levels_and_extra = match (style, own) {
+            (IndentStyle::Tabs, Some(IndentStyle::Spaces(w))) if !indent.contains('\t') => {
+                Some(("\t".repeat(width / w), " ".repeat(width % w)))
+            }
+            (IndentStyle::Spaces(w), _) if indent.contains('\t') => {
+                let tabs = indent.chars().filter(|&c| c == '\t').count();
+                Some((" ".repeat(tabs * w), " ".repeat(width - tabs)))
+            }
+            _ => None,
+        };
+        match levels_and_extra {
+            Some((levels, extra)) => {
+                out.push_str(&levels);
+                out.push_str(&extra);
+            }
+            None => out.push_str(indent),
+        }
+        out.push_str(rest);
+    }
+    out
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Length of the longest end of `text` that is a start of `suffix`, when trimming it is
+/// safe: two chars or more, or one that is neither a word char nor white space.
+fn suffix_overlap(text: &str, suffix: &str) -> usize {
+    let suffix = suffix.trim_start();
+    (1..=text.len().min(suffix.len()))
+        .rev()
+        .filter(|&n| text.is_char_boundary(text.len() - n) && suffix.is_char_boundary(n))
+        .find(|&n| {
+            text.ends_with(&suffix[..n])
+                && (n >= 2
+                    || !suffix[..n]
+                        .chars()
+                        .all(|c| is_word_char(c) || c.is_whitespace()))
+        })
+        .unwrap_or(0)
+}
+
+/// Turns generated text into the suggestion to show, or `None` when nothing useful is left.
+pub fn finish(generated: &str, context: &CompletionContext, rules: &StopRules) -> Option<String> {
+    let end = rules
+        .end_of_answer(generated, true)
+        .unwrap_or(generated.len());
+    let mut text = generated[..end].trim_end();
+    if !rules.smart {
+        return (!text.trim().is_empty()).then(|| text.to_owned());
+    }
+    if !rules.multi_line {
+        text = &text[..text.len() - suffix_overlap(text, &context.line_suffix)];
+        text = balance(text, &context.prefix, &context.line_suffix).trim_end();
+    }
+    let already_there = context.line_suffix.trim_start().starts_with(text.trim());
+    if text.trim().chars().count() < 2 || already_there {
+        return None;
+    }
+    Some(match indent_style(&context.prefix) {
+        Some(style) if text.contains('\n') => normalize_indentation(text, style),
+        _ => text.to_owned(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::syntax::SyntaxFacts;
 
-    const SINGLE: StopRules = StopRules { single_line: true };
-    const MULTI: StopRules = StopRules { single_line: false };
+    /// A context with the cursor between `before` and `after` (whole document).
+    fn context(before: &str, after: &str) -> CompletionContext {
+        let line_prefix = before.rsplit('\n').next().unwrap_or_default().to_owned();
+        let line_suffix = after.split('\n').next().unwrap_or_default().to_owned();
+        CompletionContext {
+            prefix: before.to_owned(),
+            suffix: after.to_owned(),
+            line_prefix,
+            line_suffix,
+            language_id: "python".into(),
+            syntax: SyntaxFacts::default(),
+        }
+    }
 
-    #[test]
-    fn code_right_of_the_cursor_means_one_line() {
-        let mut ctx = CompletionContext {
-            line_suffix: ")".into(),
-            ..CompletionContext::default()
-        };
-        assert_eq!(StopRules::for_context(&ctx), SINGLE);
-        ctx.line_suffix = "   ".into();
-        assert_eq!(StopRules::for_context(&ctx), MULTI);
+    fn suggest(before: &str, after: &str, generated: &str) -> Option<String> {
+        let ctx = context(before, after);
+        let plan = plan(&ctx, Trigger::Automatic, Options::default()).expect("a plan");
+        let rules = StopRules::new(&ctx, &plan, Options::default());
+        finish(generated, &ctx, &rules)
     }
 
     #[test]
-    fn single_line_stops_and_cuts_at_the_line_end() {
-        assert!(!SINGLE.is_complete("x + 1"));
-        assert!(SINGLE.is_complete("x + 1\n    "));
-        assert!(!MULTI.is_complete("x + 1\n    "));
-        assert_eq!(finish("x + 1  \nmore", &SINGLE).as_deref(), Some("x + 1"));
-    }
-
-    #[test]
-    fn multi_line_keeps_indentation_and_drops_trailing_space() {
+    fn no_suggestion_mid_word_or_in_comments() {
+        let mid = context("x = pri", "nt(y)\n");
         assert_eq!(
-            finish("\n    return x\n\n", &MULTI).as_deref(),
-            Some("\n    return x")
+            plan(&mid, Trigger::Automatic, Options::default()),
+            Err(Skip::MidWord)
+        );
+        let mut comment = context("# explain ", "\n");
+        comment.syntax.in_comment = true;
+        assert_eq!(
+            plan(&comment, Trigger::Automatic, Options::default()),
+            Err(Skip::InComment)
+        );
+        let allowed = Options {
+            in_comments: true,
+            ..Options::default()
+        };
+        assert!(plan(&comment, Trigger::Automatic, allowed).is_ok());
+        assert!(
+            plan(
+                &context("x = pri", "\n"),
+                Trigger::Automatic,
+                Options::default()
+            )
+            .is_ok()
         );
     }
 
     #[test]
-    fn blank_answers_are_dropped() {
-        assert_eq!(finish(" \n\t\n", &MULTI), None);
-        assert_eq!(finish("\nreturn", &SINGLE), None);
-        assert_eq!(finish("", &MULTI), None);
+    fn one_line_or_several() {
+        let multi = |before: &str, after: &str| {
+            plan(
+                &context(before, after),
+                Trigger::Automatic,
+                Options::default(),
+            )
+            .unwrap()
+            .multi_line
+        };
+        // Code right of the cursor, or completing a statement: one line.
+        assert!(!multi("print(s.", ")\n"));
+        assert!(!multi("def f(x):\n    y = ", "\n    return y\n"));
+        // An empty block body, a line that opens a block, the end of a block: several.
+        assert!(multi("def f(x):\n    ", "\n"));
+        assert!(multi("fn main() {", "\n}\n"));
+        assert!(multi(
+            "def f(x):\n    y = 1\n    ",
+            "\ndef g():\n    pass\n"
+        ));
+        // A new statement in the middle of a block: one.
+        assert!(!multi("def f(x):\n    y = 1\n    ", "\n    return y\n"));
+    }
+
+    #[test]
+    fn invoked_requests_get_more_time_and_alternatives() {
+        let ctx = context("def f(x):\n    ", "\n");
+        let invoked = plan(&ctx, Trigger::Invoked, Options::default()).unwrap();
+        let automatic = plan(&ctx, Trigger::Automatic, Options::default()).unwrap();
+        assert!(invoked.time_limit > automatic.time_limit);
+        assert!(invoked.alternatives && !automatic.alternatives);
+    }
+
+    #[test]
+    fn single_line_stops_at_the_line_end() {
+        let ctx = context("x = foo(", ")\n");
+        let plan = plan(&ctx, Trigger::Automatic, Options::default()).unwrap();
+        let rules = StopRules::new(&ctx, &plan, Options::default());
+        assert_eq!(rules.end_of_answer("a, b", false), None);
+        assert_eq!(rules.end_of_answer("a, b)\nmore", false), Some(5));
+    }
+
+    #[test]
+    fn indentation_dropping_below_the_block_ends_it() {
+        let generated = "return x + 1\n\ndef other():\n";
+        let got = suggest("def f(x):\n    ", "\n", generated);
+        assert_eq!(got.as_deref(), Some("return x + 1"));
+        let generated = "if x:\n        return 1\n    return 2\nprint(f(3))\n";
+        let got = suggest("def f(x):\n    ", "\n", generated);
+        assert_eq!(
+            got.as_deref(),
+            Some("if x:\n        return 1\n    return 2")
+        );
+    }
+
+    #[test]
+    fn a_blank_line_ends_the_answer() {
+        let got = suggest(
+            "def f(x):\n    ",
+            "\n",
+            "y = x * 2\n    return y\n\n    z = 3\n",
+        );
+        assert_eq!(got.as_deref(), Some("y = x * 2\n    return y"));
+    }
+
+    #[test]
+    fn a_line_like_the_one_below_the_cursor_ends_the_answer() {
+        let after = "\n    return total / len(values)\n";
+        let generated = "total = sum(values)\n    return total / len(values)\n";
+        let got = suggest("def mean(values):\n    ", after, generated);
+        assert_eq!(got.as_deref(), Some("total = sum(values)"));
+        // Nearly the same line counts too.
+        let generated = "total = sum(values)\n    return total / len(values )\n";
+        let got = suggest("def mean(values):\n    ", after, generated);
+        assert_eq!(got.as_deref(), Some("total = sum(values)"));
+    }
+
+    #[test]
+    fn repeated_lines_and_blocks_are_removed() {
+        let got = suggest(
+            "def f():\n    ",
+            "\n",
+            "print(1)\n    print(1)\n    print(1)\n",
+        );
+        assert_eq!(got.as_deref(), Some("print(1)"));
+        let generated = "a = 1\n    b = 2\n    a = 1\n    b = 2\n";
+        let got = suggest("def f():\n    ", "\n", generated);
+        assert_eq!(got.as_deref(), Some("a = 1\n    b = 2"));
+    }
+
+    #[test]
+    fn closing_brackets_already_after_the_cursor_are_dropped() {
+        assert_eq!(
+            suggest("print(s.", ")\n", "upper())").as_deref(),
+            Some("upper()")
+        );
+        assert_eq!(
+            suggest("x = [f(a", ")]\n", "), g(b)]").as_deref(),
+            Some("), g(b")
+        );
+        // The closer the suffix lacks is kept.
+        assert_eq!(
+            suggest("print(s.", "\n", "upper())").as_deref(),
+            Some("upper())")
+        );
+        // One that was never opened is not emitted.
+        assert_eq!(suggest("x = ", "\n", "1 + 2)").as_deref(), Some("1 + 2"));
+        // Brackets inside strings do not count.
+        assert_eq!(
+            suggest("s = f(", ")\n", "\"(\"))").as_deref(),
+            Some("\"(\"")
+        );
+    }
+
+    #[test]
+    fn the_end_of_the_enclosing_scope_ends_the_answer() {
+        let generated = "    return a + b;\n}\n\nfn other() {}\n";
+        let mut ctx = context("fn add(a: i32, b: i32) -> i32 {\n", "\n}\n");
+        ctx.language_id = "rust".into();
+        let plan = plan(&ctx, Trigger::Automatic, Options::default()).unwrap();
+        assert!(plan.multi_line);
+        let rules = StopRules::new(&ctx, &plan, Options::default());
+        assert_eq!(
+            finish(generated, &ctx, &rules).as_deref(),
+            Some("    return a + b;")
+        );
+    }
+
+    #[test]
+    fn text_that_duplicates_the_suffix_is_trimmed() {
+        assert_eq!(
+            suggest("for i in range(", "):\n", "10):").as_deref(),
+            Some("10")
+        );
+        assert_eq!(
+            suggest("d = {\"a\": ", ", \"b\": 2}\n", "10, \"b\": 2}").as_deref(),
+            Some("10")
+        );
+    }
+
+    #[test]
+    fn blank_short_and_already_present_answers_are_dropped() {
+        assert_eq!(suggest("def f():\n    ", "\n", "  \n\n"), None);
+        assert_eq!(suggest("x = ", "\n", "1"), None);
+        assert_eq!(suggest("x = foo(", "a, b)\n", "a, b)"), None);
+    }
+
+    #[test]
+    fn indentation_follows_the_document() {
+        let before = "def f(x):\n\tif x:\n\t\treturn 1\n\t";
+        let got = suggest(before, "\n", "if not x:\n        return 2\n");
+        assert_eq!(got.as_deref(), Some("if not x:\n\t\treturn 2"));
+        let before = "def f(x):\n  if x:\n    return 1\n  ";
+        let got = suggest(before, "\n", "if not x:\n\t\treturn 2\n");
+        assert_eq!(got.as_deref(), Some("if not x:\n    return 2"));
+    }
+
+    #[test]
+    fn disabled_post_processing_keeps_the_basic_rules_only() {
+        let ctx = context("def f(x):\n    ", "\n");
+        let off = Options {
+            enabled: false,
+            ..Options::default()
+        };
+        let plan = plan(&ctx, Trigger::Automatic, off).unwrap();
+        let rules = StopRules::new(&ctx, &plan, off);
+        let generated = "return x\n\nprint(1)\n";
+        assert_eq!(rules.end_of_answer(generated, false), None);
+        assert_eq!(
+            finish(generated, &ctx, &rules).as_deref(),
+            Some("return x\n\nprint(1)")
+        );
+        let single = context("print(s.", ")\n");
+        let plan = super::plan(&single, Trigger::Automatic, off).unwrap();
+        let rules = StopRules::new(&single, &plan, off);
+        assert_eq!(
+            finish("upper())\nx", &single, &rules).as_deref(),
+            Some("upper())")
+        );
+    }
+
+    #[test]
+    fn similarity_is_an_edit_distance() {
+        assert!(similar("return total / n", "return total / n"));
+        assert!(similar("return total / len(x)", "return total/len(x)"));
+        assert!(!similar("return total / len(x)", "print(values, sep=', ')"));
+        assert!(!similar("}", ")"));
+    }
+
+    #[test]
+    fn needed_closers_are_the_unclosed_ones() {
+        assert_eq!(closers_needed("f(a, [b", "]\n"), vec![')']);
+        assert_eq!(closers_needed("f(a, [b", "])\n"), Vec::<char>::new());
+        assert_eq!(closers_needed("x = \"(\" + g(", "\n"), vec![')']);
     }
 }

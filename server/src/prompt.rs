@@ -60,14 +60,31 @@ impl Default for Budget {
     }
 }
 
-/// Builds the token sequence for `context`.
+/// A prompt ready for the model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prompt {
+    /// The tokens to decode.
+    pub tokens: Vec<Token>,
+    /// Token healing: the prefix's last token, left out of `tokens` when the cursor is
+    /// mid-line. The prefix may end inside a word or before a space, where its last
+    /// token is one the model would rarely produce there ("inve" + "ntory"); the engine
+    /// instead makes the first generated token start with this token's text.
+    pub healed: Option<Token>,
+}
+
+/// Builds the prompt for `context`.
 pub fn build(
     context: &CompletionContext,
     template: &Template,
     budget: Budget,
     tokenizer: &impl Tokenizer,
-) -> Vec<Token> {
-    let prefix = fit_prefix(&context.prefix, budget.prefix_tokens, tokenizer);
+) -> Prompt {
+    let mut prefix = fit_prefix(&context.prefix, budget.prefix_tokens, tokenizer);
+    let healed = if context.line_prefix.is_empty() {
+        None
+    } else {
+        prefix.pop()
+    };
     let mut tokens = Vec::with_capacity(prefix.len() + budget.suffix_tokens + 4);
     tokens.extend(template.bos);
     match template.fim {
@@ -80,7 +97,7 @@ pub fn build(
             tokens.push(fim.middle);
         }
     }
-    tokens
+    Prompt { tokens, healed }
 }
 
 /// Tokens of the longest tail of `prefix` that fits `budget`, cut at a line that is a
@@ -151,6 +168,7 @@ pub(crate) mod tests {
         CompletionContext {
             prefix: prefix.into(),
             suffix: suffix.into(),
+            line_prefix: prefix.rsplit('\n').next().unwrap_or_default().into(),
             ..CompletionContext::default()
         }
     }
@@ -161,13 +179,23 @@ pub(crate) mod tests {
             bos: Some(-1),
             fim: None,
         };
-        let tokens = build(
+        let prompt = build(
             &context("ab", "cd"),
             &template,
             Budget::default(),
             &CharTokenizer,
         );
-        assert_eq!(tokens, vec![-1, 'a' as Token, 'b' as Token]);
+        // The cursor is mid-line: the last prefix token is healed, not decoded.
+        assert_eq!(prompt.tokens, vec![-1, 'a' as Token]);
+        assert_eq!(prompt.healed, Some('b' as Token));
+        let at_line_start = build(
+            &context("ab\n", "cd"),
+            &template,
+            Budget::default(),
+            &CharTokenizer,
+        );
+        assert_eq!(at_line_start.tokens.len(), 4);
+        assert_eq!(at_line_start.healed, None);
     }
 
     #[test]
@@ -181,24 +209,15 @@ pub(crate) mod tests {
             bos: None,
             fim: Some(fim),
         };
-        let tokens = build(
+        let prompt = build(
             &context("ab", "cd"),
             &template,
             Budget::default(),
             &CharTokenizer,
         );
-        assert_eq!(
-            tokens,
-            vec![
-                -2,
-                'a' as Token,
-                'b' as Token,
-                -3,
-                'c' as Token,
-                'd' as Token,
-                -4
-            ]
-        );
+        let expected = vec![-2, 'a' as Token, -3, 'c' as Token, 'd' as Token, -4];
+        assert_eq!(prompt.tokens, expected);
+        assert_eq!(prompt.healed, Some('b' as Token));
     }
 
     #[test]

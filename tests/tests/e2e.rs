@@ -26,10 +26,10 @@ fn python_and_rust_prefixes_get_completions() {
     let mut client = ready_server();
     let python = "def fibonacci(n):\n    if n < 2:\n        return n\n    return ";
     client.open("file:///w/fib.py", "python", python);
-    let rust = "/// Adds two numbers.\nfn add(a: i32, b: i32) -> i32 {\n    a + ";
+    let rust = "/// Adds two numbers.\nfn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n\nfn main() {\n    let sum = add(";
     client.open("file:///w/add.rs", "rust", rust);
 
-    for (uri, line, character) in [("file:///w/fib.py", 3, 11), ("file:///w/add.rs", 2, 8)] {
+    for (uri, line, character) in [("file:///w/fib.py", 3, 11), ("file:///w/add.rs", 6, 18)] {
         let response = client.inline_completion(uri, line, character);
         let items = inline_items(&response);
         assert_eq!(items.len(), 1, "{uri}: {response}");
