@@ -46,7 +46,9 @@ impl Overrides {
     /// Parses the client's `initializationOptions`; `null` means no overrides.
     pub fn from_json(value: Option<serde_json::Value>) -> Result<Overrides, String> {
         match value {
+            // Neovim encodes an empty Lua table `{}` as `[]`.
             None | Some(serde_json::Value::Null) => Ok(Overrides::default()),
+            Some(serde_json::Value::Array(items)) if items.is_empty() => Ok(Overrides::default()),
             Some(value) => serde_json::from_value(value)
                 .map_err(|e| format!("invalid initializationOptions: {e}")),
         }
@@ -122,6 +124,10 @@ mod tests {
         assert!(Overrides::from_json(Some(json!({"maxTokens": 0}))).is_err());
         assert!(Overrides::from_json(Some(json!({"modle": "x"}))).is_err());
         assert_eq!(Overrides::from_json(None).unwrap(), Overrides::default());
+        assert_eq!(
+            Overrides::from_json(Some(json!([]))).unwrap(),
+            Overrides::default()
+        );
     }
 
     #[test]

@@ -285,7 +285,7 @@ impl Backend {
                     filter_text: None,
                     range: Some(range),
                     command: None,
-                    insert_text_format: Some(InsertTextFormat::PLAIN_TEXT),
+                    insert_text_format: None, // Not a field of LSP 3.18's item.
                 })
                 .collect()
         });
@@ -329,8 +329,16 @@ impl Backend {
         } else {
             None
         };
+        let mut last_reported = None;
         loop {
             let state = states.borrow_and_update().clone();
+            if last_reported.as_ref() == Some(&state) {
+                if states.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            last_reported = Some(state.clone());
             client
                 .send_notification::<StatusNotification>(ModelStatus::of(&state))
                 .await;
@@ -390,6 +398,11 @@ impl Drop for InFlightGuard<'_> {
 impl LanguageServer for Backend {
     async fn initialize(&self, params: InitializeParams) -> RpcResult<InitializeResult> {
         let encoding = negotiate_encoding(&params.capabilities);
+        let inline_client = params
+            .capabilities
+            .text_document
+            .as_ref()
+            .is_some_and(|t| t.inline_completion.is_some());
         let (client_overrides, options_error) =
             match Overrides::from_json(params.initialization_options) {
                 Ok(overrides) => (overrides, None),
@@ -422,7 +435,10 @@ impl LanguageServer for Backend {
                         ..TextDocumentSyncOptions::default()
                     },
                 )),
-                completion_provider: Some(CompletionOptions::default()),
+                // Clients with ghost text get it alone: the same suggestion in the
+                // completion list would be noise, and the two requests for one document
+                // would supersede each other.
+                completion_provider: (!inline_client).then(CompletionOptions::default),
                 inline_completion_provider: Some(OneOf::Left(true)),
                 ..ServerCapabilities::default()
             },

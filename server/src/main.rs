@@ -52,7 +52,7 @@ fn main() {
         .with_ansi(false)
         .with_env_filter(
             EnvFilter::try_from_env("INKLING_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("info,llama-cpp-2=warn")),
+                .unwrap_or_else(|_| EnvFilter::new("info,llama-cpp-2=error,tower_lsp_server=warn")),
         )
         .init();
     llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());

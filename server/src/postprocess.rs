@@ -89,10 +89,10 @@ fn opens_block(line: &str) -> bool {
 pub fn plan(context: &CompletionContext, trigger: Trigger, options: Options) -> Result<Plan, Skip> {
     let before = context.line_prefix.chars().next_back();
     let after = context.line_suffix.chars().next();
-    if before.is_some_and(is_word_char) && after.is_some_and(is_word_char) {
+    if options.enabled && before.is_some_and(is_word_char) && after.is_some_and(is_word_char) {
         return Err(Skip::MidWord);
     }
-    if context.syntax.in_comment && !options.in_comments {
+    if options.enabled && context.syntax.in_comment && !options.in_comments {
         return Err(Skip::InComment);
     }
     let multi_line = !context.has_text_right_of_cursor() && starts_block_or_statement(context);

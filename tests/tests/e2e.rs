@@ -293,3 +293,29 @@ fn a_corrupt_model_is_reported_and_the_server_keeps_running() {
     assert_model_failure_is_reported(&path, "not a GGUF file");
     let _ = std::fs::remove_file(path);
 }
+
+/// The suggestion at `line`:`character` of a Python document, from a server with
+/// `options` as its initialization options.
+fn suggestion_with(options: Value, text: &str, line: u32, character: u32) -> String {
+    let mut client = LspClient::start();
+    client.initialize(vscode_capabilities(), options);
+    client.wait_until_ready(LOAD_TIMEOUT);
+    client.open("file:///w/trim.py", "python", text);
+    let response = client.inline_completion("file:///w/trim.py", line, character);
+    let items = inline_items(&response);
+    assert!(!items.is_empty(), "no suggestion: {response}");
+    items[0]["insertText"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_suggestion_that_would_repeat_the_suffix_arrives_trimmed() {
+    let text = "def count_up(limit):\n    total = 0\n    for i in range():\n        total += i\n    return total\n";
+    let (line, character) = (2, 19); // Between `range(` and `):`.
+    let raw = suggestion_with(json!({"postprocess": false}), text, line, character);
+    assert!(
+        raw.ends_with("):"),
+        "the raw model output was expected to repeat the suffix: {raw:?}"
+    );
+    let trimmed = suggestion_with(Value::Null, text, line, character);
+    assert_eq!(trimmed, raw.trim_end_matches("):"), "raw: {raw:?}");
+}

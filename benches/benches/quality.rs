@@ -1,0 +1,279 @@
+//! Completion quality on real code that nobody here wrote: Python standard-library
+//! modules, Rust crates and llama.cpp's C/C++ sources from the cargo registry.
+//!
+//! At evenly spread lines of each file, the cursor is put partway through the line's
+//! code and the rest of that line is removed, as if the user were typing it; the
+//! lines after it stay. Every other position keeps, right of the cursor, the closing
+//! brackets and quotes an editor's auto-pairing would have inserted. The default model then completes, through the same stages
+//! as the server (context → prompt → engine → post-processing), twice: with
+//! post-processing off (only end-of-generation, the limits, and the end of the line
+//! when code is right of the cursor) and on. Reported per language and overall:
+//!
+//! - **line exact**: the suggestion's first line equals what is left to type on the line;
+//! - **chars saved**: for a user who accepts a suggestion only when it is exactly
+//!   right (the text really continues with all of it), the characters accepted,
+//!   as a share of the characters left to type on the lines (multi-line suggestions
+//!   can save more than that).
+//!
+//! `cargo bench -p inkling-benches --bench quality`; `INKLING_QUALITY_POSITIONS`
+//! sets positions per file (default 12); `INKLING_QUALITY_VERBOSE=1` prints every
+//! suggestion next to what was expected, on stderr.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use inkling::config::{Overrides, Settings};
+use inkling::context::{self, Window};
+use inkling::documents::Document;
+use inkling::engine::{CancelFlag, CompletionRequest, Engine};
+use inkling::postprocess::{self, Options, StopRules, Trigger};
+use inkling_benches::python_stdlib_file;
+
+/// `name-version` directories under the cargo registry whose name starts with `prefix`.
+fn registry_file(prefix: &str, relative: &str) -> Option<PathBuf> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))?;
+    let src = home.join("registry/src");
+    std::fs::read_dir(src)
+        .ok()?
+        .filter_map(Result::ok)
+        .flat_map(|index| std::fs::read_dir(index.path()).into_iter().flatten())
+        .filter_map(Result::ok)
+        .filter(|dir| dir.file_name().to_string_lossy().starts_with(prefix))
+        .map(|dir| dir.path().join(relative))
+        .find(|path| path.exists())
+}
+
+struct Position {
+    document: Document,
+    cursor: usize,
+    /// What the user still has to type on the cursor line.
+    expected: String,
+    /// The file's text from the cursor on, as it really is, less any closers an editor
+    /// put right of the cursor.
+    real: String,
+}
+
+/// The closers an editor's auto-pairing leaves right of the cursor after `typed`:
+/// one for each bracket and quote still open, innermost first.
+fn auto_closers(typed: &str) -> String {
+    let mut open = Vec::new();
+    let mut quote: Option<char> = None;
+    for c in typed.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '(') => open.push(')'),
+            (None, '[') => open.push(']'),
+            (None, '{') => open.push('}'),
+            (None, ')' | ']' | '}') => {
+                if open.last() == Some(&c) {
+                    open.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+    quote.into_iter().chain(open.into_iter().rev()).collect()
+}
+
+/// Positions spread over `text`: lines with at least 12 chars of code that are not
+/// comments, cursor 40% into the code. Every other position models an editor with
+/// auto-pairing: the closers of the brackets and quotes opened before the cursor stand
+/// right of it (when the real line ends with them); the others have nothing right of
+/// the cursor.
+fn positions(text: &str, language_id: &str, count: usize) -> Vec<Position> {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let candidates: Vec<usize> = (0..lines.len())
+        .filter(|&i| {
+            let code = lines[i].trim();
+            code.len() >= 12 && !code.starts_with(['#', '/', '*'])
+        })
+        .collect();
+    let step = (candidates.len() / count.max(1)).max(1);
+    candidates
+        .iter()
+        .step_by(step)
+        .take(count)
+        .enumerate()
+        .map(|(n, &i)| {
+            let line = lines[i].trim_end_matches(['\n', '\r']);
+            let indent = line.len() - line.trim_start().len();
+            let mut cut = indent + (line.len() - indent) * 2 / 5;
+            while !line.is_char_boundary(cut) {
+                cut += 1;
+            }
+            let rest = &line[cut..];
+            let closers = auto_closers(&line[..cut]);
+            let paired = n % 2 == 1 && !closers.is_empty() && rest.ends_with(&closers);
+            let right = if paired { closers.as_str() } else { "" };
+            let expected = rest[..rest.len() - right.len()].to_owned();
+            let before: String = lines[..i].concat() + &line[..cut];
+            let after: String = right.to_owned() + "\n" + &lines[i + 1..].concat();
+            let real = if paired {
+                expected.clone()
+            } else {
+                lines[i..].concat()[cut..].to_owned()
+            };
+            Position {
+                cursor: before.chars().count(),
+                document: Document::new(&(before + &after), 1, language_id),
+                expected,
+                real,
+            }
+        })
+        .collect()
+}
+
+#[derive(Default, Clone, Copy)]
+struct Score {
+    positions: usize,
+    shown: usize,
+    line_exact: usize,
+    chars_saved: usize,
+    chars_removed: usize,
+}
+
+impl Score {
+    fn add(&mut self, other: Score) {
+        self.positions += other.positions;
+        self.shown += other.shown;
+        self.line_exact += other.line_exact;
+        self.chars_saved += other.chars_saved;
+        self.chars_removed += other.chars_removed;
+    }
+
+    fn report(&self, label: &str) {
+        let pct = |a: usize, b: usize| 100.0 * a as f64 / b.max(1) as f64;
+        println!(
+            "  {label:<24} line exact {:>5.1}% ({}/{})  chars saved {:>5.1}% ({}/{})  shown {:>3}",
+            pct(self.line_exact, self.positions),
+            self.line_exact,
+            self.positions,
+            pct(self.chars_saved, self.chars_removed),
+            self.chars_saved,
+            self.chars_removed,
+            self.shown,
+        );
+    }
+}
+
+fn complete(
+    runtime: &tokio::runtime::Runtime,
+    engine: &Engine,
+    position: &Position,
+    options: Options,
+) -> Score {
+    let ctx = context::extract(&position.document, position.cursor, Window::default());
+    let mut score = Score {
+        positions: 1,
+        chars_removed: position.expected.chars().count(),
+        ..Score::default()
+    };
+    let Ok(plan) = postprocess::plan(&ctx, Trigger::Automatic, options) else {
+        return score;
+    };
+    let stop = StopRules::new(&ctx, &plan, options);
+    let request = CompletionRequest {
+        context: ctx.clone(),
+        stop: stop.clone(),
+        max_tokens: Settings::resolve(Overrides::default()).max_tokens,
+        time_limit: plan.time_limit,
+        cancel: CancelFlag::default(),
+    };
+    let generation = runtime.block_on(engine.complete(request));
+    let Some(text) = generation
+        .ok()
+        .and_then(|g| postprocess::finish(&g.text, &ctx, &stop))
+    else {
+        return score;
+    };
+    score.shown = 1;
+    let first_line = text.lines().next().unwrap_or_default();
+    if std::env::var_os("INKLING_QUALITY_VERBOSE").is_some() {
+        eprintln!(
+            "pp {}: expected {:?} got {:?}",
+            if options.enabled { "on " } else { "off" },
+            position.expected,
+            text
+        );
+    }
+    if first_line.trim_end() == position.expected.trim_end() {
+        score.line_exact = 1;
+    }
+    if position.real.starts_with(&text) {
+        score.chars_saved = text.chars().count();
+    }
+    score
+}
+
+fn main() {
+    let per_file: usize = std::env::var("INKLING_QUALITY_POSITIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    let mut files: Vec<(&str, PathBuf)> = ["statistics", "shlex", "heapq"]
+        .iter()
+        .map(|m| ("python", PathBuf::from(python_stdlib_file(m))))
+        .collect();
+    for (language, prefix, relative) in [
+        ("rust", "ropey-1.", "src/rope.rs"),
+        ("rust", "serde_json-1.", "src/de.rs"),
+        ("cpp", "llama-cpp-sys-2-", "llama.cpp/src/llama-vocab.cpp"),
+        ("c", "llama-cpp-sys-2-", "llama.cpp/ggml/src/ggml.c"),
+    ] {
+        match registry_file(prefix, relative) {
+            Some(path) => files.push((language, path)),
+            None => eprintln!("skipped: no {prefix}*/{relative} in the cargo registry"),
+        }
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let engine = Engine::start(Settings::resolve(Overrides::default()));
+    while !engine.is_ready() {
+        if let inkling::engine::EngineState::Failed(e) = &*engine.subscribe().borrow() {
+            panic!("model failed to load: {e}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let off = Options {
+        enabled: false,
+        ..Options::default()
+    };
+    let on = Options::default();
+    let mut totals = [Score::default(); 2];
+    let mut by_language: Vec<(&str, [Score; 2])> = Vec::new();
+    for (language, path) in &files {
+        let text = std::fs::read_to_string(path).expect("read source file");
+        let mut scores = [Score::default(); 2];
+        for position in positions(&text, language, per_file) {
+            scores[0].add(complete(&runtime, &engine, &position, off));
+            scores[1].add(complete(&runtime, &engine, &position, on));
+        }
+        println!("{}", path.display());
+        scores[0].report("post-processing off");
+        scores[1].report("post-processing on");
+        match by_language.iter_mut().find(|(l, _)| l == language) {
+            Some((_, s)) => {
+                s[0].add(scores[0]);
+                s[1].add(scores[1]);
+            }
+            None => by_language.push((language, scores)),
+        }
+        totals[0].add(scores[0]);
+        totals[1].add(scores[1]);
+    }
+    println!("\nby language");
+    for (language, scores) in &by_language {
+        scores[0].report(&format!("{language}: pp off"));
+        scores[1].report(&format!("{language}: pp on"));
+    }
+    println!("\nall {} files", files.len());
+    totals[0].report("post-processing off");
+    totals[1].report("post-processing on");
+}

@@ -1,0 +1,144 @@
+// The inkling extension: starts the inkling language server and lets
+// vscode-languageclient (11 speaks LSP 3.18 inline completion natively) turn its
+// answers into ghost text. This file only adds what the client cannot know:
+// settings → initializationOptions, a status-bar item fed by the server's
+// `inkling/status` notification, and a command to switch completions off and on.
+import * as vscode from 'vscode';
+import {
+  LanguageClient,
+  NotificationType,
+  State,
+  TransportKind,
+  type LanguageClientOptions,
+  type ServerOptions,
+} from 'vscode-languageclient/node';
+
+interface ModelStatus {
+  state: 'loading' | 'ready' | 'failed';
+  message: string;
+  percent: number | null;
+}
+
+const statusNotification = new NotificationType<ModelStatus>('inkling/status');
+
+// Settings passed to the server under the same names. The server rejects the whole
+// object on an unknown key or an invalid value, so only what the user set is sent.
+const SERVER_SETTINGS = ['model', 'contextSize', 'threads', 'maxTokens'] as const;
+
+const ENABLED_KEY = 'inkling.enabled';
+
+let client: LanguageClient | undefined;
+let statusItem: vscode.StatusBarItem;
+let enabled = true;
+let model: ModelStatus = { state: 'loading', message: 'starting the server', percent: null };
+
+export async function activate(context: vscode.ExtensionContext): Promise<void> {
+  enabled = context.globalState.get(ENABLED_KEY, true);
+  statusItem = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Right, 100);
+  statusItem.command = 'inkling.toggle';
+  statusItem.show();
+  context.subscriptions.push(
+    statusItem,
+    vscode.commands.registerCommand('inkling.toggle', async () => {
+      enabled = !enabled;
+      await context.globalState.update(ENABLED_KEY, enabled);
+      if (!enabled) {
+        await vscode.commands.executeCommand('editor.action.inlineSuggest.hide');
+      }
+      render();
+    }),
+    // initializationOptions are read once, at start: a changed setting needs a new server.
+    vscode.workspace.onDidChangeConfiguration(async (event) => {
+      if (event.affectsConfiguration('inkling')) {
+        await stop();
+        await start();
+      }
+    }),
+  );
+  await start();
+}
+
+export function deactivate(): Promise<void> {
+  return stop();
+}
+
+async function start(): Promise<void> {
+  const config = vscode.workspace.getConfiguration('inkling');
+  const serverOptions: ServerOptions = {
+    command: config.get<string>('serverPath') || 'inkling',
+    transport: TransportKind.stdio,
+  };
+  const clientOptions: LanguageClientOptions = {
+    documentSelector: [{ scheme: 'file' }, { scheme: 'untitled' }],
+    initializationOptions: initializationOptions(config),
+    middleware: {
+      // (The server offers textDocument/completion only to clients without inline
+      // completion, so this is the one provider to switch.)
+      provideInlineCompletionItems: (document, position, context, token, next) =>
+        enabled ? next(document, position, context, token) : null,
+    },
+  };
+  const next = new LanguageClient('inkling', 'inkling', serverOptions, clientOptions);
+  client = next;
+  next.onNotification(statusNotification, (status) => {
+    model = status;
+    render();
+  });
+  next.onDidChangeState(({ newState }) => {
+    if (newState === State.Stopped && client === next) {
+      model = { state: 'failed', message: 'the server stopped', percent: null };
+      render();
+    }
+  });
+  model = { state: 'loading', message: 'starting the server', percent: null };
+  render();
+  try {
+    await next.start();
+  } catch (error) {
+    // The client has already shown the error; the status bar keeps it visible.
+    model = { state: 'failed', message: String(error), percent: null };
+    render();
+  }
+}
+
+async function stop(): Promise<void> {
+  const current = client;
+  client = undefined;
+  await current?.dispose();
+}
+
+function initializationOptions(config: vscode.WorkspaceConfiguration): Record<string, unknown> {
+  const options: Record<string, unknown> = {};
+  for (const key of SERVER_SETTINGS) {
+    const value = config.get(key);
+    if (value !== null && value !== undefined && value !== '') {
+      options[key] = value;
+    }
+  }
+  return options;
+}
+
+function render(): void {
+  statusItem.backgroundColor = undefined;
+  if (!enabled) {
+    statusItem.text = '$(circle-slash) inkling';
+    statusItem.tooltip = 'inkling: completions off (click to turn on)';
+    return;
+  }
+  switch (model.state) {
+    case 'loading':
+      statusItem.text = '$(loading~spin) inkling';
+      if (model.percent !== null) {
+        statusItem.text += ` ${model.percent}%`;
+      }
+      break;
+    case 'ready':
+      statusItem.text = '$(sparkle) inkling';
+      break;
+    case 'failed':
+      statusItem.text = '$(error) inkling';
+      statusItem.backgroundColor = new vscode.ThemeColor('statusBarItem.errorBackground');
+      break;
+  }
+  statusItem.tooltip = `inkling: ${model.message} (click to turn completions off)`;
+}

@@ -1,0 +1,213 @@
+// Drives the real inkling server the way the extension's language client does:
+// vscode-jsonrpc over the child's stdio, VS Code's client capabilities, one
+// didChange + inlineCompletion per keystroke, and a $/cancelRequest for every
+// request the next keystroke supersedes (vscode-jsonrpc sends it when the
+// request's cancellation token fires, exactly as in VS Code).
+'use strict';
+
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
+const path = require('node:path');
+const protocol = require('vscode-languageserver-protocol/node');
+
+const SERVER =
+  process.env.INKLING_BIN ?? path.join(__dirname, '..', '..', '..', 'target', 'release', 'inkling');
+const URI = 'file:///tmp/inkling-vscode-test/greet.py';
+const TEXT = 'def greet(name):\n    return "👋 " + name\n\n\ndef shout(name):\n';
+// Typed on the last line. The emoji is one keystroke but two UTF-16 units, so the
+// positions after it only line up if the server counts in UTF-16 as negotiated.
+const TYPED = [...'    return "👋 " + name.'];
+const KEYSTROKE_MS = 40;
+const LINE = 5;
+
+let server;
+let connection;
+let initializeResult;
+const statuses = [];
+const progress = [];
+const messages = [];
+let progressCreated = false;
+
+function waitFor(what, predicate, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    const deadline = Date.now() + timeoutMs;
+    const poll = () => {
+      if (predicate()) resolve();
+      else if (Date.now() > deadline) reject(new Error(`timed out waiting for ${what}`));
+      else setTimeout(poll, 20);
+    };
+    poll();
+  });
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+before(async () => {
+  server = spawn(SERVER, ['--stdio'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  connection = protocol.createProtocolConnection(
+    new protocol.StreamMessageReader(server.stdout),
+    new protocol.StreamMessageWriter(server.stdin),
+  );
+  connection.onNotification('inkling/status', (params) => statuses.push(params));
+  connection.onNotification(protocol.ShowMessageNotification.type, (params) =>
+    messages.push(params),
+  );
+  connection.onRequest(protocol.WorkDoneProgressCreateRequest.type, () => {
+    progressCreated = true;
+    return null;
+  });
+  // `$/progress` for a token the server created is "unhandled" in vscode-jsonrpc's terms.
+  connection.onUnhandledProgress((params) => progress.push(params));
+  connection.listen();
+
+  initializeResult = await connection.sendRequest(protocol.InitializeRequest.type, {
+    processId: process.pid,
+    rootUri: null,
+    capabilities: {
+      general: { positionEncodings: ['utf-16'] },
+      window: { workDoneProgress: true, showMessage: {} },
+      textDocument: {
+        synchronization: { dynamicRegistration: true, didSave: true },
+        inlineCompletion: { dynamicRegistration: true },
+      },
+    },
+    // What the extension sends for a user who set inkling.maxTokens.
+    initializationOptions: { maxTokens: 32 },
+  });
+  await connection.sendNotification(protocol.InitializedNotification.type, {});
+});
+
+after(async () => {
+  connection?.dispose();
+  server?.kill();
+});
+
+test('the server offers incremental sync, UTF-16 and inline completion', () => {
+  const { capabilities } = initializeResult;
+  assert.ok(capabilities.inlineCompletionProvider, 'inlineCompletionProvider');
+  assert.ok(
+    [undefined, 'utf-16'].includes(capabilities.positionEncoding),
+    capabilities.positionEncoding,
+  );
+  assert.equal(capabilities.textDocumentSync.change, protocol.TextDocumentSyncKind.Incremental);
+});
+
+test('inkling/status and $/progress report loading, then ready', async () => {
+  await waitFor(
+    'a ready or failed status',
+    () => statuses.some((s) => s.state !== 'loading'),
+    60_000,
+  );
+  const states = statuses.map((s) => s.state);
+  assert.equal(states[0], 'loading', JSON.stringify(statuses));
+  assert.equal(states.at(-1), 'ready', JSON.stringify(statuses));
+  assert.ok(
+    states.slice(0, -1).every((s) => s === 'loading'),
+    JSON.stringify(statuses),
+  );
+  for (const { message, percent } of statuses) {
+    assert.equal(typeof message, 'string');
+    assert.ok(percent === null || (percent >= 0 && percent <= 100), JSON.stringify(statuses));
+  }
+  assert.ok(progressCreated, 'window/workDoneProgress/create was not sent');
+  const kinds = progress.map((p) => p.value.kind);
+  assert.equal(kinds[0], 'begin', JSON.stringify(progress));
+  assert.equal(kinds.at(-1), 'end', JSON.stringify(progress));
+  assert.deepEqual(messages, [], 'the initializationOptions were not accepted');
+});
+
+test(
+  'typing: superseded requests end empty or cancelled, the last one gets a suggestion',
+  { timeout: 120_000 },
+  async () => {
+    await connection.sendNotification(protocol.DidOpenTextDocumentNotification.type, {
+      textDocument: { uri: URI, languageId: 'python', version: 1, text: TEXT },
+    });
+    const requests = [];
+    let character = 0;
+    for (const [i, key] of TYPED.entries()) {
+      const at = { line: LINE, character };
+      character += key.length; // UTF-16 units, as VS Code counts
+      await connection.sendNotification(protocol.DidChangeTextDocumentNotification.type, {
+        textDocument: { uri: URI, version: i + 2 },
+        contentChanges: [{ range: { start: at, end: at }, rangeLength: 0, text: key }],
+      });
+      const previous = requests.at(-1);
+      if (previous && !previous.settled) {
+        previous.superseded = true;
+        previous.source.cancel();
+      }
+      const request = {
+        position: { line: LINE, character },
+        source: new protocol.CancellationTokenSource(),
+        sentAt: Date.now(),
+      };
+      request.outcome = connection
+        .sendRequest(
+          protocol.InlineCompletionRequest.type,
+          {
+            textDocument: { uri: URI },
+            position: request.position,
+            context: { triggerKind: protocol.InlineCompletionTriggerKind.Automatic },
+          },
+          request.source.token,
+        )
+        .then(
+          (result) => ({ result }),
+          (error) => ({ error }),
+        )
+        .finally(() => {
+          request.settled = true;
+          request.ms = Date.now() - request.sentAt;
+        });
+      requests.push(request);
+      await sleep(KEYSTROKE_MS);
+    }
+
+    const outcomes = await Promise.all(requests.map((r) => r.outcome));
+    const superseded = requests.filter((r) => r.superseded);
+    assert.ok(
+      superseded.length > 0,
+      'every request was answered before the next keystroke: nothing was cancelled',
+    );
+    const itemsOf = (result) => (Array.isArray(result) ? result : result?.items) ?? [];
+    for (const [i, request] of requests.entries()) {
+      const outcome = outcomes[i];
+      if (request.superseded) {
+        const cancelled = outcome.error?.code === protocol.LSPErrorCodes.RequestCancelled;
+        const empty = Array.isArray(outcome.result) && outcome.result.length === 0;
+        assert.ok(cancelled || empty, `superseded request ${i}: ${JSON.stringify(outcome)}`);
+      } else {
+        // Answered before the next keystroke, so VS Code would show it: at its cursor.
+        assert.equal(outcome.error, undefined, `request ${i}: ${outcome.error?.message}`);
+        for (const item of itemsOf(outcome.result)) {
+          assert.deepEqual(item.range, { start: request.position, end: request.position });
+        }
+      }
+    }
+
+    const last = outcomes.at(-1).result;
+    assert.ok(itemsOf(last).length > 0, `no suggestion at the end: ${JSON.stringify(last)}`);
+    const [item] = itemsOf(last);
+    const text = typeof item.insertText === 'string' ? item.insertText : item.insertText.value;
+    assert.ok(text.trim().length > 0, `empty suggestion: ${JSON.stringify(item)}`);
+    const errors = outcomes.filter((o) => o.error).length;
+    console.log(
+      `${requests.length} requests, ${superseded.length} superseded (${errors} ended -32800)`,
+    );
+    console.log(`the last request was answered in ${requests.at(-1).ms} ms`);
+    console.log(`suggestion after ${JSON.stringify(TYPED.join(''))}: ${JSON.stringify(text)}`);
+
+    const stats = await connection.sendRequest('inkling/stats');
+    assert.equal(stats.requests, requests.length, JSON.stringify(stats));
+    assert.ok(stats.cancelled >= 1, JSON.stringify(stats));
+  },
+);
+
+test('shutdown and exit end the server with status 0', async () => {
+  const exited = new Promise((resolve) => server.once('exit', (code) => resolve(code)));
+  await connection.sendRequest(protocol.ShutdownRequest.type);
+  await connection.sendNotification(protocol.ExitNotification.type);
+  assert.equal(await exited, 0);
+});
