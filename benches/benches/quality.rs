@@ -11,9 +11,10 @@
 //!
 //! - **line exact**: the suggestion's first line equals what is left to type on the line;
 //! - **chars saved**: for a user who accepts a suggestion only when it is exactly
-//!   right (the text really continues with all of it), the characters accepted,
-//!   as a share of the characters left to type on the lines (multi-line suggestions
-//!   can save more than that).
+//!   right, the characters accepted, as a share of the characters left to type on
+//!   the lines. Exactly right means the line really continues with all of it: as the
+//!   lines below are in the document already, a suggestion of several lines would
+//!   duplicate them and never counts.
 //!
 //! `cargo bench -p inkling-benches --bench quality`; `INKLING_QUALITY_POSITIONS`
 //! sets positions per file (default 12); `INKLING_QUALITY_VERBOSE=1` prints every
@@ -50,9 +51,6 @@ struct Position {
     cursor: usize,
     /// What the user still has to type on the cursor line.
     expected: String,
-    /// The file's text from the cursor on, as it really is, less any closers an editor
-    /// put right of the cursor.
-    real: String,
 }
 
 /// The closers an editor's auto-pairing leaves right of the cursor after `typed`:
@@ -68,10 +66,8 @@ fn auto_closers(typed: &str) -> String {
             (None, '(') => open.push(')'),
             (None, '[') => open.push(']'),
             (None, '{') => open.push('}'),
-            (None, ')' | ']' | '}') => {
-                if open.last() == Some(&c) {
-                    open.pop();
-                }
+            (None, ')' | ']' | '}') if open.last() == Some(&c) => {
+                open.pop();
             }
             _ => {}
         }
@@ -79,11 +75,39 @@ fn auto_closers(typed: &str) -> String {
     quote.into_iter().chain(open.into_iter().rev()).collect()
 }
 
+/// Whether `text` closes no bracket it did not open.
+fn balanced(text: &str) -> bool {
+    auto_closers(text).is_empty() && {
+        let mut depth = 0i32;
+        text.chars().all(|c| {
+            depth += match c {
+                '(' | '[' | '{' => 1,
+                ')' | ']' | '}' => -1,
+                _ => 0,
+            };
+            depth >= 0
+        })
+    }
+}
+
+/// Where to put the cursor in `line` (a byte offset) so that it sits inside a call's
+/// or literal's brackets: halfway between the first opener at or after 30% of the
+/// code and the end of the line.
+fn cut_inside_brackets(line: &str, indent: usize) -> Option<usize> {
+    let from = indent + (line.len() - indent) * 3 / 10;
+    let opener = line[from..].find(['(', '[', '{'])? + from + 1;
+    let mut cut = opener + (line.len() - opener) / 2;
+    while !line.is_char_boundary(cut) {
+        cut += 1;
+    }
+    Some(cut)
+}
+
 /// Positions spread over `text`: lines with at least 12 chars of code that are not
-/// comments, cursor 40% into the code. Every other position models an editor with
-/// auto-pairing: the closers of the brackets and quotes opened before the cursor stand
-/// right of it (when the real line ends with them); the others have nothing right of
-/// the cursor.
+/// comments. Even positions put the cursor 40% into the code with nothing right of
+/// it. Odd ones model an editor with auto-pairing: the cursor sits inside brackets
+/// (or a string), whose closers stand right of it; what is left to type is the text
+/// up to where the real line has those closers.
 fn positions(text: &str, language_id: &str, count: usize) -> Vec<Position> {
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let candidates: Vec<usize> = (0..lines.len())
@@ -101,27 +125,31 @@ fn positions(text: &str, language_id: &str, count: usize) -> Vec<Position> {
         .map(|(n, &i)| {
             let line = lines[i].trim_end_matches(['\n', '\r']);
             let indent = line.len() - line.trim_start().len();
-            let mut cut = indent + (line.len() - indent) * 2 / 5;
-            while !line.is_char_boundary(cut) {
-                cut += 1;
-            }
-            let rest = &line[cut..];
-            let closers = auto_closers(&line[..cut]);
-            let paired = n % 2 == 1 && !closers.is_empty() && rest.ends_with(&closers);
-            let right = if paired { closers.as_str() } else { "" };
-            let expected = rest[..rest.len() - right.len()].to_owned();
+            let paired = (n % 2 == 1)
+                .then(|| cut_inside_brackets(line, indent))
+                .flatten()
+                .and_then(|cut| {
+                    let closers = auto_closers(&line[..cut]);
+                    let rest = &line[cut..];
+                    (0..=rest.len())
+                        .filter(|&k| rest.is_char_boundary(k))
+                        .find(|&k| rest[k..].starts_with(&closers) && balanced(&rest[..k]))
+                        .filter(|_| !closers.is_empty())
+                        .map(|k| (cut, closers, rest[..k].to_owned()))
+                });
+            let (cut, right, expected) = paired.unwrap_or_else(|| {
+                let mut cut = indent + (line.len() - indent) * 2 / 5;
+                while !line.is_char_boundary(cut) {
+                    cut += 1;
+                }
+                (cut, String::new(), line[cut..].to_owned())
+            });
             let before: String = lines[..i].concat() + &line[..cut];
-            let after: String = right.to_owned() + "\n" + &lines[i + 1..].concat();
-            let real = if paired {
-                expected.clone()
-            } else {
-                lines[i..].concat()[cut..].to_owned()
-            };
+            let after: String = right.clone() + "\n" + &lines[i + 1..].concat();
             Position {
                 cursor: before.chars().count(),
                 document: Document::new(&(before + &after), 1, language_id),
                 expected,
-                real,
             }
         })
         .collect()
@@ -203,7 +231,9 @@ fn complete(
     if first_line.trim_end() == position.expected.trim_end() {
         score.line_exact = 1;
     }
-    if position.real.starts_with(&text) {
+    // The lines after the cursor line are in the document already: only text that
+    // the cursor line is missing can be right; more lines would duplicate code.
+    if position.expected.starts_with(&text) {
         score.chars_saved = text.chars().count();
     }
     score

@@ -450,7 +450,14 @@ impl Session<'_> {
             .prompt_tokens_reused
             .fetch_add(reused as u64, Ordering::Relaxed);
         let mut batch = LlamaBatch::new(PROMPT_CHUNK.max(1), 1);
-        for chunk in prompt[reused..].chunks(PROMPT_CHUNK) {
+        // The last prompt token is decoded on its own, whatever came before it, so a
+        // repeated prompt (which reuses all but that token) gets the very same logits
+        // and the same greedy answer as the first time.
+        let (body, last) = prompt.split_at(prompt.len() - 1);
+        let chunks = body[reused.min(body.len())..]
+            .chunks(PROMPT_CHUNK)
+            .chain([last]);
+        for chunk in chunks {
             if request.cancel.is_cancelled() {
                 return Err(EngineError::Cancelled);
             }

@@ -149,6 +149,8 @@ pub struct StopRules {
     max_lines: usize,
     /// Lines after the first must be indented at least this much.
     block_indent: usize,
+    /// Lines indented less than this leave the enclosing scope (tree-sitter).
+    scope_indent: usize,
     /// The first line with code after the cursor line, trimmed.
     next_line: Option<String>,
     /// Closing brackets the suggestion may emit, innermost first: brackets opened
@@ -162,7 +164,7 @@ impl StopRules {
         let line = &context.line_prefix;
         let block_indent = if line.trim().is_empty() {
             line.len()
-        } else if plan.multi_line {
+        } else if plan.multi_line && opens_block(line) {
             indent_of(line) + 1 // The body of the block the line opens.
         } else {
             indent_of(line)
@@ -172,6 +174,13 @@ impl StopRules {
             multi_line: plan.multi_line || !options.enabled && !context.has_text_right_of_cursor(),
             max_lines: plan.max_lines,
             block_indent,
+            // When the cursor sits on a blank line left of the body it is in (not yet
+            // indented), the body's indentation, not the cursor's, bounds the answer.
+            scope_indent: context
+                .syntax
+                .scope_indent
+                .filter(|&scope| line.trim().is_empty() && scope > line.len())
+                .unwrap_or(0),
             next_line: next_code_line(context).map(|l| l.trim().to_owned()),
             closers_needed: closers_needed(&context.prefix, &context.suffix),
         }
@@ -233,7 +242,7 @@ impl StopRules {
         let trimmed = text.trim();
         let ends = trimmed.is_empty()
             || previous.len() >= self.max_lines
-            || indent_of(text) < self.block_indent
+            || indent_of(text) < self.block_indent.max(self.scope_indent)
             || self
                 .next_line
                 .as_deref()
@@ -669,6 +678,25 @@ mod tests {
             got.as_deref(),
             Some("if x:\n        return 1\n    return 2")
         );
+    }
+
+    #[test]
+    fn leaving_the_enclosing_scope_ends_the_answer() {
+        // A blank, not yet indented line inside a body tree-sitter puts at column 4.
+        let mut ctx = context("def f(x):\n    y = 1\n", "\n    return y\n");
+        ctx.syntax.scope_indent = Some(4);
+        let plan = Plan {
+            multi_line: true,
+            max_lines: 8,
+            time_limit: AUTOMATIC_TIME_LIMIT,
+            alternatives: false,
+        };
+        let rules = StopRules::new(&ctx, &plan, Options::default());
+        let generated = "    z = y * 2\n    print(z)\ndef g():\n";
+        assert_eq!(rules.end_of_answer(generated, false), Some(26));
+        ctx.syntax.scope_indent = None;
+        let rules = StopRules::new(&ctx, &plan, Options::default());
+        assert_eq!(rules.end_of_answer(generated, false), None);
     }
 
     #[test]

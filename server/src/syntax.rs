@@ -39,7 +39,21 @@ pub struct SyntaxFacts {
     pub in_comment: bool,
     /// The cursor is inside a string literal.
     pub in_string: bool,
+    /// Indentation (columns) of the body of the innermost block around the cursor
+    /// (function, class, loop, braces): code indented less is outside that scope.
+    pub scope_indent: Option<usize>,
 }
+
+/// Node kinds that hold a scope's statements, across the supported grammars.
+const BLOCK_KINDS: [&str; 7] = [
+    "block",
+    "compound_statement",
+    "statement_block",
+    "declaration_list",
+    "field_declaration_list",
+    "class_body",
+    "function_body",
+];
 
 /// Parses `text` (bounded, see the module doc) and reports the facts at char index `cursor`.
 pub fn facts_at(text: &Rope, language_id: &str, cursor: usize) -> SyntaxFacts {
@@ -86,6 +100,21 @@ pub fn facts_at(text: &Rope, language_id: &str, cursor: usize) -> SyntaxFacts {
         if contains && kind.contains("string") && !kind.contains("content") {
             facts.in_string = true;
         }
+        if facts.scope_indent.is_none() && BLOCK_KINDS.contains(&kind) {
+            // The first statement's column is the body's indentation, when it stands on
+            // a line of its own (not `{ x }` on one line).
+            facts.scope_indent = (0..current.named_child_count())
+                .filter_map(|i| current.named_child(i))
+                .find(|child| !child.kind().contains("comment"))
+                .filter(|child| {
+                    let start = child.start_position();
+                    let line_start = text.line_to_byte(start.row);
+                    text.byte_slice(line_start..line_start + start.column)
+                        .chars()
+                        .all(|c| c == ' ' || c == '\t')
+                })
+                .map(|child| child.start_position().column);
+        }
         node = current.parent();
     }
     facts
@@ -115,6 +144,22 @@ mod tests {
         assert!(!facts("c", "/* closed */ int", " x;\n").in_comment);
         assert!(!facts("python", "def f(x):\n    return x", "\n").in_comment);
         assert!(!facts("rust", "fn f() {\n    let x = 1;", "\n}\n").in_comment);
+    }
+
+    #[test]
+    fn the_enclosing_scope_has_an_indentation() {
+        let python = "def f(x):\n    y = 1\n    if y:\n        z = 2\n        ";
+        // Between two statements of the `if` body: that body.
+        let between = "\n        w = 3\n    return y\n";
+        assert_eq!(facts("python", python, between).scope_indent, Some(8));
+        // After its last statement the `if` body has ended: the function body.
+        assert_eq!(
+            facts("python", python, "\n    return y\n").scope_indent,
+            Some(4)
+        );
+        let rust = "fn f() {\n  let a = 1;\n  ";
+        assert_eq!(facts("rust", rust, "\n}\n").scope_indent, Some(2));
+        assert_eq!(facts("python", "x = 1", "\n").scope_indent, None);
     }
 
     #[test]
