@@ -83,7 +83,9 @@ fn main() {
             column += ch.len_utf16() as u32;
         }
         let asked = Instant::now();
-        let response = client.inline_completion(uri, line, column);
+        // Automatic, as an editor asks while the user types.
+        let id = client.send_inline_completion_triggered(uri, line, column, 2);
+        let response = client.response(id, Duration::from_secs(120));
         latencies.push(asked.elapsed());
         answered += usize::from(!inline_items(&response).is_empty());
         let stats = client.stats();

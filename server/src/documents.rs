@@ -8,7 +8,7 @@
 //!
 //! Invariant: no input can make these functions panic. Positions past the end of
 //! a line or of the document are clamped; an edit whose range is reversed or
-//! whose version is older than the document's is rejected with an error and
+//! whose version is not newer than the document's is rejected with an error and
 //! leaves the document unchanged.
 
 use std::collections::HashMap;
@@ -49,7 +49,7 @@ pub struct TextChange {
 pub enum EditError {
     /// No document is open under that key.
     NotOpen,
-    /// The edit's version is older than the document's: it arrived out of order.
+    /// The edit's version is not newer than the document's: it arrived out of order.
     StaleVersion {
         /// The document's current version.
         current: i32,
@@ -66,7 +66,7 @@ impl fmt::Display for EditError {
             EditError::NotOpen => write!(f, "document is not open"),
             EditError::StaleVersion { current, received } => write!(
                 f,
-                "edit for version {received} is older than the document's version {current}"
+                "edit for version {received} is not newer than the document's version {current}"
             ),
             EditError::ReversedRange => write!(f, "range end lies before its start"),
         }
@@ -155,7 +155,8 @@ impl Document {
         changes: &[TextChange],
         encoding: PositionEncoding,
     ) -> Result<(), EditError> {
-        if version < self.version {
+        // Versions increase with every change; an equal one is a replay or out of order.
+        if version <= self.version {
             return Err(EditError::StaleVersion {
                 current: self.version,
                 received: version,

@@ -14,6 +14,7 @@
 //!   [`EngineError::NotReady`]; the process keeps running.
 
 use std::num::NonZeroU32;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -360,7 +361,14 @@ fn worker(
         let result = if job.request.cancel.is_cancelled() {
             Err(EngineError::Cancelled)
         } else {
-            session.generate(&job.request)
+            // A panic here (a bug) fails this request, not the worker: the cache is
+            // forgotten, since it may no longer match `cached`.
+            std::panic::catch_unwind(AssertUnwindSafe(|| session.generate(&job.request)))
+                .unwrap_or_else(|_| {
+                    session.context.clear_kv_cache();
+                    session.cached.clear();
+                    Err(EngineError::Failed("generation panicked".into()))
+                })
         };
         if result == Err(EngineError::Cancelled) {
             session.counters.cancelled.fetch_add(1, Ordering::Relaxed);
@@ -453,10 +461,12 @@ impl Session<'_> {
         // The last prompt token is decoded on its own, whatever came before it, so a
         // repeated prompt (which reuses all but that token) gets the very same logits
         // and the same greedy answer as the first time.
-        let (body, last) = prompt.split_at(prompt.len() - 1);
+        let Some((last, body)) = prompt.split_last() else {
+            return Err(EngineError::Failed("empty prompt".into()));
+        };
         let chunks = body[reused.min(body.len())..]
             .chunks(PROMPT_CHUNK)
-            .chain([last]);
+            .chain([std::slice::from_ref(last)]);
         for chunk in chunks {
             if request.cancel.is_cancelled() {
                 return Err(EngineError::Cancelled);
@@ -469,7 +479,7 @@ impl Session<'_> {
         let prompt_done = started.elapsed();
 
         let mut sampler = LlamaSampler::greedy();
-        let mut bytes = Vec::new();
+        let mut text = Utf8Stream::default();
         let mut generated = 0usize;
         let stop_reason = loop {
             if request.cancel.is_cancelled() {
@@ -484,17 +494,13 @@ impl Session<'_> {
                 break StopReason::EndOfGeneration;
             }
             let piece = self.piece(token.0);
-            bytes.extend_from_slice(if generated == 0 {
+            text.push(if generated == 0 {
                 &piece[heal.len()..]
             } else {
                 piece
             });
             generated += 1;
-            if request
-                .stop
-                .end_of_answer(valid_utf8_prefix(&bytes), false)
-                .is_some()
-            {
+            if request.stop.end_of_answer(text.as_str(), false).is_some() {
                 break StopReason::StopRule;
             }
             if generated >= request.max_tokens as usize {
@@ -521,7 +527,7 @@ impl Session<'_> {
             "generation"
         );
         Ok(Generation {
-            text: valid_utf8_prefix(&bytes).to_owned(),
+            text: text.text,
             prompt_tokens: prompt.len(),
             reused_tokens: reused,
             generated_tokens: generated,
@@ -597,11 +603,47 @@ impl Session<'_> {
     }
 }
 
-/// The longest prefix of `bytes` that is valid UTF-8 (a token may end mid-character).
-fn valid_utf8_prefix(bytes: &[u8]) -> &str {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => text,
-        Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).expect("valid up to here"),
+/// Generated text, decoded as token bytes arrive. A token may end inside a character
+/// (kept pending until the next completes it); bytes that can never be valid UTF-8
+/// become U+FFFD rather than stopping the text there.
+#[derive(Debug, Default)]
+struct Utf8Stream {
+    text: String,
+    pending: Vec<u8>,
+}
+
+impl Utf8Stream {
+    fn push(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(valid) => {
+                    self.text.push_str(valid);
+                    self.pending.clear();
+                    return;
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    self.text
+                        .push_str(std::str::from_utf8(&self.pending[..valid]).expect("valid"));
+                    match e.error_len() {
+                        // An unfinished character at the end: wait for more bytes.
+                        None => {
+                            self.pending.drain(..valid);
+                            return;
+                        }
+                        Some(bad) => {
+                            self.text.push(char::REPLACEMENT_CHARACTER);
+                            self.pending.drain(..valid + bad);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        &self.text
     }
 }
 
@@ -610,10 +652,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn utf8_cut_mid_character_is_dropped() {
+    fn utf8_split_across_tokens_is_joined_and_invalid_bytes_replaced() {
         let bytes = "a😀".as_bytes();
-        assert_eq!(valid_utf8_prefix(&bytes[..3]), "a");
-        assert_eq!(valid_utf8_prefix(bytes), "a😀");
+        let mut stream = Utf8Stream::default();
+        stream.push(&bytes[..3]);
+        assert_eq!(stream.as_str(), "a");
+        stream.push(&bytes[3..]);
+        assert_eq!(stream.as_str(), "a😀");
+        stream.push(&[0xE4]);
+        stream.push(b"x = 1\n");
+        assert_eq!(stream.as_str(), "a😀\u{FFFD}x = 1\n");
     }
 
     #[test]

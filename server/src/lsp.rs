@@ -13,8 +13,9 @@
 //! - An answer computed for a document version that has since changed is dropped.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use serde::Serialize;
 use tower_lsp_server::jsonrpc::{Error as RpcError, Result as RpcResult};
@@ -140,6 +141,21 @@ pub fn service(
     (service, socket, shutdown_requested)
 }
 
+/// Locks `mutex`, even if a panic elsewhere poisoned it: the data behind these locks
+/// is only ever replaced whole, never left half-updated.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs a stage; a panic in it (a bug) becomes an internal error for this request
+/// instead of ending the server, which tower-lsp does not guard against.
+fn contain_panic<T>(stage: impl FnOnce() -> T) -> RpcResult<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(stage)).map_err(|_| {
+        tracing::error!("a completion stage panicked; the request is answered with an error");
+        RpcError::internal_error()
+    })
+}
+
 fn negotiate_encoding(capabilities: &ClientCapabilities) -> PositionEncoding {
     let offered = capabilities
         .general
@@ -178,18 +194,19 @@ impl Backend {
     ) -> RpcResult<Option<Suggestion>> {
         let key = uri.as_str();
         let encoding = self.encoding();
-        let (context, cursor, version) = {
-            let documents = self.documents.lock().expect("documents lock");
-            let document = documents
-                .get(key)
-                .ok_or_else(|| RpcError::invalid_params(format!("document not open: {key}")))?;
+        // A copy (ropes share their nodes) so that parsing runs without the lock.
+        let document = lock(&self.documents)
+            .get(key)
+            .cloned()
+            .ok_or_else(|| RpcError::invalid_params(format!("document not open: {key}")))?;
+        let version = document.version;
+        let (context, cursor) = contain_panic(|| {
             let cursor = document.char_index(from_position(position), encoding);
             (
-                context::extract(document, cursor, Window::default()),
+                context::extract(&document, cursor, Window::default()),
                 to_position(document.position(cursor, encoding)),
-                document.version,
             )
-        };
+        })?;
         let (Some(engine), Some(session)) = (self.engine.get(), self.session.get()) else {
             return Ok(None);
         };
@@ -247,7 +264,8 @@ impl Backend {
             );
             return Ok(None);
         }
-        let Some(text) = postprocess::finish(&generation.text, &context, &stop) else {
+        let Some(text) = contain_panic(|| postprocess::finish(&generation.text, &context, &stop))?
+        else {
             return Ok(None);
         };
         let mut texts = vec![text];
@@ -385,7 +403,7 @@ struct InFlightGuard<'a> {
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
         self.cancel.cancel();
-        let mut in_flight = self.backend.in_flight.lock().expect("in-flight lock");
+        let mut in_flight = lock(&self.backend.in_flight);
         if in_flight
             .get(self.key)
             .is_some_and(|flag| flag.same_as(&self.cancel))
@@ -476,7 +494,7 @@ impl LanguageServer for Backend {
 
     async fn shutdown(&self) -> RpcResult<()> {
         self.shutdown_requested.store(true, Ordering::SeqCst);
-        for flag in self.in_flight.lock().expect("in-flight lock").values() {
+        for flag in lock(&self.in_flight).values() {
             flag.cancel();
         }
         Ok(())
@@ -484,7 +502,11 @@ impl LanguageServer for Backend {
 
     async fn did_open(&self, params: DidOpenTextDocumentParams) {
         let doc = params.text_document;
-        self.documents.lock().expect("documents lock").open(
+        // Reopening replaces the text: whatever was being generated for it is stale.
+        if let Some(flag) = lock(&self.in_flight).remove(doc.uri.as_str()) {
+            flag.cancel();
+        }
+        lock(&self.documents).open(
             doc.uri.as_str(),
             Document::new(&doc.text, doc.version, &doc.language_id),
         );
@@ -502,7 +524,7 @@ impl LanguageServer for Backend {
             })
             .collect();
         let uri = params.text_document.uri;
-        let result = self.documents.lock().expect("documents lock").change(
+        let result = lock(&self.documents).change(
             uri.as_str(),
             params.text_document.version,
             &changes,
@@ -517,8 +539,8 @@ impl LanguageServer for Backend {
 
     async fn did_close(&self, params: DidCloseTextDocumentParams) {
         let key = params.text_document.uri.as_str().to_owned();
-        self.documents.lock().expect("documents lock").close(&key);
-        if let Some(flag) = self.in_flight.lock().expect("in-flight lock").remove(&key) {
+        lock(&self.documents).close(&key);
+        if let Some(flag) = lock(&self.in_flight).remove(&key) {
             flag.cancel();
         }
     }

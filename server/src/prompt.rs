@@ -80,7 +80,10 @@ pub fn build(
     tokenizer: &impl Tokenizer,
 ) -> Prompt {
     let mut prefix = fit_prefix(&context.prefix, budget.prefix_tokens, tokenizer);
-    let healed = if context.line_prefix.is_empty() {
+    // Healing must leave something to decode: a model with neither BOS nor FIM tokens
+    // would otherwise get an empty prompt.
+    let leaves_tokens = prefix.len() > 1 || template.bos.is_some() || template.fim.is_some();
+    let healed = if context.line_prefix.is_empty() || !leaves_tokens {
         None
     } else {
         prefix.pop()

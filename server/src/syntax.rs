@@ -107,11 +107,13 @@ pub fn facts_at(text: &Rope, language_id: &str, cursor: usize) -> SyntaxFacts {
                 .filter_map(|i| current.named_child(i))
                 .find(|child| !child.kind().contains("comment"))
                 .filter(|child| {
-                    let start = child.start_position();
-                    let line_start = text.line_to_byte(start.row);
-                    text.byte_slice(line_start..line_start + start.column)
-                        .chars()
-                        .all(|c| c == ' ' || c == '\t')
+                    // tree-sitter's column counts bytes since the last `\n`; the rope's
+                    // lines also break at a lone `\r`, so work from the byte offset.
+                    let column = child.start_position().column;
+                    let line_start = child.start_byte() - column;
+                    text.bytes_at(line_start)
+                        .take(column)
+                        .all(|b| b == b' ' || b == b'\t')
                 })
                 .map(|child| child.start_position().column);
         }
@@ -123,7 +125,8 @@ pub fn facts_at(text: &Rope, language_id: &str, cursor: usize) -> SyntaxFacts {
 /// Whether a comment node ends with a closing delimiter (`*/`), rather than at a line end.
 fn closes(node: &tree_sitter::Node<'_>, text: &Rope) -> bool {
     let end = node.end_byte();
-    end >= 2 && text.byte_slice(end - 2..end) == "*/"
+    // Bytes, not a slice: `end - 2` may fall inside a multi-byte character.
+    end >= 2 && text.byte(end - 2) == b'*' && text.byte(end - 1) == b'/'
 }
 
 #[cfg(test)]
@@ -160,6 +163,14 @@ mod tests {
         let rust = "fn f() {\n  let a = 1;\n  ";
         assert_eq!(facts("rust", rust, "\n}\n").scope_indent, Some(2));
         assert_eq!(facts("python", "x = 1", "\n").scope_indent, None);
+    }
+
+    #[test]
+    fn multi_byte_text_and_lone_carriage_returns_are_safe() {
+        assert!(facts("python", "# 你好", "\n").in_comment);
+        assert!(facts("go", "// done ✓", "\n").in_comment);
+        let rust = "fn f() {\r//ééé\n   let a = 1;";
+        let _ = facts("rust", rust, "\n}\n");
     }
 
     #[test]

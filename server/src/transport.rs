@@ -16,8 +16,10 @@ use tower_lsp_server::{ClientSocket, LspService, Server};
 
 use crate::lsp::Backend;
 
-/// Most bytes in one message body; a larger declared length is refused.
-const MAX_FRAME_BYTES: usize = 64 << 20;
+/// Most bytes in one message body; a larger message is skipped and refused.
+const MAX_FRAME_BYTES: u64 = 64 << 20;
+/// Most bytes read as one header line.
+const MAX_HEADER_BYTES: u64 = 8 << 10;
 
 /// Serves `service` with messages read from `input` and written to `output` until
 /// the client sends `exit` or closes `input`.
@@ -29,9 +31,16 @@ pub async fn serve(
 ) {
     let (server_in, guard_out) = tokio::io::duplex(1 << 16);
     let (server_out, guard_in) = tokio::io::duplex(1 << 16);
-    let (errors, error_frames) = mpsc::unbounded_channel();
-    tokio::spawn(filter_input(BufReader::new(input), guard_out, errors));
-    tokio::spawn(merge_output(BufReader::new(guard_in), error_frames, output));
+    // Whole frames only, from tower-lsp and from the guard, go through one channel to
+    // one writer, so no frame is ever split or lost.
+    let (frames, outgoing) = mpsc::unbounded_channel();
+    tokio::spawn(filter_input(
+        BufReader::new(input),
+        guard_out,
+        frames.clone(),
+    ));
+    tokio::spawn(forward_server_frames(BufReader::new(guard_in), frames));
+    tokio::spawn(write_frames(outgoing, output));
     Server::new(server_in, server_out, socket)
         // Completions wait on one engine; let edits and cancels through meanwhile.
         .concurrency_level(64)
@@ -39,16 +48,28 @@ pub async fn serve(
         .await;
 }
 
-/// Reads one frame's body; `Ok(None)` at a clean end of stream.
-async fn read_frame(reader: &mut (impl AsyncBufRead + Unpin)) -> std::io::Result<Option<Vec<u8>>> {
+/// A frame's body, or why it was refused (it was skipped whole).
+type FrameBody = Result<Vec<u8>, String>;
+
+/// Reads one frame; `Ok(None)` at a clean end of stream.
+async fn read_frame(
+    reader: &mut (impl AsyncBufRead + Unpin),
+) -> std::io::Result<Option<FrameBody>> {
     let mut length = None;
-    let mut line = String::new();
+    let mut line = Vec::new();
     loop {
         line.clear();
-        if reader.read_line(&mut line).await? == 0 {
+        // A header line is short; a longer one is cut and read as several.
+        if (&mut *reader)
+            .take(MAX_HEADER_BYTES)
+            .read_until(b'\n', &mut line)
+            .await?
+            == 0
+        {
             return Ok(None);
         }
-        let header = line.trim_end();
+        let header = String::from_utf8_lossy(&line);
+        let header = header.trim_end();
         if header.is_empty() {
             if length.is_some() {
                 break;
@@ -59,17 +80,20 @@ async fn read_frame(reader: &mut (impl AsyncBufRead + Unpin)) -> std::io::Result
         if let Some(at) = header.find("Content-Length:") {
             length = header[at + "Content-Length:".len()..]
                 .trim()
-                .parse::<usize>()
+                .parse::<u64>()
                 .ok();
         }
     }
     let length = length.unwrap_or(0);
     if length > MAX_FRAME_BYTES {
-        return Err(std::io::Error::other(format!("frame of {length} bytes")));
+        tokio::io::copy(&mut (&mut *reader).take(length), &mut tokio::io::sink()).await?;
+        return Ok(Some(Err(format!(
+            "message of {length} bytes is over the limit of {MAX_FRAME_BYTES}"
+        ))));
     }
-    let mut body = vec![0; length];
+    let mut body = vec![0; length as usize];
     reader.read_exact(&mut body).await?;
-    Ok(Some(body))
+    Ok(Some(Ok(body)))
 }
 
 fn frame(body: &[u8]) -> Vec<u8> {
@@ -108,50 +132,58 @@ fn check_message(body: &[u8]) -> Result<(), Value> {
 async fn filter_input(
     mut input: impl AsyncBufRead + Unpin,
     mut server: impl AsyncWrite + Unpin,
-    errors: mpsc::UnboundedSender<Vec<u8>>,
+    frames: mpsc::UnboundedSender<Vec<u8>>,
 ) {
     loop {
-        let body = match read_frame(&mut input).await {
-            Ok(Some(body)) => body,
+        let checked = match read_frame(&mut input).await {
+            Ok(Some(Ok(body))) => check_message(&body).map(|()| body),
+            Ok(Some(Err(refusal))) => Err(json!({
+                "jsonrpc": "2.0",
+                "id": null,
+                "error": {"code": -32600, "message": format!("Invalid request: {refusal}")},
+            })),
             Ok(None) => break,
             Err(e) => {
                 tracing::error!("cannot read from the client: {e}");
                 break;
             }
         };
-        match check_message(&body) {
-            Ok(()) => {
+        match checked {
+            Ok(body) => {
                 if server.write_all(&frame(&body)).await.is_err() {
                     break;
                 }
             }
             Err(response) => {
                 tracing::warn!("refused a bad message: {response}");
-                let _ = errors.send(frame(response.to_string().as_bytes()));
+                let _ = frames.send(frame(response.to_string().as_bytes()));
             }
         }
     }
     // Dropping `server` closes tower-lsp's input: it sees end of file and stops.
 }
 
-async fn merge_output(
+/// Passes tower-lsp's frames on whole.
+async fn forward_server_frames(
     mut server: impl AsyncBufRead + Unpin,
-    mut errors: mpsc::UnboundedReceiver<Vec<u8>>,
+    frames: mpsc::UnboundedSender<Vec<u8>>,
+) {
+    while let Ok(Some(Ok(body))) = read_frame(&mut server).await {
+        if frames.send(frame(&body)).is_err() {
+            break;
+        }
+    }
+}
+
+async fn write_frames(
+    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
     mut output: impl AsyncWrite + Unpin,
 ) {
-    loop {
-        let bytes = tokio::select! {
-            body = read_frame(&mut server) => match body {
-                Ok(Some(body)) => frame(&body),
-                _ => break,
-            },
-            Some(error) = errors.recv() => error,
-        };
+    while let Some(bytes) = frames.recv().await {
         if output.write_all(&bytes).await.is_err() || output.flush().await.is_err() {
             break;
         }
     }
-    let _ = output.flush().await;
 }
 
 #[cfg(test)]
@@ -178,8 +210,32 @@ mod tests {
     async fn frames_are_read_whole() {
         let bytes = b"Content-Length: 2\r\n\r\n{}}Content-Length: 3\r\nContent-Type: x\r\n\r\n[1]";
         let mut reader = BufReader::new(&bytes[..]);
-        assert_eq!(read_frame(&mut reader).await.unwrap().unwrap(), b"{}");
-        assert_eq!(read_frame(&mut reader).await.unwrap().unwrap(), b"[1]");
+        assert_eq!(
+            read_frame(&mut reader).await.unwrap().unwrap().unwrap(),
+            b"{}"
+        );
+        assert_eq!(
+            read_frame(&mut reader).await.unwrap().unwrap().unwrap(),
+            b"[1]"
+        );
         assert!(read_frame(&mut reader).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn bad_header_bytes_and_huge_frames_are_survived() {
+        let mut bytes = b"\xff\xfe junk\r\nContent-Length: 2\r\n\r\n{}".to_vec();
+        bytes.extend(format!("Content-Length: {}\r\n\r\n", MAX_FRAME_BYTES + 1).as_bytes());
+        bytes.extend(vec![b' '; MAX_FRAME_BYTES as usize + 1]);
+        bytes.extend(b"Content-Length: 2\r\n\r\n[]");
+        let mut reader = BufReader::new(&bytes[..]);
+        assert_eq!(
+            read_frame(&mut reader).await.unwrap().unwrap().unwrap(),
+            b"{}"
+        );
+        assert!(read_frame(&mut reader).await.unwrap().unwrap().is_err());
+        assert_eq!(
+            read_frame(&mut reader).await.unwrap().unwrap().unwrap(),
+            b"[]"
+        );
     }
 }

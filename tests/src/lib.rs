@@ -255,10 +255,22 @@ impl LspClient {
         self.response(id, Duration::from_secs(120))
     }
 
-    /// Sends `textDocument/inlineCompletion` without waiting; returns the request id.
+    /// Sends an invoked `textDocument/inlineCompletion` without waiting; returns the id.
     pub fn send_inline_completion(&mut self, uri: &str, line: u32, character: u32) -> i64 {
+        self.send_inline_completion_triggered(uri, line, character, 1)
+    }
+
+    /// Sends `textDocument/inlineCompletion` with `trigger_kind` (1 invoked, 2 automatic,
+    /// as while typing) without waiting; returns the request id.
+    pub fn send_inline_completion_triggered(
+        &mut self,
+        uri: &str,
+        line: u32,
+        character: u32,
+        trigger_kind: u32,
+    ) -> i64 {
         let mut params = LspClient::position_params(uri, line, character);
-        params["context"] = json!({"triggerKind": 1});
+        params["context"] = json!({"triggerKind": trigger_kind});
         self.send_request("textDocument/inlineCompletion", params)
     }
 
