@@ -330,7 +330,7 @@ impl Backend {
     async fn report_loading(client: Client, engine: Engine, work_done_progress: bool) {
         let mut states = engine.subscribe();
         let token = NumberOrString::String("inkling/model".into());
-        let progress = if work_done_progress
+        let mut progress = if work_done_progress
             && client
                 .create_work_done_progress(token.clone())
                 .await
@@ -357,9 +357,10 @@ impl Backend {
                 continue;
             }
             last_reported = Some(state.clone());
-            client
-                .send_notification::<StatusNotification>(ModelStatus::of(&state))
-                .await;
+            // Progress first, then our own notification: when a client hears "ready"
+            // or "failed", the progress has ended already.
+            let status = ModelStatus::of(&state);
+            let finished = !matches!(state, EngineState::Loading { .. });
             match state {
                 EngineState::Loading { message, percent } => {
                     if let Some(progress) = &progress {
@@ -370,21 +371,23 @@ impl Backend {
                 }
                 EngineState::Ready(info) => {
                     let message = format!("model ready: {}", info.path.display());
-                    if let Some(progress) = progress {
+                    if let Some(progress) = progress.take() {
                         progress.finish_with_message(message.clone()).await;
                     }
                     client.log_message(MessageType::INFO, message).await;
-                    return;
                 }
                 EngineState::Failed(error) => {
-                    if let Some(progress) = progress {
+                    if let Some(progress) = progress.take() {
                         progress.finish_with_message("model failed to load").await;
                     }
                     client
                         .show_message(MessageType::ERROR, format!("inkling: {error}"))
                         .await;
-                    return;
                 }
+            }
+            client.send_notification::<StatusNotification>(status).await;
+            if finished {
+                return;
             }
             if states.changed().await.is_err() {
                 return;

@@ -118,7 +118,7 @@ test('inkling/status and $/progress report loading, then ready', async () => {
 });
 
 test(
-  'typing: superseded requests end empty or cancelled, the last one gets a suggestion',
+  'typing: superseded requests are cancelled, answers are at their cursor, the last one gets a suggestion',
   { timeout: 120_000 },
   async () => {
     await connection.sendNotification(protocol.DidOpenTextDocumentNotification.type, {
@@ -172,20 +172,24 @@ test(
       'every request was answered before the next keystroke: nothing was cancelled',
     );
     const itemsOf = (result) => (Array.isArray(result) ? result : result?.items) ?? [];
+    const cancelled = (outcome) =>
+      outcome.error?.code === protocol.LSPErrorCodes.RequestCancelled;
     for (const [i, request] of requests.entries()) {
       const outcome = outcomes[i];
-      if (request.superseded) {
-        const cancelled = outcome.error?.code === protocol.LSPErrorCodes.RequestCancelled;
-        const empty = Array.isArray(outcome.result) && outcome.result.length === 0;
-        assert.ok(cancelled || empty, `superseded request ${i}: ${JSON.stringify(outcome)}`);
-      } else {
-        // Answered before the next keystroke, so VS Code would show it: at its cursor.
-        assert.equal(outcome.error, undefined, `request ${i}: ${outcome.error?.message}`);
-        for (const item of itemsOf(outcome.result)) {
-          assert.deepEqual(item.range, { start: request.position, end: request.position });
-        }
+      if (request.superseded && cancelled(outcome)) {
+        continue;
+      }
+      // Not superseded, or answered before its $/cancelRequest reached the server (VS
+      // Code then drops the late answer): a valid answer for its own cursor.
+      assert.equal(outcome.error, undefined, `request ${i}: ${outcome.error?.message}`);
+      for (const item of itemsOf(outcome.result)) {
+        assert.deepEqual(item.range, { start: request.position, end: request.position });
       }
     }
+    assert.ok(
+      superseded.some((r) => cancelled(outcomes[requests.indexOf(r)])),
+      'no superseded request was cancelled',
+    );
 
     const last = outcomes.at(-1).result;
     assert.ok(itemsOf(last).length > 0, `no suggestion at the end: ${JSON.stringify(last)}`);
