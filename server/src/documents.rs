@@ -237,16 +237,6 @@ impl DocumentStore {
             .ok_or(EditError::NotOpen)?
             .apply_changes(version, changes, encoding)
     }
-
-    /// How many documents are open.
-    pub fn len(&self) -> usize {
-        self.documents.len()
-    }
-
-    /// Whether no document is open.
-    pub fn is_empty(&self) -> bool {
-        self.documents.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -91,6 +91,22 @@ pub struct ModelInfo {
     pub context_size: u32,
 }
 
+impl ModelInfo {
+    /// A one-line description for clients: "model ready: PATH (…)".
+    pub fn describe(&self) -> String {
+        format!(
+            "model ready: {} ({}, context {} tokens)",
+            self.path.display(),
+            if self.fim {
+                "fill-in-the-middle"
+            } else {
+                "prefix only"
+            },
+            self.context_size
+        )
+    }
+}
+
 /// One completion to generate.
 #[derive(Clone, Debug)]
 pub struct CompletionRequest {

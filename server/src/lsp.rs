@@ -63,7 +63,7 @@ impl ModelStatus {
             },
             EngineState::Ready(info) => ModelStatus {
                 state: "ready".into(),
-                message: format!("model ready: {}", info.path.display()),
+                message: info.describe(),
                 percent: Some(100),
             },
             EngineState::Failed(error) => ModelStatus {
@@ -370,7 +370,7 @@ impl Backend {
                     }
                 }
                 EngineState::Ready(info) => {
-                    let message = format!("model ready: {}", info.path.display());
+                    let message = info.describe();
                     if let Some(progress) = progress.take() {
                         progress.finish_with_message(message.clone()).await;
                     }

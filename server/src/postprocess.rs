@@ -186,15 +186,6 @@ impl StopRules {
         }
     }
 
-    /// Basic rules only: stop at the end of the line when `single_line`.
-    pub fn basic(single_line: bool) -> StopRules {
-        StopRules {
-            multi_line: !single_line,
-            max_lines: usize::MAX,
-            ..StopRules::default()
-        }
-    }
-
     /// Where the answer within `generated` ends, if it is already known to be complete.
     /// With `finished`, generation has ended, so the last line counts as complete.
     pub fn end_of_answer(&self, generated: &str, finished: bool) -> Option<usize> {
