@@ -204,12 +204,17 @@ fn complete(
         return score;
     };
     let stop = StopRules::new(&ctx, &plan, options);
+    let settings = Settings::resolve(Overrides::default());
     let request = CompletionRequest {
         context: ctx.clone(),
         stop: stop.clone(),
-        max_tokens: Settings::resolve(Overrides::default()).max_tokens,
-        time_limit: plan.time_limit,
+        max_tokens: settings.max_tokens,
+        // Quality, not latency: each position's prompt is decoded in full.
+        prompt_time_limit: None,
+        generation_time_limit: settings.time_limits.for_trigger(Trigger::Automatic).1,
         cancel: CancelFlag::default(),
+        slot: "quality".into(),
+        partial: None,
     };
     let generation = runtime.block_on(engine.complete(request));
     let Some(text) = generation

@@ -1,19 +1,25 @@
-//! Typing replay: start the server, then type a real source file one keystroke at a
+//! Typing replay: start the server, then type real source files one keystroke at a
 //! time, asking for an inline completion after each, the way an editor with ghost
-//! text does. Reports start-up time to the first completion, p50/p95 latency per
-//! request, and prompt tokens evaluated / reused and tokens generated per request
-//! (from `inkling/stats`).
+//! text does. Every engine configuration runs side by side in one run, on the same
+//! keystrokes: speculative decoding off, prompt lookup (the default), and the default
+//! model as its own draft model (the only same-vocabulary model available here, so it
+//! shows the mechanism's cost, not a speed-up).
+//!
+//! Reports per configuration: p50/p95 keystroke-to-answer latency, the share of prompt
+//! tokens reused from the KV cache, answers served without the model (typed-through
+//! cache), decode speed, draft acceptance, and the server's peak RSS. Then decode speed
+//! alone on long answers in code with repetition, per drafter.
 //!
 //! `cargo bench -p inkling-benches --bench typing_replay`; environment:
-//! `INKLING_BENCH_FILE` (default: the stdlib's `textwrap.py`), `INKLING_BENCH_LINE`
-//! (first line typed, default 120), `INKLING_BENCH_KEYSTROKES` (default 150, rounded up
-//! to whole lines).
+//! `INKLING_BENCH_FILES` (comma-separated stdlib modules, default `textwrap,shlex`),
+//! `INKLING_BENCH_KEYSTROKES` (per file, default 160, rounded up to whole lines),
+//! `INKLING_BENCH_CONFIGS` (comma-separated subset of `off,lookup,draft`).
 
 use std::time::{Duration, Instant};
 
 use inkling_benches::{python_stdlib_file, quantile};
-use inkling_harness::{LspClient, inline_items, vscode_capabilities};
-use serde_json::Value;
+use inkling_harness::{LspClient, default_model_path, inline_items, vscode_capabilities};
+use serde_json::{Value, json};
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -26,98 +32,296 @@ fn counter(stats: &Value, name: &str) -> u64 {
     stats[name].as_u64().unwrap_or(0)
 }
 
+/// Counter deltas between two `inkling/stats` answers.
+fn delta(after: &Value, before: &Value, name: &str) -> u64 {
+    counter(after, name) - counter(before, name)
+}
+
+/// What is typed: a file's text before and after the typed lines, and those lines.
+struct Replay {
+    name: String,
+    before: String,
+    typed: Vec<char>,
+    after: String,
+    first_line: usize,
+}
+
+impl Replay {
+    /// Whole lines from the middle of `module`'s file, as when writing new code into an
+    /// existing file: the lines after them exist, the rest of the typed line does not.
+    fn of(module: &str, keystrokes: usize) -> Replay {
+        let file = python_stdlib_file(module);
+        let source = std::fs::read_to_string(&file).expect("read the file to type");
+        let lines: Vec<&str> = source.split_inclusive('\n').collect();
+        let first_line = lines.len() / 3;
+        let mut last_line = first_line;
+        let mut typed_chars = 0;
+        while last_line < lines.len() && typed_chars < keystrokes {
+            typed_chars += lines[last_line].chars().count();
+            last_line += 1;
+        }
+        Replay {
+            name: format!("{module}.py from line {first_line}"),
+            before: lines[..first_line].concat(),
+            typed: lines[first_line..last_line]
+                .concat()
+                .trim_end_matches('\n')
+                .chars()
+                .collect(),
+            after: lines[last_line..].concat(),
+            first_line,
+        }
+    }
+}
+
+/// One engine configuration's results over all replays.
+#[derive(Default)]
+struct Results {
+    latencies: Vec<Duration>,
+    /// Per request: time the model needs for the generated tokens alone, in plain
+    /// decoding (tokens / plain decode speed); filled in once that speed is known.
+    generated: Vec<u64>,
+    requests: usize,
+    answered: usize,
+    evaluated: u64,
+    reused: u64,
+    typed_through: u64,
+    generated_tokens: u64,
+    generation_micros: u64,
+    drafted: u64,
+    accepted: u64,
+    first_completion: Vec<Duration>,
+    peak_rss_kib: u64,
+}
+
+fn start(options: &Value) -> LspClient {
+    let mut client = LspClient::start();
+    client.initialize(vscode_capabilities(), options.clone());
+    client.wait_until_ready(Duration::from_secs(600));
+    client
+}
+
+/// The peak resident set size of process `pid`, from `/proc`.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn replay(options: &Value, replays: &[Replay]) -> Results {
+    let mut results = Results::default();
+    let mut client = start(options);
+    for (n, replay) in replays.iter().enumerate() {
+        let uri = format!("file:///bench/typed{n}.py");
+        client.open(
+            &uri,
+            "python",
+            &format!("{}\n{}", replay.before, replay.after),
+        );
+        let (mut line, mut column) = (replay.first_line as u32, 0u32);
+        let started = Instant::now();
+        client.inline_completion(&uri, line, column);
+        results.first_completion.push(started.elapsed());
+        let mut version = 1;
+        let mut previous = client.stats();
+        for &ch in &replay.typed {
+            version += 1;
+            client.edit(
+                &uri,
+                version,
+                (line, column),
+                (line, column),
+                &ch.to_string(),
+            );
+            if ch == '\n' {
+                line += 1;
+                column = 0;
+            } else {
+                column += ch.len_utf16() as u32;
+            }
+            let asked = Instant::now();
+            // Automatic, as an editor asks while the user types.
+            let id = client.send_inline_completion_triggered(&uri, line, column, 2);
+            let response = client.response(id, Duration::from_secs(120));
+            results.latencies.push(asked.elapsed());
+            results.requests += 1;
+            results.answered += usize::from(!inline_items(&response).is_empty());
+            let stats = client.stats();
+            results.evaluated += delta(&stats, &previous, "promptTokensEvaluated");
+            results.reused += delta(&stats, &previous, "promptTokensReused");
+            results.typed_through += delta(&stats, &previous, "typedThrough");
+            let generated = delta(&stats, &previous, "generatedTokens");
+            results.generated.push(generated);
+            results.generated_tokens += generated;
+            results.generation_micros += delta(&stats, &previous, "generationMicros");
+            results.drafted += delta(&stats, &previous, "draftedTokens");
+            results.accepted += delta(&stats, &previous, "acceptedTokens");
+            previous = stats;
+        }
+    }
+    results.peak_rss_kib = peak_rss_kib(client.pid());
+    client.shutdown_and_exit();
+    results
+}
+
+/// Decode speed on long raw answers at line starts in code with repetition:
+/// (tokens per second, drafted, accepted).
+fn decode_speed(options: &Value, text: &str, lines: &[usize]) -> (f64, u64, u64) {
+    let mut options = options.clone();
+    options["postprocess"] = json!(false);
+    options["maxTokens"] = json!(96);
+    options["generationTimeLimitMs"] = json!(600_000);
+    let mut client = start(&options);
+    let source_lines: Vec<&str> = text.split_inclusive('\n').collect();
+    for (n, &line) in lines.iter().enumerate() {
+        let uri = format!("file:///bench/decode{n}.py");
+        let indent: String = source_lines[line]
+            .chars()
+            .take_while(|c| *c == ' ')
+            .collect();
+        let prefix = format!("{}{indent}", source_lines[..line].concat());
+        client.open(&uri, "python", &prefix);
+        client.inline_completion(&uri, line as u32, indent.len() as u32);
+    }
+    let stats = client.stats();
+    client.shutdown_and_exit();
+    let seconds = counter(&stats, "generationMicros") as f64 / 1e6;
+    (
+        counter(&stats, "generatedTokens") as f64 / seconds,
+        counter(&stats, "draftedTokens"),
+        counter(&stats, "acceptedTokens"),
+    )
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    100.0 * part as f64 / whole.max(1) as f64
+}
+
 fn main() {
-    let file =
-        std::env::var("INKLING_BENCH_FILE").unwrap_or_else(|_| python_stdlib_file("textwrap"));
-    let first_line = env_number("INKLING_BENCH_LINE", 120);
-    let keystrokes = env_number("INKLING_BENCH_KEYSTROKES", 150);
-    let source = std::fs::read_to_string(&file).expect("read the file to type");
-    let lines: Vec<&str> = source.split_inclusive('\n').collect();
-    assert!(
-        first_line < lines.len(),
-        "{file} has only {} lines",
+    let modules = std::env::var("INKLING_BENCH_FILES").unwrap_or_else(|_| "textwrap,shlex".into());
+    let keystrokes = env_number("INKLING_BENCH_KEYSTROKES", 160);
+    let wanted =
+        std::env::var("INKLING_BENCH_CONFIGS").unwrap_or_else(|_| "off,lookup,draft".into());
+    let replays: Vec<Replay> = modules
+        .split(',')
+        .map(|m| Replay::of(m.trim(), keystrokes))
+        .collect();
+    let model = default_model_path();
+    let configs = [
+        ("off", "no speculation", json!({"promptLookup": false})),
+        ("lookup", "prompt lookup", json!({})),
+        (
+            "draft",
+            "draft model (the model itself)",
+            json!({"draftModel": model}),
+        ),
+    ];
+    let configs: Vec<_> = configs
+        .into_iter()
+        .filter(|(key, _, _)| wanted.split(',').any(|w| w.trim() == *key))
+        .collect();
+
+    println!(
+        "typing replay: {} ({} keystrokes each), automatic requests, one at a time",
+        replays
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        keystrokes
+    );
+    let mut plain_speed = None;
+    for (key, label, options) in &configs {
+        let mut results = replay(options, &replays);
+        let n = results.latencies.len();
+        results.latencies.sort();
+        let speed = results.generated_tokens as f64 / (results.generation_micros as f64 / 1e6);
+        if *key == "off" {
+            plain_speed = Some(speed);
+        }
+        println!("\n[{label}]");
+        println!(
+            "  latency per keystroke: p50 {} ms, p95 {} ms, max {} ms ({n} requests; {} answered)",
+            quantile(&results.latencies, 0.5).as_millis(),
+            quantile(&results.latencies, 0.95).as_millis(),
+            results.latencies[n - 1].as_millis(),
+            results.answered,
+        );
+        println!(
+            "  first completion per file: {:?} ms",
+            results
+                .first_completion
+                .iter()
+                .map(Duration::as_millis)
+                .collect::<Vec<_>>()
+        );
+        println!(
+            "  prompt tokens reused from the cache: {:.1}% ({} reused, {} evaluated)",
+            pct(results.reused, results.reused + results.evaluated),
+            results.reused,
+            results.evaluated
+        );
+        println!(
+            "  answered without the model (typed-through): {} of {n} ({:.1}%)",
+            results.typed_through,
+            pct(results.typed_through, n as u64)
+        );
+        println!(
+            "  decode: {:.1} tokens/s over {} generated tokens; drafts accepted {} of {} ({:.1}%)",
+            speed,
+            results.generated_tokens,
+            results.accepted,
+            results.drafted,
+            pct(results.accepted, results.drafted)
+        );
+        if let Some(plain) = plain_speed {
+            let mut alone: Vec<Duration> = results
+                .generated
+                .iter()
+                .map(|&t| Duration::from_secs_f64(t as f64 / plain))
+                .collect();
+            alone.sort();
+            let p50_alone = quantile(&alone, 0.5);
+            println!(
+                "  generating the answered tokens alone (plain decode speed): p50 {} ms; p50 latency / that = {:.2}",
+                p50_alone.as_millis(),
+                quantile(&results.latencies, 0.5).as_secs_f64() / p50_alone.as_secs_f64().max(1e-3)
+            );
+        }
+        println!(
+            "  peak RSS of the server: {} MiB",
+            results.peak_rss_kib / 1024
+        );
+    }
+
+    // Decode speed alone, on long answers where code repeats itself.
+    let text = std::fs::read_to_string(python_stdlib_file("textwrap")).expect("read");
+    let lines: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(i, l)| *i > 100 && l.starts_with("        ") && l.trim().starts_with("self."))
+        .map(|(i, _)| i)
+        .step_by(3)
+        .take(6)
+        .collect();
+    println!(
+        "\ndecode speed on 96-token raw answers at {} line starts in textwrap.py (code with repetition):",
         lines.len()
     );
-    // Whole lines are typed, as when writing new code into the middle of a file: the
-    // lines after them exist, the rest of the line being typed does not.
-    let mut last_line = first_line;
-    let mut typed_chars = 0;
-    while last_line < lines.len() && typed_chars < keystrokes {
-        typed_chars += lines[last_line].chars().count();
-        last_line += 1;
-    }
-    let before: String = lines[..first_line].concat();
-    // Typing starts on an empty line opened before the existing code below.
-    let typed: Vec<char> = lines[first_line..last_line]
-        .concat()
-        .trim_end_matches('\n')
-        .chars()
-        .collect();
-    let after: String = lines[last_line..].concat();
-    let uri = "file:///bench/typed.py";
-
-    let spawned = Instant::now();
-    let mut client = LspClient::start();
-    client.initialize(vscode_capabilities(), Value::Null);
-    client.open(uri, "python", &format!("{before}\n{after}"));
-    client.wait_until_ready(Duration::from_secs(600));
-    let ready = spawned.elapsed();
-    let (mut line, mut column) = (first_line as u32, 0u32);
-    let first = client.inline_completion(uri, line, column);
-    let startup = spawned.elapsed();
-    let first_items = inline_items(&first).len();
-
-    let mut latencies = Vec::with_capacity(typed.len());
-    let mut per_request = Vec::with_capacity(typed.len());
-    let mut answered = 0;
-    let mut version = 1;
-    let mut previous = client.stats();
-    for ch in typed {
-        version += 1;
-        let text = ch.to_string();
-        client.edit(uri, version, (line, column), (line, column), &text);
-        if ch == '\n' {
-            line += 1;
-            column = 0;
-        } else {
-            column += ch.len_utf16() as u32;
+    let mut plain = None;
+    for (key, label, options) in &configs {
+        let (speed, drafted, accepted) = decode_speed(options, &text, &lines);
+        if *key == "off" {
+            plain = Some(speed);
         }
-        let asked = Instant::now();
-        // Automatic, as an editor asks while the user types.
-        let id = client.send_inline_completion_triggered(uri, line, column, 2);
-        let response = client.response(id, Duration::from_secs(120));
-        latencies.push(asked.elapsed());
-        answered += usize::from(!inline_items(&response).is_empty());
-        let stats = client.stats();
-        per_request.push([
-            counter(&stats, "promptTokensEvaluated") - counter(&previous, "promptTokensEvaluated"),
-            counter(&stats, "promptTokensReused") - counter(&previous, "promptTokensReused"),
-            counter(&stats, "generatedTokens") - counter(&previous, "generatedTokens"),
-        ]);
-        previous = stats;
+        let speedup = plain.map_or(String::new(), |p| format!(", {:.2}× plain", speed / p));
+        println!(
+            "  {label}: {speed:.1} tokens/s{speedup}; drafts accepted {accepted} of {drafted} ({:.1}%)",
+            pct(accepted, drafted)
+        );
     }
-    client.shutdown_and_exit();
-
-    let n = latencies.len();
-    let mean = |i: usize| per_request.iter().map(|r| r[i]).sum::<u64>() as f64 / n as f64;
-    latencies.sort();
-    println!("typing replay of {file} from line {first_line}, {n} keystrokes");
-    println!(
-        "  start-up: model ready after {} ms, first completion after {} ms ({first_items} item)",
-        ready.as_millis(),
-        startup.as_millis()
-    );
-    println!(
-        "  latency per request: p50 {} ms, p95 {} ms, max {} ms",
-        quantile(&latencies, 0.5).as_millis(),
-        quantile(&latencies, 0.95).as_millis(),
-        latencies[n - 1].as_millis()
-    );
-    println!(
-        "  per request: {:.1} prompt tokens evaluated, {:.1} reused from the KV cache, {:.1} generated",
-        mean(0),
-        mean(1),
-        mean(2)
-    );
-    println!("  requests with a suggestion: {answered} of {n}");
 }

@@ -6,10 +6,11 @@
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::postprocess;
+use crate::postprocess::{self, Trigger};
 
 /// Everything the server can be told. All fields are optional so that one layer can
 /// override another field by field; [`Settings`] fills the gaps with defaults.
@@ -28,6 +29,20 @@ pub struct Overrides {
     pub postprocess: Option<bool>,
     /// Suggest inside comments (off by default).
     pub comment_completions: Option<bool>,
+    /// Serve the HTTP endpoint (`/v1/completions`, `/infill`) on 127.0.0.1 at this port.
+    pub http_port: Option<u16>,
+    /// Send `inkling/partialCompletion` notifications while generating (off by default).
+    pub stream_partial: Option<bool>,
+    /// Most time for the prompt of an automatic request, in ms; 0 means no limit.
+    pub prompt_time_limit_ms: Option<u64>,
+    /// Most time for generating an automatic request's answer, in ms (invoked: 3×).
+    pub generation_time_limit_ms: Option<u64>,
+    /// Documents whose KV cache is kept warm (the one in use included).
+    pub warm_states: Option<NonZeroU32>,
+    /// Draft tokens from n-gram matches in the prompt (on by default).
+    pub prompt_lookup: Option<bool>,
+    /// A smaller GGUF model with the same vocabulary that drafts tokens.
+    pub draft_model: Option<PathBuf>,
 }
 
 impl Overrides {
@@ -40,6 +55,15 @@ impl Overrides {
             max_tokens: other.max_tokens.or(self.max_tokens),
             postprocess: other.postprocess.or(self.postprocess),
             comment_completions: other.comment_completions.or(self.comment_completions),
+            http_port: other.http_port.or(self.http_port),
+            stream_partial: other.stream_partial.or(self.stream_partial),
+            prompt_time_limit_ms: other.prompt_time_limit_ms.or(self.prompt_time_limit_ms),
+            generation_time_limit_ms: other
+                .generation_time_limit_ms
+                .or(self.generation_time_limit_ms),
+            warm_states: other.warm_states.or(self.warm_states),
+            prompt_lookup: other.prompt_lookup.or(self.prompt_lookup),
+            draft_model: other.draft_model.or(self.draft_model),
         }
     }
 
@@ -69,10 +93,62 @@ pub struct Settings {
     pub max_tokens: u32,
     /// Options of the post-processing stage.
     pub postprocess: postprocess::Options,
+    /// Port of the loopback HTTP endpoint; `None` (the default) serves none.
+    pub http_port: Option<u16>,
+    /// Stream partial completions to the client.
+    pub stream_partial: bool,
+    /// Time limits of automatic requests.
+    pub time_limits: TimeLimits,
+    /// Documents whose KV cache is kept warm.
+    pub warm_states: u32,
+    /// How generation is sped up.
+    pub speculation: Speculation,
+}
+
+/// How long an automatic request may take; invoked requests (the user asked and
+/// waits) get no prompt limit and [`INVOKED_GENERATION_FACTOR`] times the generation time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeLimits {
+    /// Most time for the prompt; what was decoded by then stays in the cache, so the
+    /// next keystroke carries on from there.
+    pub prompt: Option<Duration>,
+    /// Most time for generation, after the prompt.
+    pub generation: Duration,
+}
+
+/// See [`TimeLimits`].
+pub const INVOKED_GENERATION_FACTOR: u32 = 3;
+
+impl TimeLimits {
+    /// The limits for a request of kind `trigger`: (prompt, generation).
+    pub fn for_trigger(&self, trigger: Trigger) -> (Option<Duration>, Duration) {
+        match trigger {
+            Trigger::Automatic => (self.prompt, self.generation),
+            Trigger::Invoked => (None, self.generation * INVOKED_GENERATION_FACTOR),
+        }
+    }
+}
+
+/// Where draft tokens for speculative decoding come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Speculation {
+    /// No drafts: one token per decode.
+    Off,
+    /// n-gram matches in the prompt and the text generated so far.
+    PromptLookup,
+    /// A second, smaller model with the same vocabulary.
+    DraftModel(PathBuf),
 }
 
 /// Default context size: room for a ~1.5k-token prompt and its answer, with margin.
 pub const DEFAULT_CONTEXT_SIZE: u32 = 4096;
+/// Default prompt time limit of automatic requests (llama.vim's `t_max_prompt_ms`).
+pub const DEFAULT_PROMPT_TIME_LIMIT_MS: u64 = 500;
+/// Default generation time limit of automatic requests (llama.vim's `t_max_predict_ms`).
+pub const DEFAULT_GENERATION_TIME_LIMIT_MS: u64 = 1000;
+/// Default number of documents with a warm KV cache: each costs about 20 KB per
+/// cached token with the default model (~15 MB for a typical prompt).
+pub const DEFAULT_WARM_STATES: u32 = 4;
 /// Default generation limit; a single suggestion rarely needs more. Automatic
 /// requests also stop at a time limit, whichever comes first.
 pub const DEFAULT_MAX_TOKENS: u32 = 128;
@@ -93,6 +169,30 @@ impl Settings {
             postprocess: postprocess::Options {
                 enabled: overrides.postprocess.unwrap_or(true),
                 in_comments: overrides.comment_completions.unwrap_or(false),
+            },
+            http_port: overrides.http_port,
+            stream_partial: overrides.stream_partial.unwrap_or(false),
+            time_limits: TimeLimits {
+                prompt: match overrides
+                    .prompt_time_limit_ms
+                    .unwrap_or(DEFAULT_PROMPT_TIME_LIMIT_MS)
+                {
+                    0 => None,
+                    ms => Some(Duration::from_millis(ms)),
+                },
+                generation: Duration::from_millis(
+                    overrides
+                        .generation_time_limit_ms
+                        .unwrap_or(DEFAULT_GENERATION_TIME_LIMIT_MS),
+                ),
+            },
+            warm_states: overrides
+                .warm_states
+                .map_or(DEFAULT_WARM_STATES, NonZeroU32::get),
+            speculation: match (overrides.draft_model, overrides.prompt_lookup) {
+                (Some(path), _) => Speculation::DraftModel(path),
+                (None, Some(false)) => Speculation::Off,
+                (None, _) => Speculation::PromptLookup,
             },
         }
     }
@@ -136,5 +236,24 @@ mod tests {
         assert_eq!(settings.context_size, DEFAULT_CONTEXT_SIZE);
         assert_eq!(settings.max_tokens, DEFAULT_MAX_TOKENS);
         assert!(settings.threads >= 1);
+        assert_eq!(settings.warm_states, DEFAULT_WARM_STATES);
+        assert_eq!(settings.speculation, Speculation::PromptLookup);
+        let (prompt, generation) = settings.time_limits.for_trigger(Trigger::Automatic);
+        assert_eq!(
+            prompt,
+            Some(Duration::from_millis(DEFAULT_PROMPT_TIME_LIMIT_MS))
+        );
+        assert_eq!(
+            generation.as_millis() as u64,
+            DEFAULT_GENERATION_TIME_LIMIT_MS
+        );
+        assert_eq!(settings.time_limits.for_trigger(Trigger::Invoked).0, None);
+        let no_limit = Overrides::from_json(Some(json!({"promptTimeLimitMs": 0}))).unwrap();
+        assert_eq!(Settings::resolve(no_limit).time_limits.prompt, None);
+        let draft = Overrides::from_json(Some(json!({"draftModel": "/d.gguf"}))).unwrap();
+        assert_eq!(
+            Settings::resolve(draft).speculation,
+            Speculation::DraftModel("/d.gguf".into())
+        );
     }
 }

@@ -92,6 +92,13 @@ pub fn extract(document: &Document, cursor: usize, window: Window) -> Completion
     }
 }
 
+/// The context at a cursor between `prefix` and `suffix`, for text that is not an
+/// open document (requests to the HTTP endpoint carry the text itself).
+pub fn from_parts(prefix: &str, suffix: &str, language_id: &str) -> CompletionContext {
+    let document = Document::new(&format!("{prefix}{suffix}"), 0, language_id);
+    extract(&document, prefix.chars().count(), Window::default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

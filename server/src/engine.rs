@@ -13,7 +13,7 @@
 //! - A failure to find or load the model leaves the worker answering
 //!   [`EngineError::NotReady`]; the process keeps running.
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,17 +23,18 @@ use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::session::{LlamaStateSeqFlags, SeqState};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::vocab::LlamaVocab;
+use lru::LruCache;
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 
-use crate::config::Settings;
+use crate::config::{Settings, Speculation};
 use crate::context::CompletionContext;
 use crate::model_files;
 use crate::postprocess::StopRules;
@@ -114,12 +115,19 @@ pub struct CompletionRequest {
     pub context: CompletionContext,
     /// When to stop early.
     pub stop: StopRules,
-    /// Most tokens to generate.
+    /// Most tokens to generate; 0 only brings the prompt into the cache.
     pub max_tokens: u32,
+    /// Most time to spend on the prompt; `None` waits for all of it.
+    pub prompt_time_limit: Option<Duration>,
     /// Most time to spend generating (after the prompt).
-    pub time_limit: Duration,
+    pub generation_time_limit: Duration,
     /// Set when the request is no longer wanted.
     pub cancel: CancelFlag,
+    /// Which warm state to use (one per document): the engine keeps the KV cache of
+    /// several slots and restores the one a request names.
+    pub slot: String,
+    /// Receives the text generated so far after every token, when set.
+    pub partial: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 /// Why a generation ended.
@@ -132,8 +140,10 @@ pub enum StopReason {
     StopRule,
     /// The token limit was reached.
     TokenLimit,
-    /// The time limit was reached.
+    /// The generation time limit was reached.
     TimeLimit,
+    /// The prompt time limit was reached before generation began.
+    PromptTimeLimit,
     /// The context window is full.
     ContextFull,
 }
@@ -151,6 +161,10 @@ pub struct Generation {
     pub generated_tokens: usize,
     /// Why generation ended.
     pub stop_reason: StopReason,
+    /// Time spent on the prompt (restoring the cache and decoding what it lacked).
+    pub prompt_time: Duration,
+    /// Time spent generating.
+    pub generation_time: Duration,
 }
 
 /// Why a request got no generation.
@@ -187,6 +201,20 @@ pub struct Counters {
     pub prompt_tokens_reused: AtomicU64,
     /// Tokens generated.
     pub generated_tokens: AtomicU64,
+    /// Requests answered from the typed-through cache, without the model.
+    pub typed_through: AtomicU64,
+    /// Prompt tokens reused by moving their KV entries into place (part of `reused`).
+    pub prompt_tokens_shifted: AtomicU64,
+    /// Requests whose document's saved cache was restored.
+    pub warm_restores: AtomicU64,
+    /// Tokens drafted for speculative decoding.
+    pub drafted_tokens: AtomicU64,
+    /// Drafted tokens the model confirmed.
+    pub accepted_tokens: AtomicU64,
+    /// Time spent on prompts, in microseconds.
+    pub prompt_micros: AtomicU64,
+    /// Time spent generating, in microseconds.
+    pub generation_micros: AtomicU64,
 }
 
 /// A point-in-time copy of [`Counters`], as sent to clients.
@@ -203,6 +231,20 @@ pub struct CountersSnapshot {
     pub prompt_tokens_reused: u64,
     /// Tokens generated.
     pub generated_tokens: u64,
+    /// Requests answered from the typed-through cache, without the model.
+    pub typed_through: u64,
+    /// Prompt tokens reused by moving their KV entries into place (part of `reused`).
+    pub prompt_tokens_shifted: u64,
+    /// Requests whose document's saved cache was restored.
+    pub warm_restores: u64,
+    /// Tokens drafted for speculative decoding.
+    pub drafted_tokens: u64,
+    /// Drafted tokens the model confirmed.
+    pub accepted_tokens: u64,
+    /// Time spent on prompts, in microseconds.
+    pub prompt_micros: u64,
+    /// Time spent generating, in microseconds.
+    pub generation_micros: u64,
 }
 
 impl Counters {
@@ -215,6 +257,13 @@ impl Counters {
             prompt_tokens_evaluated: get(&self.prompt_tokens_evaluated),
             prompt_tokens_reused: get(&self.prompt_tokens_reused),
             generated_tokens: get(&self.generated_tokens),
+            typed_through: get(&self.typed_through),
+            prompt_tokens_shifted: get(&self.prompt_tokens_shifted),
+            warm_restores: get(&self.warm_restores),
+            drafted_tokens: get(&self.drafted_tokens),
+            accepted_tokens: get(&self.accepted_tokens),
+            prompt_micros: get(&self.prompt_micros),
+            generation_micros: get(&self.generation_micros),
         }
     }
 }
@@ -266,6 +315,12 @@ impl Engine {
     /// The engine's running totals.
     pub fn counters(&self) -> CountersSnapshot {
         self.counters.snapshot()
+    }
+
+    /// Counts a request answered from the typed-through cache.
+    pub fn count_typed_through(&self) {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        self.counters.typed_through.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Generates a completion. Answers [`EngineError::NotReady`] at once while the model
@@ -320,30 +375,35 @@ fn worker(
         });
         let model = LlamaModel::load_from_file(&backend, &path, &params)
             .map_err(|e| format!("cannot load model {}: {e}", path.display()))?;
-        Ok::<_, String>((backend, model, path))
+        let draft_model = match &settings.speculation {
+            Speculation::DraftModel(draft) => {
+                report("loading the draft model", None);
+                model_files::validate_gguf(draft)?;
+                let loaded =
+                    LlamaModel::load_from_file(&backend, draft, &LlamaModelParams::default())
+                        .map_err(|e| format!("cannot load draft model {}: {e}", draft.display()))?;
+                check_same_vocabulary(&model, &loaded)?;
+                Some(loaded)
+            }
+            _ => None,
+        };
+        Ok::<_, String>((backend, model, draft_model, path))
     })();
-    let (backend, model, path) = match loaded {
+    let (backend, model, draft_model, path) = match loaded {
         Ok(loaded) => loaded,
         Err(message) => return fail(&state, message, jobs),
     };
-    let context_params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(settings.context_size))
-        .with_n_batch(512)
-        .with_n_ubatch(512)
-        .with_n_threads(settings.threads as i32)
-        .with_n_threads_batch(settings.threads as i32)
-        // Gemma 3's sliding-window cache refuses partial removal unless it is full-size,
-        // and partial removal is what keeps the common prefix between keystrokes.
-        .with_swa_full(true);
-    let context = match model.new_context(&backend, context_params) {
-        Ok(context) => context,
-        Err(e) => {
-            let message = format!(
-                "cannot create a llama context of {} tokens: {e}",
-                settings.context_size
-            );
-            return fail(&state, message, jobs);
-        }
+    let target = match new_sequence(&model, &backend, &settings) {
+        Ok(target) => target,
+        Err(message) => return fail(&state, message, jobs),
+    };
+    let drafter = match (&draft_model, &settings.speculation) {
+        (Some(draft_model), _) => match new_sequence(draft_model, &backend, &settings) {
+            Ok(sequence) => Drafter::Model(sequence),
+            Err(message) => return fail(&state, message, jobs),
+        },
+        (None, Speculation::PromptLookup) => Drafter::PromptLookup,
+        (None, _) => Drafter::Off,
     };
     let vocab = model.vocab();
     let template = detect_template(&vocab);
@@ -353,23 +413,27 @@ fn worker(
         bos = template.bos.is_some(),
         context_size = settings.context_size,
         threads = settings.threads,
+        speculation = ?settings.speculation,
         "model ready"
     );
     state.send_replace(EngineState::Ready(ModelInfo {
         path,
         fim: template.fim.is_some(),
-        context_size: context.n_ctx(),
+        context_size: target.context.n_ctx(),
     }));
     let pieces = vocab
         .tokens()
         .map(|t| vocab.token_to_piece(t, false, None).into_boxed_slice())
         .collect();
+    let saved_states = NonZeroUsize::new(settings.warm_states.saturating_sub(1) as usize);
     let mut session = Session {
-        context,
+        target,
+        drafter,
         vocab,
         pieces,
         template,
-        cached: Vec::new(),
+        slot: String::new(),
+        warm: saved_states.map(LruCache::new),
         counters,
     };
     for job in jobs {
@@ -377,12 +441,14 @@ fn worker(
         let result = if job.request.cancel.is_cancelled() {
             Err(EngineError::Cancelled)
         } else {
-            // A panic here (a bug) fails this request, not the worker: the cache is
-            // forgotten, since it may no longer match `cached`.
+            // A panic here (a bug) fails this request, not the worker: the caches are
+            // forgotten, since they may no longer match what they hold.
             std::panic::catch_unwind(AssertUnwindSafe(|| session.generate(&job.request)))
                 .unwrap_or_else(|_| {
-                    session.context.clear_kv_cache();
-                    session.cached.clear();
+                    session.target.forget();
+                    if let Drafter::Model(sequence) = &mut session.drafter {
+                        sequence.forget();
+                    }
                     Err(EngineError::Failed("generation panicked".into()))
                 })
         };
@@ -393,12 +459,56 @@ fn worker(
     }
 }
 
+/// A context for `model` of the configured size, used as one sequence.
+fn new_sequence<'m>(
+    model: &'m LlamaModel,
+    backend: &LlamaBackend,
+    settings: &Settings,
+) -> Result<Sequence<'m>, String> {
+    let threads = settings.threads as i32;
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(settings.context_size))
+        .with_n_batch(512)
+        .with_n_ubatch(512)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads)
+        // Gemma 3's sliding-window cache refuses partial removal and shifting unless
+        // it is full-size, and both are what keep the cache across keystrokes.
+        .with_swa_full(true);
+    model
+        .new_context(backend, params)
+        .map(Sequence::new)
+        .map_err(|e| {
+            format!(
+                "cannot create a llama context of {} tokens: {e}",
+                settings.context_size
+            )
+        })
+}
+
 /// Records a load failure, then answers every request with `NotReady`.
 fn fail(state: &watch::Sender<EngineState>, message: String, jobs: mpsc::Receiver<Job>) {
     tracing::error!("{message}");
     state.send_replace(EngineState::Failed(message));
     for job in jobs {
         let _ = job.reply.send(Err(EngineError::NotReady));
+    }
+}
+
+/// A draft model's tokens must mean what the target's mean: same size, same special
+/// tokens, same text for every token.
+fn check_same_vocabulary(target: &LlamaModel, draft: &LlamaModel) -> Result<(), String> {
+    let (t, d) = (target.vocab(), draft.vocab());
+    let same = t.n_tokens() == d.n_tokens()
+        && t.bos() == d.bos()
+        && t.eos() == d.eos()
+        && t.tokens()
+            .zip(d.tokens())
+            .all(|(a, b)| t.token_to_piece(a, false, None) == d.token_to_piece(b, false, None));
+    if same {
+        Ok(())
+    } else {
+        Err("the draft model's vocabulary differs from the model's".into())
     }
 }
 
@@ -435,21 +545,372 @@ impl Tokenizer for VocabTokenizer<'_, '_> {
     }
 }
 
+/// Cached tokens matching the prompt that are moved into place rather than
+/// recomputed must come in runs of at least this many (llama-server's `--cache-reuse`):
+/// shorter runs are not worth a shift, and are more often matches by chance.
+pub const MIN_SHIFT_RUN: usize = 64;
+
+/// Most tokens drafted for one verification batch.
+pub const MAX_DRAFT: usize = 8;
+
+/// A token picked from a verification batch must lead the runner-up by this many
+/// logits; closer calls are decided by decoding one token alone, so that speculative
+/// and plain decoding pick the same tokens (their arithmetic rounds differently).
+pub const MIN_BATCH_MARGIN: f32 = 0.5;
+
+/// The most likely token and its lead over the runner-up (greedy sampling; the
+/// first of equal logits wins).
+pub fn greedy(logits: &[f32]) -> (Token, f32) {
+    let (mut best, mut best_logit, mut second) = (0, f32::NEG_INFINITY, f32::NEG_INFINITY);
+    for (id, &logit) in logits.iter().enumerate() {
+        if logit > best_logit {
+            second = best_logit;
+            best = id;
+            best_logit = logit;
+        } else if logit > second {
+            second = logit;
+        }
+    }
+    (best as Token, best_logit - second)
+}
+
+/// n-gram lengths tried by prompt lookup, longest first.
+const LOOKUP_NGRAMS: std::ops::RangeInclusive<usize> = 2..=4;
+
+/// Prompt lookup: the tokens that followed the most recent earlier occurrence of the
+/// last n tokens of `history` (longest n first), at most `max` of them.
+pub fn lookup_draft(history: &[Token], max: usize) -> Vec<Token> {
+    for n in LOOKUP_NGRAMS.rev() {
+        let Some(tail_start) = history.len().checked_sub(n) else {
+            continue;
+        };
+        let tail = &history[tail_start..];
+        let found = (0..tail_start)
+            .rev()
+            .find(|&start| &history[start..start + n] == tail);
+        if let Some(start) = found {
+            let follow = &history[start + n..(start + n + max).min(history.len())];
+            return follow.to_vec();
+        }
+    }
+    Vec::new()
+}
+
+/// How the cache was brought in line with a prompt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Reuse {
+    /// Prompt tokens whose KV entries were kept (the common prefix and shifted runs).
+    kept: usize,
+    /// Of those, tokens moved into place from later in the cache.
+    shifted: usize,
+}
+
+/// Why prompt decoding stopped before the end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Interrupt {
+    Cancelled,
+    OutOfTime,
+}
+
+/// Where a token's logits are in the last decoded batch (-1: the last).
+
+#[derive(Clone, Copy, Debug)]
+struct LogitsAt(i32);
+
+/// One llama context used as a single sequence (id 0), with the tokens its KV cache
+/// holds, in position order.
+struct Sequence<'m> {
+    context: LlamaContext<'m>,
+    cached: Vec<Token>,
+    batch: LlamaBatch<'static>,
+}
+
+impl<'m> Sequence<'m> {
+    fn new(context: LlamaContext<'m>) -> Sequence<'m> {
+        Sequence {
+            context,
+            cached: Vec::new(),
+            batch: LlamaBatch::new(PROMPT_CHUNK.max(MAX_DRAFT + 1), 1),
+        }
+    }
+
+    fn n_ctx(&self) -> usize {
+        self.context.n_ctx() as usize
+    }
+
+    /// Drops the whole cache.
+    fn forget(&mut self) {
+        self.context.clear_kv_cache();
+        self.cached.clear();
+    }
+
+    /// Keeps the first `len` cached tokens.
+    fn truncate(&mut self, len: usize) {
+        if len >= self.cached.len() {
+            return;
+        }
+        match self
+            .context
+            .clear_kv_cache_seq(Some(0), Some(len as u32), None)
+        {
+            Ok(true) => self.cached.truncate(len),
+            _ => self.forget(),
+        }
+    }
+
+    /// Brings the cache in line with `prompt` as far as it can without decoding: keeps
+    /// the longest common prefix, then moves later runs of cached tokens that match
+    /// the prompt into place (llama-server's `--cache-reuse`), and drops the rest. At
+    /// least the prompt's last token is left to decode: its logits start generation.
+    fn reuse(&mut self, prompt: &[Token]) -> Reuse {
+        let limit = prompt.len().saturating_sub(1);
+        let common = self
+            .cached
+            .iter()
+            .zip(&prompt[..limit])
+            .take_while(|(a, b)| a == b)
+            .count();
+        let (mut head_p, mut head_c) = (common, common);
+        let mut shifted = 0;
+        while head_c < self.cached.len() && head_p < limit {
+            let run = self.cached[head_c..]
+                .iter()
+                .zip(&prompt[head_p..limit])
+                .take_while(|(a, b)| a == b)
+                .count();
+            if run < MIN_SHIFT_RUN {
+                head_c += 1;
+                continue;
+            }
+            let moved = self
+                .context
+                .clear_kv_cache_seq(Some(0), Some(head_p as u32), Some(head_c as u32))
+                .is_ok_and(|removed| removed)
+                && self
+                    .context
+                    .kv_cache_seq_add(
+                        0,
+                        Some(head_c as u32),
+                        Some((head_c + run) as u32),
+                        head_p as i32 - head_c as i32,
+                    )
+                    .is_ok();
+            if !moved {
+                self.forget();
+                return Reuse::default();
+            }
+            self.cached.copy_within(head_c..head_c + run, head_p);
+            head_p += run;
+            head_c += run;
+            shifted += run;
+        }
+        // The cells from `head_p` on are either unmatched or already moved down.
+        self.truncate(head_p);
+        if self.cached.len() != head_p {
+            return Reuse::default();
+        }
+        Reuse {
+            kept: head_p,
+            shifted,
+        }
+    }
+
+    /// Decodes `tokens` after the cached ones, asking for the logits of the last one,
+    /// or of every one when `all_logits` (to verify drafts).
+    fn decode(&mut self, tokens: &[Token], all_logits: bool) -> Result<LogitsAt, EngineError> {
+        self.batch.clear();
+        let start = self.cached.len();
+        for (i, &token) in tokens.iter().enumerate() {
+            let last = i + 1 == tokens.len();
+            self.batch
+                .add(
+                    LlamaToken(token),
+                    (start + i) as i32,
+                    &[0],
+                    all_logits || last,
+                )
+                .map_err(|e| EngineError::Failed(e.to_string()))?;
+        }
+        if let Err(e) = self.context.decode(&mut self.batch) {
+            // The cache may hold part of the batch now: forget it all to stay consistent.
+            self.forget();
+            return Err(EngineError::Failed(e.to_string()));
+        }
+        self.cached.extend_from_slice(tokens);
+        Ok(LogitsAt(tokens.len() as i32 - 1))
+    }
+
+    /// Decodes what the cache lacks of `prompt`, in chunks; the last token alone, so a
+    /// repeated prompt (which reuses all but that token) gets the very same logits and
+    /// the same greedy answer as the first time. Stops early, keeping what was decoded,
+    /// when `interrupt` says so (asked before each chunk); `Ok(None)` means complete.
+    fn fill(
+        &mut self,
+        prompt: &[Token],
+        mut interrupt: impl FnMut() -> Option<Interrupt>,
+        mut decoded: impl FnMut(usize),
+    ) -> Result<Option<Interrupt>, EngineError> {
+        let Some((last, body)) = prompt.split_last() else {
+            return Err(EngineError::Failed("empty prompt".into()));
+        };
+        let from = self.cached.len().min(body.len());
+        for chunk in body[from..]
+            .chunks(PROMPT_CHUNK)
+            .chain([std::slice::from_ref(last)])
+        {
+            if let Some(reason) = interrupt() {
+                return Ok(Some(reason));
+            }
+            self.decode(chunk, false)?;
+            decoded(chunk.len());
+        }
+        Ok(None)
+    }
+}
+
+/// Where draft tokens come from.
+enum Drafter<'m> {
+    Off,
+    PromptLookup,
+    /// A smaller model with the same vocabulary, in its own context.
+    Model(Sequence<'m>),
+}
+
+impl Drafter<'_> {
+    /// Up to `max` tokens that likely follow `history`; empty when there is no guess.
+    fn draft(&mut self, history: &[Token], max: usize) -> Vec<Token> {
+        if max == 0 {
+            return Vec::new();
+        }
+        match self {
+            Drafter::Off => Vec::new(),
+            Drafter::PromptLookup => lookup_draft(history, max),
+            Drafter::Model(sequence) => {
+                let drafted = draft_with_model(sequence, history, max);
+                drafted.unwrap_or_else(|e| {
+                    tracing::debug!("draft model failed: {e}");
+                    Vec::new()
+                })
+            }
+        }
+    }
+}
+
+/// Greedy tokens of the draft model after `history`.
+fn draft_with_model(
+    sequence: &mut Sequence<'_>,
+    history: &[Token],
+    max: usize,
+) -> Result<Vec<Token>, EngineError> {
+    if history.len() + max + 1 >= sequence.n_ctx() {
+        return Ok(Vec::new());
+    }
+    sequence.reuse(history);
+    sequence.fill(history, || None, |_| ())?;
+    let mut at = LogitsAt(-1);
+    let mut draft: Vec<Token> = Vec::with_capacity(max);
+    while draft.len() < max {
+        let (token, _) = greedy(sequence.context.get_logits_ith(at.0));
+        draft.push(token);
+        if draft.len() < max {
+            at = sequence.decode(&[token], false)?;
+        }
+    }
+    Ok(draft)
+}
+
+/// A document's KV cache, saved while another document uses the context.
+struct WarmState {
+    tokens: Vec<Token>,
+    state: SeqState,
+}
+
+/// The answer as it is generated: its text, and the request's stop rules and limits.
+struct Output<'r> {
+    request: &'r CompletionRequest,
+    text: Utf8Stream,
+    generated: usize,
+}
+
+impl Output<'_> {
+    /// Adds a token's text; returns why generation must end now, if it must.
+    fn push(&mut self, piece: &[u8]) -> Option<StopReason> {
+        self.text.push(piece);
+        self.generated += 1;
+        let text = self.text.as_str();
+        let end = self.request.stop.end_of_answer(text, false);
+        if let Some(partial) = &self.request.partial {
+            let so_far = &text[..end.unwrap_or(text.len())];
+            let _ = partial.send(so_far.to_owned()); // The asker may have gone away.
+        }
+        if end.is_some() {
+            Some(StopReason::StopRule)
+        } else if self.generated >= self.request.max_tokens as usize {
+            Some(StopReason::TokenLimit)
+        } else {
+            None
+        }
+    }
+}
+
 /// The worker's state once the model is loaded.
 struct Session<'m> {
-    context: LlamaContext<'m>,
+    target: Sequence<'m>,
+    drafter: Drafter<'m>,
     vocab: LlamaVocab<'m>,
     /// The text of every token, by id (for token healing).
     pieces: Vec<Box<[u8]>>,
     template: Template,
-    /// The tokens whose KV entries sequence 0 holds, in position order.
-    cached: Vec<Token>,
+    /// The slot whose tokens `target` holds.
+    slot: String,
+    /// Other slots' saved caches; `None` when only one slot is kept warm.
+    warm: Option<LruCache<String, WarmState>>,
     counters: Arc<Counters>,
 }
 
 impl Session<'_> {
+    /// Makes `slot` the one in the context: saves the current slot's cache and restores
+    /// `slot`'s, if it was saved.
+    fn switch_to(&mut self, slot: &str) {
+        if self.slot == slot {
+            return;
+        }
+        let previous = std::mem::replace(&mut self.slot, slot.to_owned());
+        let Some(warm) = &mut self.warm else {
+            self.target.forget();
+            return;
+        };
+        if !self.target.cached.is_empty() {
+            match self
+                .target
+                .context
+                .state_seq_get(0, LlamaStateSeqFlags::empty())
+            {
+                Ok(state) => {
+                    let tokens = std::mem::take(&mut self.target.cached);
+                    warm.put(previous, WarmState { tokens, state });
+                }
+                Err(e) => tracing::debug!("cache of {previous} not saved: {e}"),
+            }
+        }
+        self.target.forget();
+        if let Some(saved) = warm.pop(slot) {
+            match self.target.context.state_seq_set(&saved.state, 0) {
+                Ok(()) => {
+                    self.target.cached = saved.tokens;
+                    self.counters.warm_restores.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::debug!("cache of {slot} not restored: {e}");
+                    self.target.forget();
+                }
+            }
+        }
+    }
+
     fn generate(&mut self, request: &CompletionRequest) -> Result<Generation, EngineError> {
         let started = Instant::now();
+        self.switch_to(&request.slot);
         let Prompt {
             tokens: prompt,
             healed,
@@ -460,95 +921,187 @@ impl Session<'_> {
             &VocabTokenizer(&self.vocab),
         );
         // The text the first generated token must start with (see `Prompt::healed`).
-        let heal = healed.map_or(&[][..], |t| self.piece(t));
-        let heal = heal.to_vec();
-        let n_ctx = self.context.n_ctx() as usize;
+        let heal = healed.map_or(&[][..], |t| self.piece(t)).to_vec();
+        let n_ctx = self.target.n_ctx();
         if prompt.len() + 1 >= n_ctx {
             return Err(EngineError::Failed(format!(
                 "the prompt ({} tokens) does not fit the context ({n_ctx} tokens)",
                 prompt.len()
             )));
         }
-        let reused = self.reuse_prefix(&prompt);
+        let reuse = self.target.reuse(&prompt);
         self.counters
             .prompt_tokens_reused
-            .fetch_add(reused as u64, Ordering::Relaxed);
-        let mut batch = LlamaBatch::new(PROMPT_CHUNK.max(1), 1);
-        // The last prompt token is decoded on its own, whatever came before it, so a
-        // repeated prompt (which reuses all but that token) gets the very same logits
-        // and the same greedy answer as the first time.
-        let Some((last, body)) = prompt.split_last() else {
-            return Err(EngineError::Failed("empty prompt".into()));
-        };
-        let chunks = body[reused.min(body.len())..]
-            .chunks(PROMPT_CHUNK)
-            .chain([std::slice::from_ref(last)]);
-        for chunk in chunks {
-            if request.cancel.is_cancelled() {
-                return Err(EngineError::Cancelled);
-            }
-            self.decode(&mut batch, chunk)?;
-            self.counters
-                .prompt_tokens_evaluated
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        }
-        let prompt_done = started.elapsed();
-
-        let mut sampler = LlamaSampler::greedy();
-        let mut text = Utf8Stream::default();
-        let mut generated = 0usize;
-        let stop_reason = loop {
-            if request.cancel.is_cancelled() {
-                return Err(EngineError::Cancelled);
-            }
-            let token = if generated == 0 && !heal.is_empty() {
-                self.healing_token(&heal)
-            } else {
-                sampler.sample(&self.context, -1)
-            };
-            if self.vocab.is_eog(token) {
-                break StopReason::EndOfGeneration;
-            }
-            let piece = self.piece(token.0);
-            text.push(if generated == 0 {
-                &piece[heal.len()..]
-            } else {
-                piece
-            });
-            generated += 1;
-            if request.stop.end_of_answer(text.as_str(), false).is_some() {
-                break StopReason::StopRule;
-            }
-            if generated >= request.max_tokens as usize {
-                break StopReason::TokenLimit;
-            }
-            if started.elapsed() >= prompt_done + request.time_limit {
-                break StopReason::TimeLimit;
-            }
-            if self.cached.len() + 1 >= n_ctx {
-                break StopReason::ContextFull;
-            }
-            self.decode(&mut batch, &[token.0])?;
-        };
+            .fetch_add(reuse.kept as u64, Ordering::Relaxed);
         self.counters
-            .generated_tokens
-            .fetch_add(generated as u64, Ordering::Relaxed);
+            .prompt_tokens_shifted
+            .fetch_add(reuse.shifted as u64, Ordering::Relaxed);
+        let counters = self.counters.clone();
+        // At least one chunk is decoded whatever the time limit, so that a run of
+        // requests that each run out of time still makes progress.
+        let mut first_chunk = true;
+        let filled = self.target.fill(
+            &prompt,
+            || {
+                let out_of_time = request
+                    .prompt_time_limit
+                    .is_some_and(|limit| started.elapsed() >= limit);
+                if request.cancel.is_cancelled() {
+                    Some(Interrupt::Cancelled)
+                } else if out_of_time && !std::mem::take(&mut first_chunk) {
+                    Some(Interrupt::OutOfTime)
+                } else {
+                    first_chunk = false;
+                    None
+                }
+            },
+            |n| {
+                counters
+                    .prompt_tokens_evaluated
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            },
+        );
+        let prompt_done = started.elapsed();
+        let mut output = Output {
+            request,
+            text: Utf8Stream::default(),
+            generated: 0,
+        };
+        let stop_reason = match filled? {
+            None => self.answer(request, &prompt, &heal, &mut output, started + prompt_done)?,
+            Some(Interrupt::Cancelled) => return Err(EngineError::Cancelled),
+            // What was decoded stays cached: the next request carries on from there.
+            Some(Interrupt::OutOfTime) => StopReason::PromptTimeLimit,
+        };
+        let generation_time = started.elapsed() - prompt_done;
+        for (counter, value) in [
+            (&self.counters.generated_tokens, output.generated as u64),
+            (&self.counters.prompt_micros, prompt_done.as_micros() as u64),
+            (
+                &self.counters.generation_micros,
+                generation_time.as_micros() as u64,
+            ),
+        ] {
+            counter.fetch_add(value, Ordering::Relaxed);
+        }
         tracing::debug!(
             prompt_tokens = prompt.len(),
-            reused,
-            generated,
+            reused = reuse.kept,
+            shifted = reuse.shifted,
+            generated = output.generated,
             ?stop_reason,
             prompt_ms = prompt_done.as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
             "generation"
         );
         Ok(Generation {
-            text: text.text,
+            text: output.text.text,
             prompt_tokens: prompt.len(),
-            reused_tokens: reused,
-            generated_tokens: generated,
+            reused_tokens: reuse.kept,
+            generated_tokens: output.generated,
             stop_reason,
+            prompt_time: prompt_done,
+            generation_time,
         })
+    }
+
+    /// Generates the answer after a decoded prompt, with drafts verified in batches
+    /// when a drafter is set. Greedy either way: a draft token is kept only when it is
+    /// the token the model itself picks at its position.
+    fn answer(
+        &mut self,
+        request: &CompletionRequest,
+        prompt: &[Token],
+        heal: &[u8],
+        output: &mut Output<'_>,
+        generation_started: Instant,
+    ) -> Result<StopReason, EngineError> {
+        let n_ctx = self.target.n_ctx();
+        let mut history = prompt.to_vec();
+        let mut logits = LogitsAt(-1);
+        // The next token, when verifying drafts already revealed it.
+        let mut known_next: Option<LlamaToken> = None;
+        loop {
+            if request.cancel.is_cancelled() {
+                return Err(EngineError::Cancelled);
+            }
+            if output.generated >= request.max_tokens as usize {
+                return Ok(StopReason::TokenLimit);
+            }
+            if generation_started.elapsed() >= request.generation_time_limit {
+                return Ok(StopReason::TimeLimit);
+            }
+            if self.target.cached.len() + 1 >= n_ctx {
+                return Ok(StopReason::ContextFull);
+            }
+            let token = match known_next.take() {
+                Some(token) => token,
+                None if output.generated == 0 && !heal.is_empty() => {
+                    self.healing_token(heal, logits)
+                }
+                None => LlamaToken(greedy(self.target.context.get_logits_ith(logits.0)).0),
+            };
+            if self.vocab.is_eog(token) {
+                return Ok(StopReason::EndOfGeneration);
+            }
+            let piece = self.piece(token.0);
+            let piece = if output.generated == 0 {
+                &piece[heal.len().min(piece.len())..]
+            } else {
+                piece
+            };
+            if let Some(reason) = output.push(piece) {
+                return Ok(reason);
+            }
+            history.push(token.0);
+            let room = (request.max_tokens as usize - output.generated)
+                .min(n_ctx.saturating_sub(self.target.cached.len() + 2))
+                .min(MAX_DRAFT);
+            let draft = self.drafter.draft(&history, room);
+            let mut batch = Vec::with_capacity(draft.len() + 1);
+            batch.push(token.0);
+            batch.extend(&draft);
+            let start = self.target.cached.len();
+            logits = self.target.decode(&batch, !draft.is_empty())?;
+            if draft.is_empty() {
+                continue;
+            }
+            self.counters
+                .drafted_tokens
+                .fetch_add(draft.len() as u64, Ordering::Relaxed);
+            // Position i of the batch predicts the token after `batch[i]`.
+            for (i, &decoded) in batch.iter().enumerate() {
+                let (best, margin) = greedy(self.target.context.get_logits_ith(i as i32));
+                if margin < MIN_BATCH_MARGIN {
+                    // Too close to call from batched arithmetic, which rounds differently
+                    // from one-token decoding: decode `decoded` alone and pick from that,
+                    // as plain decoding would.
+                    self.target.truncate(start + i);
+                    logits = self.target.decode(&[decoded], false)?;
+                    break;
+                }
+                let Some(&drafted) = draft.get(i) else {
+                    known_next = Some(LlamaToken(best));
+                    break;
+                };
+                if best != drafted {
+                    // The cache keeps the token and the accepted drafts before this one.
+                    self.target.truncate(start + 1 + i);
+                    known_next = Some(LlamaToken(best));
+                    break;
+                }
+                self.counters
+                    .accepted_tokens
+                    .fetch_add(1, Ordering::Relaxed);
+                if self.vocab.is_eog(LlamaToken(drafted)) {
+                    return Ok(StopReason::EndOfGeneration);
+                }
+                if let Some(reason) = output.push(self.piece(drafted)) {
+                    return Ok(reason);
+                }
+                history.push(drafted);
+            }
+        }
     }
 
     fn piece(&self, token: Token) -> &[u8] {
@@ -559,8 +1112,8 @@ impl Session<'_> {
     }
 
     /// The most likely next token whose text starts with `heal` (greedy, like the sampler).
-    fn healing_token(&self, heal: &[u8]) -> LlamaToken {
-        let logits = self.context.get_logits_ith(-1);
+    fn healing_token(&self, heal: &[u8], at: LogitsAt) -> LlamaToken {
+        let logits = self.target.context.get_logits_ith(at.0);
         let mut best: Option<(usize, f32)> = None;
         for (id, &logit) in logits.iter().enumerate() {
             if best.is_none_or(|(_, b)| logit > b) && self.pieces[id].starts_with(heal) {
@@ -569,53 +1122,6 @@ impl Session<'_> {
         }
         // The healed token itself always qualifies, so `best` is set.
         LlamaToken(best.map_or(0, |(id, _)| id as i32))
-    }
-
-    /// Keeps the longest common prefix of the cache and `prompt` (less at least one token,
-    /// whose logits the first sample needs) and drops the rest. Returns the kept length.
-    fn reuse_prefix(&mut self, prompt: &[Token]) -> usize {
-        let common = self
-            .cached
-            .iter()
-            .zip(prompt)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(prompt.len().saturating_sub(1));
-        let removed = self
-            .context
-            .clear_kv_cache_seq(Some(0), Some(common as u32), None);
-        if matches!(removed, Ok(true)) {
-            self.cached.truncate(common);
-            common
-        } else {
-            self.context.clear_kv_cache();
-            self.cached.clear();
-            0
-        }
-    }
-
-    /// Decodes `tokens` after the cached ones, asking for logits of the last.
-    fn decode(&mut self, batch: &mut LlamaBatch, tokens: &[Token]) -> Result<(), EngineError> {
-        batch.clear();
-        let start = self.cached.len();
-        for (i, &token) in tokens.iter().enumerate() {
-            batch
-                .add(
-                    LlamaToken(token),
-                    (start + i) as i32,
-                    &[0],
-                    i + 1 == tokens.len(),
-                )
-                .map_err(|e| EngineError::Failed(e.to_string()))?;
-        }
-        if let Err(e) = self.context.decode(batch) {
-            // The cache may hold part of the batch now: forget it all to stay consistent.
-            self.context.clear_kv_cache();
-            self.cached.clear();
-            return Err(EngineError::Failed(e.to_string()));
-        }
-        self.cached.extend_from_slice(tokens);
-        Ok(())
     }
 }
 

@@ -3,15 +3,20 @@
 //!
 //! The stages of a completion, each its own module (see `ARCHITECTURE.md`):
 //! [`documents`] → [`context`] (with [`syntax`]) → [`prompt`] → [`engine`] → [`postprocess`],
-//! with [`lsp`] translating the protocol, [`transport`] guarding stdio, and [`config`] / [`model_files`] behind them.
+//! [`suggest`] runs them for both front ends: [`lsp`] (with [`transport`] guarding
+//! stdio) and the loopback [`http`] endpoint; [`typed_through`] remembers recent
+//! answers, and [`config`] / [`model_files`] sit behind them all.
 
 pub mod config;
 pub mod context;
 pub mod documents;
 pub mod engine;
+pub mod http;
 pub mod lsp;
 pub mod model_files;
 pub mod postprocess;
 pub mod prompt;
+pub mod suggest;
 pub mod syntax;
 pub mod transport;
+pub mod typed_through;

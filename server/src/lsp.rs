@@ -13,7 +13,6 @@
 //! - An answer computed for a document version that has since changed is dropped.
 
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
@@ -25,10 +24,10 @@ use tower_lsp_server::{Client, LanguageServer, LspService};
 use crate::config::{Overrides, Settings};
 use crate::context::{self, Window};
 use crate::documents::{self, Document, DocumentStore, PositionEncoding, TextChange};
-use crate::engine::{
-    CancelFlag, CompletionRequest, CountersSnapshot, Engine, EngineError, EngineState,
-};
-use crate::postprocess::{self, StopRules, Trigger};
+use crate::engine::{CancelFlag, CountersSnapshot, Engine, EngineState};
+use crate::http;
+use crate::postprocess::Trigger;
+use crate::suggest::{self, Ask, Latency, SuggestError, Suggester};
 
 /// The custom request that returns the engine's running totals.
 pub const STATS_METHOD: &str = "inkling/stats";
@@ -39,6 +38,30 @@ pub enum StatusNotification {}
 impl tower_lsp_server::ls_types::notification::Notification for StatusNotification {
     type Params = ModelStatus;
     const METHOD: &'static str = "inkling/status";
+}
+
+/// The custom notification that streams a suggestion as it is generated, sent only
+/// to clients that asked for it (`streamPartial`).
+pub enum PartialNotification {}
+
+impl tower_lsp_server::ls_types::notification::Notification for PartialNotification {
+    type Params = PartialCompletion;
+    const METHOD: &'static str = "inkling/partialCompletion";
+}
+
+/// The text generated so far for a request, before post-processing: the final
+/// answer (the response to the request) may be shorter.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartialCompletion {
+    /// The document.
+    pub uri: Uri,
+    /// The document version the text is generated for.
+    pub version: i32,
+    /// Where the text would be inserted.
+    pub position: Position,
+    /// The text so far.
+    pub text: String,
 }
 
 /// The model's state as our own editor integrations show it (status bar, etc.).
@@ -80,7 +103,7 @@ pub struct Backend {
     client: Client,
     flag_overrides: Overrides,
     session: OnceLock<SessionSetup>,
-    engine: OnceLock<Engine>,
+    suggester: OnceLock<Arc<Suggester>>,
     documents: Mutex<DocumentStore>,
     in_flight: Mutex<HashMap<String, CancelFlag>>,
     shutdown_requested: Arc<AtomicBool>,
@@ -113,6 +136,8 @@ pub struct Stats {
     /// Running totals of the engine.
     #[serde(flatten)]
     pub counters: CountersSnapshot,
+    /// Latency from request to answer over the most recent requests.
+    pub latency: Latency,
 }
 
 /// Builds the service for [`tower_lsp_server::Server`], with command-line `flags`
@@ -130,7 +155,7 @@ pub fn service(
         client,
         flag_overrides: flags.clone(),
         session: OnceLock::new(),
-        engine: OnceLock::new(),
+        suggester: OnceLock::new(),
         documents: Mutex::new(DocumentStore::default()),
         in_flight: Mutex::new(HashMap::new()),
         shutdown_requested: flag.clone(),
@@ -147,13 +172,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Runs a stage; a panic in it (a bug) becomes an internal error for this request
-/// instead of ending the server, which tower-lsp does not guard against.
+/// Runs a synchronous stage with a panic contained (see [`suggest::contain_panic`]).
 fn contain_panic<T>(stage: impl FnOnce() -> T) -> RpcResult<T> {
-    std::panic::catch_unwind(AssertUnwindSafe(stage)).map_err(|_| {
-        tracing::error!("a completion stage panicked; the request is answered with an error");
-        RpcError::internal_error()
-    })
+    suggest::contain_panic(stage).map_err(|_| RpcError::internal_error())
 }
 
 fn negotiate_encoding(capabilities: &ClientCapabilities) -> PositionEncoding {
@@ -207,19 +228,11 @@ impl Backend {
                 to_position(document.position(cursor, encoding)),
             )
         })?;
-        let (Some(engine), Some(session)) = (self.engine.get(), self.session.get()) else {
+        let (Some(suggester), Some(session)) = (self.suggester.get(), self.session.get()) else {
             return Ok(None);
         };
-        if !engine.is_ready() {
-            return Ok(None);
-        }
         let cancel = CancelFlag::default();
-        if let Some(older) = self
-            .in_flight
-            .lock()
-            .expect("in-flight lock")
-            .insert(key.to_owned(), cancel.clone())
-        {
+        if let Some(older) = lock(&self.in_flight).insert(key.to_owned(), cancel.clone()) {
             older.cancel();
         }
         let _guard = InFlightGuard {
@@ -227,36 +240,42 @@ impl Backend {
             key,
             cancel: cancel.clone(),
         };
-        let options = session.settings.postprocess;
-        let plan = match postprocess::plan(&context, trigger, options) {
-            Ok(plan) => plan,
-            Err(skip) => {
-                tracing::debug!(uri = key, ?skip, "no suggestion here");
-                return Ok(None);
-            }
+        let (partial, forwarding) = if session.settings.stream_partial {
+            let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+            let forwarding = tokio::spawn(Self::forward_partial(
+                self.client.clone(),
+                receiver,
+                PartialCompletion {
+                    uri: uri.clone(),
+                    version,
+                    position: cursor,
+                    text: String::new(),
+                },
+            ));
+            (Some(sender), Some(forwarding))
+        } else {
+            (None, None)
         };
-        let stop = StopRules::new(&context, &plan, options);
-        let request = CompletionRequest {
-            context: context.clone(),
-            stop: stop.clone(),
-            max_tokens: session.settings.max_tokens,
-            time_limit: plan.time_limit,
+        let line_prefix = context.line_prefix.clone();
+        let ask = Ask {
+            context,
+            trigger,
             cancel,
+            slot: key.to_owned(),
+            partial,
+            max_tokens: None,
         };
-        let generation = match engine.complete(request).await {
-            Ok(generation) => generation,
-            Err(EngineError::NotReady | EngineError::Cancelled) => return Ok(None),
-            Err(e @ EngineError::Failed(_)) => {
-                tracing::warn!("{e}");
-                return Ok(None);
-            }
+        let answer = suggester.suggest(ask).await;
+        // Partial texts reach the client before the answer that ends them.
+        if let Some(forwarding) = forwarding {
+            let _ = forwarding.await;
+        }
+        let answer = match answer {
+            Ok(Some(answer)) => answer,
+            Ok(None) | Err(SuggestError::Cancelled) => return Ok(None),
+            Err(SuggestError::Failed(_)) => return Err(RpcError::internal_error()),
         };
-        let current_version = self
-            .documents
-            .lock()
-            .expect("documents lock")
-            .get(key)
-            .map(|d| d.version);
+        let current_version = lock(&self.documents).get(key).map(|d| d.version);
         if current_version != Some(version) {
             tracing::debug!(
                 uri = key,
@@ -264,20 +283,30 @@ impl Backend {
             );
             return Ok(None);
         }
-        let Some(text) = contain_panic(|| postprocess::finish(&generation.text, &context, &stop))?
-        else {
-            return Ok(None);
-        };
-        let mut texts = vec![text];
-        let first_line = texts[0].lines().next().unwrap_or_default().trim_end();
-        if plan.alternatives && texts[0].contains('\n') && first_line.trim().chars().count() >= 2 {
-            texts.push(first_line.to_owned());
-        }
         Ok(Some(Suggestion {
-            texts,
+            texts: answer.texts,
             cursor,
-            line_prefix: context.line_prefix,
+            line_prefix,
         }))
+    }
+
+    /// Sends [`PartialNotification`]s for the text generated so far, until the
+    /// generation ends (its sender is dropped).
+    async fn forward_partial(
+        client: Client,
+        mut texts: tokio::sync::mpsc::UnboundedReceiver<String>,
+        mut partial: PartialCompletion,
+    ) {
+        while let Some(mut text) = texts.recv().await {
+            // Only the latest text matters when the client is slower than the model.
+            while let Ok(newer) = texts.try_recv() {
+                text = newer;
+            }
+            partial.text = text;
+            client
+                .send_notification::<PartialNotification>(partial.clone())
+                .await;
+        }
     }
 
     /// `textDocument/inlineCompletion` (LSP 3.18).
@@ -312,16 +341,22 @@ impl Backend {
 
     /// `inkling/stats`: the engine's running totals.
     async fn stats(&self) -> RpcResult<Stats> {
-        let (model_state, counters) = match self.engine.get() {
-            None => ("loading".into(), CountersSnapshot::default()),
-            Some(engine) => (
-                ModelStatus::of(&engine.subscribe().borrow()).state,
-                engine.counters(),
+        let (model_state, counters, latency) = match self.suggester.get() {
+            None => (
+                "loading".into(),
+                CountersSnapshot::default(),
+                Latency::default(),
+            ),
+            Some(suggester) => (
+                ModelStatus::of(&suggester.engine().subscribe().borrow()).state,
+                suggester.counters(),
+                suggester.latency(),
             ),
         };
         Ok(Stats {
             model_state,
             counters,
+            latency,
         })
     }
 
@@ -484,15 +519,29 @@ impl LanguageServer for Backend {
                 )
                 .await;
         }
-        let engine = self
-            .engine
-            .get_or_init(|| Engine::start(session.settings.clone()))
+        let suggester = self
+            .suggester
+            .get_or_init(|| Arc::new(Suggester::start(session.settings.clone())))
             .clone();
         tokio::spawn(Self::report_loading(
             self.client.clone(),
-            engine,
+            suggester.engine().clone(),
             session.work_done_progress,
         ));
+        if let Some(port) = session.settings.http_port {
+            match http::bind(port).await {
+                Ok(listener) => {
+                    tokio::spawn(http::serve(listener, suggester));
+                }
+                Err(e) => {
+                    let message = format!("inkling: HTTP endpoint not started: {e}");
+                    tracing::warn!("{message}");
+                    self.client
+                        .show_message(MessageType::WARNING, message)
+                        .await;
+                }
+            }
+        }
     }
 
     async fn shutdown(&self) -> RpcResult<()> {

@@ -4,19 +4,21 @@ use std::io::Write;
 use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use clap::{Parser, Subcommand};
-use inkling::config::Overrides;
-use inkling::{lsp, model_files, transport};
+use inkling::config::{Overrides, Settings};
+use inkling::suggest::Suggester;
+use inkling::{http, lsp, model_files, transport};
 use tracing_subscriber::EnvFilter;
 
 /// Inline AI code completions from a local model, over the Language Server Protocol.
 ///
 /// With no command, serves LSP on stdin/stdout. Logs go to stderr; set INKLING_LOG
 /// (e.g. `debug`) to change how much. The editor's `initializationOptions`
-/// (`model`, `contextSize`, `threads`, `maxTokens`,
-/// `postprocess`, `commentCompletions`) override these flags.
+/// (`model`, `contextSize`, `threads`, `maxTokens`, `postprocess`,
+/// `commentCompletions`, `httpPort`, `streamPartial`) override these flags.
 #[derive(Parser, Debug)]
 #[command(name = "inkling", version, about)]
 struct Cli {
@@ -34,7 +36,10 @@ struct Cli {
     /// Most tokens generated per completion [default: 128]
     #[arg(long, value_name = "TOKENS")]
     max_tokens: Option<NonZeroU32>,
-    /// Use stdio (the only transport; accepted because clients pass it)
+    /// Also serve the HTTP endpoint on 127.0.0.1 at this port (see `inkling http`)
+    #[arg(long, value_name = "PORT")]
+    http_port: Option<u16>,
+    /// Use stdio (the LSP transport; accepted because clients pass it)
     #[arg(long)]
     stdio: bool,
 }
@@ -43,6 +48,13 @@ struct Cli {
 enum Command {
     /// Download the default model into the cache (if needed) and print its path.
     FetchModel,
+    /// Serve only the HTTP endpoint (`POST /v1/completions`, `POST /infill`) on
+    /// 127.0.0.1, for Zed's edit predictions, llama.vim and llama.vscode.
+    Http {
+        /// Port on 127.0.0.1
+        #[arg(long, default_value_t = 8012)]
+        port: u16,
+    },
 }
 
 fn main() {
@@ -57,15 +69,18 @@ fn main() {
         .init();
     llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
 
+    let flags = Overrides {
+        model: cli.model,
+        context_size: cli.ctx_size,
+        threads: cli.threads,
+        max_tokens: cli.max_tokens,
+        http_port: cli.http_port,
+        ..Overrides::default()
+    };
     match cli.command {
         Some(Command::FetchModel) => fetch_model(),
-        None => serve(Overrides {
-            model: cli.model,
-            context_size: cli.ctx_size,
-            threads: cli.threads,
-            max_tokens: cli.max_tokens,
-            ..Overrides::default()
-        }),
+        Some(Command::Http { port }) => serve_http(flags, port),
+        None => serve(flags),
     }
 }
 
@@ -97,6 +112,28 @@ fn take_stdout() -> std::io::Result<std::fs::File> {
     }
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// The HTTP endpoint alone, until the process is killed.
+fn serve_http(flags: Overrides, port: u16) {
+    runtime().block_on(async move {
+        let listener = match http::bind(port).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!("cannot listen on 127.0.0.1:{port}: {e}");
+                std::process::exit(1);
+            }
+        };
+        let suggester = Arc::new(Suggester::start(Settings::resolve(flags)));
+        http::serve(listener, suggester).await;
+    });
+}
+
 fn serve(flags: Overrides) {
     let channel = match take_stdout() {
         Ok(channel) => channel,
@@ -105,10 +142,9 @@ fn serve(flags: Overrides) {
             std::process::exit(1);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    // Kept alive until the process exits: dropping it would wait for the blocking
+    // stdin reader, which never ends.
+    let runtime = runtime();
     let shutdown_requested = runtime.block_on(async move {
         let (service, socket, shutdown_requested) = lsp::service(flags);
         transport::serve(

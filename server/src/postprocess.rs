@@ -12,8 +12,6 @@
 //! right of the cursor, trailing white space trimmed): the quality benchmark
 //! compares the two.
 
-use std::time::Duration;
-
 use crate::context::CompletionContext;
 
 /// How the request was triggered.
@@ -59,16 +57,9 @@ pub struct Plan {
     pub multi_line: bool,
     /// Most lines in a multi-line answer.
     pub max_lines: usize,
-    /// Most time for generation.
-    pub time_limit: Duration,
     /// Offer the first line alone as a second item.
     pub alternatives: bool,
 }
-
-/// Generation time limits: automatic like llama.vim's, invoked more patient.
-pub const AUTOMATIC_TIME_LIMIT: Duration = Duration::from_millis(1000);
-/// See [`AUTOMATIC_TIME_LIMIT`].
-pub const INVOKED_TIME_LIMIT: Duration = Duration::from_millis(3000);
 
 fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() || c == '_'
@@ -96,14 +87,13 @@ pub fn plan(context: &CompletionContext, trigger: Trigger, options: Options) -> 
         return Err(Skip::InComment);
     }
     let multi_line = !context.has_text_right_of_cursor() && starts_block_or_statement(context);
-    let (time_limit, max_lines) = match trigger {
-        Trigger::Automatic => (AUTOMATIC_TIME_LIMIT, 8),
-        Trigger::Invoked => (INVOKED_TIME_LIMIT, 24),
+    let max_lines = match trigger {
+        Trigger::Automatic => 8,
+        Trigger::Invoked => 24,
     };
     Ok(Plan {
         multi_line,
         max_lines,
-        time_limit,
         alternatives: trigger == Trigger::Invoked && multi_line,
     })
 }
@@ -641,11 +631,11 @@ mod tests {
     }
 
     #[test]
-    fn invoked_requests_get_more_time_and_alternatives() {
+    fn invoked_requests_get_more_lines_and_alternatives() {
         let ctx = context("def f(x):\n    ", "\n");
         let invoked = plan(&ctx, Trigger::Invoked, Options::default()).unwrap();
         let automatic = plan(&ctx, Trigger::Automatic, Options::default()).unwrap();
-        assert!(invoked.time_limit > automatic.time_limit);
+        assert!(invoked.max_lines > automatic.max_lines);
         assert!(invoked.alternatives && !automatic.alternatives);
     }
 
@@ -679,7 +669,6 @@ mod tests {
         let plan = Plan {
             multi_line: true,
             max_lines: 8,
-            time_limit: AUTOMATIC_TIME_LIMIT,
             alternatives: false,
         };
         let rules = StopRules::new(&ctx, &plan, Options::default());

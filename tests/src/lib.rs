@@ -5,6 +5,8 @@
 //! child's stdin/stdout. A reader thread parses frames, answers the server's own
 //! requests (`window/workDoneProgress/create`, …) with `null`, and queues the rest.
 
+pub mod http;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -33,6 +35,21 @@ pub fn inkling_binary() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// The default model's path, as `inkling fetch-model` prints it (fetching it first
+/// if the cache lacks it).
+pub fn default_model_path() -> String {
+    let output = Command::new(inkling_binary())
+        .arg("fetch-model")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run inkling fetch-model");
+    assert!(output.status.success(), "inkling fetch-model failed");
+    String::from_utf8(output.stdout)
+        .expect("a UTF-8 path")
+        .trim()
+        .to_owned()
 }
 
 /// A running server and the client end of its stdio.
@@ -272,6 +289,11 @@ impl LspClient {
         let mut params = LspClient::position_params(uri, line, character);
         params["context"] = json!({"triggerKind": trigger_kind});
         self.send_request("textDocument/inlineCompletion", params)
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `shutdown` then `exit`; returns the process's exit status.

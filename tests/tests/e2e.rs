@@ -100,6 +100,46 @@ fn completion_item_has_the_helix_shape() {
 }
 
 #[test]
+fn a_helix_like_client_gets_stale_completions_dropped_without_cancelling() {
+    // Helix: no inline completion capability, never sends `$/cancelRequest`.
+    let mut client = LspClient::start();
+    let result = client.initialize(json!({"textDocument": {"completion": {}}}), Value::Null);
+    assert!(
+        result["capabilities"]["completionProvider"].is_object(),
+        "{result}"
+    );
+    client.wait_until_ready(LOAD_TIMEOUT);
+    let uri = "file:///w/mean.py";
+    client.open(
+        uri,
+        "python",
+        "def mean(values):\n    total = sum(values)\n    return ",
+    );
+    let first = client.send_request(
+        "textDocument/completion",
+        LspClient::position_params(uri, 2, 11),
+    );
+    // The user types on while the first request is being answered.
+    client.edit(uri, 2, (2, 11), (2, 11), "t");
+    let second = client.send_request(
+        "textDocument/completion",
+        LspClient::position_params(uri, 2, 12),
+    );
+    let first = client.response(first, ANSWER_TIMEOUT);
+    let second = client.response(second, ANSWER_TIMEOUT);
+    assert!(first.get("error").is_none(), "{first}");
+    assert!(
+        first["result"].is_null() || first["result"]["items"] == json!([]),
+        "a stale answer was sent: {first}"
+    );
+    let items = second["result"]["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{second}");
+    assert_eq!(items[0]["filterText"], "    return t");
+    let detail = items[0]["detail"].as_str().unwrap();
+    assert_eq!(items[0]["textEdit"]["newText"].as_str(), Some(detail));
+}
+
+#[test]
 fn a_cancelled_request_answers_32800_and_the_next_still_works() {
     let mut client = ready_server();
     let text = "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n        ";

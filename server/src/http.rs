@@ -1,0 +1,415 @@
+//! The opt-in loopback HTTP endpoint: the same pipeline as the LSP, for clients
+//! that speak HTTP instead.
+//!
+//! - `POST /v1/completions`: the OpenAI completions shape, as Zed's
+//!   `open_ai_compatible_api` edit-prediction provider sends it. Its `prompt` is
+//!   laid out in one of the FIM formats (see [`split_fim_prompt`]); inkling takes
+//!   the prefix and suffix out of it and builds its own prompt for the loaded model.
+//! - `POST /infill`: llama.cpp server's shape, as llama.vim and llama.vscode send it.
+//!
+//! Invariants:
+//! - The listener is bound to 127.0.0.1 only: code never leaves the machine, and
+//!   nothing on the network can use the model.
+//! - A newer request supersedes the one in flight (editors ask once per keystroke),
+//!   and a request whose client hung up is cancelled.
+//! - A malformed request gets a 4xx answer with a JSON error; the server keeps serving.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::context;
+use crate::engine::{CancelFlag, Generation, StopReason};
+use crate::postprocess::Trigger;
+use crate::suggest::{Answer, Ask, SuggestError, Suggester};
+
+/// The engine slot (warm KV state) that HTTP requests use.
+const SLOT: &str = "http";
+
+/// Binds the endpoint's listener on 127.0.0.1 at `port` (0 picks a free port).
+pub async fn bind(port: u16) -> std::io::Result<TcpListener> {
+    TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await
+}
+
+/// Serves the endpoint on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, suggester: Arc<Suggester>) {
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!("HTTP endpoint listening on http://{address}");
+    }
+    let app = Router::new()
+        .route("/v1/completions", post(completions))
+        .route("/infill", post(infill))
+        .with_state(Arc::new(Endpoint {
+            suggester,
+            in_flight: Mutex::new(None),
+        }));
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!("HTTP endpoint stopped: {e}");
+    }
+}
+
+struct Endpoint {
+    suggester: Arc<Suggester>,
+    in_flight: Mutex<Option<CancelFlag>>,
+}
+
+/// Cancels a request's generation when its handler ends or is dropped (the client
+/// hung up).
+struct CancelOnDrop(CancelFlag);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+impl Endpoint {
+    /// Runs the pipeline for text split at the cursor, superseding the request in flight.
+    async fn suggest(
+        &self,
+        prefix: &str,
+        suffix: &str,
+        max_tokens: Option<u32>,
+    ) -> Result<Option<Answer>, SuggestError> {
+        let cancel = CancelFlag::default();
+        let older = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(cancel.clone());
+        if let Some(older) = older {
+            older.cancel();
+        }
+        let _guard = CancelOnDrop(cancel.clone());
+        let context = crate::suggest::contain_panic(|| context::from_parts(prefix, suffix, ""))?;
+        let ask = Ask {
+            context,
+            // Every keystroke asks: these are automatic requests, with their time limits.
+            trigger: Trigger::Automatic,
+            cancel,
+            slot: SLOT.into(),
+            partial: None,
+            max_tokens,
+        };
+        self.suggester.suggest(ask).await
+    }
+}
+
+/// An error answer: `{"error": {"message", "type"}}`, the OpenAI shape.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let kind = if status.is_client_error() {
+        "invalid_request_error"
+    } else {
+        "server_error"
+    };
+    let body = json!({"error": {"message": message.into(), "type": kind}});
+    (status, Json(body)).into_response()
+}
+
+fn rejected(rejection: JsonRejection) -> Response {
+    error(rejection.status(), rejection.body_text())
+}
+
+/// A string or a list of strings (OpenAI's `stop` and `prompt`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// The fields of an OpenAI completions request that inkling uses. Others (sampling
+/// parameters) are accepted and ignored: answers are greedy.
+#[derive(Debug, Deserialize)]
+struct CompletionsRequest {
+    model: Option<String>,
+    prompt: OneOrMany,
+    /// Text after the cursor, for prompts not in a FIM format.
+    suffix: Option<String>,
+    max_tokens: Option<u32>,
+    stop: Option<OneOrMany>,
+    #[serde(default)]
+    stream: bool,
+}
+
+/// The FIM layouts a client may have laid its prompt out in: (prefix marker,
+/// suffix marker, middle marker), in prefix-suffix-middle order.
+const PSM_FORMATS: [(&str, &str, &str); 5] = [
+    ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),
+    ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"),
+    ("<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"),
+    ("<PRE> ", " <SUF>", " <MID>"),
+    ("<|code_prefix|>", "<|code_suffix|>", "<|code_middle|>"),
+];
+
+/// Splits a FIM-formatted prompt into the text before and after the cursor.
+/// Prompts in no known format are all prefix. Repository headers before the
+/// prefix marker (file separators, paths) are dropped.
+pub fn split_fim_prompt(prompt: &str) -> (String, String) {
+    for (pre, suf, mid) in PSM_FORMATS {
+        if let Some((_, rest)) = prompt.split_once(pre)
+            && let Some((prefix, rest)) = rest.split_once(suf)
+        {
+            let suffix = rest.strip_suffix(mid).unwrap_or(rest);
+            return (prefix.to_owned(), suffix.to_owned());
+        }
+    }
+    // Codestral: suffix first.
+    if let Some((_, rest)) = prompt.split_once("[SUFFIX]")
+        && let Some((suffix, prefix)) = rest.split_once("[PREFIX]")
+    {
+        return (prefix.to_owned(), suffix.to_owned());
+    }
+    (prompt.to_owned(), String::new())
+}
+
+/// Cuts `text` before the first of `stops`.
+fn cut_at_stops(text: &str, stops: &[String]) -> String {
+    let end = stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min()
+        .unwrap_or(text.len());
+    text[..end].to_owned()
+}
+
+/// Completion ids: Zed keys its predictions by them, so they must not repeat.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn unix_time() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn usage(generation: Option<&Generation>) -> Value {
+    let (prompt, completion) = generation.map_or((0, 0), |g| (g.prompt_tokens, g.generated_tokens));
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    })
+}
+
+async fn completions(
+    State(endpoint): State<Arc<Endpoint>>,
+    request: Result<Json<CompletionsRequest>, JsonRejection>,
+) -> Response {
+    let Json(request) = match request {
+        Ok(request) => request,
+        Err(rejection) => return rejected(rejection),
+    };
+    if request.stream {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "streaming is not supported: send \"stream\": false",
+        );
+    }
+    let prompts = request.prompt.into_vec();
+    let [prompt] = prompts.as_slice() else {
+        return error(StatusCode::BAD_REQUEST, "exactly one prompt is supported");
+    };
+    let (prefix, mut suffix) = split_fim_prompt(prompt);
+    if let Some(explicit) = request.suffix {
+        suffix = explicit;
+    }
+    let stops = request.stop.map_or_else(Vec::new, OneOrMany::into_vec);
+    let answer = match endpoint.suggest(&prefix, &suffix, request.max_tokens).await {
+        Ok(answer) => answer,
+        Err(SuggestError::Cancelled) => None,
+        Err(SuggestError::Failed(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let generation = answer.as_ref().and_then(|a| a.generation.as_ref());
+    let text = answer
+        .as_ref()
+        .and_then(|a| a.texts.first())
+        .map_or_else(String::new, |t| cut_at_stops(t, &stops));
+    let finish_reason = match generation.map(|g| g.stop_reason) {
+        Some(StopReason::TokenLimit | StopReason::ContextFull) => "length",
+        _ => "stop",
+    };
+    Json(json!({
+        "id": format!("cmpl-inkling-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+        "object": "text_completion",
+        "created": unix_time(),
+        "model": request.model.unwrap_or_else(|| "inkling".into()),
+        "choices": [{
+            "text": text,
+            "index": 0,
+            "logprobs": null,
+            "finish_reason": finish_reason,
+        }],
+        "usage": usage(generation),
+    }))
+    .into_response()
+}
+
+/// The fields of a llama.cpp `/infill` request that inkling uses. The text before
+/// the cursor is `input_prefix` + `prompt` (llama.vim sends the cursor line's start
+/// as `prompt`); others (`input_extra`, sampling, `t_max_*`) are accepted and ignored.
+#[derive(Debug, Deserialize)]
+struct InfillRequest {
+    input_prefix: String,
+    input_suffix: String,
+    #[serde(default)]
+    prompt: String,
+    n_predict: Option<i64>,
+    response_fields: Option<Vec<String>>,
+}
+
+/// Keeps only the `fields` of `full` (paths like `timings/prompt_n`), flattened
+/// with the path as the key, the way llama.cpp's server answers them.
+fn select_fields(full: &Value, fields: &[String]) -> Value {
+    let selected = fields
+        .iter()
+        .filter_map(|path| {
+            let value = path
+                .split('/')
+                .try_fold(full, |v, key| v.get(key).filter(|_| !key.is_empty()))?;
+            Some((path.clone(), value.clone()))
+        })
+        .collect();
+    Value::Object(selected)
+}
+
+async fn infill(
+    State(endpoint): State<Arc<Endpoint>>,
+    request: Result<Json<InfillRequest>, JsonRejection>,
+) -> Response {
+    let Json(request) = match request {
+        Ok(request) => request,
+        Err(rejection) => return rejected(rejection),
+    };
+    let prefix = format!("{}{}", request.input_prefix, request.prompt);
+    // A negative `n_predict` means "no limit" in llama.cpp: the configured one applies.
+    let max_tokens = request.n_predict.and_then(|n| u32::try_from(n).ok());
+    let answer = match endpoint
+        .suggest(&prefix, &request.input_suffix, max_tokens)
+        .await
+    {
+        Ok(answer) => answer,
+        Err(SuggestError::Cancelled) => None,
+        Err(SuggestError::Failed(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let content = answer
+        .as_ref()
+        .and_then(|a| a.texts.first().cloned())
+        .unwrap_or_default();
+    let generation = answer.as_ref().and_then(|a| a.generation.as_ref());
+    let (prompt_n, prompt_ms, predicted_n, predicted_ms, cached) =
+        generation.map_or((0, 0.0, 0, 0.0, 0), |g| {
+            (
+                g.prompt_tokens - g.reused_tokens,
+                g.prompt_time.as_secs_f64() * 1000.0,
+                g.generated_tokens,
+                g.generation_time.as_secs_f64() * 1000.0,
+                g.prompt_tokens,
+            )
+        });
+    let per_second = |n: usize, ms: f64| {
+        if ms > 0.0 {
+            n as f64 * 1000.0 / ms
+        } else {
+            0.0
+        }
+    };
+    let per_token = |n: usize, ms: f64| if n > 0 { ms / n as f64 } else { 0.0 };
+    let settings = endpoint.suggester.settings();
+    let full = json!({
+        "content": content,
+        "stop": true,
+        "stop_type": if generation.is_some_and(|g| g.stop_reason == StopReason::TokenLimit) { "limit" } else { "eos" },
+        "truncated": false,
+        "tokens_cached": cached,
+        "from_memory": answer.as_ref().is_some_and(|a| a.generation.is_none()),
+        "timings": {
+            "prompt_n": prompt_n,
+            "prompt_ms": prompt_ms,
+            "prompt_per_token_ms": per_token(prompt_n, prompt_ms),
+            "prompt_per_second": per_second(prompt_n, prompt_ms),
+            "predicted_n": predicted_n,
+            "predicted_ms": predicted_ms,
+            "predicted_per_token_ms": per_token(predicted_n, predicted_ms),
+            "predicted_per_second": per_second(predicted_n, predicted_ms),
+        },
+        "generation_settings": {
+            "n_ctx": settings.context_size,
+            "n_predict": max_tokens.map_or(settings.max_tokens, |n| n.min(settings.max_tokens)),
+        },
+    });
+    match &request.response_fields {
+        Some(fields) => Json(select_fields(&full, fields)),
+        None => Json(full),
+    }
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fim_prompts_are_split_at_the_cursor() {
+        let cases = [
+            "<|fim_prefix|>def f():\n    <|fim_suffix|>\nprint(1)<|fim_middle|>",
+            "<fim_prefix>def f():\n    <fim_suffix>\nprint(1)<fim_middle>",
+            "<｜fim▁begin｜>def f():\n    <｜fim▁hole｜>\nprint(1)<｜fim▁end｜>",
+            "<|code_prefix|>def f():\n    <|code_suffix|>\nprint(1)<|code_middle|>",
+            "<PRE> def f():\n     <SUF>\nprint(1) <MID>",
+            "[SUFFIX]\nprint(1)[PREFIX]def f():\n    ",
+            "<|repo_name|>r\n<|file_sep|>a.py\n<|fim_prefix|>def f():\n    <|fim_suffix|>\nprint(1)<|fim_middle|>",
+        ];
+        for prompt in cases {
+            let (prefix, suffix) = split_fim_prompt(prompt);
+            assert_eq!(prefix, "def f():\n    ", "{prompt}");
+            assert_eq!(suffix, "\nprint(1)", "{prompt}");
+        }
+        assert_eq!(
+            split_fim_prompt("plain text"),
+            ("plain text".to_owned(), String::new())
+        );
+    }
+
+    #[test]
+    fn stops_cut_at_the_earliest() {
+        let stops = vec!["\n\n".to_owned(), "END".to_owned(), String::new()];
+        assert_eq!(cut_at_stops("a\nbEND\n\nc", &stops), "a\nb");
+        assert_eq!(cut_at_stops("abc", &stops), "abc");
+    }
+
+    #[test]
+    fn response_fields_are_flattened_paths() {
+        let full = json!({"content": "x", "timings": {"prompt_n": 3}, "n": 1});
+        let fields = [
+            "content".to_owned(),
+            "timings/prompt_n".to_owned(),
+            "missing/path".to_owned(),
+            String::new(),
+        ];
+        assert_eq!(
+            select_fields(&full, &fields),
+            json!({"content": "x", "timings/prompt_n": 3})
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! The typed-through cache: recent answers, so that typing the characters of the
+//! suggestion on screen is answered from memory instead of the model.
+//!
+//! An answer `A` given with prefix `P` and suffix `S` still holds at prefix `P + t`
+//! and suffix `S` when `t` is a start of `A`: the rest of `A` is the answer. Lookup
+//! tries every cut of the current prefix up to [`MAX_TYPED_BYTES`] back, using
+//! hashes of every prefix length computed in one pass, and confirms a hit by
+//! comparing the stored text itself, so a hash collision never gives a wrong answer.
+//!
+//! Only the start of the suffix (its first [`SUFFIX_LINES`] lines) is part of the
+//! key: the suffix window grows by a line when the user types a line break, and
+//! what the model saw that far below the cursor barely matters.
+
+use std::hash::{Hash, Hasher};
+use std::num::NonZeroUsize;
+
+use lru::LruCache;
+
+use crate::context::CompletionContext;
+
+/// Answers remembered, least recently used evicted (llama.vim keeps 250).
+pub const CAPACITY: usize = 250;
+/// How far back (in bytes of typed text) a cached answer is looked for.
+pub const MAX_TYPED_BYTES: usize = 256;
+/// Lines of the suffix that are part of the key.
+pub const SUFFIX_LINES: usize = 8;
+
+struct Entry {
+    prefix: String,
+    suffix_head: String,
+    answer: String,
+}
+
+/// Recent answers by context, least recently used evicted.
+pub struct TypedThrough {
+    entries: LruCache<u64, Entry>,
+}
+
+impl Default for TypedThrough {
+    fn default() -> Self {
+        TypedThrough {
+            entries: LruCache::new(NonZeroUsize::new(CAPACITY).expect("non-zero")),
+        }
+    }
+}
+
+/// The first [`SUFFIX_LINES`] lines of `suffix`.
+fn suffix_head(suffix: &str) -> &str {
+    let end = suffix
+        .match_indices('\n')
+        .nth(SUFFIX_LINES - 1)
+        .map_or(suffix.len(), |(i, _)| i + 1);
+    &suffix[..end]
+}
+
+/// A polynomial hash of every prefix of `text`: `hashes[k]` covers `text[..k]`.
+fn prefix_hashes(text: &str) -> Vec<u64> {
+    // Any odd multiplier works; collisions are caught by comparing the text.
+    const BASE: u64 = 0x100_0000_01b3;
+    let mut hashes = Vec::with_capacity(text.len() + 1);
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    hashes.push(h);
+    for &b in text.as_bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(BASE);
+        hashes.push(h);
+    }
+    hashes
+}
+
+fn key(prefix_hash: u64, suffix_head: &str) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    prefix_hash.hash(&mut hasher);
+    suffix_head.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl TypedThrough {
+    /// Remembers that `answer` was given at `context`.
+    pub fn remember(&mut self, context: &CompletionContext, answer: &str) {
+        if answer.is_empty() {
+            return;
+        }
+        let head = suffix_head(&context.suffix);
+        let hash = *prefix_hashes(&context.prefix).last().expect("never empty");
+        self.entries.put(
+            key(hash, head),
+            Entry {
+                prefix: context.prefix.clone(),
+                suffix_head: head.to_owned(),
+                answer: answer.to_owned(),
+            },
+        );
+    }
+
+    /// The rest of a remembered answer whose start the user has typed since, if any.
+    /// A hit is remembered again at the new position, so typing on keeps hitting.
+    pub fn lookup(&mut self, context: &CompletionContext) -> Option<String> {
+        let prefix = &context.prefix;
+        let head = suffix_head(&context.suffix);
+        let hashes = prefix_hashes(prefix);
+        let earliest = prefix.len().saturating_sub(MAX_TYPED_BYTES);
+        let found = (earliest..=prefix.len())
+            .rev()
+            .filter(|&cut| prefix.is_char_boundary(cut))
+            .find_map(|cut| {
+                let entry = self.entries.get(&key(hashes[cut], head))?;
+                let typed = &prefix[cut..];
+                let rest = entry.answer.strip_prefix(typed)?;
+                let same = entry.prefix == prefix[..cut] && entry.suffix_head == head;
+                (same && !rest.is_empty()).then(|| rest.to_owned())
+            })?;
+        self.remember(context, &found);
+        Some(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(prefix: &str, suffix: &str) -> CompletionContext {
+        CompletionContext {
+            prefix: prefix.into(),
+            suffix: suffix.into(),
+            ..CompletionContext::default()
+        }
+    }
+
+    #[test]
+    fn typing_the_suggestion_is_answered_with_its_rest() {
+        let mut cache = TypedThrough::default();
+        cache.remember(&at("def f(x):\n    ret", "\n"), "urn x + 1\n    pass");
+        assert_eq!(
+            cache.lookup(&at("def f(x):\n    retu", "\n")).as_deref(),
+            Some("rn x + 1\n    pass")
+        );
+        // Across a line break, too.
+        assert_eq!(
+            cache
+                .lookup(&at("def f(x):\n    return x + 1\n  ", "\n"))
+                .as_deref(),
+            Some("  pass")
+        );
+        // The same position again is a hit (the answer is still right).
+        assert_eq!(
+            cache.lookup(&at("def f(x):\n    ret", "\n")).as_deref(),
+            Some("urn x + 1\n    pass")
+        );
+    }
+
+    #[test]
+    fn a_different_character_or_suffix_misses() {
+        let mut cache = TypedThrough::default();
+        cache.remember(&at("let x = ", ";\n"), "compute(1)");
+        assert_eq!(cache.lookup(&at("let x = d", ";\n")), None);
+        assert_eq!(cache.lookup(&at("let x = c", ")\n")), None);
+        assert_eq!(cache.lookup(&at("let y = c", ";\n")), None);
+        // Typing all of it leaves nothing to suggest.
+        assert_eq!(cache.lookup(&at("let x = compute(1)", ";\n")), None);
+    }
+
+    #[test]
+    fn only_the_start_of_the_suffix_is_compared() {
+        let mut cache = TypedThrough::default();
+        let near: String = "x\n".repeat(SUFFIX_LINES);
+        cache.remember(&at("a", &format!("{near}far away")), "bc");
+        assert_eq!(
+            cache
+                .lookup(&at("ab", &format!("{near}something else")))
+                .as_deref(),
+            Some("c")
+        );
+    }
+
+    #[test]
+    fn multi_byte_text_is_cut_on_character_boundaries() {
+        let mut cache = TypedThrough::default();
+        cache.remember(&at("s = \"", "\""), "héllo wörld");
+        assert_eq!(
+            cache.lookup(&at("s = \"hé", "\"")).as_deref(),
+            Some("llo wörld")
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! A minimal HTTP/1.1 client and a launcher for `inkling http`, for the endpoint's
+//! end-to-end tests: real sockets, real requests, nothing mocked.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::inkling_binary;
+
+/// An HTTP response: status code and body.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// The body, parsed as JSON (`Null` when it is not JSON).
+    pub json: Value,
+}
+
+/// Sends `POST path` with `body` (sent as is, so tests can send malformed JSON) and
+/// reads the whole response; the connection is closed after it.
+pub fn post(address: SocketAddr, path: &str, body: &str) -> HttpResponse {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a header block");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    HttpResponse {
+        status,
+        json: serde_json::from_str(body).unwrap_or(Value::Null),
+    }
+}
+
+/// A running `inkling http` process; killed when dropped.
+pub struct HttpServer {
+    child: Child,
+    /// Where it listens.
+    pub address: SocketAddr,
+}
+
+impl HttpServer {
+    /// Starts `inkling http --port 0 ARGS…` and waits until it listens and its model
+    /// is ready (both are logged on stderr, which is passed on to ours).
+    pub fn start(args: &[&str]) -> HttpServer {
+        let mut child = Command::new(inkling_binary())
+            .args(["http", "--port", "0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn inkling http");
+        let stderr = child.stderr.take().expect("stderr");
+        let (lines, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let _ = lines.send(line);
+            }
+        });
+        let mut address = None;
+        let mut ready = false;
+        while address.is_none() || !ready {
+            let line = received
+                .recv_timeout(Duration::from_secs(120))
+                .expect("inkling http did not get ready");
+            if let Some((_, rest)) = line.split_once("listening on http://") {
+                address = rest.trim().parse().ok();
+            }
+            ready |= line.contains("model ready");
+            assert!(!line.contains("ERROR"), "inkling http failed: {line}");
+        }
+        HttpServer {
+            child,
+            address: address.expect("an address"),
+        }
+    }
+
+    /// Sends `POST path` with `body` to this server.
+    pub fn post(&self, path: &str, body: &str) -> HttpResponse {
+        post(self.address, path, body)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
