@@ -78,9 +78,9 @@ impl Replay {
 #[derive(Default)]
 struct Results {
     latencies: Vec<Duration>,
-    /// Per request: time the model needs for the generated tokens alone, in plain
-    /// decoding (tokens / plain decode speed); filled in once that speed is known.
-    generated: Vec<u64>,
+    /// Requests the model served (not the typed-through cache): latency and tokens
+    /// generated.
+    model_served: Vec<(Duration, u64)>,
     requests: usize,
     answered: usize,
     evaluated: u64,
@@ -147,15 +147,19 @@ fn replay(options: &Value, replays: &[Replay]) -> Results {
             // Automatic, as an editor asks while the user types.
             let id = client.send_inline_completion_triggered(&uri, line, column, 2);
             let response = client.response(id, Duration::from_secs(120));
-            results.latencies.push(asked.elapsed());
+            let latency = asked.elapsed();
+            results.latencies.push(latency);
             results.requests += 1;
             results.answered += usize::from(!inline_items(&response).is_empty());
             let stats = client.stats();
             results.evaluated += delta(&stats, &previous, "promptTokensEvaluated");
             results.reused += delta(&stats, &previous, "promptTokensReused");
-            results.typed_through += delta(&stats, &previous, "typedThrough");
+            let typed_through = delta(&stats, &previous, "typedThrough");
+            results.typed_through += typed_through;
             let generated = delta(&stats, &previous, "generatedTokens");
-            results.generated.push(generated);
+            if typed_through == 0 {
+                results.model_served.push((latency, generated));
+            }
             results.generated_tokens += generated;
             results.generation_micros += delta(&stats, &previous, "generationMicros");
             results.drafted += delta(&stats, &previous, "draftedTokens");
@@ -212,8 +216,8 @@ fn main() {
         .collect();
     let model = default_model_path();
     let configs = [
-        ("off", "no speculation", json!({"promptLookup": false})),
-        ("lookup", "prompt lookup", json!({})),
+        ("off", "no speculation (the default)", json!({})),
+        ("lookup", "prompt lookup", json!({"promptLookup": true})),
         (
             "draft",
             "draft model (the model itself)",
@@ -278,18 +282,28 @@ fn main() {
             results.drafted,
             pct(results.accepted, results.drafted)
         );
-        if let Some(plain) = plain_speed {
+        // The requests the model served (not the typed-through cache).
+        let mut model_latencies: Vec<Duration> = results
+            .model_served
+            .iter()
+            .map(|&(latency, _)| latency)
+            .collect();
+        model_latencies.sort();
+        if let (Some(plain), false) = (plain_speed, model_latencies.is_empty()) {
             let mut alone: Vec<Duration> = results
-                .generated
+                .model_served
                 .iter()
-                .map(|&t| Duration::from_secs_f64(t as f64 / plain))
+                .map(|&(_, tokens)| Duration::from_secs_f64(tokens as f64 / plain))
                 .collect();
             alone.sort();
             let p50_alone = quantile(&alone, 0.5);
             println!(
-                "  generating the answered tokens alone (plain decode speed): p50 {} ms; p50 latency / that = {:.2}",
+                "  requests the model served: {}; latency p50 {} ms, p95 {} ms; generating their tokens alone at plain speed: p50 {} ms; ratio of the p50s {:.2}",
+                model_latencies.len(),
+                quantile(&model_latencies, 0.5).as_millis(),
+                quantile(&model_latencies, 0.95).as_millis(),
                 p50_alone.as_millis(),
-                quantile(&results.latencies, 0.5).as_secs_f64() / p50_alone.as_secs_f64().max(1e-3)
+                quantile(&model_latencies, 0.5).as_secs_f64() / p50_alone.as_secs_f64().max(1e-3)
             );
         }
         println!(

@@ -39,7 +39,8 @@ pub struct Overrides {
     pub generation_time_limit_ms: Option<u64>,
     /// Documents whose KV cache is kept warm (the one in use included).
     pub warm_states: Option<NonZeroU32>,
-    /// Draft tokens from n-gram matches in the prompt (on by default).
+    /// Draft tokens from n-gram matches in the prompt (off by default: on this
+    /// class of CPU, verifying drafts costs more than it saves, see README).
     pub prompt_lookup: Option<bool>,
     /// A smaller GGUF model with the same vocabulary that drafts tokens.
     pub draft_model: Option<PathBuf>,
@@ -191,8 +192,8 @@ impl Settings {
                 .map_or(DEFAULT_WARM_STATES, NonZeroU32::get),
             speculation: match (overrides.draft_model, overrides.prompt_lookup) {
                 (Some(path), _) => Speculation::DraftModel(path),
-                (None, Some(false)) => Speculation::Off,
-                (None, _) => Speculation::PromptLookup,
+                (None, Some(true)) => Speculation::PromptLookup,
+                (None, _) => Speculation::Off,
             },
         }
     }
@@ -237,7 +238,7 @@ mod tests {
         assert_eq!(settings.max_tokens, DEFAULT_MAX_TOKENS);
         assert!(settings.threads >= 1);
         assert_eq!(settings.warm_states, DEFAULT_WARM_STATES);
-        assert_eq!(settings.speculation, Speculation::PromptLookup);
+        assert_eq!(settings.speculation, Speculation::Off);
         let (prompt, generation) = settings.time_limits.for_trigger(Trigger::Automatic);
         assert_eq!(
             prompt,
