@@ -623,6 +623,9 @@ struct Sequence<'m> {
     context: LlamaContext<'m>,
     cached: Vec<Token>,
     batch: LlamaBatch<'static>,
+    /// Cells were moved and their keys are not re-rotated until the next decode:
+    /// the state must not be saved before that, or the rotation is lost.
+    shift_pending: bool,
 }
 
 impl<'m> Sequence<'m> {
@@ -631,6 +634,7 @@ impl<'m> Sequence<'m> {
             context,
             cached: Vec::new(),
             batch: LlamaBatch::new(PROMPT_CHUNK.max(MAX_DRAFT + 1), 1),
+            shift_pending: false,
         }
     }
 
@@ -642,6 +646,7 @@ impl<'m> Sequence<'m> {
     fn forget(&mut self) {
         self.context.clear_kv_cache();
         self.cached.clear();
+        self.shift_pending = false;
     }
 
     /// Keeps the first `len` cached tokens.
@@ -699,6 +704,7 @@ impl<'m> Sequence<'m> {
                 self.forget();
                 return Reuse::default();
             }
+            self.shift_pending = true;
             self.cached.copy_within(head_c..head_c + run, head_p);
             head_p += run;
             head_c += run;
@@ -737,6 +743,7 @@ impl<'m> Sequence<'m> {
             return Err(EngineError::Failed(e.to_string()));
         }
         self.cached.extend_from_slice(tokens);
+        self.shift_pending = false;
         Ok(LogitsAt(tokens.len() as i32 - 1))
     }
 
@@ -777,8 +784,9 @@ enum Drafter<'m> {
 }
 
 impl Drafter<'_> {
-    /// Up to `max` tokens that likely follow `history`; empty when there is no guess.
-    fn draft(&mut self, history: &[Token], max: usize) -> Vec<Token> {
+    /// Up to `max` tokens that likely follow `history`; empty when there is no guess
+    /// or `stop` says the request should end (a draft model decodes the history).
+    fn draft(&mut self, history: &[Token], max: usize, stop: &dyn Fn() -> bool) -> Vec<Token> {
         if max == 0 {
             return Vec::new();
         }
@@ -786,7 +794,7 @@ impl Drafter<'_> {
             Drafter::Off => Vec::new(),
             Drafter::PromptLookup => lookup_draft(history, max),
             Drafter::Model(sequence) => {
-                let drafted = draft_with_model(sequence, history, max);
+                let drafted = draft_with_model(sequence, history, max, stop);
                 drafted.unwrap_or_else(|e| {
                     tracing::debug!("draft model failed: {e}");
                     Vec::new()
@@ -801,12 +809,16 @@ fn draft_with_model(
     sequence: &mut Sequence<'_>,
     history: &[Token],
     max: usize,
+    stop: &dyn Fn() -> bool,
 ) -> Result<Vec<Token>, EngineError> {
     if history.len() + max + 1 >= sequence.n_ctx() {
         return Ok(Vec::new());
     }
     sequence.reuse(history);
-    sequence.fill(history, || None, |_| ())?;
+    let interrupted = sequence.fill(history, || stop().then_some(Interrupt::Cancelled), |_| ())?;
+    if interrupted.is_some() {
+        return Ok(Vec::new());
+    }
     let mut at = LogitsAt(-1);
     let mut draft: Vec<Token> = Vec::with_capacity(max);
     while draft.len() < max {
@@ -880,7 +892,7 @@ impl Session<'_> {
             self.target.forget();
             return;
         };
-        if !self.target.cached.is_empty() {
+        if !self.target.cached.is_empty() && !self.target.shift_pending {
             match self
                 .target
                 .context
@@ -1057,7 +1069,11 @@ impl Session<'_> {
             let room = (request.max_tokens as usize - output.generated)
                 .min(n_ctx.saturating_sub(self.target.cached.len() + 2))
                 .min(MAX_DRAFT);
-            let draft = self.drafter.draft(&history, room);
+            let stop = || {
+                request.cancel.is_cancelled()
+                    || generation_started.elapsed() >= request.generation_time_limit
+            };
+            let draft = self.drafter.draft(&history, room, &stop);
             let mut batch = Vec::with_capacity(draft.len() + 1);
             batch.push(token.0);
             batch.extend(&draft);
@@ -1076,7 +1092,7 @@ impl Session<'_> {
                     // Too close to call from batched arithmetic, which rounds differently
                     // from one-token decoding: decode `decoded` alone and pick from that,
                     // as plain decoding would.
-                    self.target.truncate(start + i);
+                    self.rewind_to(start + i)?;
                     logits = self.target.decode(&[decoded], false)?;
                     break;
                 }
@@ -1086,7 +1102,7 @@ impl Session<'_> {
                 };
                 if best != drafted {
                     // The cache keeps the token and the accepted drafts before this one.
-                    self.target.truncate(start + 1 + i);
+                    self.rewind_to(start + 1 + i)?;
                     known_next = Some(LlamaToken(best));
                     break;
                 }
@@ -1101,6 +1117,20 @@ impl Session<'_> {
                 }
                 history.push(drafted);
             }
+        }
+    }
+
+    /// Drops the cache after `len` tokens, or fails the request when the model's
+    /// cache cannot remove its end (recurrent models): generating on from an
+    /// emptied cache would produce nonsense.
+    fn rewind_to(&mut self, len: usize) -> Result<(), EngineError> {
+        self.target.truncate(len);
+        if self.target.cached.len() == len {
+            Ok(())
+        } else {
+            Err(EngineError::Failed(
+                "the model's cache cannot be rewound for speculative decoding".into(),
+            ))
         }
     }
 

@@ -82,6 +82,12 @@ impl Endpoint {
         suffix: &str,
         max_tokens: Option<u32>,
     ) -> Result<Option<Answer>, SuggestError> {
+        // llama.vim's and llama.vscode's cache-warming requests (no text, nothing to
+        // predict, only `input_extra`, which inkling does not use) must neither
+        // cancel the request in flight nor replace the warm cache with an empty prompt.
+        if max_tokens == Some(0) || (prefix.is_empty() && suffix.is_empty()) {
+            return Ok(None);
+        }
         let cancel = CancelFlag::default();
         let older = self
             .in_flight
