@@ -16,7 +16,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 use crate::context;
 use crate::engine::{CancelFlag, Generation, StopReason};
 use crate::postprocess::Trigger;
-use crate::suggest::{Answer, Ask, SuggestError, Suggester};
+use crate::suggest::{Answer, Ask, SuggestError, Suggester, lock};
 
 /// The engine slot (warm KV state) that HTTP requests use.
 const SLOT: &str = "http";
@@ -75,13 +75,14 @@ impl Drop for CancelOnDrop {
 }
 
 impl Endpoint {
-    /// Runs the pipeline for text split at the cursor, superseding the request in flight.
+    /// Runs the pipeline for text split at the cursor, superseding the request in
+    /// flight. A cancelled request gets no answer; a failed one, a 500 response.
     async fn suggest(
         &self,
         prefix: &str,
         suffix: &str,
         max_tokens: Option<u32>,
-    ) -> Result<Option<Answer>, SuggestError> {
+    ) -> Result<Option<Answer>, Response> {
         // llama.vim's and llama.vscode's cache-warming requests (no text, nothing to
         // predict, only `input_extra`, which inkling does not use) must neither
         // cancel the request in flight nor replace the warm cache with an empty prompt.
@@ -89,16 +90,13 @@ impl Endpoint {
             return Ok(None);
         }
         let cancel = CancelFlag::default();
-        let older = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .replace(cancel.clone());
+        let older = lock(&self.in_flight).replace(cancel.clone());
         if let Some(older) = older {
             older.cancel();
         }
         let _guard = CancelOnDrop(cancel.clone());
-        let context = crate::suggest::contain_panic(|| context::from_parts(prefix, suffix, ""))?;
+        let context = crate::suggest::contain_panic(|| context::from_parts(prefix, suffix, ""))
+            .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?;
         let ask = Ask {
             context,
             // Every keystroke asks: these are automatic requests, with their time limits.
@@ -108,7 +106,11 @@ impl Endpoint {
             partial: None,
             max_tokens,
         };
-        self.suggester.suggest(ask).await
+        match self.suggester.suggest(ask).await {
+            Ok(answer) => Ok(answer),
+            Err(SuggestError::Cancelled) => Ok(None),
+            Err(SuggestError::Failed(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        }
     }
 }
 
@@ -243,8 +245,7 @@ async fn completions(
     let stops = request.stop.map_or_else(Vec::new, OneOrMany::into_vec);
     let answer = match endpoint.suggest(&prefix, &suffix, request.max_tokens).await {
         Ok(answer) => answer,
-        Err(SuggestError::Cancelled) => None,
-        Err(SuggestError::Failed(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(response) => return response,
     };
     let generation = answer.as_ref().and_then(|a| a.generation.as_ref());
     let text = answer
@@ -315,8 +316,7 @@ async fn infill(
         .await
     {
         Ok(answer) => answer,
-        Err(SuggestError::Cancelled) => None,
-        Err(SuggestError::Failed(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(response) => return response,
     };
     let content = answer
         .as_ref()

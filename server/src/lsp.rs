@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 use tower_lsp_server::jsonrpc::{Error as RpcError, Result as RpcResult};
@@ -27,7 +27,7 @@ use crate::documents::{self, Document, DocumentStore, PositionEncoding, TextChan
 use crate::engine::{CancelFlag, CountersSnapshot, Engine, EngineState};
 use crate::http;
 use crate::postprocess::Trigger;
-use crate::suggest::{self, Ask, Latency, SuggestError, Suggester};
+use crate::suggest::{self, Ask, Latency, SuggestError, Suggester, lock};
 
 /// The custom request that returns the engine's running totals.
 pub const STATS_METHOD: &str = "inkling/stats";
@@ -166,12 +166,6 @@ pub fn service(
     (service, socket, shutdown_requested)
 }
 
-/// Locks `mutex`, even if a panic elsewhere poisoned it: the data behind these locks
-/// is only ever replaced whole, never left half-updated.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Runs a synchronous stage with a panic contained (see [`suggest::contain_panic`]).
 fn contain_panic<T>(stage: impl FnOnce() -> T) -> RpcResult<T> {
     suggest::contain_panic(stage).map_err(|_| RpcError::internal_error())
@@ -266,7 +260,8 @@ impl Backend {
             max_tokens: None,
         };
         let answer = suggester.suggest(ask).await;
-        // Partial texts reach the client before the answer that ends them.
+        // Partial texts are queued for the client before the answer that ends them
+        // (the transport may still interleave the two).
         if let Some(forwarding) = forwarding {
             let _ = forwarding.await;
         }

@@ -121,9 +121,10 @@ pub struct Suggester {
     latencies: Mutex<LatencyLog>,
 }
 
-/// Locks `mutex`, even if a panic elsewhere poisoned it: the data behind these locks
-/// stays consistent between statements.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `mutex`, even if a panic elsewhere poisoned it: the data behind the
+/// server's locks is consistent between statements (replaced whole, never left
+/// half-updated).
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

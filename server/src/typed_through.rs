@@ -53,18 +53,29 @@ fn suffix_head(suffix: &str) -> &str {
     &suffix[..end]
 }
 
-/// A polynomial hash of every prefix of `text`: `hashes[k]` covers `text[..k]`.
+/// One step of the prefix hash (FNV-1a style; any odd multiplier works, since
+/// collisions are caught by comparing the text).
+fn hash_step(h: u64, byte: u8) -> u64 {
+    (h ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3)
+}
+
+const HASH_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// The hash of every prefix of `text`: `hashes[k]` covers `text[..k]`.
 fn prefix_hashes(text: &str) -> Vec<u64> {
-    // Any odd multiplier works; collisions are caught by comparing the text.
-    const BASE: u64 = 0x100_0000_01b3;
     let mut hashes = Vec::with_capacity(text.len() + 1);
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    hashes.push(h);
+    hashes.push(HASH_START);
+    let mut h = HASH_START;
     for &b in text.as_bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(BASE);
+        h = hash_step(h, b);
         hashes.push(h);
     }
     hashes
+}
+
+/// The hash of all of `text` (the last of [`prefix_hashes`], without the others).
+fn text_hash(text: &str) -> u64 {
+    text.bytes().fold(HASH_START, hash_step)
 }
 
 fn key(prefix_hash: u64, suffix_head: &str) -> u64 {
@@ -81,7 +92,7 @@ impl TypedThrough {
             return;
         }
         let head = suffix_head(&context.suffix);
-        let hash = *prefix_hashes(&context.prefix).last().expect("never empty");
+        let hash = text_hash(&context.prefix);
         self.entries.put(
             key(hash, head),
             Entry {
