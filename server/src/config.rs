@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::postprocess::{self, Trigger};
+use crate::prompt::Budget;
 
 /// Everything the server can be told. All fields are optional so that one layer can
 /// override another field by field; [`Settings`] fills the gaps with defaults.
@@ -44,6 +45,17 @@ pub struct Overrides {
     pub prompt_lookup: Option<bool>,
     /// A smaller GGUF model with the same vocabulary that drafts tokens.
     pub draft_model: Option<PathBuf>,
+    /// The prompt template: `auto` (detected from the model), a family name, or a
+    /// template with `{prefix}` and `{suffix}` placeholders.
+    pub template: Option<String>,
+    /// Most tokens of the window before the cursor.
+    pub prefix_tokens: Option<u32>,
+    /// Most tokens of the text after the cursor (FIM models).
+    pub suffix_tokens: Option<u32>,
+    /// Most tokens of the outline and other files' material together; 0 turns them off.
+    pub extra_tokens: Option<u32>,
+    /// Index the workspace's files in the background for the signatures code refers to.
+    pub index_workspace: Option<bool>,
 }
 
 impl Overrides {
@@ -65,6 +77,11 @@ impl Overrides {
             warm_states: other.warm_states.or(self.warm_states),
             prompt_lookup: other.prompt_lookup.or(self.prompt_lookup),
             draft_model: other.draft_model.or(self.draft_model),
+            template: other.template.or(self.template),
+            prefix_tokens: other.prefix_tokens.or(self.prefix_tokens),
+            suffix_tokens: other.suffix_tokens.or(self.suffix_tokens),
+            extra_tokens: other.extra_tokens.or(self.extra_tokens),
+            index_workspace: other.index_workspace.or(self.index_workspace),
         }
     }
 
@@ -104,6 +121,12 @@ pub struct Settings {
     pub warm_states: u32,
     /// How generation is sped up.
     pub speculation: Speculation,
+    /// The configured prompt template; `None` detects it from the model.
+    pub template: Option<String>,
+    /// Token budgets of the prompt's parts.
+    pub budget: Budget,
+    /// Whether the workspace is indexed in the background.
+    pub index_workspace: bool,
 }
 
 /// How long an automatic request may take; invoked requests (the user asked and
@@ -195,6 +218,17 @@ impl Settings {
                 (None, Some(true)) => Speculation::PromptLookup,
                 (None, _) => Speculation::Off,
             },
+            template: overrides.template,
+            budget: {
+                let defaults = Budget::default();
+                let or = |value: Option<u32>, default: usize| value.map_or(default, |v| v as usize);
+                Budget {
+                    prefix_tokens: or(overrides.prefix_tokens, defaults.prefix_tokens).max(1),
+                    suffix_tokens: or(overrides.suffix_tokens, defaults.suffix_tokens),
+                    extra_tokens: or(overrides.extra_tokens, defaults.extra_tokens),
+                }
+            },
+            index_workspace: overrides.index_workspace.unwrap_or(true),
         }
     }
 }

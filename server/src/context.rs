@@ -2,7 +2,8 @@
 //!
 //! Input: a [`Document`] and a cursor; output: a [`CompletionContext`] of plain
 //! strings. No tokens and no model here; the prompt stage fits these strings into
-//! the model's token budget.
+//! the model's token budget. What comes from outside the window — the [`Preamble`]
+//! of outline and other files — is gathered by [`crate::workspace`].
 //!
 //! Invariant: the prefix window starts at a line boundary that moves in steps of
 //! [`WINDOW_STEP_LINES`], not with every line typed, so the start of the prompt —
@@ -48,6 +49,36 @@ pub struct CompletionContext {
     pub language_id: String,
     /// What tree-sitter says about the cursor's surroundings.
     pub syntax: SyntaxFacts,
+    /// The first line of the prefix window.
+    pub window_first_line: usize,
+    /// What the model sees before the window.
+    pub preamble: Preamble,
+}
+
+/// What goes before the window: this file's outline and other files' material.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Preamble {
+    /// The workspace's name (for the repository form of FIM templates).
+    pub repository: String,
+    /// This document's path, relative to the workspace.
+    pub path: String,
+    /// Starts a line comment in this document's language.
+    pub comment: String,
+    /// Lines of this file above the window that say where the cursor is: the
+    /// imports and the headers of the enclosing scopes, as written.
+    pub outline: String,
+    /// Material from other files, least important first: chunks of recently edited
+    /// files, then signatures of what the code near the cursor refers to.
+    pub snippets: Vec<Snippet>,
+}
+
+/// Text from another file (or from far away in this one).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snippet {
+    /// Where it comes from, relative to the workspace.
+    pub path: String,
+    /// The text, whole lines.
+    pub text: String,
 }
 
 impl CompletionContext {
@@ -57,7 +88,8 @@ impl CompletionContext {
     }
 }
 
-/// Extracts the context at char index `cursor` (clamped to the document).
+/// Extracts the local context at char index `cursor` (clamped to the document),
+/// with an empty preamble.
 pub fn extract(document: &Document, cursor: usize, window: Window) -> CompletionContext {
     let rope = &document.text;
     let cursor = cursor.min(rope.len_chars());
@@ -88,7 +120,9 @@ pub fn extract(document: &Document, cursor: usize, window: Window) -> Completion
         line_prefix: rope.slice(line_start..cursor).to_string(),
         line_suffix,
         language_id: document.language_id.clone(),
-        syntax: syntax::facts_at(rope, &document.language_id, cursor),
+        syntax: syntax::facts_at(document.tree().as_ref(), rope, cursor),
+        window_first_line: first_line,
+        preamble: Preamble::default(),
     }
 }
 

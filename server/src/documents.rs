@@ -16,6 +16,8 @@ use std::fmt;
 
 use ropey::Rope;
 
+use crate::syntax::{self, SyntaxTree};
+
 /// How the columns of LSP positions are counted (negotiated at `initialize`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PositionEncoding {
@@ -84,16 +86,28 @@ pub struct Document {
     pub version: i32,
     /// The client's language identifier (`rust`, `python`, …).
     pub language_id: String,
+    /// The syntax tree, shared with copies of this document and kept up to date
+    /// incrementally (see [`syntax`]).
+    pub syntax: SyntaxTree,
 }
 
 impl Document {
     /// Creates a document from its full text.
     pub fn new(text: &str, version: i32, language_id: &str) -> Self {
+        let syntax = SyntaxTree::default();
+        syntax.reset(version);
         Document {
             text: Rope::from_str(text),
             version,
             language_id: language_id.to_owned(),
+            syntax,
         }
+    }
+
+    /// The syntax tree of the current text, if its language has a grammar and
+    /// parsing stays within bounds.
+    pub fn tree(&self) -> Option<tree_sitter::Tree> {
+        self.syntax.get(&self.text, self.version, &self.language_id)
     }
 
     /// Converts a position to a char index, clamping the line to the last line and the
@@ -163,14 +177,21 @@ impl Document {
             });
         }
         let mut text = self.text.clone(); // O(1): ropes share their nodes.
+        // The tree's edits, applied only once all changes are known to be valid;
+        // `None` after a whole-text replacement.
+        let mut edits = Some(Vec::with_capacity(changes.len()));
         for change in changes {
             match change.range {
-                None => text = Rope::from_str(&change.text),
+                None => {
+                    text = Rope::from_str(&change.text);
+                    edits = None;
+                }
                 Some((start, end)) => {
                     let view = Document {
                         text,
                         version,
                         language_id: String::new(),
+                        syntax: SyntaxTree::default(),
                     };
                     let from = view.char_index(start, encoding);
                     let to = view.char_index(end, encoding);
@@ -178,6 +199,10 @@ impl Document {
                         return Err(EditError::ReversedRange);
                     }
                     text = view.text;
+                    if let Some(edits) = &mut edits {
+                        let (start, end) = (text.char_to_byte(from), text.char_to_byte(to));
+                        edits.push(syntax::input_edit(&text, start, end, &change.text));
+                    }
                     text.remove(from..to);
                     text.insert(from, &change.text);
                 }
@@ -185,6 +210,10 @@ impl Document {
         }
         self.text = text;
         self.version = version;
+        match edits {
+            Some(edits) => self.syntax.edit(&edits, version),
+            None => self.syntax.reset(version),
+        }
         Ok(())
     }
 }
@@ -222,6 +251,13 @@ impl DocumentStore {
     /// The document under `uri`, if open.
     pub fn get(&self, uri: &str) -> Option<&Document> {
         self.documents.get(uri)
+    }
+
+    /// Every open document with its URI.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Document)> {
+        self.documents
+            .iter()
+            .map(|(uri, document)| (uri.as_str(), document))
     }
 
     /// Applies the changes of one `didChange` notification to the document under `uri`.

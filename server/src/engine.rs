@@ -13,6 +13,7 @@
 //! - A failure to find or load the model leaves the worker answering
 //!   [`EngineError::NotReady`]; the process keeps running.
 
+use std::collections::HashMap;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -38,7 +39,8 @@ use crate::config::{Settings, Speculation};
 use crate::context::CompletionContext;
 use crate::model_files;
 use crate::postprocess::StopRules;
-use crate::prompt::{self, Budget, FimTokens, Prompt, Template, Token, Tokenizer};
+use crate::prompt::{self, CachingTokenizer, Prompt, Token, Tokenizer};
+use crate::template::{self, Template, Vocabulary};
 
 /// Prompt tokens decoded per call: small enough that a cancel is noticed quickly,
 /// large enough to keep the matrix kernels efficient.
@@ -86,7 +88,9 @@ pub enum EngineState {
 pub struct ModelInfo {
     /// The GGUF file.
     pub path: PathBuf,
-    /// Whether the model has fill-in-the-middle tokens (so the suffix is used).
+    /// The prompt template's family (`prefix-only`, `qwen`, …).
+    pub template: String,
+    /// Whether the template shows the model the text after the cursor.
     pub fim: bool,
     /// Context size in tokens.
     pub context_size: u32,
@@ -96,13 +100,9 @@ impl ModelInfo {
     /// A one-line description for clients: "model ready: PATH (…)".
     pub fn describe(&self) -> String {
         format!(
-            "model ready: {} ({}, context {} tokens)",
+            "model ready: {} ({} template, context {} tokens)",
             self.path.display(),
-            if self.fim {
-                "fill-in-the-middle"
-            } else {
-                "prefix only"
-            },
+            self.template,
             self.context_size
         )
     }
@@ -161,6 +161,8 @@ pub struct Generation {
     pub generated_tokens: usize,
     /// Why generation ended.
     pub stop_reason: StopReason,
+    /// Time spent building the prompt (layout and tokenization).
+    pub build_time: Duration,
     /// Time spent on the prompt (restoring the cache and decoding what it lacked).
     pub prompt_time: Duration,
     /// Time spent generating.
@@ -215,6 +217,13 @@ pub struct Counters {
     pub prompt_micros: AtomicU64,
     /// Time spent generating, in microseconds.
     pub generation_micros: AtomicU64,
+    /// Tokens of the prompts built.
+    pub prompt_tokens: AtomicU64,
+    /// Tokens of each prompt equal to the same document's previous prompt (its
+    /// longest common prefix with it).
+    pub prompt_tokens_unchanged: AtomicU64,
+    /// Time spent building prompts (layout and tokenization), in microseconds.
+    pub prompt_build_micros: AtomicU64,
 }
 
 /// A point-in-time copy of [`Counters`], as sent to clients.
@@ -245,6 +254,12 @@ pub struct CountersSnapshot {
     pub prompt_micros: u64,
     /// Time spent generating, in microseconds.
     pub generation_micros: u64,
+    /// Tokens of the prompts built.
+    pub prompt_tokens: u64,
+    /// Tokens of each prompt equal to the same document's previous prompt.
+    pub prompt_tokens_unchanged: u64,
+    /// Time spent building prompts (layout and tokenization), in microseconds.
+    pub prompt_build_micros: u64,
 }
 
 impl Counters {
@@ -264,13 +279,36 @@ impl Counters {
             accepted_tokens: get(&self.accepted_tokens),
             prompt_micros: get(&self.prompt_micros),
             generation_micros: get(&self.generation_micros),
+            prompt_tokens: get(&self.prompt_tokens),
+            prompt_tokens_unchanged: get(&self.prompt_tokens_unchanged),
+            prompt_build_micros: get(&self.prompt_build_micros),
         }
     }
 }
 
-struct Job {
-    request: CompletionRequest,
-    reply: oneshot::Sender<Result<Generation, EngineError>>,
+enum Job {
+    Complete {
+        request: CompletionRequest,
+        reply: oneshot::Sender<Result<Generation, EngineError>>,
+    },
+    Prompt {
+        context: Box<CompletionContext>,
+        reply: oneshot::Sender<Result<PromptView, EngineError>>,
+    },
+}
+
+/// The prompt the model would get for a context, for people and tests to read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PromptView {
+    /// The template's family.
+    pub template: String,
+    /// The prompt's tokens.
+    pub tokens: Vec<Token>,
+    /// The tokens' text, special tokens spelled out.
+    pub text: String,
+    /// The text the first generated token must start with (token healing).
+    pub healed: String,
 }
 
 /// A handle to the engine's worker thread. Cloning shares the same worker.
@@ -330,12 +368,28 @@ impl Engine {
             return Err(EngineError::NotReady);
         }
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { request, reply })
-            .map_err(|_| EngineError::Failed("the engine thread has stopped".into()))?;
-        answer
-            .await
-            .unwrap_or_else(|_| Err(EngineError::Failed("the engine thread has stopped".into())))
+        self.send(Job::Complete { request, reply }, answer).await
+    }
+
+    /// The prompt the model would get for `context`, laid out and tokenized exactly as
+    /// for a completion.
+    pub async fn prompt(&self, context: CompletionContext) -> Result<PromptView, EngineError> {
+        if !self.is_ready() {
+            return Err(EngineError::NotReady);
+        }
+        let (reply, answer) = oneshot::channel();
+        let context = Box::new(context);
+        self.send(Job::Prompt { context, reply }, answer).await
+    }
+
+    async fn send<T>(
+        &self,
+        job: Job,
+        answer: oneshot::Receiver<Result<T, EngineError>>,
+    ) -> Result<T, EngineError> {
+        let stopped = || EngineError::Failed("the engine thread has stopped".into());
+        self.jobs.send(job).map_err(|_| stopped())?;
+        answer.await.unwrap_or_else(|_| Err(stopped()))
     }
 }
 
@@ -406,10 +460,14 @@ fn worker(
         (None, _) => Drafter::Off,
     };
     let vocab = model.vocab();
-    let template = detect_template(&vocab);
+    let tokenizer = CachingTokenizer::new(VocabTokenizer(model.vocab()));
+    let template = match template::resolve(tokenizer.inner(), settings.template.as_deref()) {
+        Ok(template) => template,
+        Err(e) => return fail(&state, format!("{e}"), jobs),
+    };
     tracing::info!(
         model = %path.display(),
-        fim = template.fim.is_some(),
+        template = %template.family,
         bos = template.bos.is_some(),
         context_size = settings.context_size,
         threads = settings.threads,
@@ -418,7 +476,8 @@ fn worker(
     );
     state.send_replace(EngineState::Ready(ModelInfo {
         path,
-        fim: template.fim.is_some(),
+        template: template.family.to_string(),
+        fim: template.has_suffix(),
         context_size: target.context.n_ctx(),
     }));
     let pieces = vocab
@@ -429,33 +488,25 @@ fn worker(
     let mut session = Session {
         target,
         drafter,
+        tokenizer,
         vocab,
         pieces,
         template,
+        budget: settings.budget,
         slot: String::new(),
         warm: saved_states.map(LruCache::new),
+        previous_prompts: HashMap::new(),
         counters,
     };
     for job in jobs {
-        session.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let result = if job.request.cancel.is_cancelled() {
-            Err(EngineError::Cancelled)
-        } else {
-            // A panic here (a bug) fails this request, not the worker: the caches are
-            // forgotten, since they may no longer match what they hold.
-            std::panic::catch_unwind(AssertUnwindSafe(|| session.generate(&job.request)))
-                .unwrap_or_else(|_| {
-                    session.target.forget();
-                    if let Drafter::Model(sequence) = &mut session.drafter {
-                        sequence.forget();
-                    }
-                    Err(EngineError::Failed("generation panicked".into()))
-                })
-        };
-        if result == Err(EngineError::Cancelled) {
-            session.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+        match job {
+            Job::Complete { request, reply } => {
+                let _ = reply.send(session.run(&request)); // The asker may have gone away.
+            }
+            Job::Prompt { context, reply } => {
+                let _ = reply.send(Ok(session.view(&context)));
+            }
         }
-        let _ = job.reply.send(result); // The asker may have gone away.
     }
 }
 
@@ -491,7 +542,10 @@ fn fail(state: &watch::Sender<EngineState>, message: String, jobs: mpsc::Receive
     tracing::error!("{message}");
     state.send_replace(EngineState::Failed(message));
     for job in jobs {
-        let _ = job.reply.send(Err(EngineError::NotReady));
+        let _ = match job {
+            Job::Complete { reply, .. } => reply.send(Err(EngineError::NotReady)).is_ok(),
+            Job::Prompt { reply, .. } => reply.send(Err(EngineError::NotReady)).is_ok(),
+        };
     }
 }
 
@@ -512,36 +566,58 @@ fn check_same_vocabulary(target: &LlamaModel, draft: &LlamaModel) -> Result<(), 
     }
 }
 
-/// Reads the model's special tokens: FIM tokens if it has all three, BOS if it wants one.
-fn detect_template(vocab: &LlamaVocab<'_>) -> Template {
-    let present = |t: LlamaToken| (t.0 >= 0).then_some(t.0);
-    let fim = match (
-        present(vocab.fim_pre()),
-        present(vocab.fim_suf()),
-        present(vocab.fim_mid()),
-    ) {
-        (Some(prefix), Some(suffix), Some(middle)) => Some(FimTokens {
-            prefix,
-            suffix,
-            middle,
-        }),
-        _ => None,
-    };
-    Template {
-        bos: vocab.should_add_bos().then(|| vocab.bos().0),
-        fim,
-    }
-}
+/// The model's vocabulary as the prompt and template stages see it.
+struct VocabTokenizer<'m>(LlamaVocab<'m>);
 
-struct VocabTokenizer<'a, 'm>(&'a LlamaVocab<'m>);
-
-impl Tokenizer for VocabTokenizer<'_, '_> {
+impl Tokenizer for VocabTokenizer<'_> {
     fn tokenize(&self, text: &str) -> Vec<Token> {
         self.0
             .tokenize(text.as_bytes(), false, false)
             .into_iter()
             .map(|t| t.0)
             .collect()
+    }
+}
+
+impl Vocabulary for VocabTokenizer<'_> {
+    fn token_for(&self, text: &str) -> Option<Token> {
+        match self.0.tokenize(text.as_bytes(), false, true)[..] {
+            [token]
+                if self
+                    .0
+                    .text(token)
+                    .is_some_and(|t| t.to_bytes() == text.as_bytes()) =>
+            {
+                Some(token.0)
+            }
+            _ => None,
+        }
+    }
+
+    fn tokenize_special(&self, text: &str) -> Vec<Token> {
+        self.0
+            .tokenize(text.as_bytes(), false, true)
+            .into_iter()
+            .map(|t| t.0)
+            .collect()
+    }
+
+    fn bos(&self) -> Option<Token> {
+        self.0.should_add_bos().then(|| self.0.bos().0)
+    }
+
+    fn fim(&self) -> Option<[Token; 3]> {
+        let present = |t: LlamaToken| (t.0 >= 0).then_some(t.0);
+        Some([
+            present(self.0.fim_pre())?,
+            present(self.0.fim_suf())?,
+            present(self.0.fim_mid())?,
+        ])
+    }
+
+    fn fim_files(&self) -> (Option<Token>, Option<Token>) {
+        let present = |t: LlamaToken| (t.0 >= 0).then_some(t.0);
+        (present(self.0.fim_sep()), present(self.0.fim_rep()))
     }
 }
 
@@ -870,17 +946,53 @@ struct Session<'m> {
     target: Sequence<'m>,
     drafter: Drafter<'m>,
     vocab: LlamaVocab<'m>,
+    tokenizer: CachingTokenizer<VocabTokenizer<'m>>,
     /// The text of every token, by id (for token healing).
     pieces: Vec<Box<[u8]>>,
     template: Template,
+    budget: prompt::Budget,
     /// The slot whose tokens `target` holds.
     slot: String,
     /// Other slots' saved caches; `None` when only one slot is kept warm.
     warm: Option<LruCache<String, WarmState>>,
+    /// Each slot's last prompt, to count the tokens a keystroke left unchanged.
+    previous_prompts: HashMap<String, Vec<Token>>,
     counters: Arc<Counters>,
 }
 
 impl Session<'_> {
+    /// Counts the prompt's tokens, those unchanged since the slot's previous prompt
+    /// and the time it took to build.
+    fn count_prompt(&mut self, slot: &str, prompt: &[Token], build_time: Duration) {
+        let previous = self
+            .previous_prompts
+            .get(slot)
+            .map_or(&[][..], Vec::as_slice);
+        let unchanged = previous
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let add = |counter: &AtomicU64, n: usize| counter.fetch_add(n as u64, Ordering::Relaxed);
+        add(&self.counters.prompt_tokens, prompt.len());
+        add(&self.counters.prompt_tokens_unchanged, unchanged);
+        add(
+            &self.counters.prompt_build_micros,
+            build_time.as_micros() as usize,
+        );
+        if self.previous_prompts.len() >= 64 && !self.previous_prompts.contains_key(slot) {
+            self.previous_prompts.clear();
+        }
+        self.previous_prompts
+            .insert(slot.to_owned(), prompt.to_vec());
+    }
+
+    /// Whether `token` ends generation: the vocabulary's end-of-generation tokens and
+    /// the template's stop tokens (CodeLlama's `<EOT>`, file separators).
+    fn ends_answer(&self, token: LlamaToken) -> bool {
+        self.vocab.is_eog(token) || self.template.stop.contains(&token.0)
+    }
+
     /// Makes `slot` the one in the context: saves the current slot's cache and restores
     /// `slot`'s, if it was saved.
     fn switch_to(&mut self, slot: &str) {
@@ -920,6 +1032,48 @@ impl Session<'_> {
         }
     }
 
+    /// Runs one completion job: counted, cancellable, a panic contained.
+    fn run(&mut self, request: &CompletionRequest) -> Result<Generation, EngineError> {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let result = if request.cancel.is_cancelled() {
+            Err(EngineError::Cancelled)
+        } else {
+            // A panic here (a bug) fails this request, not the worker: the caches are
+            // forgotten, since they may no longer match what they hold.
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.generate(request))).unwrap_or_else(
+                |_| {
+                    self.target.forget();
+                    if let Drafter::Model(sequence) = &mut self.drafter {
+                        sequence.forget();
+                    }
+                    Err(EngineError::Failed("generation panicked".into()))
+                },
+            )
+        };
+        if result == Err(EngineError::Cancelled) {
+            self.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// The prompt for `context`, shown as text.
+    fn view(&self, context: &CompletionContext) -> PromptView {
+        let prompt = prompt::build(context, &self.template, self.budget, &self.tokenizer);
+        let text = |tokens: &[Token]| {
+            let bytes: Vec<u8> = tokens
+                .iter()
+                .flat_map(|&t| self.vocab.token_to_piece(LlamaToken(t), true, None))
+                .collect();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        PromptView {
+            template: self.template.family.to_string(),
+            text: text(&prompt.tokens),
+            healed: text(prompt.healed.as_slice()),
+            tokens: prompt.tokens,
+        }
+    }
+
     fn generate(&mut self, request: &CompletionRequest) -> Result<Generation, EngineError> {
         let started = Instant::now();
         self.switch_to(&request.slot);
@@ -929,9 +1083,11 @@ impl Session<'_> {
         } = prompt::build(
             &request.context,
             &self.template,
-            Budget::default(),
-            &VocabTokenizer(&self.vocab),
+            self.budget,
+            &self.tokenizer,
         );
+        let build_time = started.elapsed();
+        self.count_prompt(&request.slot, &prompt, build_time);
         // The text the first generated token must start with (see `Prompt::healed`).
         let heal = healed.map_or(&[][..], |t| self.piece(t)).to_vec();
         let n_ctx = self.target.n_ctx();
@@ -1012,6 +1168,7 @@ impl Session<'_> {
             reused_tokens: reuse.kept,
             generated_tokens: output.generated,
             stop_reason,
+            build_time,
             prompt_time: prompt_done,
             generation_time,
         })
@@ -1053,7 +1210,7 @@ impl Session<'_> {
                 }
                 None => LlamaToken(greedy(self.target.context.get_logits_ith(logits.0)).0),
             };
-            if self.vocab.is_eog(token) {
+            if self.ends_answer(token) {
                 return Ok(StopReason::EndOfGeneration);
             }
             let piece = self.piece(token.0);
@@ -1109,7 +1266,7 @@ impl Session<'_> {
                 self.counters
                     .accepted_tokens
                     .fetch_add(1, Ordering::Relaxed);
-                if self.vocab.is_eog(LlamaToken(drafted)) {
+                if self.ends_answer(LlamaToken(drafted)) {
                     return Ok(StopReason::EndOfGeneration);
                 }
                 if let Some(reason) = output.push(self.piece(drafted)) {

@@ -95,8 +95,10 @@ impl Endpoint {
             older.cancel();
         }
         let _guard = CancelOnDrop(cancel.clone());
+        let started = std::time::Instant::now();
         let context = crate::suggest::contain_panic(|| context::from_parts(prefix, suffix, ""))
             .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?;
+        let assembly_time = started.elapsed();
         let ask = Ask {
             context,
             // Every keystroke asks: these are automatic requests, with their time limits.
@@ -105,6 +107,7 @@ impl Endpoint {
             slot: SLOT.into(),
             partial: None,
             max_tokens,
+            assembly_time,
         };
         match self.suggester.suggest(ask).await {
             Ok(answer) => Ok(answer),

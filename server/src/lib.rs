@@ -2,7 +2,8 @@
 //! running inside its own process.
 //!
 //! The stages of a completion, each its own module (see `ARCHITECTURE.md`):
-//! [`documents`] → [`context`] (with [`syntax`]) → [`prompt`] → [`engine`] → [`postprocess`],
+//! [`documents`] → [`context`] (with [`syntax`] and [`workspace`]) → [`prompt`] (with
+//! [`template`]) → [`engine`] → [`postprocess`],
 //! [`suggest`] runs them for both front ends: [`lsp`] (with [`transport`] guarding
 //! stdio) and the loopback [`http`] endpoint; [`typed_through`] remembers recent
 //! answers, and [`config`] / [`model_files`] sit behind them all.
@@ -18,5 +19,7 @@ pub mod postprocess;
 pub mod prompt;
 pub mod suggest;
 pub mod syntax;
+pub mod template;
 pub mod transport;
 pub mod typed_through;
+pub mod workspace;

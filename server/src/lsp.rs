@@ -22,12 +22,13 @@ use tower_lsp_server::ls_types::*;
 use tower_lsp_server::{Client, LanguageServer, LspService};
 
 use crate::config::{Overrides, Settings};
-use crate::context::{self, Window};
+use crate::context::{CompletionContext, Window};
 use crate::documents::{self, Document, DocumentStore, PositionEncoding, TextChange};
-use crate::engine::{CancelFlag, CountersSnapshot, Engine, EngineState};
+use crate::engine::{CancelFlag, CountersSnapshot, Engine, EngineError, EngineState, PromptView};
 use crate::http;
 use crate::postprocess::Trigger;
 use crate::suggest::{self, Ask, Latency, SuggestError, Suggester, lock};
+use crate::workspace::{self, Workspace, WorkspaceStats};
 
 /// The custom request that returns the engine's running totals.
 pub const STATS_METHOD: &str = "inkling/stats";
@@ -104,6 +105,7 @@ pub struct Backend {
     flag_overrides: Overrides,
     session: OnceLock<SessionSetup>,
     suggester: OnceLock<Arc<Suggester>>,
+    workspace: OnceLock<Arc<Workspace>>,
     documents: Mutex<DocumentStore>,
     in_flight: Mutex<HashMap<String, CancelFlag>>,
     shutdown_requested: Arc<AtomicBool>,
@@ -138,6 +140,25 @@ pub struct Stats {
     pub counters: CountersSnapshot,
     /// Latency from request to answer over the most recent requests.
     pub latency: Latency,
+    /// Time to assemble a prompt (context, preamble, layout and tokens).
+    pub prompt_assembly: Latency,
+    /// The workspace index and the ring of chunks.
+    #[serde(flatten)]
+    pub workspace: WorkspaceStats,
+}
+
+/// The custom request that returns the prompt the model would get at a position.
+pub const PROMPT_METHOD: &str = "inkling/prompt";
+
+/// The answer to [`PROMPT_METHOD`].
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PromptAnswer {
+    /// The prompt, as the engine would decode it.
+    #[serde(flatten)]
+    pub prompt: PromptView,
+    /// The document's path in the workspace.
+    pub path: String,
 }
 
 /// Builds the service for [`tower_lsp_server::Server`], with command-line `flags`
@@ -156,12 +177,14 @@ pub fn service(
         flag_overrides: flags.clone(),
         session: OnceLock::new(),
         suggester: OnceLock::new(),
+        workspace: OnceLock::new(),
         documents: Mutex::new(DocumentStore::default()),
         in_flight: Mutex::new(HashMap::new()),
         shutdown_requested: flag.clone(),
     })
     .custom_method("textDocument/inlineCompletion", Backend::inline_completion)
     .custom_method(STATS_METHOD, Backend::stats)
+    .custom_method(PROMPT_METHOD, Backend::prompt)
     .finish();
     (service, socket, shutdown_requested)
 }
@@ -169,6 +192,15 @@ pub fn service(
 /// Runs a synchronous stage with a panic contained (see [`suggest::contain_panic`]).
 fn contain_panic<T>(stage: impl FnOnce() -> T) -> RpcResult<T> {
     suggest::contain_panic(stage).map_err(|_| RpcError::internal_error())
+}
+
+/// The JSON-RPC error for a request the engine could not serve.
+fn model_not_ready(error: &EngineError) -> RpcError {
+    RpcError {
+        code: tower_lsp_server::jsonrpc::ErrorCode::ServerError(-32001),
+        message: format!("inkling: {error}").into(),
+        data: None,
+    }
 }
 
 fn negotiate_encoding(capabilities: &ClientCapabilities) -> PositionEncoding {
@@ -200,6 +232,46 @@ impl Backend {
             .map_or_else(Default::default, |s| s.encoding)
     }
 
+    /// The context at `position` of `uri`: the document's version, the context, the
+    /// cursor clamped into the document.
+    fn context_at(
+        &self,
+        uri: &Uri,
+        position: Position,
+    ) -> RpcResult<(i32, CompletionContext, Position)> {
+        let key = uri.as_str();
+        let encoding = self.encoding();
+        // Copies (ropes share their nodes) so that parsing runs without the lock.
+        let (document, others) = {
+            let documents = lock(&self.documents);
+            let document = documents
+                .get(key)
+                .cloned()
+                .ok_or_else(|| RpcError::invalid_params(format!("document not open: {key}")))?;
+            let others: Vec<(String, Document)> = documents
+                .iter()
+                .filter(|(other, _)| *other != key)
+                .map(|(other, d)| (other.to_owned(), d.clone()))
+                .collect();
+            (document, others)
+        };
+        let extra = self
+            .session
+            .get()
+            .map_or(0, |s| s.settings.budget.extra_tokens);
+        let workspace = self.workspace.get().cloned().unwrap_or_default();
+        contain_panic(|| {
+            let cursor = document.char_index(from_position(position), encoding);
+            let context =
+                workspace.context(key, &document, cursor, Window::default(), extra, &others);
+            (
+                document.version,
+                context,
+                to_position(document.position(cursor, encoding)),
+            )
+        })
+    }
+
     /// Computes a suggestion at `position` of `uri`, or `None` when there is none to give.
     async fn suggest(
         &self,
@@ -208,20 +280,9 @@ impl Backend {
         trigger: Trigger,
     ) -> RpcResult<Option<Suggestion>> {
         let key = uri.as_str();
-        let encoding = self.encoding();
-        // A copy (ropes share their nodes) so that parsing runs without the lock.
-        let document = lock(&self.documents)
-            .get(key)
-            .cloned()
-            .ok_or_else(|| RpcError::invalid_params(format!("document not open: {key}")))?;
-        let version = document.version;
-        let (context, cursor) = contain_panic(|| {
-            let cursor = document.char_index(from_position(position), encoding);
-            (
-                context::extract(&document, cursor, Window::default()),
-                to_position(document.position(cursor, encoding)),
-            )
-        })?;
+        let started = std::time::Instant::now();
+        let (version, context, cursor) = self.context_at(uri, position)?;
+        let assembly_time = started.elapsed();
         let (Some(suggester), Some(session)) = (self.suggester.get(), self.session.get()) else {
             return Ok(None);
         };
@@ -258,6 +319,7 @@ impl Backend {
             slot: key.to_owned(),
             partial,
             max_tokens: None,
+            assembly_time,
         };
         let answer = suggester.suggest(ask).await;
         // Partial texts are queued for the client before the answer that ends them
@@ -334,24 +396,45 @@ impl Backend {
         Ok(Some(InlineCompletionResponse::Array(items)))
     }
 
+    /// `inkling/prompt`: the prompt the model would get at a position.
+    async fn prompt(&self, params: TextDocumentPositionParams) -> RpcResult<PromptAnswer> {
+        let (_, context, _) = self.context_at(&params.text_document.uri, params.position)?;
+        let path = context.preamble.path.clone();
+        let suggester = self
+            .suggester
+            .get()
+            .ok_or_else(|| model_not_ready(&EngineError::NotReady))?;
+        let prompt = suggester
+            .engine()
+            .prompt(context)
+            .await
+            .map_err(|e| model_not_ready(&e))?;
+        Ok(PromptAnswer { prompt, path })
+    }
+
     /// `inkling/stats`: the engine's running totals.
     async fn stats(&self) -> RpcResult<Stats> {
-        let (model_state, counters, latency) = match self.suggester.get() {
+        let (model_state, counters, latency, prompt_assembly) = match self.suggester.get() {
             None => (
                 "loading".into(),
                 CountersSnapshot::default(),
+                Latency::default(),
                 Latency::default(),
             ),
             Some(suggester) => (
                 ModelStatus::of(&suggester.engine().subscribe().borrow()).state,
                 suggester.counters(),
                 suggester.latency(),
+                suggester.assembly_latency(),
             ),
         };
+        let workspace = self.workspace.get().map(|w| w.stats()).unwrap_or_default();
         Ok(Stats {
             model_state,
             counters,
             latency,
+            prompt_assembly,
+            workspace,
         })
     }
 
@@ -467,6 +550,15 @@ impl LanguageServer for Backend {
             .as_ref()
             .and_then(|w| w.work_done_progress)
             .unwrap_or(false);
+        #[allow(deprecated)] // `rootUri`: older clients send only that.
+        let root = params
+            .workspace_folders
+            .as_ref()
+            .and_then(|folders| folders.first())
+            .map(|folder| folder.uri.as_str().to_owned())
+            .or_else(|| params.root_uri.as_ref().map(|uri| uri.as_str().to_owned()))
+            .and_then(|uri| workspace::file_path(&uri));
+        let _ = self.workspace.set(Arc::new(Workspace::new(root)));
         let _ = self.session.set(SessionSetup {
             encoding,
             settings,
@@ -518,6 +610,12 @@ impl LanguageServer for Backend {
             .suggester
             .get_or_init(|| Arc::new(Suggester::start(session.settings.clone())))
             .clone();
+        if let Some(workspace) = self.workspace.get()
+            && session.settings.index_workspace
+            && session.settings.budget.extra_tokens > 0
+        {
+            workspace.index_in_background();
+        }
         tokio::spawn(Self::report_loading(
             self.client.clone(),
             suggester.engine().clone(),
@@ -553,10 +651,11 @@ impl LanguageServer for Backend {
         if let Some(flag) = lock(&self.in_flight).remove(doc.uri.as_str()) {
             flag.cancel();
         }
-        lock(&self.documents).open(
-            doc.uri.as_str(),
-            Document::new(&doc.text, doc.version, &doc.language_id),
-        );
+        let document = Document::new(&doc.text, doc.version, &doc.language_id);
+        if let Some(workspace) = self.workspace.get() {
+            workspace.opened(doc.uri.as_str(), &document);
+        }
+        lock(&self.documents).open(doc.uri.as_str(), document);
     }
 
     async fn did_change(&self, params: DidChangeTextDocumentParams) {
@@ -577,6 +676,16 @@ impl LanguageServer for Backend {
             &changes,
             self.encoding(),
         );
+        if let (Ok(()), Some(workspace), Some(line)) = (
+            &result,
+            self.workspace.get(),
+            changes
+                .last()
+                .and_then(|c| c.range)
+                .map(|(start, _)| start.line as usize),
+        ) {
+            workspace.edited(uri.as_str(), line);
+        }
         if let Err(e) = result {
             let message = format!("inkling: edit of {} not applied: {e}", uri.as_str());
             tracing::warn!("{message}");
@@ -587,6 +696,9 @@ impl LanguageServer for Backend {
     async fn did_close(&self, params: DidCloseTextDocumentParams) {
         let key = params.text_document.uri.as_str().to_owned();
         lock(&self.documents).close(&key);
+        if let Some(workspace) = self.workspace.get() {
+            workspace.closed(&key);
+        }
         if let Some(flag) = lock(&self.in_flight).remove(&key) {
             flag.cancel();
         }

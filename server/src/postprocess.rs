@@ -567,6 +567,7 @@ mod tests {
             line_suffix,
             language_id: "python".into(),
             syntax: SyntaxFacts::default(),
+            ..CompletionContext::default()
         }
     }
 

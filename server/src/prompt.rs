@@ -1,15 +1,26 @@
 //! The prompt stage: a [`CompletionContext`] in, the model's token sequence out.
 //!
-//! The layout depends on the model: with FIM tokens, prefix-suffix-middle
-//! (`<pre>prefix<suf>suffix<mid>`); without them, the prefix alone. Windows are
-//! budgeted in tokens of the loaded model, through the [`Tokenizer`] trait so this
-//! stage can be tested without one.
+//! Layout, front to back: BOS (when the model wants it), other files' material
+//! (in the template's file-separator form, or as comments at the start of the
+//! prefix), then the template's parts — the prefix being this file's outline
+//! (imports, enclosing signatures) followed by the window before the cursor.
+//! Everything is budgeted in tokens of the loaded model, through the [`Tokenizer`]
+//! trait, so this stage is tested without one.
 //!
-//! Invariant: when the prefix is over budget it loses whole lines from its start,
-//! in steps of [`WINDOW_STEP_LINES`], so the first tokens of the prompt stay the
-//! same from one keystroke to the next.
+//! Invariants (what keeps the model's KV cache valid from one keystroke to the next):
+//! - Text is tokenized line by line, and the cursor line on its own, so typing on
+//!   the cursor line never changes a token before it.
+//! - An over-budget prefix loses whole lines from its start, in steps of
+//!   [`WINDOW_STEP_LINES`], so the start of the window moves in jumps, not with
+//!   every keystroke.
+//! - Other files' material comes first; it changes only when the context stage
+//!   refreshes it (see [`crate::context`]).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 use crate::context::{CompletionContext, WINDOW_STEP_LINES};
+use crate::template::{FileForm, Part, Template};
 
 /// A token id of the loaded model's vocabulary.
 pub type Token = i32;
@@ -20,42 +31,66 @@ pub trait Tokenizer {
     fn tokenize(&self, text: &str) -> Vec<Token>;
 }
 
-/// The fill-in-the-middle tokens of a model's vocabulary.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FimTokens {
-    /// Starts the text before the cursor.
-    pub prefix: Token,
-    /// Starts the text after the cursor.
-    pub suffix: Token,
-    /// Asks for the middle: generation starts after it.
-    pub middle: Token,
+/// A tokenizer that remembers the tokens of the lines it has seen: most lines of a
+/// prompt are the same as in the previous one.
+pub struct CachingTokenizer<T> {
+    inner: T,
+    lines: RefCell<HashMap<String, Vec<Token>>>,
 }
 
-/// How a prompt is laid out for the loaded model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Template {
-    /// The beginning-of-sequence token, when the model wants one (Gemma does: without it
-    /// its output degenerates into repetition).
-    pub bos: Option<Token>,
-    /// FIM tokens, when the model has them; `None` means prefix-only.
-    pub fim: Option<FimTokens>,
+/// Lines remembered before the cache starts afresh.
+const CACHED_LINES: usize = 16_384;
+
+impl<T: Tokenizer> CachingTokenizer<T> {
+    /// Wraps `inner`.
+    pub fn new(inner: T) -> Self {
+        CachingTokenizer {
+            inner,
+            lines: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The wrapped tokenizer.
+    pub fn inner(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T: Tokenizer> Tokenizer for CachingTokenizer<T> {
+    fn tokenize(&self, text: &str) -> Vec<Token> {
+        if let Some(tokens) = self.lines.borrow().get(text) {
+            return tokens.clone();
+        }
+        let tokens = self.inner.tokenize(text);
+        let mut lines = self.lines.borrow_mut();
+        if lines.len() >= CACHED_LINES {
+            lines.clear();
+        }
+        lines.insert(text.to_owned(), tokens.clone());
+        tokens
+    }
 }
 
 /// Token budgets of the prompt's parts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Budget {
-    /// Most tokens of text before the cursor.
+    /// Most tokens of the window before the cursor.
     pub prefix_tokens: usize,
-    /// Most tokens of text after the cursor (FIM models only).
+    /// Most tokens of text after the cursor (FIM templates only).
     pub suffix_tokens: usize,
+    /// Most tokens of the outline and of other files' material together.
+    pub extra_tokens: usize,
 }
 
 impl Default for Budget {
-    /// About 1k prompt tokens: the anchors' CPU-friendly size, and what Continue uses.
+    /// About 1.1k prompt tokens at most: the anchors' CPU-friendly size. The suffix
+    /// is kept short because in prefix-suffix-middle order it sits after the cursor's
+    /// line and is decoded again on every keystroke.
     fn default() -> Self {
         Budget {
             prefix_tokens: 768,
-            suffix_tokens: 256,
+            suffix_tokens: 128,
+            extra_tokens: 256,
         }
     }
 }
@@ -79,55 +114,133 @@ pub fn build(
     budget: Budget,
     tokenizer: &impl Tokenizer,
 ) -> Prompt {
-    let mut prefix = fit_prefix(&context.prefix, budget.prefix_tokens, tokenizer);
-    // Healing must leave something to decode: a model with neither BOS nor FIM tokens
-    // would otherwise get an empty prompt.
-    let leaves_tokens = prefix.len() > 1 || template.bos.is_some() || template.fim.is_some();
+    let preamble = &context.preamble;
+    let outline = fit_tail(&by_line(&preamble.outline, tokenizer), budget.extra_tokens);
+    let outline_len: usize = outline.iter().map(Vec::len).sum();
+    let files_budget = budget.extra_tokens - outline_len;
+
+    let mut tokens =
+        Vec::with_capacity(budget.prefix_tokens + budget.suffix_tokens + budget.extra_tokens + 8);
+    tokens.extend(template.bos);
+    // Other files: in the separator form they precede the template's parts; as
+    // comments they open the prefix.
+    let mut prefix = Vec::new();
+    match template.files {
+        FileForm::Separators { repo, sep } => {
+            let mut files = Vec::new();
+            for snippet in fit_snippets(preamble, files_budget, tokenizer, |s| {
+                let mut lines = vec![tokenizer.tokenize(&format!("{}\n", s.path))];
+                lines.extend(by_line(&s.text, tokenizer));
+                lines
+            }) {
+                files.push(sep);
+                files.extend(snippet);
+            }
+            if let (Some(repo), false) = (repo, preamble.repository.is_empty() || files.is_empty())
+            {
+                tokens.push(repo);
+                tokens.extend(tokenizer.tokenize(&format!("{}\n", preamble.repository)));
+            }
+            tokens.extend(files);
+            if !preamble.path.is_empty() {
+                tokens.push(sep);
+                tokens.extend(tokenizer.tokenize(&format!("{}\n", preamble.path)));
+            }
+        }
+        FileForm::Comments => {
+            let marker = &preamble.comment;
+            for snippet in fit_snippets(preamble, files_budget, tokenizer, |s| {
+                let mut lines = vec![tokenizer.tokenize(&format!("{marker} {}\n", s.path))];
+                let commented: String = s.text.lines().map(|l| format!("{marker} {l}\n")).collect();
+                lines.extend(by_line(&commented, tokenizer));
+                lines
+            }) {
+                prefix.extend(snippet);
+            }
+        }
+    }
+    prefix.extend(outline.into_iter().flatten());
+    let mut window = fit_prefix(&context.prefix, budget.prefix_tokens, tokenizer);
+    // Healing must leave something to decode: a model with neither BOS nor other
+    // prompt tokens would otherwise get an empty prompt.
+    let leaves_tokens = window.len() > 1
+        || !prefix.is_empty()
+        || template.bos.is_some()
+        || template.parts.len() > 1;
     let healed = if context.line_prefix.is_empty() || !leaves_tokens {
         None
     } else {
-        prefix.pop()
+        window.pop()
     };
-    let mut tokens = Vec::with_capacity(prefix.len() + budget.suffix_tokens + 4);
-    tokens.extend(template.bos);
-    match template.fim {
-        None => tokens.extend(prefix),
-        Some(fim) => {
-            tokens.push(fim.prefix);
-            tokens.extend(prefix);
-            tokens.push(fim.suffix);
-            tokens.extend(fit_suffix(&context.suffix, budget.suffix_tokens, tokenizer));
-            tokens.push(fim.middle);
+    prefix.extend(window);
+    for part in &template.parts {
+        match part {
+            Part::Tokens(literal) => tokens.extend(literal),
+            Part::Prefix => tokens.extend(&prefix),
+            Part::Suffix => {
+                tokens.extend(fit_suffix(&context.suffix, budget.suffix_tokens, tokenizer))
+            }
         }
     }
     Prompt { tokens, healed }
 }
 
+/// The tokens of each line of `text` (line breaks included), tokenized one by one.
+fn by_line(text: &str, tokenizer: &impl Tokenizer) -> Vec<Vec<Token>> {
+    text.split_inclusive('\n')
+        .map(|line| tokenizer.tokenize(line))
+        .collect()
+}
+
+/// The longest tail of `lines` whose tokens fit `budget`.
+fn fit_tail(lines: &[Vec<Token>], budget: usize) -> Vec<Vec<Token>> {
+    let mut total = 0;
+    let first = lines
+        .iter()
+        .rposition(|line| {
+            total += line.len();
+            total > budget
+        })
+        .map_or(0, |over| over + 1);
+    lines[first..].to_vec()
+}
+
+/// The newest snippets (the last ones) whose rendered tokens fit `budget`, oldest first.
+fn fit_snippets(
+    preamble: &crate::context::Preamble,
+    budget: usize,
+    tokenizer: &impl Tokenizer,
+    render: impl Fn(&crate::context::Snippet) -> Vec<Vec<Token>>,
+) -> Vec<Vec<Token>> {
+    let _ = tokenizer;
+    let mut kept = Vec::new();
+    let mut left = budget;
+    for snippet in preamble.snippets.iter().rev() {
+        let tokens: Vec<Token> = render(snippet).into_iter().flatten().collect();
+        // The separator token of the file form counts too.
+        if tokens.len() + 1 > left {
+            continue;
+        }
+        left -= tokens.len() + 1;
+        kept.push(tokens);
+    }
+    kept.reverse();
+    kept
+}
+
 /// Tokens of the longest tail of `prefix` that fits `budget`, cut at a line that is a
 /// multiple of [`WINDOW_STEP_LINES`] from the start; a single line over budget keeps
-/// its last `budget` tokens.
+/// its last `budget` tokens. Complete lines and the cursor line are tokenized apart.
 fn fit_prefix(prefix: &str, budget: usize, tokenizer: &impl Tokenizer) -> Vec<Token> {
-    let line_starts: Vec<usize> = std::iter::once(0)
-        .chain(prefix.match_indices('\n').map(|(i, _)| i + 1))
-        .filter(|&i| i < prefix.len() || i == 0)
-        .collect();
-    // Per-line counts estimate the whole; the final tokenization decides.
-    let counts: Vec<usize> = line_starts
-        .iter()
-        .enumerate()
-        .map(|(n, &start)| {
-            let end = line_starts.get(n + 1).copied().unwrap_or(prefix.len());
-            tokenizer.tokenize(&prefix[start..end]).len()
-        })
-        .collect();
-    let mut total: usize = counts.iter().sum();
+    let lines = by_line(prefix, tokenizer);
+    let mut total: usize = lines.iter().map(Vec::len).sum();
     let mut first = 0;
-    while total > budget && first + 1 < line_starts.len() {
-        let next = (first + WINDOW_STEP_LINES).min(line_starts.len() - 1);
-        total -= counts[first..next].iter().sum::<usize>();
+    while total > budget && first + 1 < lines.len() {
+        let next = (first + WINDOW_STEP_LINES).min(lines.len() - 1);
+        total -= lines[first..next].iter().map(Vec::len).sum::<usize>();
         first = next;
     }
-    let mut tokens = tokenizer.tokenize(&prefix[line_starts[first]..]);
+    let mut tokens: Vec<Token> = lines[first..].iter().flatten().copied().collect();
     if tokens.len() > budget {
         tokens.drain(..tokens.len() - budget);
     }
@@ -150,6 +263,9 @@ fn fit_suffix(suffix: &str, budget: usize, tokenizer: &impl Tokenizer) -> Vec<To
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::context::{Preamble, Snippet};
+    use crate::template::tests::FakeVocab;
+    use crate::template::{Family, detect};
 
     /// One token per char: the token is the char's code point.
     pub(crate) struct CharTokenizer;
@@ -163,7 +279,7 @@ pub(crate) mod tests {
     fn text(tokens: &[Token]) -> String {
         tokens
             .iter()
-            .map(|&t| char::from_u32(t as u32).unwrap_or('?'))
+            .map(|&t| char::from_u32(t as u32).unwrap_or('¤'))
             .collect()
     }
 
@@ -178,10 +294,7 @@ pub(crate) mod tests {
 
     #[test]
     fn prefix_only_layout_starts_with_bos() {
-        let template = Template {
-            bos: Some(-1),
-            fim: None,
-        };
+        let template = Template::prefix_only(Some(-1));
         let prompt = build(
             &context("ab", "cd"),
             &template,
@@ -203,24 +316,98 @@ pub(crate) mod tests {
 
     #[test]
     fn fim_layout_is_prefix_suffix_middle() {
-        let fim = FimTokens {
-            prefix: -2,
-            suffix: -3,
-            middle: -4,
-        };
-        let template = Template {
-            bos: None,
-            fim: Some(fim),
-        };
+        let template = detect(&FakeVocab::with(&[
+            "<fim_prefix>",
+            "<fim_suffix>",
+            "<fim_middle>",
+        ]));
+        assert_eq!(template.family, Family::StarCoder);
         let prompt = build(
             &context("ab", "cd"),
             &template,
             Budget::default(),
             &CharTokenizer,
         );
-        let expected = vec![-2, 'a' as Token, -3, 'c' as Token, 'd' as Token, -4];
+        let expected = vec![-10, 'a' as Token, -11, 'c' as Token, 'd' as Token, -12];
         assert_eq!(prompt.tokens, expected);
         assert_eq!(prompt.healed, Some('b' as Token));
+    }
+
+    fn preamble() -> Preamble {
+        Preamble {
+            repository: "shop".into(),
+            path: "src/cart.py".into(),
+            comment: "#".into(),
+            outline: "import math\nclass Cart:\n".into(),
+            snippets: vec![
+                Snippet {
+                    path: "src/old.py".into(),
+                    text: "x = 1\n".into(),
+                },
+                Snippet {
+                    path: "src/tax.py".into(),
+                    text: "def rate(region):\n".into(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn other_files_use_the_separator_form_when_the_family_has_one() {
+        let vocab = FakeVocab::with(&[
+            "<|fim_prefix|>",
+            "<|fim_suffix|>",
+            "<|fim_middle|>",
+            "<|repo_name|>",
+            "<|file_sep|>",
+        ]);
+        let template = detect(&vocab);
+        assert_eq!(template.family, Family::Qwen);
+        let mut ctx = context("    def total(self):\n        ", "\n");
+        ctx.preamble = preamble();
+        let prompt = build(&ctx, &template, Budget::default(), &CharTokenizer);
+        let shown = text(&prompt.tokens).replace(char::from_u32(0).unwrap(), "");
+        let rendered: String = prompt
+            .tokens
+            .iter()
+            .map(|&t| match t {
+                -10 => "<pre>".to_owned(),
+                -11 => "<suf>".to_owned(),
+                -12 => "<mid>".to_owned(),
+                -13 => "<repo>".to_owned(),
+                -14 => "<sep>".to_owned(),
+                t => char::from_u32(t as u32).unwrap().to_string(),
+            })
+            .collect();
+        assert!(!shown.is_empty());
+        assert_eq!(
+            rendered,
+            "<repo>shop\n<sep>src/old.py\nx = 1\n<sep>src/tax.py\ndef rate(region):\n<sep>src/cart.py\n\
+             <pre>import math\nclass Cart:\n    def total(self):\n       <suf>\n<mid>"
+        );
+        assert_eq!(prompt.healed, Some(' ' as Token));
+    }
+
+    #[test]
+    fn other_files_are_comments_for_prefix_only_models_and_budgets_drop_the_oldest() {
+        let template = Template::prefix_only(None);
+        let mut ctx = context("def f():\n", "");
+        ctx.preamble = preamble();
+        let prompt = build(&ctx, &template, Budget::default(), &CharTokenizer);
+        assert_eq!(
+            text(&prompt.tokens),
+            "# src/old.py\n# x = 1\n# src/tax.py\n# def rate(region):\nimport math\nclass Cart:\ndef f():\n"
+        );
+        // Room for the outline and the newest snippet only.
+        let tight = Budget {
+            extra_tokens: 60,
+            ..Budget::default()
+        };
+        let prompt = build(&ctx, &template, tight, &CharTokenizer);
+        assert_eq!(
+            text(&prompt.tokens),
+            "# src/tax.py\n# def rate(region):\nimport math\nclass Cart:\ndef f():\n"
+        );
     }
 
     #[test]
@@ -236,6 +423,54 @@ pub(crate) mod tests {
         assert_eq!(&longer[..tokens.len()], &tokens[..]);
     }
 
+    /// Merges a line break with the indentation after it, as byte-pair tokenizers do:
+    /// tokenizing a whole text at once would change the tokens before the cursor line.
+    struct MergingTokenizer;
+
+    impl Tokenizer for MergingTokenizer {
+        fn tokenize(&self, text: &str) -> Vec<Token> {
+            let mut tokens = Vec::new();
+            let mut chars = text.chars().peekable();
+            while let Some(c) = chars.next() {
+                if c == '\n' && chars.peek() == Some(&' ') {
+                    chars.next();
+                    tokens.push(1_000_000);
+                } else {
+                    tokens.push(c as Token);
+                }
+            }
+            tokens
+        }
+    }
+
+    #[test]
+    fn typing_a_line_changes_only_the_tokens_of_that_line() {
+        let template = Template::prefix_only(Some(-1));
+        let above = "def area(w, h):\n    \"\"\"Area of a rectangle.\"\"\"\n";
+        let line = "    return w * h";
+        let mut previous: Option<(Vec<Token>, usize)> = None;
+        for typed in 0..=line.len() {
+            let mut ctx = context(&format!("{above}{}", &line[..typed]), "\n");
+            ctx.preamble.outline = "import math\n".into();
+            let prompt = build(&ctx, &template, Budget::default(), &MergingTokenizer);
+            let before_line = 1
+                + MergingTokenizer.tokenize("import math\n").len()
+                + above
+                    .split_inclusive('\n')
+                    .map(|l| MergingTokenizer.tokenize(l).len())
+                    .sum::<usize>();
+            if let Some((tokens, len)) = &previous {
+                assert_eq!(*len, before_line);
+                assert_eq!(
+                    prompt.tokens[..before_line],
+                    tokens[..before_line],
+                    "typed {typed}"
+                );
+            }
+            previous = Some((prompt.tokens, before_line));
+        }
+    }
+
     #[test]
     fn a_single_huge_line_keeps_its_tail() {
         let tokens = fit_prefix(&"y".repeat(1000), 10, &CharTokenizer);
@@ -246,5 +481,13 @@ pub(crate) mod tests {
     fn suffix_keeps_whole_lines_within_budget() {
         let tokens = fit_suffix("ab\ncd\nef\n", 7, &CharTokenizer);
         assert_eq!(text(&tokens), "ab\ncd\n");
+    }
+
+    #[test]
+    fn the_caching_tokenizer_answers_like_the_one_it_wraps() {
+        let cached = CachingTokenizer::new(MergingTokenizer);
+        for text in ["a\n b", "a\n b", "xyz\n"] {
+            assert_eq!(cached.tokenize(text), MergingTokenizer.tokenize(text));
+        }
     }
 }

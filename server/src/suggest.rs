@@ -40,6 +40,8 @@ pub struct Ask {
     /// Most tokens to generate, when less than the configured limit; 0 only brings
     /// the prompt into the engine's cache.
     pub max_tokens: Option<u32>,
+    /// Time the front end spent on the context (part of the prompt's assembly).
+    pub assembly_time: Duration,
 }
 
 /// The texts to offer at a position, best first: the full answer, then (for invoked
@@ -119,6 +121,7 @@ pub struct Suggester {
     settings: Settings,
     typed_through: Mutex<TypedThrough>,
     latencies: Mutex<LatencyLog>,
+    assembly: Mutex<LatencyLog>,
 }
 
 /// Locks `mutex`, even if a panic elsewhere poisoned it: the data behind the
@@ -145,6 +148,7 @@ impl Suggester {
             settings,
             typed_through: Mutex::new(TypedThrough::default()),
             latencies: Mutex::new(LatencyLog::default()),
+            assembly: Mutex::new(LatencyLog::default()),
         }
     }
 
@@ -161,6 +165,12 @@ impl Suggester {
     /// Latency percentiles over the most recent requests.
     pub fn latency(&self) -> Latency {
         lock(&self.latencies).percentiles()
+    }
+
+    /// Percentiles of the time to assemble a prompt (context, then layout and
+    /// tokenization in the engine), over requests that reached the engine.
+    pub fn assembly_latency(&self) -> Latency {
+        lock(&self.assembly).percentiles()
     }
 
     /// The engine's counters.
@@ -197,6 +207,7 @@ impl Suggester {
             }));
         }
         let stop = contain_panic(|| StopRules::new(&ask.context, &plan, options))?;
+        let assembly_time = ask.assembly_time;
         let (prompt_time_limit, generation_time_limit) =
             self.settings.time_limits.for_trigger(ask.trigger);
         let request = CompletionRequest {
@@ -212,7 +223,10 @@ impl Suggester {
             partial: ask.partial,
         };
         let generation = match self.engine.complete(request).await {
-            Ok(generation) => generation,
+            Ok(generation) => {
+                lock(&self.assembly).record(assembly_time + generation.build_time);
+                generation
+            }
             Err(EngineError::NotReady) => return Ok(None),
             Err(EngineError::Cancelled) => return Err(SuggestError::Cancelled),
             Err(e @ EngineError::Failed(_)) => {

@@ -1,35 +1,295 @@
-//! tree-sitter: which language a document is in, and what kind of code the cursor
-//! is in (a comment, a string, code).
+//! tree-sitter: each document's syntax tree, kept up to date incrementally, and
+//! what the other stages ask of it — whether the cursor is in a comment or a
+//! string, the enclosing scopes' signatures, the imports, the definitions a file
+//! offers and the names code refers to.
 //!
-//! Parsing is bounded: documents over [`MAX_PARSE_BYTES`] are not parsed, and a
-//! parse that runs longer than [`PARSE_BUDGET`] is abandoned, so a huge or
-//! pathological file can never stall a request. Without a tree every fact is
-//! `false`, which means "plain code" to the stages after this one.
+//! Grammars and their queries (`grammars/<language>/context.scm`, compiled in) are
+//! looked up by LSP language identifier; a language without one simply has no tree.
+//!
+//! Invariants:
+//! - Parsing is bounded: documents over [`MAX_PARSE_BYTES`] are not parsed, and a
+//!   parse that runs longer than [`PARSE_BUDGET`] is abandoned (and not retried for
+//!   [`RETRY_AFTER`]), so a huge or pathological file never stalls a request.
+//! - A tree is only used for the text version it was parsed or edited for. Edits
+//!   are applied to the tree as they arrive ([`SyntaxTree::edit`], cheap); the
+//!   reparse, which reuses the unchanged subtrees, happens when a request needs it.
+//! - Without a tree every fact is `false` / empty, which means "plain code" to the
+//!   stages after this one.
 
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use ropey::Rope;
-use tree_sitter::{Language, ParseOptions, ParseState, Parser, Point};
+use tree_sitter::{
+    InputEdit, Language, Node, ParseOptions, ParseState, Parser, Point, Query, QueryCursor,
+    StreamingIterator, Tree,
+};
+
+use crate::suggest::lock;
 
 /// Documents larger than this are not parsed.
 pub const MAX_PARSE_BYTES: usize = 4 << 20;
 /// Longest time one parse may take.
 pub const PARSE_BUDGET: Duration = Duration::from_millis(100);
+/// After a parse ran out of time, the document is not parsed again for this long.
+pub const RETRY_AFTER: Duration = Duration::from_secs(10);
+/// Longest signature kept, in lines; longer ones are cut.
+const MAX_SIGNATURE_LINES: usize = 6;
+/// A type definition this short is shown whole (its fields are what code uses).
+const MAX_WHOLE_TYPE_LINES: usize = 12;
+
+/// A language inkling can parse: its grammar, its queries and its comment marker.
+pub struct Grammar {
+    language: Language,
+    query: Query,
+    /// Starts a line comment in this language.
+    pub comment: &'static str,
+}
+
+/// The comment marker of a language without a grammar: `#` for the common
+/// script and configuration languages, `//` otherwise.
+pub fn comment_marker(language_id: &str) -> &'static str {
+    if let Some(grammar) = grammar(language_id) {
+        return grammar.comment;
+    }
+    match language_id {
+        "python" | "shellscript" | "sh" | "bash" | "ruby" | "perl" | "r" | "yaml" | "toml"
+        | "makefile" | "dockerfile" | "elixir" | "julia" | "nim" | "powershell" | "cmake" => "#",
+        "lua" | "sql" | "haskell" | "elm" | "ada" => "--",
+        "lisp" | "clojure" | "scheme" | "racket" => ";;",
+        "erlang" | "latex" | "tex" | "matlab" => "%",
+        _ => "//",
+    }
+}
 
 /// The grammar for an LSP language identifier, if inkling has one.
-pub fn language(language_id: &str) -> Option<Language> {
-    let language = match language_id {
-        "rust" => tree_sitter_rust::LANGUAGE,
-        "python" => tree_sitter_python::LANGUAGE,
-        "javascript" | "javascriptreact" => tree_sitter_javascript::LANGUAGE,
-        "typescript" => tree_sitter_typescript::LANGUAGE_TYPESCRIPT,
-        "typescriptreact" => tree_sitter_typescript::LANGUAGE_TSX,
-        "go" => tree_sitter_go::LANGUAGE,
-        "c" => tree_sitter_c::LANGUAGE,
-        "cpp" => tree_sitter_cpp::LANGUAGE,
+pub fn grammar(language_id: &str) -> Option<&'static Grammar> {
+    static GRAMMARS: OnceLock<HashMap<&'static str, Grammar>> = OnceLock::new();
+    let key = match language_id {
+        "javascriptreact" => "javascript",
+        other => other,
+    };
+    GRAMMARS
+        .get_or_init(|| {
+            let specs: [(&str, Language, &str, &str); 8] = [
+                (
+                    "rust",
+                    tree_sitter_rust::LANGUAGE.into(),
+                    include_str!("../../grammars/rust/context.scm"),
+                    "//",
+                ),
+                (
+                    "python",
+                    tree_sitter_python::LANGUAGE.into(),
+                    include_str!("../../grammars/python/context.scm"),
+                    "#",
+                ),
+                (
+                    "javascript",
+                    tree_sitter_javascript::LANGUAGE.into(),
+                    include_str!("../../grammars/javascript/context.scm"),
+                    "//",
+                ),
+                (
+                    "typescript",
+                    tree_sitter_typescript::LANGUAGE_TYPESCRIPT.into(),
+                    include_str!("../../grammars/typescript/context.scm"),
+                    "//",
+                ),
+                (
+                    "typescriptreact",
+                    tree_sitter_typescript::LANGUAGE_TSX.into(),
+                    include_str!("../../grammars/typescript/context.scm"),
+                    "//",
+                ),
+                (
+                    "go",
+                    tree_sitter_go::LANGUAGE.into(),
+                    include_str!("../../grammars/go/context.scm"),
+                    "//",
+                ),
+                (
+                    "c",
+                    tree_sitter_c::LANGUAGE.into(),
+                    include_str!("../../grammars/c/context.scm"),
+                    "//",
+                ),
+                (
+                    "cpp",
+                    tree_sitter_cpp::LANGUAGE.into(),
+                    include_str!("../../grammars/cpp/context.scm"),
+                    "//",
+                ),
+            ];
+            specs
+                .into_iter()
+                .filter_map(|(id, language, source, comment)| {
+                    // A broken query is a bug caught by the tests; in a release it
+                    // costs that language its tree, not the server.
+                    match Query::new(&language, source) {
+                        Ok(query) => Some((
+                            id,
+                            Grammar {
+                                language,
+                                query,
+                                comment,
+                            },
+                        )),
+                        Err(e) => {
+                            tracing::error!("query for {id} does not compile: {e}");
+                            None
+                        }
+                    }
+                })
+                .collect()
+        })
+        .get(key)
+}
+
+/// The language of a file, by its extension, as an LSP language identifier.
+pub fn language_of_path(path: &std::path::Path) -> Option<&'static str> {
+    let id = match path.extension()?.to_str()? {
+        "rs" => "rust",
+        "py" | "pyi" => "python",
+        "js" | "mjs" | "cjs" => "javascript",
+        "jsx" => "javascriptreact",
+        "ts" | "mts" | "cts" => "typescript",
+        "tsx" => "typescriptreact",
+        "go" => "go",
+        "c" | "h" => "c",
+        "cc" | "cpp" | "cxx" | "hpp" | "hh" | "hxx" => "cpp",
         _ => return None,
     };
-    Some(language.into())
+    Some(id)
+}
+
+/// A document's syntax tree, shared by the copies of the document (a request works
+/// on a copy while edits keep arriving for the original).
+#[derive(Clone, Default)]
+pub struct SyntaxTree(Arc<Mutex<TreeState>>);
+
+#[derive(Default)]
+struct TreeState {
+    /// The last tree, with every edit since applied to it.
+    tree: Option<Tree>,
+    /// The document version `tree` (edits included) describes.
+    version: i32,
+    /// Whether `tree` was parsed for `version`, not only edited towards it.
+    parsed: bool,
+    /// No parse before this instant (the last one ran out of time).
+    retry_at: Option<Instant>,
+}
+
+impl fmt::Debug for SyntaxTree {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = lock(&self.0);
+        f.debug_struct("SyntaxTree")
+            .field("version", &state.version)
+            .field("parsed", &state.parsed)
+            .finish()
+    }
+}
+
+impl SyntaxTree {
+    /// Records edits that turned the text into `version`.
+    pub fn edit(&self, edits: &[InputEdit], version: i32) {
+        let mut state = lock(&self.0);
+        if let Some(tree) = &mut state.tree {
+            for edit in edits {
+                tree.edit(edit);
+            }
+        }
+        state.version = version;
+        state.parsed = false;
+    }
+
+    /// Forgets the tree: the whole text was replaced by `version`.
+    pub fn reset(&self, version: i32) {
+        let mut state = lock(&self.0);
+        state.tree = None;
+        state.version = version;
+        state.parsed = false;
+        state.retry_at = None;
+    }
+
+    /// The tree of `text`, which is version `version` of a document in `language_id`:
+    /// reparsed (incrementally, bounded) if edits arrived since the last parse.
+    /// `None` for unsupported languages, huge texts and parses out of time.
+    pub fn get(&self, text: &Rope, version: i32, language_id: &str) -> Option<Tree> {
+        let grammar = grammar(language_id)?;
+        if text.len_bytes() > MAX_PARSE_BYTES {
+            return None;
+        }
+        let mut state = lock(&self.0);
+        if state.version != version {
+            // This copy of the document is older than the tree: parse it alone.
+            return parse(grammar, text, None);
+        }
+        if state.parsed {
+            return state.tree.clone();
+        }
+        if state.retry_at.is_some_and(|at| Instant::now() < at) {
+            return None;
+        }
+        let tree = parse(grammar, text, state.tree.as_ref());
+        state.retry_at = tree.is_none().then(|| Instant::now() + RETRY_AFTER);
+        state.parsed = tree.is_some();
+        state.tree = tree.clone();
+        tree
+    }
+}
+
+/// The tree-sitter edit for replacing bytes `start..old_end` of `text` (before the
+/// edit) with `inserted`.
+pub fn input_edit(text: &Rope, start: usize, old_end: usize, inserted: &str) -> InputEdit {
+    let start_position = point(text, start);
+    let inserted_lines = Rope::from_str(inserted);
+    let last_line = inserted_lines.len_lines() - 1;
+    let new_end_position = if last_line == 0 {
+        Point::new(start_position.row, start_position.column + inserted.len())
+    } else {
+        let column = inserted.len() - inserted_lines.line_to_byte(last_line);
+        Point::new(start_position.row + last_line, column)
+    };
+    InputEdit {
+        start_byte: start,
+        old_end_byte: old_end,
+        new_end_byte: start + inserted.len(),
+        start_position,
+        old_end_position: point(text, old_end),
+        new_end_position,
+    }
+}
+
+/// The tree-sitter point of a byte offset. Rows are the rope's lines, which also
+/// break at a lone `\r` where tree-sitter's do not; that only skews columns in such
+/// files, and byte offsets (what this module works with) stay exact.
+fn point(text: &Rope, byte: usize) -> Point {
+    let row = text.byte_to_line(byte);
+    Point::new(row, byte - text.line_to_byte(row))
+}
+
+/// Parses `text`, reusing `old` (already edited to match), within the time budget.
+fn parse(grammar: &Grammar, text: &Rope, old: Option<&Tree>) -> Option<Tree> {
+    let mut parser = Parser::new();
+    parser.set_language(&grammar.language).ok()?;
+    let started = Instant::now();
+    let mut out_of_time = |_: &ParseState| started.elapsed() > PARSE_BUDGET;
+    let mut read = |byte: usize, _: Point| -> &[u8] {
+        if byte >= text.len_bytes() {
+            return &[];
+        }
+        let (chunk, chunk_start, _, _) = text.chunk_at_byte(byte);
+        &chunk.as_bytes()[byte - chunk_start..]
+    };
+    let options = ParseOptions::new().progress_callback(&mut out_of_time);
+    let tree = parser.parse_with_options(&mut read, old, Some(options));
+    if tree.is_none() {
+        tracing::debug!("parse abandoned after {:?}", started.elapsed());
+    }
+    tree
 }
 
 /// What the syntax tree says about the cursor's surroundings.
@@ -55,29 +315,9 @@ const BLOCK_KINDS: [&str; 7] = [
     "function_body",
 ];
 
-/// Parses `text` (bounded, see the module doc) and reports the facts at char index `cursor`.
-pub fn facts_at(text: &Rope, language_id: &str, cursor: usize) -> SyntaxFacts {
-    let Some(language) = language(language_id) else {
-        return SyntaxFacts::default();
-    };
-    if text.len_bytes() > MAX_PARSE_BYTES {
-        return SyntaxFacts::default();
-    }
-    let mut parser = Parser::new();
-    if parser.set_language(&language).is_err() {
-        return SyntaxFacts::default();
-    }
-    let started = Instant::now();
-    let mut out_of_time = |_: &ParseState| started.elapsed() > PARSE_BUDGET;
-    let mut read = |byte: usize, _: Point| -> &[u8] {
-        if byte >= text.len_bytes() {
-            return &[];
-        }
-        let (chunk, chunk_start, _, _) = text.chunk_at_byte(byte);
-        &chunk.as_bytes()[byte - chunk_start..]
-    };
-    let options = ParseOptions::new().progress_callback(&mut out_of_time);
-    let Some(tree) = parser.parse_with_options(&mut read, None, Some(options)) else {
+/// The facts at char index `cursor` of `text`, whose tree is `tree`.
+pub fn facts_at(tree: Option<&Tree>, text: &Rope, cursor: usize) -> SyntaxFacts {
+    let Some(tree) = tree else {
         return SyntaxFacts::default();
     };
     let byte = text.char_to_byte(cursor.min(text.len_chars()));
@@ -107,15 +347,13 @@ pub fn facts_at(text: &Rope, language_id: &str, cursor: usize) -> SyntaxFacts {
                 .filter_map(|i| current.named_child(i))
                 .find(|child| !child.kind().contains("comment"))
                 .filter(|child| {
-                    // tree-sitter's column counts bytes since the last `\n`; the rope's
-                    // lines also break at a lone `\r`, so work from the byte offset.
-                    let column = child.start_position().column;
-                    let line_start = child.start_byte() - column;
-                    text.bytes_at(line_start)
-                        .take(column)
-                        .all(|b| b == b' ' || b == b'\t')
+                    let line_start = text.line_to_byte(text.byte_to_line(child.start_byte()));
+                    (line_start..child.start_byte()).all(|b| matches!(text.byte(b), b' ' | b'\t'))
                 })
-                .map(|child| child.start_position().column);
+                .map(|child| {
+                    let line_start = text.line_to_byte(text.byte_to_line(child.start_byte()));
+                    child.start_byte() - line_start
+                });
         }
         node = current.parent();
     }
@@ -123,19 +361,234 @@ pub fn facts_at(text: &Rope, language_id: &str, cursor: usize) -> SyntaxFacts {
 }
 
 /// Whether a comment node ends with a closing delimiter (`*/`), rather than at a line end.
-fn closes(node: &tree_sitter::Node<'_>, text: &Rope) -> bool {
+fn closes(node: &Node<'_>, text: &Rope) -> bool {
     let end = node.end_byte();
     // Bytes, not a slice: `end - 2` may fall inside a multi-byte character.
     end >= 2 && text.byte(end - 2) == b'*' && text.byte(end - 1) == b'/'
+}
+
+/// A scope around the cursor: its first line and its header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scope {
+    /// The line the scope starts on.
+    pub line: usize,
+    /// Its header as written, indented as in the file (`    def area(self):`,
+    /// `impl Shape for Square {`), possibly over several lines.
+    pub header: String,
+}
+
+/// A function, method or type that other code can refer to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Definition {
+    /// Its name.
+    pub name: String,
+    /// Its signature (for types short enough, the whole definition).
+    pub signature: String,
+    /// The line it starts on.
+    pub line: usize,
+}
+
+/// The scopes enclosing byte `byte`, outermost first.
+pub fn enclosing_scopes(grammar: &Grammar, tree: &Tree, text: &Rope, byte: usize) -> Vec<Scope> {
+    let mut scopes: Vec<Scope> = Vec::new();
+    // A scope that ends at the cursor still holds it (the end of a function's last
+    // line), unless it ends with its closing brace.
+    let holds = |node: Node<'_>| {
+        node.start_byte() < byte
+            && (byte < node.end_byte() || byte == node.end_byte() && text.byte(byte - 1) != b'}')
+    };
+    let probe = byte.saturating_sub(1)..byte + 1;
+    for_each_capture(grammar, tree, text, Some(probe), |name, node, _| {
+        if name == "scope" && holds(node) {
+            scopes.push(Scope {
+                line: text.byte_to_line(node.start_byte()),
+                header: signature(node, text, false, true),
+            });
+        }
+    });
+    scopes.sort_by_key(|s| s.line);
+    scopes.dedup_by_key(|s| s.line);
+    scopes
+}
+
+/// The lines of the import statements that start before byte `before`, as
+/// `(first line, last line)` pairs in file order.
+pub fn imports(grammar: &Grammar, tree: &Tree, text: &Rope, before: usize) -> Vec<(usize, usize)> {
+    let mut lines = Vec::new();
+    for_each_capture(grammar, tree, text, Some(0..before), |name, node, _| {
+        if name == "import" && node.start_byte() < before {
+            let last = text.byte_to_line(node.end_byte().saturating_sub(1).max(node.start_byte()));
+            lines.push((text.byte_to_line(node.start_byte()), last));
+        }
+    });
+    lines.sort_unstable();
+    lines.dedup();
+    lines
+}
+
+/// Every function, method and type defined in the tree, in file order.
+pub fn definitions(grammar: &Grammar, tree: &Tree, text: &Rope) -> Vec<Definition> {
+    let mut found = Vec::new();
+    for_each_capture(grammar, tree, text, None, |name, node, name_node| {
+        let whole_if_short = match name {
+            "definition.callable" => false,
+            "definition.type" => true,
+            _ => return,
+        };
+        let Some(name_node) = name_node else { return };
+        found.push(Definition {
+            name: node_text(text, name_node.start_byte(), name_node.end_byte()),
+            signature: signature(node, text, whole_if_short, false),
+            line: text.byte_to_line(node.start_byte()),
+        });
+    });
+    found.sort_by_key(|d| d.line);
+    found.dedup_by(|a, b| a.line == b.line && a.name == b.name);
+    found
+}
+
+/// Names that the code in bytes `range` refers to, each once, in order of appearance.
+pub fn references(
+    grammar: &Grammar,
+    tree: &Tree,
+    text: &Rope,
+    range: std::ops::Range<usize>,
+) -> Vec<String> {
+    let mut names: Vec<(usize, String)> = Vec::new();
+    for_each_capture(grammar, tree, text, Some(range.clone()), |name, node, _| {
+        if name == "reference" && range.contains(&node.start_byte()) {
+            names.push((
+                node.start_byte(),
+                node_text(text, node.start_byte(), node.end_byte()),
+            ));
+        }
+    });
+    names.sort_unstable();
+    let mut seen = std::collections::HashSet::new();
+    names
+        .into_iter()
+        .filter_map(|(_, name)| seen.insert(name.clone()).then_some(name))
+        .collect()
+}
+
+/// Runs the grammar's query over `tree` (or the part intersecting `range`) and calls
+/// `visit(capture name, node, the match's @name node)` for every capture.
+fn for_each_capture<'t>(
+    grammar: &Grammar,
+    tree: &'t Tree,
+    text: &Rope,
+    range: Option<std::ops::Range<usize>>,
+    mut visit: impl FnMut(&str, Node<'t>, Option<Node<'t>>),
+) {
+    let mut cursor = QueryCursor::new();
+    if let Some(range) = range {
+        cursor.set_byte_range(range);
+    }
+    let names = grammar.query.capture_names();
+    let name_index = grammar.query.capture_index_for_name("name");
+    let source = |node: Node<'_>| {
+        let (start, end) = (node.start_byte(), node.end_byte());
+        std::iter::once(node_text(text, start, end).into_bytes())
+    };
+    let mut matches = cursor.matches(&grammar.query, tree.root_node(), source);
+    while let Some(found) = matches.next() {
+        let name_node = found
+            .captures
+            .iter()
+            .find(|c| Some(c.index) == name_index)
+            .map(|c| c.node);
+        for capture in found.captures {
+            if Some(capture.index) != name_index {
+                visit(names[capture.index as usize], capture.node, name_node);
+            }
+        }
+    }
+}
+
+/// The text of bytes `start..end`, widened to whole characters.
+fn node_text(text: &Rope, start: usize, end: usize) -> String {
+    let end = end.min(text.len_bytes());
+    text.slice(text.byte_to_char(start.min(end))..text.byte_to_char(end))
+        .to_string()
+}
+
+/// A definition's signature: its text up to its body (`fn f(x: u8) -> u8`,
+/// `def f(x):`), the whole text when it has no body or, with `whole_if_short`, when
+/// it is short; `opening` keeps the body's opening brace, as a scope header shows it.
+fn signature(node: Node<'_>, text: &Rope, whole_if_short: bool, opening: bool) -> String {
+    let start = node.start_byte();
+    let line_start = text.line_to_byte(text.byte_to_line(start));
+    let indent = node_text(text, line_start, start);
+    let indent = if indent.trim().is_empty() {
+        indent
+    } else {
+        String::new()
+    };
+    // Arrow functions and function expressions bound to a name keep their body in
+    // the value (`const f = (x) => { … }`).
+    let body = node.child_by_field_name("body").or_else(|| {
+        node.child_by_field_name("value")
+            .and_then(|value| value.child_by_field_name("body"))
+    });
+    let lines = node.end_position().row - node.start_position().row + 1;
+    let (end, limit) = match body {
+        Some(_) if whole_if_short && lines <= MAX_WHOLE_TYPE_LINES => {
+            (node.end_byte(), MAX_WHOLE_TYPE_LINES)
+        }
+        Some(body) => (body.start_byte(), MAX_SIGNATURE_LINES),
+        None => (
+            node.end_byte(),
+            if whole_if_short {
+                MAX_WHOLE_TYPE_LINES
+            } else {
+                MAX_SIGNATURE_LINES
+            },
+        ),
+    };
+    let mut header = format!("{indent}{}", node_text(text, start, end).trim_end());
+    if let Some(cut) = header.match_indices('\n').nth(limit - 1).map(|(i, _)| i) {
+        header.truncate(cut);
+    }
+    if opening && body.is_some_and(|b| b.start_byte() == end && text.byte(end) == b'{') {
+        header.push_str(" {");
+    }
+    // Go declares types in a `type_spec` without its keyword.
+    if node.kind() == "type_spec" {
+        header.insert_str(indent.len(), "type ");
+    }
+    header
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn tree_of(language_id: &str, text: &Rope) -> Option<Tree> {
+        SyntaxTree::default().get(text, 0, language_id)
+    }
+
     fn facts(language_id: &str, before: &str, after: &str) -> SyntaxFacts {
         let rope = Rope::from_str(&format!("{before}{after}"));
-        facts_at(&rope, language_id, before.chars().count())
+        let tree = tree_of(language_id, &rope);
+        facts_at(tree.as_ref(), &rope, before.chars().count())
+    }
+
+    #[test]
+    fn every_language_has_a_compiling_query() {
+        for id in [
+            "rust",
+            "python",
+            "javascript",
+            "javascriptreact",
+            "typescript",
+            "typescriptreact",
+            "go",
+            "c",
+            "cpp",
+        ] {
+            assert!(grammar(id).is_some(), "{id}");
+        }
+        assert!(grammar("cobol").is_none());
     }
 
     #[test]
@@ -181,25 +634,159 @@ mod tests {
     }
 
     #[test]
-    fn unknown_languages_and_huge_documents_are_plain_code() {
+    fn unknown_languages_and_huge_documents_have_no_tree() {
         assert_eq!(facts("cobol", "* comment", ""), SyntaxFacts::default());
-        let huge = "x".repeat(MAX_PARSE_BYTES + 1);
-        assert_eq!(
-            facts("python", &format!("# {huge}"), ""),
-            SyntaxFacts::default()
-        );
+        let huge = Rope::from_str(&format!("# {}", "x".repeat(MAX_PARSE_BYTES + 1)));
+        assert!(tree_of("python", &huge).is_none());
     }
 
     #[test]
     fn a_slow_parse_is_abandoned_in_time() {
         // About 3 MB of nested brackets: parse work grows with it; the budget bounds it.
-        let text = "[".repeat(1 << 20) + &"1, ".repeat(600_000);
+        let text = Rope::from_str(&("[".repeat(1 << 20) + &"1, ".repeat(600_000)));
+        let syntax = SyntaxTree::default();
         let started = Instant::now();
-        let _ = facts("javascript", &text, "");
+        let _ = syntax.get(&text, 0, "javascript");
         assert!(
             started.elapsed() < PARSE_BUDGET * 5,
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn edits_reparse_incrementally_to_the_same_tree() {
+        let mut text = Rope::from_str("fn a() {\n    let x = 1;\n}\n");
+        let syntax = SyntaxTree::default();
+        assert!(syntax.get(&text, 1, "rust").is_some());
+        // Insert a function between the two lines, as a didChange would.
+        let at = text.line_to_byte(1);
+        let inserted = "    fn b(y: u8) -> u8 { y }\n";
+        let edit = input_edit(&text, at, at, inserted);
+        text.insert(text.byte_to_char(at), inserted);
+        syntax.edit(&[edit], 2);
+        let incremental = syntax.get(&text, 2, "rust").unwrap();
+        let fresh = tree_of("rust", &text).unwrap();
+        assert_eq!(
+            incremental.root_node().to_sexp(),
+            fresh.root_node().to_sexp()
+        );
+        // A copy of the document at an older version does not use the newer tree.
+        let old = Rope::from_str("struct S;\n");
+        let old_tree = syntax.get(&old, 1, "rust").unwrap();
+        assert!(old_tree.root_node().to_sexp().contains("struct_item"));
+    }
+
+    fn parsed(language_id: &str, source: &str) -> (&'static Grammar, Tree, Rope) {
+        let text = Rope::from_str(source);
+        let tree = tree_of(language_id, &text).expect("parses");
+        (grammar(language_id).unwrap(), tree, text)
+    }
+
+    fn names(definitions: &[Definition]) -> Vec<&str> {
+        definitions.iter().map(|d| d.name.as_str()).collect()
+    }
+
+    #[test]
+    fn rust_definitions_scopes_imports_and_references() {
+        let source = "use std::fmt;\nuse crate::shapes::Area;\n\npub struct Point {\n    x: f64,\n    y: f64,\n}\n\nimpl Point {\n    pub fn distance(&self, other: &Point) -> f64 {\n        let d = square(self.x - other.x);\n        d.sqrt()\n    }\n}\n\nfn square(v: f64) -> f64 {\n    v * v\n}\n";
+        let (grammar, tree, text) = parsed("rust", source);
+        let defs = definitions(grammar, &tree, &text);
+        assert_eq!(names(&defs), ["Point", "distance", "square"]);
+        assert_eq!(
+            defs[0].signature,
+            "pub struct Point {\n    x: f64,\n    y: f64,\n}"
+        );
+        assert_eq!(
+            defs[1].signature,
+            "    pub fn distance(&self, other: &Point) -> f64"
+        );
+        let cursor = source.find("d.sqrt").unwrap();
+        let scopes = enclosing_scopes(grammar, &tree, &text, cursor);
+        let headers: Vec<&str> = scopes.iter().map(|s| s.header.as_str()).collect();
+        assert_eq!(
+            headers,
+            [
+                "impl Point {",
+                "    pub fn distance(&self, other: &Point) -> f64 {"
+            ]
+        );
+        assert_eq!(
+            imports(grammar, &tree, &text, source.len()),
+            [(0, 0), (1, 1)]
+        );
+        let line = source.find("        let d").unwrap();
+        let refs = references(grammar, &tree, &text, line..cursor);
+        assert!(refs.contains(&"square".to_owned()), "{refs:?}");
+    }
+
+    #[test]
+    fn python_definitions_scopes_and_imports() {
+        let source = "import os\nfrom pathlib import Path\n\nclass Store:\n    def load(self, name: str) -> bytes:\n        path = resolve(name)\n        return path.read_bytes()\n\ndef resolve(name):\n    return Path(name)\n";
+        let (grammar, tree, text) = parsed("python", source);
+        let defs = definitions(grammar, &tree, &text);
+        assert_eq!(names(&defs), ["Store", "load", "resolve"]);
+        assert_eq!(defs[2].signature, "def resolve(name):");
+        let cursor = source.find("return path").unwrap();
+        let headers: Vec<String> = enclosing_scopes(grammar, &tree, &text, cursor)
+            .into_iter()
+            .map(|s| s.header)
+            .collect();
+        assert_eq!(
+            headers,
+            ["class Store:", "    def load(self, name: str) -> bytes:"]
+        );
+        assert_eq!(
+            imports(grammar, &tree, &text, source.len()),
+            [(0, 0), (1, 1)]
+        );
+        let refs = references(
+            grammar,
+            &tree,
+            &text,
+            source.find("        path =").unwrap()..cursor,
+        );
+        assert!(refs.contains(&"resolve".to_owned()), "{refs:?}");
+    }
+
+    #[test]
+    fn other_languages_find_their_definitions() {
+        let cases = [
+            (
+                "javascript",
+                "import { x } from './x.js';\nexport function area(w, h) {\n  return w * h;\n}\nconst half = (v) => v / 2;\nclass Box {\n  grow(by) { return by; }\n}\n",
+                vec!["area", "half", "Box", "grow"],
+            ),
+            (
+                "typescript",
+                "import { x } from './x';\ninterface Shape { area(): number }\nexport function scale(s: Shape, k: number): number {\n  return s.area() * k;\n}\n",
+                vec!["Shape", "area", "scale"],
+            ),
+            (
+                "go",
+                "package geo\n\nimport \"math\"\n\ntype Point struct {\n\tX, Y float64\n}\n\nfunc (p Point) Norm() float64 {\n\treturn math.Sqrt(p.X*p.X + p.Y*p.Y)\n}\n",
+                vec!["Point", "Norm"],
+            ),
+            (
+                "c",
+                "#include <stdio.h>\n\nstruct point { int x; int y; };\n\nint norm(struct point *p);\n\nint norm(struct point *p) {\n  return p->x + p->y;\n}\n",
+                vec!["point", "norm", "norm"],
+            ),
+            (
+                "cpp",
+                "#include <vector>\n\nnamespace geo {\nclass Shape {\n public:\n  double area() const;\n};\n}\n\ndouble geo::Shape::area() const {\n  return 1.0;\n}\n",
+                vec!["Shape", "area", "area"],
+            ),
+        ];
+        for (language_id, source, expected) in cases {
+            let (grammar, tree, text) = parsed(language_id, source);
+            let defs = definitions(grammar, &tree, &text);
+            assert_eq!(names(&defs), expected, "{language_id}: {defs:#?}");
+            assert_eq!(
+                imports(grammar, &tree, &text, source.len()).len(),
+                1,
+                "{language_id}"
+            );
+        }
     }
 }
