@@ -7,7 +7,9 @@
 //!
 //! Reports per configuration: p50/p95 keystroke-to-answer latency, the share of prompt
 //! tokens reused from the KV cache, answers served without the model (typed-through
-//! cache), decode speed, draft acceptance, and the server's peak RSS. Then decode speed
+//! cache), prompt size and the tokens unchanged from the document's previous prompt,
+//! prompt assembly time (p50/p95), decode speed, draft acceptance, and the server's
+//! peak RSS. Then decode speed
 //! alone on long answers in code with repetition, per drafter.
 //!
 //! `cargo bench -p inkling-benches --bench typing_replay`; environment:
@@ -92,6 +94,13 @@ struct Results {
     accepted: u64,
     first_completion: Vec<Duration>,
     peak_rss_kib: u64,
+    /// Prompts built by the engine, their tokens, and the tokens equal to the same
+    /// document's previous prompt.
+    prompts: u64,
+    prompt_tokens: u64,
+    prompt_unchanged: u64,
+    /// The server's prompt assembly percentiles (`promptAssembly` of `inkling/stats`).
+    assembly: Value,
 }
 
 fn start(options: &Value) -> LspClient {
@@ -164,9 +173,14 @@ fn replay(options: &Value, replays: &[Replay]) -> Results {
             results.generation_micros += delta(&stats, &previous, "generationMicros");
             results.drafted += delta(&stats, &previous, "draftedTokens");
             results.accepted += delta(&stats, &previous, "acceptedTokens");
+            let prompt_tokens = delta(&stats, &previous, "promptTokens");
+            results.prompts += u64::from(prompt_tokens > 0);
+            results.prompt_tokens += prompt_tokens;
+            results.prompt_unchanged += delta(&stats, &previous, "promptTokensUnchanged");
             previous = stats;
         }
     }
+    results.assembly = client.stats()["promptAssembly"].clone();
     results.peak_rss_kib = peak_rss_kib(client.pid());
     client.shutdown_and_exit();
     results
@@ -268,6 +282,21 @@ fn main() {
             pct(results.reused, results.reused + results.evaluated),
             results.reused,
             results.evaluated
+        );
+        println!(
+            "  prompts built while typing: {}, {:.0} tokens on average; unchanged from the document's previous prompt: {:.1}% ({} of {} tokens)",
+            results.prompts,
+            results.prompt_tokens as f64 / results.prompts.max(1) as f64,
+            pct(results.prompt_unchanged, results.prompt_tokens),
+            results.prompt_unchanged,
+            results.prompt_tokens
+        );
+        println!(
+            "  prompt assembly (context, preamble, layout, tokens) per request: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms ({} requests)",
+            results.assembly["p50Ms"].as_f64().unwrap_or(f64::NAN),
+            results.assembly["p95Ms"].as_f64().unwrap_or(f64::NAN),
+            results.assembly["p99Ms"].as_f64().unwrap_or(f64::NAN),
+            results.assembly["samples"]
         );
         println!(
             "  answered without the model (typed-through): {} of {n} ({:.1}%)",

@@ -39,8 +39,9 @@ use crate::config::{Settings, Speculation};
 use crate::context::CompletionContext;
 use crate::model_files;
 use crate::postprocess::StopRules;
-use crate::prompt::{self, CachingTokenizer, Prompt, Token, Tokenizer};
-use crate::template::{self, Template, Vocabulary};
+use crate::prompt::{self, CachingTokenizer, Prompt, Token};
+use crate::template::{self, Template};
+use crate::vocab::VocabTokenizer;
 
 /// Prompt tokens decoded per call: small enough that a cancel is noticed quickly,
 /// large enough to keep the matrix kernels efficient.
@@ -288,7 +289,7 @@ impl Counters {
 
 enum Job {
     Complete {
-        request: CompletionRequest,
+        request: Box<CompletionRequest>,
         reply: oneshot::Sender<Result<Generation, EngineError>>,
     },
     Prompt {
@@ -307,6 +308,8 @@ pub struct PromptView {
     pub tokens: Vec<Token>,
     /// The tokens' text, special tokens spelled out.
     pub text: String,
+    /// Each token's text (a token may hold part of a character: lossy).
+    pub pieces: Vec<String>,
     /// The text the first generated token must start with (token healing).
     pub healed: String,
 }
@@ -368,6 +371,7 @@ impl Engine {
             return Err(EngineError::NotReady);
         }
         let (reply, answer) = oneshot::channel();
+        let request = Box::new(request);
         self.send(Job::Complete { request, reply }, answer).await
     }
 
@@ -563,61 +567,6 @@ fn check_same_vocabulary(target: &LlamaModel, draft: &LlamaModel) -> Result<(), 
         Ok(())
     } else {
         Err("the draft model's vocabulary differs from the model's".into())
-    }
-}
-
-/// The model's vocabulary as the prompt and template stages see it.
-struct VocabTokenizer<'m>(LlamaVocab<'m>);
-
-impl Tokenizer for VocabTokenizer<'_> {
-    fn tokenize(&self, text: &str) -> Vec<Token> {
-        self.0
-            .tokenize(text.as_bytes(), false, false)
-            .into_iter()
-            .map(|t| t.0)
-            .collect()
-    }
-}
-
-impl Vocabulary for VocabTokenizer<'_> {
-    fn token_for(&self, text: &str) -> Option<Token> {
-        match self.0.tokenize(text.as_bytes(), false, true)[..] {
-            [token]
-                if self
-                    .0
-                    .text(token)
-                    .is_some_and(|t| t.to_bytes() == text.as_bytes()) =>
-            {
-                Some(token.0)
-            }
-            _ => None,
-        }
-    }
-
-    fn tokenize_special(&self, text: &str) -> Vec<Token> {
-        self.0
-            .tokenize(text.as_bytes(), false, true)
-            .into_iter()
-            .map(|t| t.0)
-            .collect()
-    }
-
-    fn bos(&self) -> Option<Token> {
-        self.0.should_add_bos().then(|| self.0.bos().0)
-    }
-
-    fn fim(&self) -> Option<[Token; 3]> {
-        let present = |t: LlamaToken| (t.0 >= 0).then_some(t.0);
-        Some([
-            present(self.0.fim_pre())?,
-            present(self.0.fim_suf())?,
-            present(self.0.fim_mid())?,
-        ])
-    }
-
-    fn fim_files(&self) -> (Option<Token>, Option<Token>) {
-        let present = |t: LlamaToken| (t.0 >= 0).then_some(t.0);
-        (present(self.0.fim_sep()), present(self.0.fim_rep()))
     }
 }
 
@@ -1059,16 +1008,19 @@ impl Session<'_> {
     /// The prompt for `context`, shown as text.
     fn view(&self, context: &CompletionContext) -> PromptView {
         let prompt = prompt::build(context, &self.template, self.budget, &self.tokenizer);
+        let piece = |t: Token| self.vocab.token_to_piece(LlamaToken(t), true, None);
         let text = |tokens: &[Token]| {
-            let bytes: Vec<u8> = tokens
-                .iter()
-                .flat_map(|&t| self.vocab.token_to_piece(LlamaToken(t), true, None))
-                .collect();
+            let bytes: Vec<u8> = tokens.iter().flat_map(|&t| piece(t)).collect();
             String::from_utf8_lossy(&bytes).into_owned()
         };
         PromptView {
             template: self.template.family.to_string(),
             text: text(&prompt.tokens),
+            pieces: prompt
+                .tokens
+                .iter()
+                .map(|&t| String::from_utf8_lossy(&piece(t)).into_owned())
+                .collect(),
             healed: text(prompt.healed.as_slice()),
             tokens: prompt.tokens,
         }

@@ -22,4 +22,5 @@ pub mod syntax;
 pub mod template;
 pub mod transport;
 pub mod typed_through;
+pub mod vocab;
 pub mod workspace;

@@ -9,7 +9,12 @@ use std::sync::atomic::Ordering;
 
 use clap::{Parser, Subcommand};
 use inkling::config::{Overrides, Settings};
+use inkling::context::Window;
+use inkling::documents::Document;
+use inkling::engine::{Engine, EngineState};
 use inkling::suggest::Suggester;
+use inkling::syntax;
+use inkling::workspace::Workspace;
 use inkling::{http, lsp, model_files, transport};
 use tracing_subscriber::EnvFilter;
 
@@ -17,8 +22,8 @@ use tracing_subscriber::EnvFilter;
 ///
 /// With no command, serves LSP on stdin/stdout. Logs go to stderr; set INKLING_LOG
 /// (e.g. `debug`) to change how much. The editor's `initializationOptions`
-/// (`model`, `contextSize`, `threads`, `maxTokens`, `postprocess`,
-/// `commentCompletions`, `httpPort`, `streamPartial`) override these flags.
+/// (`model`, `contextSize`, `threads`, `maxTokens`, `template`, `prefixTokens`,
+/// `suffixTokens`, `extraTokens`, …; see README) override these flags.
 #[derive(Parser, Debug)]
 #[command(name = "inkling", version, about)]
 struct Cli {
@@ -39,6 +44,10 @@ struct Cli {
     /// Also serve the HTTP endpoint on 127.0.0.1 at this port (see `inkling http`)
     #[arg(long, value_name = "PORT")]
     http_port: Option<u16>,
+    /// Prompt template: auto, prefix-only, qwen, starcoder, codellama, deepseek,
+    /// codestral, codegemma, or a template with {prefix} and {suffix} [default: auto]
+    #[arg(long, value_name = "TEMPLATE", global = true)]
+    template: Option<String>,
     /// Use stdio (the LSP transport; accepted because clients pass it)
     #[arg(long)]
     stdio: bool,
@@ -54,6 +63,19 @@ enum Command {
         /// Port on 127.0.0.1
         #[arg(long, default_value_t = 8012)]
         port: u16,
+    },
+    /// Print the exact prompt the model would get with the cursor at FILE:LINE:COL
+    /// (1-based; the column counts characters), with the workspace indexed as the
+    /// server would index it.
+    Prompt {
+        /// FILE:LINE:COL
+        location: String,
+        /// Workspace root [default: the nearest ancestor with .git, else the file's folder]
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Print the token ids too, one line after the prompt
+        #[arg(long)]
+        tokens: bool,
     },
 }
 
@@ -75,10 +97,21 @@ fn main() {
         threads: cli.threads,
         max_tokens: cli.max_tokens,
         http_port: cli.http_port,
+        template: cli.template,
         ..Overrides::default()
     };
     match cli.command {
         Some(Command::FetchModel) => fetch_model(),
+        Some(Command::Prompt {
+            location,
+            root,
+            tokens,
+        }) => {
+            if let Err(e) = print_prompt(flags, &location, root, tokens) {
+                tracing::error!("{e}");
+                std::process::exit(1);
+            }
+        }
         Some(Command::Http { port }) => serve_http(flags, port),
         None => serve(flags),
     }
@@ -96,6 +129,79 @@ fn fetch_model() {
             std::process::exit(1);
         }
     }
+}
+
+/// `inkling prompt`: the prompt at a location, built as the server builds it.
+fn print_prompt(
+    flags: Overrides,
+    location: &str,
+    root: Option<PathBuf>,
+    show_tokens: bool,
+) -> Result<(), String> {
+    let mut parts = location.rsplitn(3, ':');
+    let (Some(column), Some(line), Some(file)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("`{location}` is not FILE:LINE:COL"));
+    };
+    let number = |s: &str| {
+        s.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
+            format!("`{s}` in `{location}` is not a line or column number (1-based)")
+        })
+    };
+    let (line, column) = (number(line)? - 1, number(column)? - 1);
+    let path = std::fs::canonicalize(file).map_err(|e| format!("cannot open {file}: {e}"))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {file}: {e}"))?;
+    let language_id = syntax::language_of_path(&path).unwrap_or("plaintext");
+    let document = Document::new(&text, 0, language_id);
+    let rope = &document.text;
+    let line = line.min(rope.len_lines().saturating_sub(1));
+    let line_text = rope.line(line).to_string();
+    let line_len = line_text.trim_end_matches(['\n', '\r']).chars().count();
+    let cursor = rope.line_to_char(line) + column.min(line_len);
+    let root = root.unwrap_or_else(|| {
+        let folder = path.parent().unwrap_or(&path).to_path_buf();
+        folder
+            .ancestors()
+            .find(|dir| dir.join(".git").exists())
+            .map_or(folder.clone(), PathBuf::from)
+    });
+    let settings = Settings::resolve(flags);
+    let workspace = Workspace::new(Some(root));
+    if settings.index_workspace && settings.budget.extra_tokens > 0 {
+        workspace.index();
+    }
+    let uri = format!("file://{}", path.display());
+    let context = workspace.context(
+        &uri,
+        &document,
+        cursor,
+        Window::default(),
+        settings.budget.extra_tokens,
+        &[],
+    );
+    let engine = Engine::start(settings);
+    let view = runtime().block_on(async move {
+        let mut state = engine.subscribe();
+        loop {
+            match &*state.borrow_and_update() {
+                EngineState::Ready(_) => break,
+                EngineState::Failed(e) => return Err(e.clone()),
+                EngineState::Loading { .. } => {}
+            }
+            state
+                .changed()
+                .await
+                .map_err(|_| "the engine stopped".to_owned())?;
+        }
+        engine.prompt(context).await.map_err(|e| e.to_string())
+    })?;
+    tracing::info!(template = view.template, tokens = view.tokens.len(), healed = ?view.healed, "prompt");
+    let mut out = std::io::stdout().lock(); // stdout-ok: not in LSP mode
+    let mut printed = write!(out, "{}", view.text);
+    if show_tokens {
+        let ids: Vec<String> = view.tokens.iter().map(ToString::to_string).collect();
+        printed = printed.and_then(|()| writeln!(out, "\n{}", ids.join(" ")));
+    }
+    printed.map_err(|e| format!("cannot print: {e}"))
 }
 
 /// Moves the LSP channel off file descriptor 1 and points 1 at stderr, so that

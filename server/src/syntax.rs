@@ -16,7 +16,6 @@
 //! - Without a tree every fact is `false` / empty, which means "plain code" to the
 //!   stages after this one.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -64,88 +63,81 @@ pub fn comment_marker(language_id: &str) -> &'static str {
     }
 }
 
-/// The grammar for an LSP language identifier, if inkling has one.
+/// The grammar for an LSP language identifier, if inkling has one. Each language's
+/// query is compiled on first use (some take a few hundred milliseconds).
 pub fn grammar(language_id: &str) -> Option<&'static Grammar> {
-    static GRAMMARS: OnceLock<HashMap<&'static str, Grammar>> = OnceLock::new();
+    const LANGUAGES: [&str; 8] = [
+        "rust",
+        "python",
+        "javascript",
+        "typescript",
+        "typescriptreact",
+        "go",
+        "c",
+        "cpp",
+    ];
+    static GRAMMARS: [OnceLock<Option<Grammar>>; 8] = [const { OnceLock::new() }; 8];
     let key = match language_id {
         "javascriptreact" => "javascript",
         other => other,
     };
-    GRAMMARS
+    let slot = LANGUAGES.iter().position(|&id| id == key)?;
+    GRAMMARS[slot]
         .get_or_init(|| {
-            let specs: [(&str, Language, &str, &str); 8] = [
-                (
-                    "rust",
+            let (language, source, comment): (Language, &str, &str) = match key {
+                "rust" => (
                     tree_sitter_rust::LANGUAGE.into(),
                     include_str!("../../grammars/rust/context.scm"),
                     "//",
                 ),
-                (
-                    "python",
+                "python" => (
                     tree_sitter_python::LANGUAGE.into(),
                     include_str!("../../grammars/python/context.scm"),
                     "#",
                 ),
-                (
-                    "javascript",
+                "javascript" => (
                     tree_sitter_javascript::LANGUAGE.into(),
                     include_str!("../../grammars/javascript/context.scm"),
                     "//",
                 ),
-                (
-                    "typescript",
+                "typescript" => (
                     tree_sitter_typescript::LANGUAGE_TYPESCRIPT.into(),
                     include_str!("../../grammars/typescript/context.scm"),
                     "//",
                 ),
-                (
-                    "typescriptreact",
+                "typescriptreact" => (
                     tree_sitter_typescript::LANGUAGE_TSX.into(),
                     include_str!("../../grammars/typescript/context.scm"),
                     "//",
                 ),
-                (
-                    "go",
+                "go" => (
                     tree_sitter_go::LANGUAGE.into(),
                     include_str!("../../grammars/go/context.scm"),
                     "//",
                 ),
-                (
-                    "c",
+                "c" => (
                     tree_sitter_c::LANGUAGE.into(),
                     include_str!("../../grammars/c/context.scm"),
                     "//",
                 ),
-                (
-                    "cpp",
+                _ => (
                     tree_sitter_cpp::LANGUAGE.into(),
                     include_str!("../../grammars/cpp/context.scm"),
                     "//",
                 ),
-            ];
-            specs
-                .into_iter()
-                .filter_map(|(id, language, source, comment)| {
-                    // A broken query is a bug caught by the tests; in a release it
-                    // costs that language its tree, not the server.
-                    match Query::new(&language, source) {
-                        Ok(query) => Some((
-                            id,
-                            Grammar {
-                                language,
-                                query,
-                                comment,
-                            },
-                        )),
-                        Err(e) => {
-                            tracing::error!("query for {id} does not compile: {e}");
-                            None
-                        }
-                    }
+            };
+            // A broken query is a bug caught by the tests; in a release it costs that
+            // language its tree, not the server.
+            Query::new(&language, source)
+                .inspect_err(|e| tracing::error!("query for {key} does not compile: {e}"))
+                .ok()
+                .map(|query| Grammar {
+                    language,
+                    query,
+                    comment,
                 })
-                .collect()
         })
-        .get(key)
+        .as_ref()
 }
 
 /// The language of a file, by its extension, as an LSP language identifier.
@@ -549,7 +541,11 @@ fn signature(node: Node<'_>, text: &Rope, whole_if_short: bool, opening: bool) -
     if let Some(cut) = header.match_indices('\n').nth(limit - 1).map(|(i, _)| i) {
         header.truncate(cut);
     }
-    if opening && body.is_some_and(|b| b.start_byte() == end && text.byte(end) == b'{') {
+    if opening
+        && body.is_some_and(|b| {
+            b.start_byte() == end && end < text.len_bytes() && text.byte(end) == b'{'
+        })
+    {
         header.push_str(" {");
     }
     // Go declares types in a `type_spec` without its keyword.
@@ -675,6 +671,36 @@ mod tests {
         let old = Rope::from_str("struct S;\n");
         let old_tree = syntax.get(&old, 1, "rust").unwrap();
         assert!(old_tree.root_node().to_sexp().contains("struct_item"));
+    }
+
+    #[test]
+    fn unfinished_code_at_the_end_of_the_text_is_safe() {
+        // The body of the function is missing: tree-sitter gives it an empty node at
+        // the very end of the text.
+        let source =
+            "import os\n\ndef files(d):\n    return [f for f in os.listdir(d) if f.endswith(";
+        let (grammar, tree, text) = parsed("python", source);
+        let scopes = enclosing_scopes(grammar, &tree, &text, source.len());
+        assert!(
+            scopes.iter().all(|s| s.header.starts_with("def files(d):")),
+            "{scopes:?}"
+        );
+        let _ = definitions(grammar, &tree, &text);
+        for source in ["fn f()", "def f():", "class A:", "int f() {"] {
+            for language_id in [
+                "rust",
+                "python",
+                "c",
+                "cpp",
+                "go",
+                "javascript",
+                "typescript",
+            ] {
+                let (grammar, tree, text) = parsed(language_id, source);
+                let _ = enclosing_scopes(grammar, &tree, &text, source.len());
+                let _ = definitions(grammar, &tree, &text);
+            }
+        }
     }
 
     fn parsed(language_id: &str, source: &str) -> (&'static Grammar, Tree, Rope) {

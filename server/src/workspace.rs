@@ -77,6 +77,9 @@ struct Chunk {
     lines: HashSet<u64>,
 }
 
+/// A document version and the definitions found in it.
+type VersionedDefinitions = (i32, Arc<Vec<Definition>>);
+
 /// Why and where a preamble was computed: it is reused while this stays the same.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct PreambleKey {
@@ -110,7 +113,7 @@ pub struct Workspace {
     /// Documents edited since they were last in focus, with the line of their last edit.
     pending: Mutex<HashMap<String, usize>>,
     /// Open documents' definitions, by URI, for the version they were found in.
-    open_definitions: Mutex<HashMap<String, (i32, Arc<Vec<Definition>>)>>,
+    open_definitions: Mutex<HashMap<String, VersionedDefinitions>>,
     preambles: Mutex<HashMap<String, (PreambleKey, Preamble)>>,
     generation: AtomicU64,
     preambles_built: AtomicU64,

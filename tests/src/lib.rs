@@ -190,11 +190,22 @@ impl LspClient {
 
     /// `initialize` + `initialized` with `capabilities` and `options`; returns the result.
     pub fn initialize(&mut self, capabilities: Value, options: Value) -> Value {
+        self.initialize_in(None, capabilities, options)
+    }
+
+    /// [`LspClient::initialize`] with a workspace folder.
+    pub fn initialize_in(
+        &mut self,
+        root: Option<&std::path::Path>,
+        capabilities: Value,
+        options: Value,
+    ) -> Value {
+        let root_uri = root.map(|r| format!("file://{}", r.display()));
         let response = self.request(
             "initialize",
             json!({
                 "processId": std::process::id(),
-                "rootUri": null,
+                "rootUri": root_uri,
                 "capabilities": capabilities,
                 "initializationOptions": options,
             }),
@@ -216,6 +227,19 @@ impl LspClient {
                 _ => std::thread::sleep(Duration::from_millis(50)),
             }
         }
+    }
+
+    /// `inkling/prompt` at a position: the result, or the error.
+    pub fn prompt(&mut self, uri: &str, line: u32, character: u32) -> Value {
+        let response = self.request(
+            "inkling/prompt",
+            LspClient::position_params(uri, line, character),
+            Duration::from_secs(60),
+        );
+        if response.get("error").is_some() {
+            return response;
+        }
+        response["result"].clone()
     }
 
     /// `inkling/stats` result.
