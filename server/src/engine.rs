@@ -91,8 +91,6 @@ pub struct ModelInfo {
     pub path: PathBuf,
     /// The prompt template's family (`prefix-only`, `qwen`, …).
     pub template: String,
-    /// Whether the template shows the model the text after the cursor.
-    pub fim: bool,
     /// Context size in tokens.
     pub context_size: u32,
 }
@@ -481,7 +479,6 @@ fn worker(
     state.send_replace(EngineState::Ready(ModelInfo {
         path,
         template: template.family.to_string(),
-        fim: template.has_suffix(),
         context_size: target.context.n_ctx(),
     }));
     let pieces = vocab

@@ -241,19 +241,18 @@ impl Backend {
     ) -> RpcResult<(i32, CompletionContext, Position)> {
         let key = uri.as_str();
         let encoding = self.encoding();
-        // Copies (ropes share their nodes) so that parsing runs without the lock.
-        let (document, others) = {
-            let documents = lock(&self.documents);
-            let document = documents
-                .get(key)
-                .cloned()
-                .ok_or_else(|| RpcError::invalid_params(format!("document not open: {key}")))?;
-            let others: Vec<(String, Document)> = documents
+        // A copy (ropes share their nodes) so that parsing runs without the lock.
+        let document = lock(&self.documents)
+            .get(key)
+            .cloned()
+            .ok_or_else(|| RpcError::invalid_params(format!("document not open: {key}")))?;
+        // Copies of the other documents, made only when the preamble needs them.
+        let others = || {
+            lock(&self.documents)
                 .iter()
                 .filter(|(other, _)| *other != key)
                 .map(|(other, d)| (other.to_owned(), d.clone()))
-                .collect();
-            (document, others)
+                .collect()
         };
         let extra = self
             .session

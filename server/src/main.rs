@@ -176,7 +176,7 @@ fn print_prompt(
         cursor,
         Window::default(),
         settings.budget.extra_tokens,
-        &[],
+        &Vec::new,
     );
     let engine = Engine::start(settings);
     let view = runtime().block_on(async move {

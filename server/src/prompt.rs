@@ -128,7 +128,7 @@ pub fn build(
     match template.files {
         FileForm::Separators { repo, sep } => {
             let mut files = Vec::new();
-            for snippet in fit_snippets(preamble, files_budget, tokenizer, |s| {
+            for snippet in fit_snippets(preamble, files_budget, |s| {
                 let mut lines = vec![tokenizer.tokenize(&format!("{}\n", s.path))];
                 lines.extend(by_line(&s.text, tokenizer));
                 lines
@@ -149,7 +149,7 @@ pub fn build(
         }
         FileForm::Comments => {
             let marker = &preamble.comment;
-            for snippet in fit_snippets(preamble, files_budget, tokenizer, |s| {
+            for snippet in fit_snippets(preamble, files_budget, |s| {
                 let mut lines = vec![tokenizer.tokenize(&format!("{marker} {}\n", s.path))];
                 let commented: String = s.text.lines().map(|l| format!("{marker} {l}\n")).collect();
                 lines.extend(by_line(&commented, tokenizer));
@@ -209,10 +209,8 @@ fn fit_tail(lines: &[Vec<Token>], budget: usize) -> Vec<Vec<Token>> {
 fn fit_snippets(
     preamble: &crate::context::Preamble,
     budget: usize,
-    tokenizer: &impl Tokenizer,
     render: impl Fn(&crate::context::Snippet) -> Vec<Vec<Token>>,
 ) -> Vec<Vec<Token>> {
-    let _ = tokenizer;
     let mut kept = Vec::new();
     let mut left = budget;
     for snippet in preamble.snippets.iter().rev() {

@@ -130,11 +130,6 @@ impl Template {
             stop: Vec::new(),
         }
     }
-
-    /// Whether the model sees the text after the cursor.
-    pub fn has_suffix(&self) -> bool {
-        self.parts.contains(&Part::Suffix)
-    }
 }
 
 /// The token spellings of a family.

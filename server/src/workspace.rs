@@ -19,7 +19,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -117,7 +117,6 @@ pub struct Workspace {
     preambles: Mutex<HashMap<String, (PreambleKey, Preamble)>>,
     generation: AtomicU64,
     preambles_built: AtomicU64,
-    indexed_files: AtomicUsize,
 }
 
 impl Workspace {
@@ -182,7 +181,6 @@ impl Workspace {
             };
             let relative = self.relative_path(path);
             index.add(&relative, syntax::definitions(grammar, &tree, &text));
-            self.indexed_files.store(index.files, Ordering::Relaxed);
         }
         tracing::info!(
             files = index.files,
@@ -249,7 +247,8 @@ impl Workspace {
     }
 
     /// The context at char index `cursor` of `document` (open as `uri`), with its
-    /// preamble; `others` are the other open documents.
+    /// preamble; `open_documents` gives the other open documents, and is called only
+    /// when the preamble is rebuilt or a chunk is taken (not on every keystroke).
     pub fn context(
         &self,
         uri: &str,
@@ -257,12 +256,14 @@ impl Workspace {
         cursor: usize,
         window: Window,
         budget_extra: usize,
-        others: &[(String, Document)],
+        open_documents: &dyn Fn() -> Vec<(String, Document)>,
     ) -> CompletionContext {
         let mut context = context::extract(document, cursor, window);
         if budget_extra == 0 {
             return context;
         }
+        let others = std::cell::OnceCell::new();
+        let others = || others.get_or_init(open_documents).as_slice();
         self.focus(uri, others);
         let tree = document.tree();
         let grammar = syntax::grammar(&document.language_id);
@@ -334,7 +335,7 @@ impl Workspace {
                 &names,
                 &own,
                 &visible,
-                others,
+                others(),
             ));
         }
         lock(&self.preambles).insert(uri.to_owned(), (key, preamble.clone()));
@@ -344,7 +345,7 @@ impl Workspace {
 
     /// The user is at `uri`: the documents edited elsewhere since their last focus
     /// give their chunk to the ring.
-    fn focus(&self, uri: &str, others: &[(String, Document)]) {
+    fn focus<'a>(&self, uri: &str, others: impl FnOnce() -> &'a [(String, Document)]) {
         let done: Vec<(String, usize)> = {
             let mut pending = lock(&self.pending);
             let done = pending
@@ -355,6 +356,10 @@ impl Workspace {
             pending.retain(|u, _| u == uri);
             done
         };
+        if done.is_empty() {
+            return;
+        }
+        let others = others();
         for (other, line) in done {
             if let Some((_, document)) = others.iter().find(|(u, _)| *u == other) {
                 self.add_chunk(&other, &document.text, line.saturating_sub(CHUNK_LINES / 2));
@@ -576,7 +581,7 @@ mod tests {
             cart.len() - 1,
             Window::default(),
             256,
-            &others,
+            &|| others.clone(),
         );
         let preamble = &context.preamble;
         assert_eq!(preamble.path, "cart.py");
@@ -612,7 +617,7 @@ mod tests {
             cursor,
             Window::default(),
             256,
-            &[],
+            &Vec::new,
         );
         assert!(context.window_first_line > 5);
         assert_eq!(
@@ -620,8 +625,14 @@ mod tests {
             "import os\nimport sys\nclass Report:\n    def render(self, rows):\n"
         );
         // Near the top, the window shows all of it: no outline.
-        let context =
-            workspace.context("file:///r.py", &document, 200, Window::default(), 256, &[]);
+        let context = workspace.context(
+            "file:///r.py",
+            &document,
+            200,
+            Window::default(),
+            256,
+            &Vec::new,
+        );
         assert_eq!(context.preamble.outline, "");
     }
 
@@ -643,7 +654,7 @@ mod tests {
             text.len(),
             Window::default(),
             256,
-            &others,
+            &|| others.clone(),
         );
         assert_eq!(first.preamble.snippets.len(), 1);
         for c in "y = f()".chars() {
@@ -654,7 +665,7 @@ mod tests {
                 text.len(),
                 Window::default(),
                 256,
-                &others,
+                &|| others.clone(),
             );
             assert_eq!(next.preamble, first.preamble);
         }
@@ -668,7 +679,7 @@ mod tests {
             text.len(),
             Window::default(),
             256,
-            &others,
+            &|| others.clone(),
         );
         assert_eq!(after.preamble.snippets.len(), 2, "{:#?}", after.preamble);
     }
@@ -712,7 +723,7 @@ mod tests {
             main.len() - 3,
             Window::default(),
             256,
-            &[],
+            &Vec::new,
         );
         let text: String = context
             .preamble
