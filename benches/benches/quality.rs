@@ -215,6 +215,7 @@ fn complete(
         cancel: CancelFlag::default(),
         slot: "quality".into(),
         partial: None,
+        background: false,
     };
     let generation = runtime.block_on(engine.complete(request));
     let Some(text) = generation

@@ -9,13 +9,15 @@
 //! tokens reused from the KV cache, answers served without the model (typed-through
 //! cache), prompt size and the tokens unchanged from the document's previous prompt,
 //! prompt assembly time (p50/p95), decode speed, draft acceptance, and the server's
-//! peak RSS. Then decode speed
-//! alone on long answers in code with repetition, per drafter.
+//! peak RSS. Then the request after accepting a suggestion, with and without the
+//! prefetch, and decode speed alone on long answers in code with repetition, per
+//! drafter.
 //!
 //! `cargo bench -p inkling-benches --bench typing_replay`; environment:
 //! `INKLING_BENCH_FILES` (comma-separated stdlib modules, default `textwrap,shlex`),
 //! `INKLING_BENCH_KEYSTROKES` (per file, default 160, rounded up to whole lines),
-//! `INKLING_BENCH_CONFIGS` (comma-separated subset of `off,lookup,draft`).
+//! `INKLING_BENCH_CONFIGS` (comma-separated subset of `off,lookup,draft`),
+//! `INKLING_BENCH_PARTS` (comma-separated subset of `replay,accept,decode`).
 
 use std::time::{Duration, Instant};
 
@@ -186,6 +188,67 @@ fn replay(options: &Value, replays: &[Replay]) -> Results {
     results
 }
 
+/// How long a user looks at a suggestion before accepting it.
+const READING_TIME: Duration = Duration::from_millis(500);
+
+/// Accepting suggestions: at each line start, ask (invoked), look at the answer for
+/// [`READING_TIME`], accept it, and ask again at its end, as an editor does after an
+/// accept. Returns the latencies of those second requests and how many were answered
+/// without the model.
+fn accept_latency(options: &Value, text: &str, lines: &[usize]) -> (Vec<Duration>, u64) {
+    let mut client = start(options);
+    let source_lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut latencies = Vec::new();
+    let mut from_memory = 0;
+    for (n, &line) in lines.iter().enumerate() {
+        let uri = format!("file:///bench/accept{n}.py");
+        let indent: String = source_lines[line]
+            .chars()
+            .take_while(|c| *c == ' ')
+            .collect();
+        let prefix = format!("{}{indent}", source_lines[..line].concat());
+        client.open(&uri, "python", &prefix);
+        let column = indent.len() as u32;
+        // Invoked: an automatic request would give up on this cold prompt.
+        let response = client.inline_completion(&uri, line as u32, column);
+        let Some(answer) = inline_items(&response)
+            .first()
+            .and_then(|item| item["insertText"].as_str().map(str::to_owned))
+        else {
+            continue;
+        };
+        std::thread::sleep(READING_TIME);
+        client.edit(
+            &uri,
+            2,
+            (line as u32, column),
+            (line as u32, column),
+            &answer,
+        );
+        let end_line = line as u32 + answer.matches('\n').count() as u32;
+        let last = answer.rsplit('\n').next().unwrap_or_default();
+        let end_column =
+            if answer.contains('\n') { 0 } else { column } + last.encode_utf16().count() as u32;
+        let before = client.stats();
+        let asked = Instant::now();
+        let id = client.send_inline_completion_triggered(&uri, end_line, end_column, 2);
+        let next = client.response(id, Duration::from_secs(120));
+        latencies.push(asked.elapsed());
+        let stats = client.stats();
+        from_memory += delta(&stats, &before, "typedThrough");
+        if std::env::var_os("INKLING_BENCH_VERBOSE").is_some() {
+            eprintln!(
+                "accepted {answer:?}; then {:?} in {:?}; prefetch {}",
+                inline_items(&next).first().map(|i| i["insertText"].clone()),
+                latencies.last().unwrap(),
+                stats["prefetch"]
+            );
+        }
+    }
+    client.shutdown_and_exit();
+    (latencies, from_memory)
+}
+
 /// Decode speed on long raw answers at line starts in code with repetition:
 /// (tokens per second, drafted, accepted).
 fn decode_speed(options: &Value, text: &str, lines: &[usize]) -> (f64, u64, u64) {
@@ -252,8 +315,11 @@ fn main() {
             .join(", "),
         keystrokes
     );
+    let parts =
+        std::env::var("INKLING_BENCH_PARTS").unwrap_or_else(|_| "replay,accept,decode".into());
+    let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
     let mut plain_speed = None;
-    for (key, label, options) in &configs {
+    for (key, label, options) in configs.iter().filter(|_| part("replay")) {
         let mut results = replay(options, &replays);
         let n = results.latencies.len();
         results.latencies.sort();
@@ -341,8 +407,42 @@ fn main() {
         );
     }
 
-    // Decode speed alone, on long answers where code repeats itself.
+    // Accepting a suggestion and asking again, with and without the prefetch.
     let text = std::fs::read_to_string(python_stdlib_file("textwrap")).expect("read");
+    let starts: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(i, l)| *i > 100 && l.starts_with("        ") && !l.trim().is_empty())
+        .map(|(i, _)| i)
+        .step_by(9)
+        .take(12)
+        .collect();
+    println!(
+        "\naccepting a suggestion after reading it for {} ms, then asking again, at {} line starts in textwrap.py:",
+        READING_TIME.as_millis(),
+        starts.len()
+    );
+    let accept_configs = [
+        ("prefetch on (the default)", json!({})),
+        ("prefetch off", json!({"prefetch": false})),
+    ];
+    for (label, options) in accept_configs.iter().filter(|_| part("accept")) {
+        let (mut latencies, from_memory) = accept_latency(options, &text, &starts);
+        latencies.sort();
+        if latencies.is_empty() {
+            println!("  {label}: no suggestion to accept");
+            continue;
+        }
+        println!(
+            "  {label}: p50 {} ms, p95 {} ms, max {} ms; answered without the model {from_memory} of {}",
+            quantile(&latencies, 0.5).as_millis(),
+            quantile(&latencies, 0.95).as_millis(),
+            latencies[latencies.len() - 1].as_millis(),
+            latencies.len()
+        );
+    }
+
+    // Decode speed alone, on long answers where code repeats itself.
     let lines: Vec<usize> = text
         .lines()
         .enumerate()
@@ -356,7 +456,7 @@ fn main() {
         lines.len()
     );
     let mut plain = None;
-    for (key, label, options) in &configs {
+    for (key, label, options) in configs.iter().filter(|_| part("decode")) {
         let (speed, drafted, accepted) = decode_speed(options, &text, &lines);
         if *key == "off" {
             plain = Some(speed);

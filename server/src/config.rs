@@ -56,6 +56,8 @@ pub struct Overrides {
     pub extra_tokens: Option<u32>,
     /// Index the workspace's files in the background for the signatures code refers to.
     pub index_workspace: Option<bool>,
+    /// After an answer, compute the next one as if it were accepted (on by default).
+    pub prefetch: Option<bool>,
 }
 
 impl Overrides {
@@ -82,6 +84,7 @@ impl Overrides {
             suffix_tokens: other.suffix_tokens.or(self.suffix_tokens),
             extra_tokens: other.extra_tokens.or(self.extra_tokens),
             index_workspace: other.index_workspace.or(self.index_workspace),
+            prefetch: other.prefetch.or(self.prefetch),
         }
     }
 
@@ -127,6 +130,8 @@ pub struct Settings {
     pub budget: Budget,
     /// Whether the workspace is indexed in the background.
     pub index_workspace: bool,
+    /// Whether the answer after accepting a suggestion is prefetched.
+    pub prefetch: bool,
 }
 
 /// How long an automatic request may take; invoked requests (the user asked and
@@ -229,6 +234,7 @@ impl Settings {
                 }
             },
             index_workspace: overrides.index_workspace.unwrap_or(true),
+            prefetch: overrides.prefetch.unwrap_or(true),
         }
     }
 }

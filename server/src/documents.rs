@@ -104,6 +104,26 @@ impl Document {
         }
     }
 
+    /// A detached copy with `inserted` put at char index `at`, as if typed there:
+    /// for looking ahead (what the document will be once a suggestion is accepted).
+    /// Neither the text nor the syntax tree of this document is affected.
+    pub fn with_insertion(&self, at: usize, inserted: &str) -> Document {
+        let at = at.min(self.text.len_chars());
+        let mut text = self.text.clone(); // O(1): ropes share their nodes.
+        let byte = text.char_to_byte(at);
+        let edit = syntax::input_edit(&text, byte, byte, inserted);
+        text.insert(at, inserted);
+        let version = self.version.saturating_add(1);
+        let syntax = self.syntax.fork(self.version);
+        syntax.edit(&[edit], version);
+        Document {
+            text,
+            version,
+            language_id: self.language_id.clone(),
+            syntax,
+        }
+    }
+
     /// The syntax tree of the current text, if its language has a grammar and
     /// parsing stays within bounds.
     pub fn tree(&self) -> Option<tree_sitter::Tree> {
@@ -302,6 +322,27 @@ mod tests {
         assert_eq!(doc.position(2, PositionEncoding::Utf16), pos(0, 3));
         assert_eq!(doc.position(2, PositionEncoding::Utf8), pos(0, 5));
         assert_eq!(doc.position(7, PositionEncoding::Utf8), pos(1, 7));
+    }
+
+    #[test]
+    fn a_copy_with_an_insertion_leaves_the_document_and_its_tree_alone() {
+        let doc = Document::new("def f(x):\n    return x\n", 1, "python");
+        let before = doc.tree().unwrap().root_node().to_sexp();
+        let at = doc.char_index(pos(1, 12), PositionEncoding::Utf16);
+        let copy = doc.with_insertion(at, " + 1\n\ndef g():\n    pass");
+        assert_eq!(
+            copy.text.to_string(),
+            "def f(x):\n    return x + 1\n\ndef g():\n    pass\n"
+        );
+        assert_eq!(copy.version, 2);
+        // The copy's tree is edited and reparsed on its own, to the tree of its text.
+        let fresh = Document::new(&copy.text.to_string(), 1, "python");
+        assert_eq!(
+            copy.tree().unwrap().root_node().to_sexp(),
+            fresh.tree().unwrap().root_node().to_sexp()
+        );
+        assert_eq!(doc.text.to_string(), "def f(x):\n    return x\n");
+        assert_eq!(doc.tree().unwrap().root_node().to_sexp(), before);
     }
 
     #[test]

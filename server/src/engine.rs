@@ -27,8 +27,8 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::session::{LlamaStateSeqFlags, SeqState};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaModel, RopeType};
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::vocab::LlamaVocab;
 use lru::LruCache;
@@ -127,6 +127,9 @@ pub struct CompletionRequest {
     pub slot: String,
     /// Receives the text generated so far after every token, when set.
     pub partial: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// Work nobody waits for yet (a prefetch), counted apart: see
+    /// [`Engine::background_counters`].
+    pub background: bool,
 }
 
 /// Why a generation ended.
@@ -225,6 +228,24 @@ pub struct Counters {
     pub prompt_build_micros: AtomicU64,
 }
 
+/// The engine's counters, kept twice: for requests someone waits for, and for
+/// background work (prefetches), so that neither blurs the other's figures.
+#[derive(Debug, Default)]
+struct Tallies {
+    foreground: Counters,
+    background: Counters,
+}
+
+impl Tallies {
+    fn of(&self, background: bool) -> &Counters {
+        if background {
+            &self.background
+        } else {
+            &self.foreground
+        }
+    }
+}
+
 /// A point-in-time copy of [`Counters`], as sent to clients.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -317,7 +338,7 @@ pub struct PromptView {
 pub struct Engine {
     jobs: mpsc::Sender<Job>,
     state: watch::Receiver<EngineState>,
-    counters: Arc<Counters>,
+    tallies: Arc<Tallies>,
 }
 
 impl Engine {
@@ -328,16 +349,16 @@ impl Engine {
             message: "starting".into(),
             percent: None,
         });
-        let counters = Arc::new(Counters::default());
-        let worker_counters = counters.clone();
+        let tallies = Arc::new(Tallies::default());
+        let worker_tallies = tallies.clone();
         std::thread::Builder::new()
             .name("inkling-engine".into())
-            .spawn(move || worker(settings, job_receiver, state_sender, worker_counters))
+            .spawn(move || worker(settings, job_receiver, state_sender, worker_tallies))
             .expect("spawning the engine thread");
         Engine {
             jobs,
             state,
-            counters,
+            tallies,
         }
     }
 
@@ -351,15 +372,21 @@ impl Engine {
         matches!(*self.state.borrow(), EngineState::Ready(_))
     }
 
-    /// The engine's running totals.
+    /// The engine's running totals for requests someone waits for.
     pub fn counters(&self) -> CountersSnapshot {
-        self.counters.snapshot()
+        self.tallies.foreground.snapshot()
+    }
+
+    /// The engine's running totals for background work (prefetches).
+    pub fn background_counters(&self) -> CountersSnapshot {
+        self.tallies.background.snapshot()
     }
 
     /// Counts a request answered from the typed-through cache.
     pub fn count_typed_through(&self) {
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        self.counters.typed_through.fetch_add(1, Ordering::Relaxed);
+        let counters = &self.tallies.foreground;
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        counters.typed_through.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Generates a completion. Answers [`EngineError::NotReady`] at once while the model
@@ -399,7 +426,7 @@ fn worker(
     settings: Settings,
     jobs: mpsc::Receiver<Job>,
     state: watch::Sender<EngineState>,
-    counters: Arc<Counters>,
+    tallies: Arc<Tallies>,
 ) {
     let report = |message: &str, percent: Option<u32>| {
         state.send_replace(EngineState::Loading {
@@ -497,7 +524,8 @@ fn worker(
         slot: String::new(),
         warm: saved_states.map(LruCache::new),
         previous_prompts: HashMap::new(),
-        counters,
+        tallies,
+        background: false,
     };
     for job in jobs {
         match job {
@@ -527,9 +555,10 @@ fn new_sequence<'m>(
         // Gemma 3's sliding-window cache refuses partial removal and shifting unless
         // it is full-size, and both are what keep the cache across keystrokes.
         .with_swa_full(true);
+    let can_shift = can_shift(model);
     model
         .new_context(backend, params)
-        .map(Sequence::new)
+        .map(|context| Sequence::new(context, can_shift))
         .map_err(|e| {
             format!(
                 "cannot create a llama context of {} tokens: {e}",
@@ -565,6 +594,21 @@ fn check_same_vocabulary(target: &LlamaModel, draft: &LlamaModel) -> Result<(), 
     } else {
         Err("the draft model's vocabulary differs from the model's".into())
     }
+}
+
+/// Whether llama.cpp can move this model's cached entries to other positions. It
+/// cannot for models with several positions per token (M-RoPE, vision RoPE) nor for
+/// Step-3.5's per-layer rotary sizes, and aborts the process if asked: the checks of
+/// `llama_memory_can_shift`, which llama-cpp-2 does not expose.
+pub fn can_shift(model: &LlamaModel) -> bool {
+    let several_positions = matches!(
+        model.rope_type(),
+        Some(RopeType::MRope | RopeType::IMRope | RopeType::Vision)
+    );
+    let architecture = model
+        .meta_val_str("general.architecture")
+        .unwrap_or_default();
+    !several_positions && architecture != "step35"
 }
 
 /// Cached tokens matching the prompt that are moved into place rather than
@@ -648,15 +692,18 @@ struct Sequence<'m> {
     /// Cells were moved and their keys are not re-rotated until the next decode:
     /// the state must not be saved before that, or the rotation is lost.
     shift_pending: bool,
+    /// Whether cached runs may be moved (see [`can_shift`]).
+    can_shift: bool,
 }
 
 impl<'m> Sequence<'m> {
-    fn new(context: LlamaContext<'m>) -> Sequence<'m> {
+    fn new(context: LlamaContext<'m>, can_shift: bool) -> Sequence<'m> {
         Sequence {
             context,
             cached: Vec::new(),
             batch: LlamaBatch::new(PROMPT_CHUNK.max(MAX_DRAFT + 1), 1),
             shift_pending: false,
+            can_shift,
         }
     }
 
@@ -689,6 +736,7 @@ impl<'m> Sequence<'m> {
     /// the longest common prefix, then moves later runs of cached tokens that match
     /// the prompt into place (llama-server's `--cache-reuse`), and drops the rest. At
     /// least the prompt's last token is left to decode: its logits start generation.
+    /// Only the common prefix is kept when the model's cache cannot shift.
     fn reuse(&mut self, prompt: &[Token]) -> Reuse {
         let limit = prompt.len().saturating_sub(1);
         let common = self
@@ -699,7 +747,7 @@ impl<'m> Sequence<'m> {
             .count();
         let (mut head_p, mut head_c) = (common, common);
         let mut shifted = 0;
-        while head_c < self.cached.len() && head_p < limit {
+        while self.can_shift && head_c < self.cached.len() && head_p < limit {
             let run = self.cached[head_c..]
                 .iter()
                 .zip(&prompt[head_p..limit])
@@ -903,10 +951,17 @@ struct Session<'m> {
     warm: Option<LruCache<String, WarmState>>,
     /// Each slot's last prompt, to count the tokens a keystroke left unchanged.
     previous_prompts: HashMap<String, Vec<Token>>,
-    counters: Arc<Counters>,
+    tallies: Arc<Tallies>,
+    /// Whether the job being run is background work (counted apart).
+    background: bool,
 }
 
 impl Session<'_> {
+    /// The counters of the job being run.
+    fn counters(&self) -> &Counters {
+        self.tallies.of(self.background)
+    }
+
     /// Counts the prompt's tokens, those unchanged since the slot's previous prompt
     /// and the time it took to build.
     fn count_prompt(&mut self, slot: &str, prompt: &[Token], build_time: Duration) {
@@ -920,12 +975,16 @@ impl Session<'_> {
             .take_while(|(a, b)| a == b)
             .count();
         let add = |counter: &AtomicU64, n: usize| counter.fetch_add(n as u64, Ordering::Relaxed);
-        add(&self.counters.prompt_tokens, prompt.len());
-        add(&self.counters.prompt_tokens_unchanged, unchanged);
+        add(&self.counters().prompt_tokens, prompt.len());
+        add(&self.counters().prompt_tokens_unchanged, unchanged);
         add(
-            &self.counters.prompt_build_micros,
+            &self.counters().prompt_build_micros,
             build_time.as_micros() as usize,
         );
+        if self.background {
+            // Compared against the requests' own prompts only.
+            return;
+        }
         if self.previous_prompts.len() >= 64 && !self.previous_prompts.contains_key(slot) {
             self.previous_prompts.clear();
         }
@@ -968,7 +1027,9 @@ impl Session<'_> {
             match self.target.context.state_seq_set(&saved.state, 0) {
                 Ok(()) => {
                     self.target.cached = saved.tokens;
-                    self.counters.warm_restores.fetch_add(1, Ordering::Relaxed);
+                    self.counters()
+                        .warm_restores
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
                     tracing::debug!("cache of {slot} not restored: {e}");
@@ -980,7 +1041,8 @@ impl Session<'_> {
 
     /// Runs one completion job: counted, cancellable, a panic contained.
     fn run(&mut self, request: &CompletionRequest) -> Result<Generation, EngineError> {
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        self.background = request.background;
+        self.counters().requests.fetch_add(1, Ordering::Relaxed);
         let result = if request.cancel.is_cancelled() {
             Err(EngineError::Cancelled)
         } else {
@@ -997,7 +1059,7 @@ impl Session<'_> {
             )
         };
         if result == Err(EngineError::Cancelled) {
-            self.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+            self.counters().cancelled.fetch_add(1, Ordering::Relaxed);
         }
         result
     }
@@ -1047,13 +1109,13 @@ impl Session<'_> {
             )));
         }
         let reuse = self.target.reuse(&prompt);
-        self.counters
+        self.counters()
             .prompt_tokens_reused
             .fetch_add(reuse.kept as u64, Ordering::Relaxed);
-        self.counters
+        self.counters()
             .prompt_tokens_shifted
             .fetch_add(reuse.shifted as u64, Ordering::Relaxed);
-        let counters = self.counters.clone();
+        let (tallies, background) = (self.tallies.clone(), self.background);
         // At least one chunk is decoded whatever the time limit, so that a run of
         // requests that each run out of time still makes progress.
         let mut first_chunk = true;
@@ -1073,7 +1135,8 @@ impl Session<'_> {
                 }
             },
             |n| {
-                counters
+                tallies
+                    .of(background)
                     .prompt_tokens_evaluated
                     .fetch_add(n as u64, Ordering::Relaxed);
             },
@@ -1092,10 +1155,13 @@ impl Session<'_> {
         };
         let generation_time = started.elapsed() - prompt_done;
         for (counter, value) in [
-            (&self.counters.generated_tokens, output.generated as u64),
-            (&self.counters.prompt_micros, prompt_done.as_micros() as u64),
+            (&self.counters().generated_tokens, output.generated as u64),
             (
-                &self.counters.generation_micros,
+                &self.counters().prompt_micros,
+                prompt_done.as_micros() as u64,
+            ),
+            (
+                &self.counters().generation_micros,
                 generation_time.as_micros() as u64,
             ),
         ] {
@@ -1188,7 +1254,7 @@ impl Session<'_> {
             if draft.is_empty() {
                 continue;
             }
-            self.counters
+            self.counters()
                 .drafted_tokens
                 .fetch_add(draft.len() as u64, Ordering::Relaxed);
             // Position i of the batch predicts the token after `batch[i]`.
@@ -1212,7 +1278,7 @@ impl Session<'_> {
                     known_next = Some(LlamaToken(best));
                     break;
                 }
-                self.counters
+                self.counters()
                     .accepted_tokens
                     .fetch_add(1, Ordering::Relaxed);
                 if self.ends_answer(LlamaToken(drafted)) {
@@ -1320,6 +1386,20 @@ mod tests {
         stream.push(&[0xE4]);
         stream.push(b"x = 1\n");
         assert_eq!(stream.as_str(), "a😀\u{FFFD}x = 1\n");
+    }
+
+    #[test]
+    fn shifting_is_refused_for_models_with_several_positions_per_token() {
+        use crate::test_gguf::{load, vocab_file_of};
+        for (architecture, expected) in [
+            ("llama", true),
+            ("gemma3", true),
+            ("qwen2vl", false),
+            ("qwen3vl", false),
+        ] {
+            let model = load(&vocab_file_of(architecture, architecture, &["<s>"], true));
+            assert_eq!(can_shift(&model), expected, "{architecture}");
+        }
     }
 
     #[test]

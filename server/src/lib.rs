@@ -20,6 +20,8 @@ pub mod prompt;
 pub mod suggest;
 pub mod syntax;
 pub mod template;
+#[cfg(test)]
+mod test_gguf;
 pub mod transport;
 pub mod typed_through;
 pub mod vocab;

@@ -27,7 +27,7 @@ use crate::documents::{self, Document, DocumentStore, PositionEncoding, TextChan
 use crate::engine::{CancelFlag, CountersSnapshot, Engine, EngineError, EngineState, PromptView};
 use crate::http;
 use crate::postprocess::Trigger;
-use crate::suggest::{self, Ask, Latency, SuggestError, Suggester, lock};
+use crate::suggest::{self, Ask, Latency, PrefetchStats, SuggestError, Suggester, lock};
 use crate::workspace::{self, Workspace, WorkspaceStats};
 
 /// The custom request that returns the engine's running totals.
@@ -106,7 +106,7 @@ pub struct Backend {
     session: OnceLock<SessionSetup>,
     suggester: OnceLock<Arc<Suggester>>,
     workspace: OnceLock<Arc<Workspace>>,
-    documents: Mutex<DocumentStore>,
+    documents: Arc<Mutex<DocumentStore>>,
     in_flight: Mutex<HashMap<String, CancelFlag>>,
     shutdown_requested: Arc<AtomicBool>,
 }
@@ -119,6 +119,47 @@ struct SessionSetup {
     work_done_progress: bool,
     /// A problem with the client's options, shown once the session is initialized.
     options_error: Option<String>,
+}
+
+/// A document and the context at a cursor in it.
+struct ContextAt {
+    /// A copy of the document, as the context saw it.
+    document: Document,
+    /// The cursor, a char index into `document`.
+    cursor: usize,
+    /// The cursor as a position in the session's encoding.
+    position: Position,
+    context: CompletionContext,
+}
+
+/// Everything besides the document that a context is made from; cheap to clone and
+/// usable from any task.
+struct ContextSources {
+    workspace: Arc<Workspace>,
+    documents: Arc<Mutex<DocumentStore>>,
+    extra_tokens: usize,
+}
+
+impl ContextSources {
+    /// The context at char `cursor` of `document`, open as `key`.
+    fn context(&self, key: &str, document: &Document, cursor: usize) -> CompletionContext {
+        // Copies of the other documents, made only when the preamble needs them.
+        let others = || {
+            lock(&self.documents)
+                .iter()
+                .filter(|(other, _)| *other != key)
+                .map(|(other, d)| (other.to_owned(), d.clone()))
+                .collect()
+        };
+        self.workspace.context(
+            key,
+            document,
+            cursor,
+            Window::default(),
+            self.extra_tokens,
+            &others,
+        )
+    }
 }
 
 /// A suggestion for one cursor position, in the document's coordinates.
@@ -142,6 +183,8 @@ pub struct Stats {
     pub latency: Latency,
     /// Time to assemble a prompt (context, preamble, layout and tokens).
     pub prompt_assembly: Latency,
+    /// The answers computed ahead, for when a suggestion is accepted.
+    pub prefetch: PrefetchStats,
     /// The workspace index and the ring of chunks.
     #[serde(flatten)]
     pub workspace: WorkspaceStats,
@@ -178,7 +221,7 @@ pub fn service(
         session: OnceLock::new(),
         suggester: OnceLock::new(),
         workspace: OnceLock::new(),
-        documents: Mutex::new(DocumentStore::default()),
+        documents: Arc::new(Mutex::new(DocumentStore::default())),
         in_flight: Mutex::new(HashMap::new()),
         shutdown_requested: flag.clone(),
     })
@@ -232,13 +275,9 @@ impl Backend {
             .map_or_else(Default::default, |s| s.encoding)
     }
 
-    /// The context at `position` of `uri`: the document's version, the context, the
-    /// cursor clamped into the document.
-    fn context_at(
-        &self,
-        uri: &Uri,
-        position: Position,
-    ) -> RpcResult<(i32, CompletionContext, Position)> {
+    /// The context at `position` of `uri`: the document (a copy), the cursor clamped
+    /// into it (a char index, and as a position), and the context there.
+    fn context_at(&self, uri: &Uri, position: Position) -> RpcResult<ContextAt> {
         let key = uri.as_str();
         let encoding = self.encoding();
         // A copy (ropes share their nodes) so that parsing runs without the lock.
@@ -246,29 +285,51 @@ impl Backend {
             .get(key)
             .cloned()
             .ok_or_else(|| RpcError::invalid_params(format!("document not open: {key}")))?;
-        // Copies of the other documents, made only when the preamble needs them.
-        let others = || {
-            lock(&self.documents)
-                .iter()
-                .filter(|(other, _)| *other != key)
-                .map(|(other, d)| (other.to_owned(), d.clone()))
-                .collect()
-        };
-        let extra = self
-            .session
-            .get()
-            .map_or(0, |s| s.settings.budget.extra_tokens);
-        let workspace = self.workspace.get().cloned().unwrap_or_default();
+        let sources = self.context_sources();
         contain_panic(|| {
             let cursor = document.char_index(from_position(position), encoding);
-            let context =
-                workspace.context(key, &document, cursor, Window::default(), extra, &others);
-            (
-                document.version,
+            let context = sources.context(key, &document, cursor);
+            ContextAt {
+                position: to_position(document.position(cursor, encoding)),
+                document,
+                cursor,
                 context,
-                to_position(document.position(cursor, encoding)),
-            )
+            }
         })
+    }
+
+    /// What a context is made from besides the document, for use on any task.
+    fn context_sources(&self) -> ContextSources {
+        ContextSources {
+            workspace: self.workspace.get().cloned().unwrap_or_default(),
+            documents: self.documents.clone(),
+            extra_tokens: self
+                .session
+                .get()
+                .map_or(0, |s| s.settings.budget.extra_tokens),
+        }
+    }
+
+    /// Prefetches, on a task of its own, the answer at the position that accepting
+    /// `text` at char `cursor` of `document` leads to (see [`Suggester::prefetch`]).
+    fn prefetch_after(&self, key: &str, document: Document, cursor: usize, text: &str) {
+        let (Some(suggester), Some(session)) = (self.suggester.get(), self.session.get()) else {
+            return;
+        };
+        if !session.settings.prefetch || self.shutdown_requested.load(Ordering::SeqCst) {
+            return;
+        }
+        let (suggester, sources) = (suggester.clone(), self.context_sources());
+        let (key, text) = (key.to_owned(), text.to_owned());
+        tokio::spawn(async move {
+            let accepted = suggest::contain_panic(|| {
+                let document = document.with_insertion(cursor, &text);
+                sources.context(&key, &document, cursor + text.chars().count())
+            });
+            if let Ok(context) = accepted {
+                suggester.prefetch(context, key).await;
+            }
+        });
     }
 
     /// Computes a suggestion at `position` of `uri`, or `None` when there is none to give.
@@ -280,7 +341,13 @@ impl Backend {
     ) -> RpcResult<Option<Suggestion>> {
         let key = uri.as_str();
         let started = std::time::Instant::now();
-        let (version, context, cursor) = self.context_at(uri, position)?;
+        let ContextAt {
+            document,
+            cursor: cursor_index,
+            position: cursor,
+            context,
+        } = self.context_at(uri, position)?;
+        let version = document.version;
         let assembly_time = started.elapsed();
         let (Some(suggester), Some(session)) = (self.suggester.get(), self.session.get()) else {
             return Ok(None);
@@ -339,6 +406,7 @@ impl Backend {
             );
             return Ok(None);
         }
+        self.prefetch_after(key, document, cursor_index, &answer.texts[0]);
         Ok(Some(Suggestion {
             texts: answer.texts,
             cursor,
@@ -397,7 +465,9 @@ impl Backend {
 
     /// `inkling/prompt`: the prompt the model would get at a position.
     async fn prompt(&self, params: TextDocumentPositionParams) -> RpcResult<PromptAnswer> {
-        let (_, context, _) = self.context_at(&params.text_document.uri, params.position)?;
+        let context = self
+            .context_at(&params.text_document.uri, params.position)?
+            .context;
         let path = context.preamble.path.clone();
         let suggester = self
             .suggester
@@ -413,27 +483,24 @@ impl Backend {
 
     /// `inkling/stats`: the engine's running totals.
     async fn stats(&self) -> RpcResult<Stats> {
-        let (model_state, counters, latency, prompt_assembly) = match self.suggester.get() {
-            None => (
-                "loading".into(),
-                CountersSnapshot::default(),
-                Latency::default(),
-                Latency::default(),
-            ),
-            Some(suggester) => (
-                ModelStatus::of(&suggester.engine().subscribe().borrow()).state,
-                suggester.counters(),
-                suggester.latency(),
-                suggester.assembly_latency(),
-            ),
-        };
         let workspace = self.workspace.get().map(|w| w.stats()).unwrap_or_default();
-        Ok(Stats {
-            model_state,
-            counters,
-            latency,
-            prompt_assembly,
-            workspace,
+        Ok(match self.suggester.get() {
+            None => Stats {
+                model_state: "loading".into(),
+                counters: CountersSnapshot::default(),
+                latency: Latency::default(),
+                prompt_assembly: Latency::default(),
+                prefetch: PrefetchStats::default(),
+                workspace,
+            },
+            Some(suggester) => Stats {
+                model_state: ModelStatus::of(&suggester.engine().subscribe().borrow()).state,
+                counters: suggester.counters(),
+                latency: suggester.latency(),
+                prompt_assembly: suggester.assembly_latency(),
+                prefetch: suggester.prefetch_stats(),
+                workspace,
+            },
         })
     }
 
@@ -640,6 +707,9 @@ impl LanguageServer for Backend {
         self.shutdown_requested.store(true, Ordering::SeqCst);
         for flag in lock(&self.in_flight).values() {
             flag.cancel();
+        }
+        if let Some(suggester) = self.suggester.get() {
+            suggester.cancel_prefetch();
         }
         Ok(())
     }

@@ -5,16 +5,26 @@
 //! ends own everything about their protocol (documents, versions, cancellation by
 //! the client); this module owns what is the same for all of them.
 //!
+//! After an answer, [`Suggester::prefetch`] asks the engine for the answer at the
+//! position the user reaches by accepting it (llama.vim's "speculative FIM"), and puts
+//! it in the typed-through cache, so that accepting and asking again is answered from
+//! memory.
+//!
 //! Invariants:
 //! - An answer found in the [`TypedThrough`] cache never reaches the engine.
 //! - Every request that reaches [`Suggester::suggest`] gets its latency recorded,
 //!   whatever the outcome, so the percentiles in `inkling/stats` cover all of them.
+//! - A prefetch never delays a request by more than one decode step: a request that
+//!   needs the engine cancels it, unless it asks for the very context the prefetch
+//!   is computing, in which case it waits for that answer instead. At most one
+//!   prefetch is in flight, and none starts while a request is at the engine.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::Settings;
 use crate::context::CompletionContext;
@@ -114,6 +124,28 @@ impl LatencyLog {
     }
 }
 
+/// What prefetching did, as sent to clients.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrefetchStats {
+    /// The engine's work on prefetches (not part of the request counters).
+    #[serde(flatten)]
+    pub engine: CountersSnapshot,
+    /// Prefetches that left an answer in the typed-through cache.
+    pub answers: u64,
+    /// Requests answered from a prefetched answer (after accepting, or typing on).
+    pub hits: u64,
+}
+
+/// The prefetch in flight: what it computes and how to stop or await it.
+struct Prefetch {
+    prefix: String,
+    suffix: String,
+    cancel: CancelFlag,
+    /// Turns `true` when the prefetch has ended (answered or not).
+    done: watch::Receiver<bool>,
+}
+
 /// The shared pipeline: the engine, the settings and what is remembered between
 /// requests. One per server process, shared by all front ends.
 pub struct Suggester {
@@ -122,6 +154,27 @@ pub struct Suggester {
     typed_through: Mutex<TypedThrough>,
     latencies: Mutex<LatencyLog>,
     assembly: Mutex<LatencyLog>,
+    prefetch: Mutex<Option<Prefetch>>,
+    /// Requests at the engine now (a prefetch does not start while there are any).
+    at_engine: AtomicUsize,
+    prefetch_answers: AtomicU64,
+    prefetch_hits: AtomicU64,
+}
+
+/// One more in a count while alive: left even when the future holding it is dropped.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn enter(count: &'a AtomicUsize) -> Counted<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        Counted(count)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Locks `mutex`, even if a panic elsewhere poisoned it: the data behind the
@@ -149,6 +202,10 @@ impl Suggester {
             typed_through: Mutex::new(TypedThrough::default()),
             latencies: Mutex::new(LatencyLog::default()),
             assembly: Mutex::new(LatencyLog::default()),
+            prefetch: Mutex::new(None),
+            at_engine: AtomicUsize::new(0),
+            prefetch_answers: AtomicU64::new(0),
+            prefetch_hits: AtomicU64::new(0),
         }
     }
 
@@ -178,6 +235,130 @@ impl Suggester {
         self.engine.counters()
     }
 
+    /// What prefetching did.
+    pub fn prefetch_stats(&self) -> PrefetchStats {
+        PrefetchStats {
+            engine: self.engine.background_counters(),
+            answers: self.prefetch_answers.load(Ordering::Relaxed),
+            hits: self.prefetch_hits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// An answer from the typed-through cache, counted.
+    fn remembered(&self, context: &CompletionContext) -> Result<Option<Answer>, SuggestError> {
+        let Some(hit) = contain_panic(|| lock(&self.typed_through).lookup(context))? else {
+            return Ok(None);
+        };
+        self.engine.count_typed_through();
+        if hit.prefetched {
+            self.prefetch_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Some(Answer {
+            texts: vec![hit.text],
+            generation: None,
+        }))
+    }
+
+    /// Makes way for a request at `context` that needs the engine: waits for the
+    /// prefetch in flight if it computes this very context (and says so), cancels it
+    /// otherwise.
+    async fn settle_prefetch(&self, context: &CompletionContext) -> bool {
+        let same = {
+            let mut slot = lock(&self.prefetch);
+            match slot.as_ref() {
+                Some(p) if p.prefix == context.prefix && p.suffix == context.suffix => {
+                    Some(p.done.clone())
+                }
+                Some(p) => {
+                    p.cancel.cancel();
+                    *slot = None;
+                    None
+                }
+                None => None,
+            }
+        };
+        let Some(mut done) = same else {
+            return false;
+        };
+        // Ends when the prefetch does, or is cancelled by a newer request.
+        let _ = done.wait_for(|ended| *ended).await;
+        true
+    }
+
+    /// Stops the prefetch in flight, if any (at shutdown).
+    pub fn cancel_prefetch(&self) {
+        if let Some(prefetch) = lock(&self.prefetch).take() {
+            prefetch.cancel.cancel();
+        }
+    }
+
+    /// Computes, in the background, the answer at `context` (where the user will be
+    /// after accepting a suggestion) into the typed-through cache, unless it is there
+    /// already or a request is at the engine. Cancelled by the next request that needs
+    /// the engine.
+    pub async fn prefetch(&self, context: CompletionContext, slot: String) {
+        if !self.engine.is_ready() || self.at_engine.load(Ordering::Relaxed) > 0 {
+            return;
+        }
+        let options = self.settings.postprocess;
+        let Ok(Ok(plan)) =
+            contain_panic(|| postprocess::plan(&context, Trigger::Automatic, options))
+        else {
+            return;
+        };
+        let known = contain_panic(|| lock(&self.typed_through).contains(&context));
+        if known != Ok(false) {
+            return;
+        }
+        let Ok(stop) = contain_panic(|| StopRules::new(&context, &plan, options)) else {
+            return;
+        };
+        let cancel = CancelFlag::default();
+        let (ended, done) = watch::channel(false);
+        {
+            let mut in_flight = lock(&self.prefetch);
+            if let Some(older) = in_flight.replace(Prefetch {
+                prefix: context.prefix.clone(),
+                suffix: context.suffix.clone(),
+                cancel: cancel.clone(),
+                done,
+            }) {
+                older.cancel.cancel();
+            }
+        }
+        let (prompt_time_limit, generation_time_limit) =
+            self.settings.time_limits.for_trigger(Trigger::Automatic);
+        let request = CompletionRequest {
+            context: context.clone(),
+            stop: stop.clone(),
+            max_tokens: self.settings.max_tokens,
+            prompt_time_limit,
+            generation_time_limit,
+            cancel: cancel.clone(),
+            slot,
+            partial: None,
+            background: true,
+        };
+        if let Ok(generation) = self.engine.complete(request).await {
+            let stored = contain_panic(|| {
+                let text = postprocess::finish(&generation.text, &context, &stop)?;
+                lock(&self.typed_through).remember_prefetched(&context, &text);
+                Some(())
+            });
+            if matches!(stored, Ok(Some(()))) {
+                self.prefetch_answers.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let mut in_flight = lock(&self.prefetch);
+        if in_flight
+            .as_ref()
+            .is_some_and(|p| p.cancel.same_as(&cancel))
+        {
+            *in_flight = None;
+        }
+        let _ = ended.send(true);
+    }
+
     /// Computes the suggestion for `ask`: `Ok(None)` when there is none to give here
     /// (the position does not want one, the model is not ready, nothing useful came out).
     pub async fn suggest(&self, ask: Ask) -> Result<Option<Answer>, SuggestError> {
@@ -199,12 +380,13 @@ impl Suggester {
                 return Ok(None);
             }
         };
-        if let Some(text) = contain_panic(|| lock(&self.typed_through).lookup(&ask.context))? {
-            self.engine.count_typed_through();
-            return Ok(Some(Answer {
-                texts: vec![text],
-                generation: None,
-            }));
+        if let Some(answer) = self.remembered(&ask.context)? {
+            return Ok(Some(answer));
+        }
+        if self.settle_prefetch(&ask.context).await
+            && let Some(answer) = self.remembered(&ask.context)?
+        {
+            return Ok(Some(answer));
         }
         let stop = contain_panic(|| StopRules::new(&ask.context, &plan, options))?;
         let assembly_time = ask.assembly_time;
@@ -221,8 +403,12 @@ impl Suggester {
             cancel: ask.cancel,
             slot: ask.slot,
             partial: ask.partial,
+            background: false,
         };
-        let generation = match self.engine.complete(request).await {
+        let at_engine = Counted::enter(&self.at_engine);
+        let completed = self.engine.complete(request).await;
+        drop(at_engine);
+        let generation = match completed {
             Ok(generation) => {
                 lock(&self.assembly).record(assembly_time + generation.build_time);
                 generation

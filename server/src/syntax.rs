@@ -162,7 +162,7 @@ pub fn language_of_path(path: &std::path::Path) -> Option<&'static str> {
 #[derive(Clone, Default)]
 pub struct SyntaxTree(Arc<Mutex<TreeState>>);
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct TreeState {
     /// The last tree, with every edit since applied to it.
     tree: Option<Tree>,
@@ -195,6 +195,22 @@ impl SyntaxTree {
         }
         state.version = version;
         state.parsed = false;
+    }
+
+    /// An independent copy for version `version` of the text: edits to either no
+    /// longer reach the other. It starts from this tree when the tree describes that
+    /// version, and empty otherwise.
+    pub fn fork(&self, version: i32) -> SyntaxTree {
+        let state = lock(&self.0);
+        let copy = if state.version == version {
+            state.clone()
+        } else {
+            TreeState {
+                version,
+                ..TreeState::default()
+            }
+        };
+        SyntaxTree(Arc::new(Mutex::new(copy)))
     }
 
     /// Forgets the tree: the whole text was replaced by `version`.

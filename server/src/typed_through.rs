@@ -29,6 +29,16 @@ struct Entry {
     prefix: String,
     suffix_head: String,
     answer: String,
+    prefetched: bool,
+}
+
+/// A remembered answer that still holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hit {
+    /// What is left of the answer after the text typed since.
+    pub text: String,
+    /// Whether the answer was prefetched (computed before anyone asked for it).
+    pub prefetched: bool,
 }
 
 /// Recent answers by context, least recently used evicted.
@@ -88,6 +98,28 @@ fn key(prefix_hash: u64, suffix_head: &str) -> u64 {
 impl TypedThrough {
     /// Remembers that `answer` was given at `context`.
     pub fn remember(&mut self, context: &CompletionContext, answer: &str) {
+        self.put(context, answer, false);
+    }
+
+    /// Remembers `answer` for `context`, computed before anyone asked there.
+    pub fn remember_prefetched(&mut self, context: &CompletionContext, answer: &str) {
+        self.put(context, answer, true);
+    }
+
+    /// Whether a remembered answer holds at `context` (without making it recent).
+    pub fn contains(&self, context: &CompletionContext) -> bool {
+        self.find(context).is_some()
+    }
+
+    /// The rest of a remembered answer whose start the user has typed since, if any.
+    /// A hit is remembered again at the new position, so typing on keeps hitting.
+    pub fn lookup(&mut self, context: &CompletionContext) -> Option<Hit> {
+        let hit = self.find(context)?;
+        self.put(context, &hit.text, hit.prefetched);
+        Some(hit)
+    }
+
+    fn put(&mut self, context: &CompletionContext, answer: &str, prefetched: bool) {
         if answer.is_empty() {
             return;
         }
@@ -99,29 +131,29 @@ impl TypedThrough {
                 prefix: context.prefix.clone(),
                 suffix_head: head.to_owned(),
                 answer: answer.to_owned(),
+                prefetched,
             },
         );
     }
 
-    /// The rest of a remembered answer whose start the user has typed since, if any.
-    /// A hit is remembered again at the new position, so typing on keeps hitting.
-    pub fn lookup(&mut self, context: &CompletionContext) -> Option<String> {
+    fn find(&self, context: &CompletionContext) -> Option<Hit> {
         let prefix = &context.prefix;
         let head = suffix_head(&context.suffix);
         let hashes = prefix_hashes(prefix);
         let earliest = prefix.len().saturating_sub(MAX_TYPED_BYTES);
-        let found = (earliest..=prefix.len())
+        (earliest..=prefix.len())
             .rev()
             .filter(|&cut| prefix.is_char_boundary(cut))
             .find_map(|cut| {
-                let entry = self.entries.get(&key(hashes[cut], head))?;
+                let entry = self.entries.peek(&key(hashes[cut], head))?;
                 let typed = &prefix[cut..];
                 let rest = entry.answer.strip_prefix(typed)?;
                 let same = entry.prefix == prefix[..cut] && entry.suffix_head == head;
-                (same && !rest.is_empty()).then(|| rest.to_owned())
-            })?;
-        self.remember(context, &found);
-        Some(found)
+                (same && !rest.is_empty()).then(|| Hit {
+                    text: rest.to_owned(),
+                    prefetched: entry.prefetched,
+                })
+            })
     }
 }
 
@@ -142,21 +174,42 @@ mod tests {
         let mut cache = TypedThrough::default();
         cache.remember(&at("def f(x):\n    ret", "\n"), "urn x + 1\n    pass");
         assert_eq!(
-            cache.lookup(&at("def f(x):\n    retu", "\n")).as_deref(),
+            cache
+                .lookup(&at("def f(x):\n    retu", "\n"))
+                .map(|hit| hit.text)
+                .as_deref(),
             Some("rn x + 1\n    pass")
         );
         // Across a line break, too.
         assert_eq!(
             cache
                 .lookup(&at("def f(x):\n    return x + 1\n  ", "\n"))
+                .map(|hit| hit.text)
                 .as_deref(),
             Some("  pass")
         );
         // The same position again is a hit (the answer is still right).
         assert_eq!(
-            cache.lookup(&at("def f(x):\n    ret", "\n")).as_deref(),
+            cache
+                .lookup(&at("def f(x):\n    ret", "\n"))
+                .map(|hit| hit.text)
+                .as_deref(),
             Some("urn x + 1\n    pass")
         );
+    }
+
+    #[test]
+    fn prefetched_answers_are_told_apart_and_peeking_changes_nothing() {
+        let mut cache = TypedThrough::default();
+        let accepted = at("x = compute(1)", "\n");
+        assert!(!cache.contains(&accepted));
+        cache.remember_prefetched(&accepted, "\ny = x + 1");
+        assert!(cache.contains(&accepted));
+        let hit = cache.lookup(&at("x = compute(1)\n", "\n")).unwrap();
+        assert_eq!(hit.text, "y = x + 1");
+        assert!(hit.prefetched);
+        cache.remember(&at("z = ", "\n"), "2");
+        assert!(!cache.lookup(&at("z = ", "\n")).unwrap().prefetched);
     }
 
     #[test]
@@ -178,6 +231,7 @@ mod tests {
         assert_eq!(
             cache
                 .lookup(&at("ab", &format!("{near}something else")))
+                .map(|hit| hit.text)
                 .as_deref(),
             Some("c")
         );
@@ -188,7 +242,10 @@ mod tests {
         let mut cache = TypedThrough::default();
         cache.remember(&at("s = \"", "\""), "héllo wörld");
         assert_eq!(
-            cache.lookup(&at("s = \"hé", "\"")).as_deref(),
+            cache
+                .lookup(&at("s = \"hé", "\""))
+                .map(|hit| hit.text)
+                .as_deref(),
             Some("llo wörld")
         );
     }

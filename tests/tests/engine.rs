@@ -1,7 +1,8 @@
 //! End-to-end tests of the engine's speed features on the real model, through the
 //! real binary over LSP: speculative decoding gives the very same answers, warm
 //! states and cache shifting keep prompt tokens, the typed-through cache answers
-//! without the model, time limits end requests, partial answers stream.
+//! without the model, so does the prefetch after accepting a suggestion, time limits
+//! end requests, partial answers stream.
 
 use std::time::Duration;
 
@@ -189,6 +190,58 @@ fn typing_the_suggestion_is_answered_from_memory() {
         counter(&before, "generatedTokens"),
         "the model was used: {after}"
     );
+}
+
+/// Polls `inkling/stats` until `done` holds of it.
+fn stats_when(client: &mut LspClient, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + ANSWER_TIMEOUT;
+    loop {
+        let stats = client.stats();
+        if done(&stats) || std::time::Instant::now() > deadline {
+            return stats;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn accepting_a_suggestion_and_asking_again_is_answered_from_the_prefetch() {
+    let mut client = server_with(Value::Null);
+    let text = format!("{}    def get_", repetitive_python());
+    let line = text.lines().count() as u32 - 1;
+    client.open("file:///w/s.py", "python", &text);
+    let answer = first_suggestion(&mut client, "file:///w/s.py", line, 12);
+    assert!(!answer.is_empty() && !answer.contains('\n'), "{answer:?}");
+    // While the user reads the suggestion, the engine computes what comes after it.
+    let stats = stats_when(&mut client, |s| counter(&s["prefetch"], "answers") == 1);
+    assert_eq!(counter(&stats["prefetch"], "answers"), 1, "{stats}");
+    assert_eq!(counter(&stats["prefetch"], "requests"), 1, "{stats}");
+
+    // Accept: the editor inserts the text and asks at the end of it.
+    client.edit("file:///w/s.py", 2, (line, 12), (line, 12), &answer);
+    let end = 12 + answer.encode_utf16().count() as u32;
+    let before = client.stats();
+    let next = first_suggestion(&mut client, "file:///w/s.py", line, end);
+    let after = client.stats();
+    assert!(!next.is_empty(), "nothing after accepting {answer:?}");
+    assert_eq!(counter(&after["prefetch"], "hits"), 1, "{after}");
+    assert_eq!(
+        counter(&after, "typedThrough"),
+        counter(&before, "typedThrough") + 1
+    );
+    assert_eq!(
+        counter(&after, "generatedTokens"),
+        counter(&before, "generatedTokens"),
+        "the model was asked again: {after}"
+    );
+
+    // It is the answer a server without prefetching gives there.
+    let mut plain = server_with(json!({"prefetch": false}));
+    let accepted = format!("{text}{answer}");
+    plain.open("file:///w/s.py", "python", &accepted);
+    let fresh = first_suggestion(&mut plain, "file:///w/s.py", line, end);
+    assert_eq!(next, fresh);
+    assert_eq!(counter(&plain.stats()["prefetch"], "requests"), 0);
 }
 
 #[test]
