@@ -662,6 +662,14 @@ pub fn lookup_draft(history: &[Token], max: usize) -> Vec<Token> {
     Vec::new()
 }
 
+/// Most cached tokens a background job (a prefetch) may discard from its slot.
+pub const MAX_BACKGROUND_DISCARD: usize = 256;
+
+/// The length of the longest common prefix of `a` and `b`.
+fn common_prefix(a: &[Token], b: &[Token]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
 /// How the cache was brought in line with a prompt.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Reuse {
@@ -739,12 +747,7 @@ impl<'m> Sequence<'m> {
     /// Only the common prefix is kept when the model's cache cannot shift.
     fn reuse(&mut self, prompt: &[Token]) -> Reuse {
         let limit = prompt.len().saturating_sub(1);
-        let common = self
-            .cached
-            .iter()
-            .zip(&prompt[..limit])
-            .take_while(|(a, b)| a == b)
-            .count();
+        let common = common_prefix(&self.cached, &prompt[..limit]);
         let (mut head_p, mut head_c) = (common, common);
         let mut shifted = 0;
         while self.can_shift && head_c < self.cached.len() && head_p < limit {
@@ -963,17 +966,15 @@ impl Session<'_> {
     }
 
     /// Counts the prompt's tokens, those unchanged since the slot's previous prompt
-    /// and the time it took to build.
+    /// (requests only: background prompts are not compared) and the time it took to
+    /// build.
     fn count_prompt(&mut self, slot: &str, prompt: &[Token], build_time: Duration) {
         let previous = self
             .previous_prompts
             .get(slot)
+            .filter(|_| !self.background)
             .map_or(&[][..], Vec::as_slice);
-        let unchanged = previous
-            .iter()
-            .zip(prompt)
-            .take_while(|(a, b)| a == b)
-            .count();
+        let unchanged = common_prefix(previous, prompt);
         let add = |counter: &AtomicU64, n: usize| counter.fetch_add(n as u64, Ordering::Relaxed);
         add(&self.counters().prompt_tokens, prompt.len());
         add(&self.counters().prompt_tokens_unchanged, unchanged);
@@ -1107,6 +1108,15 @@ impl Session<'_> {
                 "the prompt ({} tokens) does not fit the context ({n_ctx} tokens)",
                 prompt.len()
             )));
+        }
+        if self.background {
+            // Background work may cost the slot the answer it follows and the cursor
+            // line, not the body of its prompt: a request that comes instead would
+            // have to decode that again.
+            let common = common_prefix(&self.target.cached, &prompt);
+            if self.target.cached.len() - common > MAX_BACKGROUND_DISCARD {
+                return Err(EngineError::Cancelled);
+            }
         }
         let reuse = self.target.reuse(&prompt);
         self.counters()

@@ -14,12 +14,13 @@
 //! - An answer found in the [`TypedThrough`] cache never reaches the engine.
 //! - Every request that reaches [`Suggester::suggest`] gets its latency recorded,
 //!   whatever the outcome, so the percentiles in `inkling/stats` cover all of them.
-//! - A prefetch never delays a request by more than one decode step: a request that
-//!   needs the engine cancels it, unless it asks for the very context the prefetch
-//!   is computing, in which case it waits for that answer instead. At most one
-//!   prefetch is in flight, and none starts while a request is at the engine.
+//! - A prefetch never makes a request wait for it: a request that needs the engine
+//!   cancels it (the engine notices before its next decode call), unless the
+//!   request asks for the very context the prefetch is computing, in which case it
+//!   waits for that answer instead. At most one prefetch is in flight, and none
+//!   starts while a request is at the engine: both are decided under one lock.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -154,26 +155,41 @@ pub struct Suggester {
     typed_through: Mutex<TypedThrough>,
     latencies: Mutex<LatencyLog>,
     assembly: Mutex<LatencyLog>,
-    prefetch: Mutex<Option<Prefetch>>,
-    /// Requests at the engine now (a prefetch does not start while there are any).
-    at_engine: AtomicUsize,
+    prefetch: Mutex<PrefetchState>,
     prefetch_answers: AtomicU64,
     prefetch_hits: AtomicU64,
 }
 
-/// One more in a count while alive: left even when the future holding it is dropped.
-struct Counted<'a>(&'a AtomicUsize);
+/// Prefetching's shared state, changed only under its lock, so that a prefetch
+/// cannot slip in between a request's check and its arrival at the engine.
+#[derive(Default)]
+struct PrefetchState {
+    in_flight: Option<Prefetch>,
+    /// Requests at the engine now: no prefetch starts while there are any.
+    at_engine: usize,
+    /// Set at shutdown: no prefetch starts any more.
+    closed: bool,
+}
 
-impl<'a> Counted<'a> {
-    fn enter(count: &'a AtomicUsize) -> Counted<'a> {
-        count.fetch_add(1, Ordering::Relaxed);
-        Counted(count)
+/// A request at the engine: counted in [`PrefetchState::at_engine`] while alive,
+/// even when the future holding it is dropped.
+struct AtEngine<'a>(&'a Mutex<PrefetchState>);
+
+impl<'a> AtEngine<'a> {
+    /// Counts a request in and stops the prefetch in flight, in one step.
+    fn enter(state: &'a Mutex<PrefetchState>) -> AtEngine<'a> {
+        let mut guard = lock(state);
+        guard.at_engine += 1;
+        if let Some(prefetch) = guard.in_flight.take() {
+            prefetch.cancel.cancel();
+        }
+        AtEngine(state)
     }
 }
 
-impl Drop for Counted<'_> {
+impl Drop for AtEngine<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        lock(self.0).at_engine -= 1;
     }
 }
 
@@ -202,8 +218,7 @@ impl Suggester {
             typed_through: Mutex::new(TypedThrough::default()),
             latencies: Mutex::new(LatencyLog::default()),
             assembly: Mutex::new(LatencyLog::default()),
-            prefetch: Mutex::new(None),
-            at_engine: AtomicUsize::new(0),
+            prefetch: Mutex::new(PrefetchState::default()),
             prefetch_answers: AtomicU64::new(0),
             prefetch_hits: AtomicU64::new(0),
         }
@@ -259,35 +274,33 @@ impl Suggester {
         }))
     }
 
-    /// Makes way for a request at `context` that needs the engine: waits for the
-    /// prefetch in flight if it computes this very context (and says so), cancels it
-    /// otherwise.
-    async fn settle_prefetch(&self, context: &CompletionContext) -> bool {
-        let same = {
-            let mut slot = lock(&self.prefetch);
-            match slot.as_ref() {
-                Some(p) if p.prefix == context.prefix && p.suffix == context.suffix => {
-                    Some(p.done.clone())
-                }
-                Some(p) => {
-                    p.cancel.cancel();
-                    *slot = None;
-                    None
-                }
-                None => None,
-            }
-        };
-        let Some(mut done) = same else {
+    /// Waits for the prefetch in flight if it computes `context` (and says whether it
+    /// did), unless `cancel` is set first. Other prefetches are left to
+    /// [`AtEngine::enter`] to stop.
+    async fn await_prefetch_of(&self, context: &CompletionContext, cancel: &CancelFlag) -> bool {
+        let done = lock(&self.prefetch).in_flight.as_ref().and_then(|p| {
+            (p.prefix == context.prefix && p.suffix == context.suffix).then(|| p.done.clone())
+        });
+        let Some(mut done) = done else {
             return false;
         };
-        // Ends when the prefetch does, or is cancelled by a newer request.
-        let _ = done.wait_for(|ended| *ended).await;
-        true
+        let cancelled = async {
+            while !cancel.is_cancelled() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::select! {
+            // Ends when the prefetch does, or is cancelled by a newer request.
+            _ = done.wait_for(|ended| *ended) => true,
+            () = cancelled => false,
+        }
     }
 
-    /// Stops the prefetch in flight, if any (at shutdown).
+    /// Stops the prefetch in flight, if any, and starts no more (at shutdown).
     pub fn cancel_prefetch(&self) {
-        if let Some(prefetch) = lock(&self.prefetch).take() {
+        let mut state = lock(&self.prefetch);
+        state.closed = true;
+        if let Some(prefetch) = state.in_flight.take() {
             prefetch.cancel.cancel();
         }
     }
@@ -297,7 +310,7 @@ impl Suggester {
     /// already or a request is at the engine. Cancelled by the next request that needs
     /// the engine.
     pub async fn prefetch(&self, context: CompletionContext, slot: String) {
-        if !self.engine.is_ready() || self.at_engine.load(Ordering::Relaxed) > 0 {
+        if !self.engine.is_ready() {
             return;
         }
         let options = self.settings.postprocess;
@@ -316,13 +329,17 @@ impl Suggester {
         let cancel = CancelFlag::default();
         let (ended, done) = watch::channel(false);
         {
-            let mut in_flight = lock(&self.prefetch);
-            if let Some(older) = in_flight.replace(Prefetch {
+            let mut state = lock(&self.prefetch);
+            if state.at_engine > 0 || state.closed {
+                return;
+            }
+            let newer = Prefetch {
                 prefix: context.prefix.clone(),
                 suffix: context.suffix.clone(),
                 cancel: cancel.clone(),
                 done,
-            }) {
+            };
+            if let Some(older) = state.in_flight.replace(newer) {
                 older.cancel.cancel();
             }
         }
@@ -349,12 +366,13 @@ impl Suggester {
                 self.prefetch_answers.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let mut in_flight = lock(&self.prefetch);
-        if in_flight
+        let mut state = lock(&self.prefetch);
+        if state
+            .in_flight
             .as_ref()
             .is_some_and(|p| p.cancel.same_as(&cancel))
         {
-            *in_flight = None;
+            state.in_flight = None;
         }
         let _ = ended.send(true);
     }
@@ -383,7 +401,7 @@ impl Suggester {
         if let Some(answer) = self.remembered(&ask.context)? {
             return Ok(Some(answer));
         }
-        if self.settle_prefetch(&ask.context).await
+        if self.await_prefetch_of(&ask.context, &ask.cancel).await
             && let Some(answer) = self.remembered(&ask.context)?
         {
             return Ok(Some(answer));
@@ -405,7 +423,7 @@ impl Suggester {
             partial: ask.partial,
             background: false,
         };
-        let at_engine = Counted::enter(&self.at_engine);
+        let at_engine = AtEngine::enter(&self.prefetch);
         let completed = self.engine.complete(request).await;
         drop(at_engine);
         let generation = match completed {

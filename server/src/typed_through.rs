@@ -114,7 +114,8 @@ impl TypedThrough {
     /// The rest of a remembered answer whose start the user has typed since, if any.
     /// A hit is remembered again at the new position, so typing on keeps hitting.
     pub fn lookup(&mut self, context: &CompletionContext) -> Option<Hit> {
-        let hit = self.find(context)?;
+        let (key, hit) = self.find(context)?;
+        self.entries.promote(&key);
         self.put(context, &hit.text, hit.prefetched);
         Some(hit)
     }
@@ -136,7 +137,8 @@ impl TypedThrough {
         );
     }
 
-    fn find(&self, context: &CompletionContext) -> Option<Hit> {
+    /// The remembered answer that holds at `context`, with its key.
+    fn find(&self, context: &CompletionContext) -> Option<(u64, Hit)> {
         let prefix = &context.prefix;
         let head = suffix_head(&context.suffix);
         let hashes = prefix_hashes(prefix);
@@ -145,14 +147,16 @@ impl TypedThrough {
             .rev()
             .filter(|&cut| prefix.is_char_boundary(cut))
             .find_map(|cut| {
-                let entry = self.entries.peek(&key(hashes[cut], head))?;
+                let entry_key = key(hashes[cut], head);
+                let entry = self.entries.peek(&entry_key)?;
                 let typed = &prefix[cut..];
                 let rest = entry.answer.strip_prefix(typed)?;
                 let same = entry.prefix == prefix[..cut] && entry.suffix_head == head;
-                (same && !rest.is_empty()).then(|| Hit {
+                let hit = Hit {
                     text: rest.to_owned(),
                     prefetched: entry.prefetched,
-                })
+                };
+                (same && !rest.is_empty()).then_some((entry_key, hit))
             })
     }
 }

@@ -40,8 +40,12 @@ fn counter(stats: &Value, name: &str) -> u64 {
 
 /// The first suggestion at `line`:`character`, or "" when there is none.
 fn first_suggestion(client: &mut LspClient, uri: &str, line: u32, character: u32) -> String {
-    let response = client.inline_completion(uri, line, character);
-    inline_items(&response)
+    first_text(&client.inline_completion(uri, line, character))
+}
+
+/// The first item's text of an inline completion response, or "".
+fn first_text(response: &Value) -> String {
+    inline_items(response)
         .first()
         .and_then(|item| item["insertText"].as_str())
         .unwrap_or_default()
@@ -217,11 +221,12 @@ fn accepting_a_suggestion_and_asking_again_is_answered_from_the_prefetch() {
     assert_eq!(counter(&stats["prefetch"], "answers"), 1, "{stats}");
     assert_eq!(counter(&stats["prefetch"], "requests"), 1, "{stats}");
 
-    // Accept: the editor inserts the text and asks at the end of it.
+    // Accept: the editor inserts the text and asks at the end of it (automatically,
+    // as VS Code and Neovim do after an accept).
     client.edit("file:///w/s.py", 2, (line, 12), (line, 12), &answer);
     let end = 12 + answer.encode_utf16().count() as u32;
     let before = client.stats();
-    let next = first_suggestion(&mut client, "file:///w/s.py", line, end);
+    let next = automatic_suggestion(&mut client, "file:///w/s.py", line, end);
     let after = client.stats();
     assert!(!next.is_empty(), "nothing after accepting {answer:?}");
     assert_eq!(counter(&after["prefetch"], "hits"), 1, "{after}");
@@ -235,13 +240,20 @@ fn accepting_a_suggestion_and_asking_again_is_answered_from_the_prefetch() {
         "the model was asked again: {after}"
     );
 
-    // It is the answer a server without prefetching gives there.
-    let mut plain = server_with(json!({"prefetch": false}));
+    // It is the answer a server without prefetching gives there (with no prompt time
+    // limit: its prompt is cold).
+    let mut plain = server_with(json!({"prefetch": false, "promptTimeLimitMs": 0}));
     let accepted = format!("{text}{answer}");
     plain.open("file:///w/s.py", "python", &accepted);
-    let fresh = first_suggestion(&mut plain, "file:///w/s.py", line, end);
+    let fresh = automatic_suggestion(&mut plain, "file:///w/s.py", line, end);
     assert_eq!(next, fresh);
     assert_eq!(counter(&plain.stats()["prefetch"], "requests"), 0);
+}
+
+/// The first suggestion of an automatic request, or "".
+fn automatic_suggestion(client: &mut LspClient, uri: &str, line: u32, character: u32) -> String {
+    let id = client.send_inline_completion_triggered(uri, line, character, 2);
+    first_text(&client.response(id, ANSWER_TIMEOUT))
 }
 
 #[test]
