@@ -188,6 +188,18 @@ fn replay(options: &Value, replays: &[Replay]) -> Results {
     results
 }
 
+/// Opens `uri` with the lines before `line` and that line's indentation, as when
+/// starting to write it; returns the cursor's column.
+fn open_at_line_start(client: &mut LspClient, uri: &str, lines: &[&str], line: usize) -> u32 {
+    let indent: String = lines[line].chars().take_while(|c| *c == ' ').collect();
+    client.open(
+        uri,
+        "python",
+        &format!("{}{indent}", lines[..line].concat()),
+    );
+    indent.len() as u32
+}
+
 /// How long a user looks at a suggestion before accepting it.
 const READING_TIME: Duration = Duration::from_millis(500);
 
@@ -202,13 +214,7 @@ fn accept_latency(options: &Value, text: &str, lines: &[usize]) -> (Vec<Duration
     let mut from_memory = 0;
     for (n, &line) in lines.iter().enumerate() {
         let uri = format!("file:///bench/accept{n}.py");
-        let indent: String = source_lines[line]
-            .chars()
-            .take_while(|c| *c == ' ')
-            .collect();
-        let prefix = format!("{}{indent}", source_lines[..line].concat());
-        client.open(&uri, "python", &prefix);
-        let column = indent.len() as u32;
+        let column = open_at_line_start(&mut client, &uri, &source_lines, line);
         // Invoked: an automatic request would give up on this cold prompt.
         let response = client.inline_completion(&uri, line as u32, column);
         let Some(answer) = inline_items(&response)
@@ -260,13 +266,8 @@ fn decode_speed(options: &Value, text: &str, lines: &[usize]) -> (f64, u64, u64)
     let source_lines: Vec<&str> = text.split_inclusive('\n').collect();
     for (n, &line) in lines.iter().enumerate() {
         let uri = format!("file:///bench/decode{n}.py");
-        let indent: String = source_lines[line]
-            .chars()
-            .take_while(|c| *c == ' ')
-            .collect();
-        let prefix = format!("{}{indent}", source_lines[..line].concat());
-        client.open(&uri, "python", &prefix);
-        client.inline_completion(&uri, line as u32, indent.len() as u32);
+        let column = open_at_line_start(&mut client, &uri, &source_lines, line);
+        client.inline_completion(&uri, line as u32, column);
     }
     let stats = client.stats();
     client.shutdown_and_exit();

@@ -184,14 +184,19 @@ fn typing_the_suggestion_is_answered_from_memory() {
     client.edit("file:///w/mean.py", 2, (2, 11), (2, 11), &typed.to_string());
     let rest = first_suggestion(&mut client, "file:///w/mean.py", 2, 12);
     assert_eq!(rest, answer[typed.len_utf8()..]);
-    let after = client.stats();
+    assert_answered_from_memory(&before, &client.stats());
+}
+
+/// Between the `before` and `after` stats, one request was answered from the
+/// typed-through cache and the model generated nothing.
+fn assert_answered_from_memory(before: &Value, after: &Value) {
     assert_eq!(
-        counter(&after, "typedThrough"),
-        counter(&before, "typedThrough") + 1
+        counter(after, "typedThrough"),
+        counter(before, "typedThrough") + 1
     );
     assert_eq!(
-        counter(&after, "generatedTokens"),
-        counter(&before, "generatedTokens"),
+        counter(after, "generatedTokens"),
+        counter(before, "generatedTokens"),
         "the model was used: {after}"
     );
 }
@@ -230,15 +235,7 @@ fn accepting_a_suggestion_and_asking_again_is_answered_from_the_prefetch() {
     let after = client.stats();
     assert!(!next.is_empty(), "nothing after accepting {answer:?}");
     assert_eq!(counter(&after["prefetch"], "hits"), 1, "{after}");
-    assert_eq!(
-        counter(&after, "typedThrough"),
-        counter(&before, "typedThrough") + 1
-    );
-    assert_eq!(
-        counter(&after, "generatedTokens"),
-        counter(&before, "generatedTokens"),
-        "the model was asked again: {after}"
-    );
+    assert_answered_from_memory(&before, &after);
 
     // It is the answer a server without prefetching gives there (with no prompt time
     // limit: its prompt is cold).
