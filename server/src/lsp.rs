@@ -316,7 +316,9 @@ impl Backend {
         let (Some(suggester), Some(session)) = (self.suggester.get(), self.session.get()) else {
             return;
         };
-        if !session.settings.prefetch || self.shutdown_requested.load(Ordering::SeqCst) {
+        // The context is built only if a prefetch could start now (`prefetch` decides
+        // again, under its lock).
+        if !session.settings.prefetch || !suggester.may_prefetch() {
             return;
         }
         let (suggester, sources) = (suggester.clone(), self.context_sources());
@@ -406,7 +408,12 @@ impl Backend {
             );
             return Ok(None);
         }
-        self.prefetch_after(key, document, cursor_index, &answer.texts[0]);
+        // An answer from memory continues one the model gave, whose accepted position
+        // is this one's too: it was prefetched then, so it is not done again on every
+        // keystroke typed through it.
+        if answer.generation.is_some() {
+            self.prefetch_after(key, document, cursor_index, &answer.texts[0]);
+        }
         Ok(Some(Suggestion {
             texts: answer.texts,
             cursor,

@@ -296,6 +296,13 @@ impl Suggester {
         }
     }
 
+    /// Whether a prefetch could start now: the model is ready, no request is at the
+    /// engine, and the server is not shutting down.
+    pub fn may_prefetch(&self) -> bool {
+        let state = lock(&self.prefetch);
+        self.engine.is_ready() && state.at_engine == 0 && !state.closed
+    }
+
     /// Stops the prefetch in flight, if any, and starts no more (at shutdown).
     pub fn cancel_prefetch(&self) {
         let mut state = lock(&self.prefetch);
@@ -310,7 +317,7 @@ impl Suggester {
     /// already or a request is at the engine. Cancelled by the next request that needs
     /// the engine.
     pub async fn prefetch(&self, context: CompletionContext, slot: String) {
-        if !self.engine.is_ready() {
+        if !self.may_prefetch() {
             return;
         }
         let options = self.settings.postprocess;
