@@ -204,7 +204,7 @@ fn complete(
         return score;
     };
     let stop = StopRules::new(&ctx, &plan, options);
-    let settings = Settings::resolve(Overrides::default());
+    let settings = Settings::resolve(Overrides::default()).0;
     let request = CompletionRequest {
         context: ctx.clone(),
         stop: stop.clone(),
@@ -269,7 +269,7 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let engine = Engine::start(Settings::resolve(Overrides::default()));
+    let engine = Engine::start(Settings::resolve(Overrides::default()).0);
     while !engine.is_ready() {
         if let inkling::engine::EngineState::Failed(e) = &*engine.subscribe().borrow() {
             panic!("model failed to load: {e}");

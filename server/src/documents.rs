@@ -7,7 +7,7 @@
 //! units) and char indices.
 //!
 //! Invariant: no input can make these functions panic. Positions past the end of
-//! a line or of the document are clamped; an edit whose range is reversed or
+//! a line are clamped to its end, and lines past the last to the document's end; an edit whose range is reversed or
 //! whose version is not newer than the document's is rejected with an error and
 //! leaves the document unchanged.
 
@@ -130,13 +130,17 @@ impl Document {
         self.syntax.get(&self.text, self.version, &self.language_id)
     }
 
-    /// Converts a position to a char index, clamping the line to the last line and the
-    /// column to the end of that line (before its line break). A column that falls inside a
+    /// Converts a position to a char index, clamping the column to the end of its line
+    /// (before its line break). A line past the last one means the end of the document,
+    /// as VS Code's `validatePosition` reads it. A column that falls inside a
     /// multi-unit character resolves to the start of that character.
     pub fn char_index(&self, position: Position, encoding: PositionEncoding) -> usize {
         let rope = &self.text;
         let line_count = rope.len_lines();
-        let line = (position.line as usize).min(line_count.saturating_sub(1));
+        if position.line as usize >= line_count {
+            return rope.len_chars();
+        }
+        let line = position.line as usize;
         let line_start = rope.line_to_char(line);
         let line_len = line_len_without_break(rope, line);
         let line_slice = rope.slice(line_start..line_start + line_len);
@@ -356,7 +360,9 @@ mod tests {
     fn out_of_range_positions_are_clamped() {
         let doc = Document::new("ab\r\ncd", 1, "text");
         assert_eq!(doc.char_index(pos(0, 99), PositionEncoding::Utf16), 2);
-        assert_eq!(doc.char_index(pos(99, 1), PositionEncoding::Utf16), 5);
+        // A line past the last one is the end of the document, whatever the column.
+        assert_eq!(doc.char_index(pos(99, 1), PositionEncoding::Utf16), 6);
+        assert_eq!(doc.char_index(pos(2, 0), PositionEncoding::Utf16), 6);
         assert_eq!(
             doc.char_index(pos(u32::MAX, u32::MAX), PositionEncoding::Utf8),
             6

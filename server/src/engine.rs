@@ -35,13 +35,14 @@ use lru::LruCache;
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 
-use crate::config::{Settings, Speculation};
+use crate::config::{MAX_CONTEXT_SIZE, MIN_CONTEXT_SIZE, Settings, Speculation};
 use crate::context::CompletionContext;
-use crate::model_files;
+use crate::model_catalog::{self, CHAT_MODEL_WARNING};
 use crate::postprocess::StopRules;
 use crate::prompt::{self, CachingTokenizer, Prompt, Token};
 use crate::template::{self, Template};
 use crate::vocab::VocabTokenizer;
+use crate::{model_check, model_files};
 
 /// Prompt tokens decoded per call: small enough that a cancel is noticed quickly,
 /// large enough to keep the matrix kernels efficient.
@@ -93,17 +94,27 @@ pub struct ModelInfo {
     pub template: String,
     /// Context size in tokens.
     pub context_size: u32,
+    /// Sentences the user should read (a setting this model or machine cannot honour).
+    pub warnings: Vec<String>,
+    /// Where the model's layers run: "the CPU", or "18 of 18 layers on CUDA0".
+    pub placement: String,
 }
 
 impl ModelInfo {
-    /// A one-line description for clients: "model ready: PATH (…)".
+    /// A one-line description for clients: "model ready: PATH (…)", then the warnings.
     pub fn describe(&self) -> String {
-        format!(
-            "model ready: {} ({} template, context {} tokens)",
+        let mut description = format!(
+            "model ready: {} ({} template, context {} tokens, on {})",
             self.path.display(),
             self.template,
-            self.context_size
-        )
+            self.context_size,
+            self.placement
+        );
+        for warning in &self.warnings {
+            description.push_str("; ");
+            description.push_str(warning);
+        }
+        description
     }
 }
 
@@ -353,7 +364,25 @@ impl Engine {
         let worker_tallies = tallies.clone();
         std::thread::Builder::new()
             .name("inkling-engine".into())
-            .spawn(move || worker(settings, job_receiver, state_sender, worker_tallies))
+            .spawn(move || {
+                // A panic (in llama-cpp-2's wrappers, say) must not leave clients
+                // waiting on a model that is "loading" for ever: it fails the engine,
+                // which then answers every request "not ready", and the server goes on.
+                let failed = state_sender.clone();
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    worker(settings, job_receiver, state_sender, worker_tallies)
+                }));
+                if let Err(panic) = ran {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    let message = format!("the engine stopped on an internal error: {why}");
+                    tracing::error!("{message}");
+                    failed.send_replace(EngineState::Failed(message));
+                }
+            })
             .expect("spawning the engine thread");
         Engine {
             jobs,
@@ -436,35 +465,41 @@ fn worker(
     };
     let loaded = (|| {
         let path = match &settings.model {
-            Some(path) => path.clone(),
+            Some(model) => model_catalog::resolve(model)?,
             None => model_files::ensure_default_model(&mut |m| report(m, None))?,
         };
-        model_files::validate_gguf(&path)?;
+        model_check::check(&path, &settings, &mut |m| report(m, None))?;
         report("loading the model", Some(0));
         let backend = LlamaBackend::init().map_err(|e| format!("llama.cpp init failed: {e}"))?;
         let progress_state = state.clone();
         let mut reported = 0;
-        let params = LlamaModelParams::default().with_progress_callback(move |p| {
-            // llama.cpp calls this hundreds of times; tell clients every 10%.
-            let percent = (p * 100.0) as u32;
-            if percent >= reported + 10 {
-                reported = percent;
-                progress_state.send_replace(EngineState::Loading {
-                    message: "loading the model".into(),
-                    percent: Some(percent),
-                });
-            }
-            true
-        });
-        let model = LlamaModel::load_from_file(&backend, &path, &params)
-            .map_err(|e| format!("cannot load model {}: {e}", path.display()))?;
+        let params = LlamaModelParams::default()
+            .with_n_gpu_layers(settings.gpu_layers)
+            .with_progress_callback(move |p| {
+                // llama.cpp calls this hundreds of times; tell clients every 10%.
+                let percent = (p * 100.0) as u32;
+                if percent >= reported + 10 {
+                    reported = percent;
+                    progress_state.send_replace(EngineState::Loading {
+                        message: "loading the model".into(),
+                        percent: Some(percent),
+                    });
+                }
+                true
+            });
+        let model = model_check::load_with_reason(
+            &format!("cannot load model {}", path.display()),
+            || LlamaModel::load_from_file(&backend, &path, &params),
+        )?;
         let draft_model = match &settings.speculation {
             Speculation::DraftModel(draft) => {
+                let draft = &model_catalog::resolve(draft)?;
                 report("loading the draft model", None);
-                model_files::validate_gguf(draft)?;
-                let loaded =
-                    LlamaModel::load_from_file(&backend, draft, &LlamaModelParams::default())
-                        .map_err(|e| format!("cannot load draft model {}: {e}", draft.display()))?;
+                model_check::check(draft, &settings, &mut |m| report(m, None))?;
+                let loaded = model_check::load_with_reason(
+                    &format!("cannot load draft model {}", draft.display()),
+                    || LlamaModel::load_from_file(&backend, draft, &LlamaModelParams::default()),
+                )?;
                 check_same_vocabulary(&model, &loaded)?;
                 Some(loaded)
             }
@@ -476,6 +511,8 @@ fn worker(
         Ok(loaded) => loaded,
         Err(message) => return fail(&state, message, jobs),
     };
+    let (context_size, context_warning) = bounded_context(&model, settings.context_size);
+    let settings = settings.fit_context(context_size);
     let target = match new_sequence(&model, &backend, &settings) {
         Ok(target) => target,
         Err(message) => return fail(&state, message, jobs),
@@ -494,6 +531,13 @@ fn worker(
         Ok(template) => template,
         Err(e) => return fail(&state, format!("{e}"), jobs),
     };
+    let chat_model = model_catalog::is_chat_model(
+        model.meta_val_str("tokenizer.chat_template").is_ok(),
+        template::detect(tokenizer.inner()).family,
+    );
+    if chat_model {
+        tracing::warn!(model = %path.display(), "{CHAT_MODEL_WARNING}");
+    }
     tracing::info!(
         model = %path.display(),
         template = %template.family,
@@ -507,6 +551,11 @@ fn worker(
         path,
         template: template.family.to_string(),
         context_size: target.context.n_ctx(),
+        warnings: context_warning
+            .into_iter()
+            .chain(chat_model.then(|| CHAT_MODEL_WARNING.to_owned()))
+            .collect(),
+        placement: placement(&model, settings.gpu_layers),
     }));
     let pieces = vocab
         .tokens()
@@ -556,15 +605,98 @@ fn new_sequence<'m>(
         // it is full-size, and both are what keep the cache across keystrokes.
         .with_swa_full(true);
     let can_shift = can_shift(model);
-    model
-        .new_context(backend, params)
+    let what = format!(
+        "cannot create a llama context of {} tokens",
+        settings.context_size
+    );
+    model_check::load_with_reason(&what, || model.new_context(backend, params))
         .map(|context| Sequence::new(context, can_shift))
-        .map_err(|e| {
-            format!(
-                "cannot create a llama context of {} tokens: {e}",
-                settings.context_size
+}
+
+/// The context size to ask llama.cpp for: at most the model's training context, and
+/// at most what half of the memory available now can hold as KV cache (a context of
+/// a billion tokens would otherwise be allocated, or abort). Says why when it is
+/// smaller than `asked`.
+fn bounded_context(model: &LlamaModel, asked: u32) -> (u32, Option<String>) {
+    let arch = model
+        .meta_val_str("general.architecture")
+        .unwrap_or_default();
+    let number = |key: &str| {
+        model
+            .meta_val_str(&format!("{arch}.{key}"))
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let head = |key: &str| number(&format!("attention.{key}"));
+    // Read from the metadata, not `n_ctx_train()`, which panics on values past i32.
+    let trained = number("context_length")
+        .unwrap_or(u64::from(MAX_CONTEXT_SIZE))
+        .clamp(u64::from(MIN_CONTEXT_SIZE), u64::from(MAX_CONTEXT_SIZE)) as u32;
+    let n_head = u64::from(model.n_head().max(1));
+    let per_head = (model.n_embd().max(1) as u64) / n_head;
+    let kv_width = u64::from(model.n_head_kv().max(1)).saturating_mul(
+        head("key_length")
+            .unwrap_or(per_head)
+            .saturating_add(head("value_length").unwrap_or(per_head)),
+    );
+    // f16 cells, every layer.
+    let bytes_per_token = kv_width
+        .saturating_mul(u64::from(model.n_layer()))
+        .saturating_mul(2)
+        .max(1);
+    let memory_bound = available_memory().map_or(u64::MAX, |bytes| bytes / 2 / bytes_per_token);
+    let limit = u64::from(trained)
+        .min(memory_bound)
+        .max(u64::from(MIN_CONTEXT_SIZE)) as u32;
+    if asked <= limit {
+        return (asked, None);
+    }
+    let why = if u64::from(trained) <= memory_bound {
+        format!("the model was trained on {trained}")
+    } else {
+        format!(
+            "its cache would need {} MB, more than half of the memory available",
+            u64::from(asked).saturating_mul(bytes_per_token) >> 20
+        )
+    };
+    let warning =
+        format!("`contextSize` = {asked} is more than this model can use ({why}); using {limit}");
+    tracing::warn!("{warning}");
+    (limit, Some(warning))
+}
+
+/// Where the model's layers run, for the model-ready line: llama.cpp offloads the
+/// first `gpu_layers` layers (capped at the model's) to the first GPU device.
+fn placement(model: &LlamaModel, gpu_layers: u32) -> String {
+    let gpu = llama_cpp_2::list_llama_ggml_backend_devices()
+        .into_iter()
+        .find(|d| {
+            matches!(
+                d.device_type,
+                llama_cpp_2::LlamaBackendDeviceType::Gpu
+                    | llama_cpp_2::LlamaBackendDeviceType::IntegratedGpu
             )
-        })
+        });
+    let layers = model.n_layer();
+    match gpu {
+        Some(device) if gpu_layers >= layers => format!(
+            "all {layers} layers on {} ({})",
+            device.name, device.description
+        ),
+        Some(device) if gpu_layers > 0 => format!(
+            "{gpu_layers} of {layers} layers on {} ({}), the rest on the CPU",
+            device.name, device.description
+        ),
+        _ => "the CPU".into(),
+    }
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes; `None` where there is no such file.
+fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Records a load failure, then answers every request with `NotReady`.

@@ -13,11 +13,16 @@
 //! - A newer request supersedes the one in flight (editors ask once per keystroke),
 //!   and a request whose client hung up is cancelled.
 //! - A malformed request gets a 4xx answer with a JSON error; the server keeps serving.
+//! - At most [`MAX_CONNECTIONS`] connections are open at once; one that has not sent
+//!   its request's headers within [`HEADER_TIMEOUT`] or its body within
+//!   [`BODY_TIMEOUT`], or stays open longer than
+//!   [`CONNECTION_LIFETIME`], is closed, so idle or slow clients cannot hold the
+//!   endpoint (or the process's file descriptors) hostage.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
@@ -25,9 +30,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::context;
 use crate::engine::{CancelFlag, Generation, StopReason};
@@ -42,6 +50,20 @@ pub async fn bind(port: u16) -> std::io::Result<TcpListener> {
     TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await
 }
 
+/// Most connections open at once; more are closed as soon as they are accepted.
+pub const MAX_CONNECTIONS: usize = 128;
+/// Most time a client has to send a request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most time one connection stays open, requests and keep-alive idling included
+/// (a client reconnects; one completion takes seconds at most).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
+/// Most time a client has to send a request's body once its headers are in.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request body (axum's default for JSON bodies).
+const MAX_BODY_BYTES: usize = 2 << 20;
+/// Shortest time between two log lines about refused connections.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Serves the endpoint on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, suggester: Arc<Suggester>) {
     if let Ok(address) = listener.local_addr() {
@@ -53,9 +75,68 @@ pub async fn serve(listener: TcpListener, suggester: Arc<Suggester>) {
         .with_state(Arc::new(Endpoint {
             suggester,
             in_flight: Mutex::new(None),
-        }));
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!("HTTP endpoint stopped: {e}");
+        }))
+        .layer(axum::middleware::from_fn(body_in_time));
+    let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut refused = 0u64;
+    let mut last_refusal_log: Option<Instant> = None;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, say: wait for connections to close.
+                if last_refusal_log.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_INTERVAL) {
+                    tracing::warn!("HTTP endpoint cannot accept a connection: {e}");
+                    last_refusal_log = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            refused += 1;
+            if last_refusal_log.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_INTERVAL) {
+                tracing::warn!(
+                    "HTTP endpoint: {MAX_CONNECTIONS} connections open; refused {refused} more so far"
+                );
+                last_refusal_log = Some(Instant::now());
+            }
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
+                tracing::debug!("HTTP connection ended: {e}");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Reads a request's whole body within [`BODY_TIMEOUT`] before any handler runs, so
+/// a client trickling its body cannot hold a connection for long.
+async fn body_in_time(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+        Ok(Ok(bytes)) => {
+            let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+            next.run(request).await
+        }
+        Ok(Err(e)) => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("cannot read the request body (at most {MAX_BODY_BYTES} bytes): {e}"),
+        ),
+        Err(_) => error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body was not sent within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        ),
     }
 }
 

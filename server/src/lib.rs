@@ -12,8 +12,13 @@ pub mod config;
 pub mod context;
 pub mod documents;
 pub mod engine;
+#[cfg(test)]
+mod fuzz;
+pub mod gguf;
 pub mod http;
 pub mod lsp;
+pub mod model_catalog;
+pub mod model_check;
 pub mod model_files;
 pub mod postprocess;
 pub mod prompt;

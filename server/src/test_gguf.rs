@@ -9,16 +9,18 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
 
 /// A GGUF metadata value.
-enum Value {
+pub enum GgufValue {
     Bool(bool),
     U32(u32),
     Str(String),
     Strs(Vec<String>),
     I32s(Vec<i32>),
+    /// Any other value: its type code and its bytes as the file has them.
+    Raw(u32, Vec<u8>),
 }
 
-/// Writes a GGUF (version 3) file with metadata `kvs` and no tensors.
-fn write_gguf(path: &Path, kvs: &[(&str, Value)]) {
+/// A GGUF (version 3) file with metadata `kvs` and no tensors.
+pub fn gguf_bytes(kvs: &[(&str, GgufValue)]) -> Vec<u8> {
     fn string(out: &mut Vec<u8>, s: &str) {
         out.extend((s.len() as u64).to_le_bytes());
         out.extend(s.as_bytes());
@@ -30,19 +32,19 @@ fn write_gguf(path: &Path, kvs: &[(&str, Value)]) {
     for (key, value) in kvs {
         string(&mut out, key);
         match value {
-            Value::Bool(b) => {
+            GgufValue::Bool(b) => {
                 out.extend(7u32.to_le_bytes());
                 out.push(u8::from(*b));
             }
-            Value::U32(n) => {
+            GgufValue::U32(n) => {
                 out.extend(4u32.to_le_bytes());
                 out.extend(n.to_le_bytes());
             }
-            Value::Str(s) => {
+            GgufValue::Str(s) => {
                 out.extend(8u32.to_le_bytes());
                 string(&mut out, s);
             }
-            Value::Strs(items) => {
+            GgufValue::Strs(items) => {
                 out.extend(9u32.to_le_bytes());
                 out.extend(8u32.to_le_bytes());
                 out.extend((items.len() as u64).to_le_bytes());
@@ -50,7 +52,7 @@ fn write_gguf(path: &Path, kvs: &[(&str, Value)]) {
                     string(&mut out, item);
                 }
             }
-            Value::I32s(items) => {
+            GgufValue::I32s(items) => {
                 out.extend(9u32.to_le_bytes());
                 out.extend(5u32.to_le_bytes());
                 out.extend((items.len() as u64).to_le_bytes());
@@ -58,10 +60,14 @@ fn write_gguf(path: &Path, kvs: &[(&str, Value)]) {
                     out.extend(item.to_le_bytes());
                 }
             }
+            GgufValue::Raw(kind, bytes) => {
+                out.extend(kind.to_le_bytes());
+                out.extend(bytes);
+            }
         }
     }
     out.resize(out.len().div_ceil(32) * 32, 0);
-    std::fs::write(path, out).unwrap();
+    out
 }
 
 /// GPT-2's printable spelling of each byte, in byte order: token `b` is byte `b`.
@@ -97,20 +103,18 @@ pub fn vocab_file_of(architecture: &str, name: &str, specials: &[&str], add_bos:
     let types: Vec<i32> = (0..tokens.len())
         .map(|i| if i < 256 { 1 } else { 3 })
         .collect();
-    write_gguf(
-        &path,
-        &[
-            ("general.architecture", Value::Str(architecture.into())),
-            ("tokenizer.ggml.model", Value::Str("gpt2".into())),
-            ("tokenizer.ggml.pre", Value::Str("default".into())),
-            ("tokenizer.ggml.tokens", Value::Strs(tokens)),
-            ("tokenizer.ggml.token_type", Value::I32s(types)),
-            ("tokenizer.ggml.merges", Value::Strs(Vec::new())),
-            ("tokenizer.ggml.bos_token_id", Value::U32(256)),
-            ("tokenizer.ggml.eos_token_id", Value::U32(257)),
-            ("tokenizer.ggml.add_bos_token", Value::Bool(add_bos)),
-        ],
-    );
+    let kvs = [
+        ("general.architecture", GgufValue::Str(architecture.into())),
+        ("tokenizer.ggml.model", GgufValue::Str("gpt2".into())),
+        ("tokenizer.ggml.pre", GgufValue::Str("default".into())),
+        ("tokenizer.ggml.tokens", GgufValue::Strs(tokens)),
+        ("tokenizer.ggml.token_type", GgufValue::I32s(types)),
+        ("tokenizer.ggml.merges", GgufValue::Strs(Vec::new())),
+        ("tokenizer.ggml.bos_token_id", GgufValue::U32(256)),
+        ("tokenizer.ggml.eos_token_id", GgufValue::U32(257)),
+        ("tokenizer.ggml.add_bos_token", GgufValue::Bool(add_bos)),
+    ];
+    std::fs::write(&path, gguf_bytes(&kvs)).unwrap();
     path
 }
 

@@ -5,21 +5,42 @@
 //! whole server. So frames pass through a guard first: each is parsed here, good
 //! ones are forwarded to tower-lsp unchanged, and a bad one is answered with a
 //! JSON-RPC error (-32700 parse error or -32600 invalid request) written between
-//! tower-lsp's own frames, never inside one.
+//! tower-lsp's own frames, never inside one. A frame passes only if tower-lsp's
+//! own message types decode it, so the guard and the decoder cannot disagree (a
+//! repeated key, which `serde_json::Value` accepts and tower-lsp refuses, once
+//! ended the server).
+//!
+//! Memory stays bounded whatever the client does: a frame holds at most
+//! [`MAX_FRAME_BYTES`] and [`MAX_JSON_VALUES`] values (counted before anything is
+//! parsed), the outgoing queue holds [`OUTGOING_FRAMES`] frames, and a client that
+//! keeps writing but stops reading for [`STALLED_CLIENT`] is dropped. Error texts
+//! sent back are cut to [`MAX_ERROR_MESSAGE_BYTES`], so nothing big is echoed.
+
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
 };
 use tokio::sync::mpsc;
-use tower_lsp_server::{ClientSocket, LspService, Server};
+use tower_lsp_server::{ClientSocket, LspService, Server, jsonrpc};
 
-use crate::lsp::Backend;
+use crate::lsp::{Backend, STATS_METHOD};
 
 /// Most bytes in one message body; a larger message is skipped and refused.
-const MAX_FRAME_BYTES: u64 = 64 << 20;
+pub(crate) const MAX_FRAME_BYTES: u64 = 64 << 20;
 /// Most bytes read as one header line.
 const MAX_HEADER_BYTES: u64 = 8 << 10;
+/// Most JSON values (numbers, strings, containers, …) in one message. A document's
+/// text is one string however long; a message of millions of tiny values would
+/// cost tens of bytes of parsed tree per byte of input.
+const MAX_JSON_VALUES: usize = 1 << 20;
+/// Frames waiting for the client to read them.
+const OUTGOING_FRAMES: usize = 256;
+/// How long the outgoing queue may stay full before the client counts as gone.
+const STALLED_CLIENT: Duration = Duration::from_secs(30);
+/// Longest error message sent back; longer ones (which may quote the request) are cut.
+const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
 
 /// Serves `service` with messages read from `input` and written to `output` until
 /// the client sends `exit` or closes `input`.
@@ -33,7 +54,7 @@ pub async fn serve(
     let (server_out, guard_in) = tokio::io::duplex(1 << 16);
     // Whole frames only, from tower-lsp and from the guard, go through one channel to
     // one writer, so no frame is ever split or lost.
-    let (frames, outgoing) = mpsc::unbounded_channel();
+    let (frames, outgoing) = mpsc::channel(OUTGOING_FRAMES);
     tokio::spawn(filter_input(
         BufReader::new(input),
         guard_out,
@@ -52,14 +73,18 @@ pub async fn serve(
 type FrameBody = Result<Vec<u8>, String>;
 
 /// Reads one frame; `Ok(None)` at a clean end of stream.
-async fn read_frame(
+pub(crate) async fn read_frame(
     reader: &mut (impl AsyncBufRead + Unpin),
+    max_bytes: u64,
 ) -> std::io::Result<Option<FrameBody>> {
     let mut length = None;
     let mut line = Vec::new();
+    // Whether the last piece read was cut from a line longer than MAX_HEADER_BYTES.
+    let mut in_long_line = false;
     loop {
         line.clear();
-        // A header line is short; a longer one is cut and read as several.
+        // A header line is short; a longer one is read in pieces, and only its
+        // first piece counts (its last piece, even a lone "\n", is not a blank line).
         if (&mut *reader)
             .take(MAX_HEADER_BYTES)
             .read_until(b'\n', &mut line)
@@ -67,6 +92,11 @@ async fn read_frame(
             == 0
         {
             return Ok(None);
+        }
+        let continues_a_line = in_long_line;
+        in_long_line = line.last() != Some(&b'\n');
+        if continues_a_line {
+            continue;
         }
         let header = String::from_utf8_lossy(&line);
         let header = header.trim_end();
@@ -85,10 +115,10 @@ async fn read_frame(
         }
     }
     let length = length.unwrap_or(0);
-    if length > MAX_FRAME_BYTES {
+    if length > max_bytes {
         tokio::io::copy(&mut (&mut *reader).take(length), &mut tokio::io::sink()).await?;
         return Ok(Some(Err(format!(
-            "message of {length} bytes is over the limit of {MAX_FRAME_BYTES}"
+            "message of {length} bytes is over the limit of {max_bytes}"
         ))));
     }
     let mut body = vec![0; length as usize];
@@ -103,8 +133,16 @@ fn frame(body: &[u8]) -> Vec<u8> {
 }
 
 /// Why a frame is not a JSON-RPC message, as the error response to send back.
-fn check_message(body: &[u8]) -> Result<(), Value> {
+pub(crate) fn check_message(body: &[u8]) -> Result<(), Value> {
     let error = |id: &Value, code: i64, message: String| json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}});
+    let values = count_json_values(body);
+    if values > MAX_JSON_VALUES {
+        return Err(error(
+            &Value::Null,
+            -32600,
+            format!("Invalid request: more than {MAX_JSON_VALUES} JSON values in one message"),
+        ));
+    }
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| error(&Value::Null, -32700, format!("Parse error: {e}")))?;
     let id = value.get("id").cloned().unwrap_or(Value::Null);
@@ -117,26 +155,120 @@ fn check_message(body: &[u8]) -> Result<(), Value> {
             .is_none_or(|p| p.is_object() || p.is_array() || p.is_null());
     let is_response = value.get("id").is_some()
         && (value.get("result").is_some() || value.get("error").is_some());
-    if value.get("jsonrpc") == Some(&json!("2.0")) && valid_id && (is_request || is_response) {
+    let well_formed =
+        value.get("jsonrpc") == Some(&json!("2.0")) && valid_id && (is_request || is_response);
+    // What tower-lsp's reader does with the frame: anything its types refuse (a
+    // repeated key, say) would end the reader for good.
+    let decodable = || {
+        serde_json::from_slice::<jsonrpc::Response>(body).is_ok()
+            || serde_json::from_slice::<jsonrpc::Request>(body).is_ok()
+    };
+    if well_formed && decodable() {
         Ok(())
     } else {
         let id = if valid_id { id } else { Value::Null };
         Err(error(
             &id,
             -32600,
-            "Invalid request: not a JSON-RPC 2.0 message".into(),
+            "Invalid request: not a JSON-RPC 2.0 message (a missing or repeated field, or a field of the wrong type)".into(),
         ))
     }
+}
+
+/// Requests that take no parameters. Clients differ in how they say "none":
+/// Neovim's `client:request(method, {})` sends `{}`, which tower-lsp refuses for
+/// such methods, so an empty object or array is taken out here.
+const PARAMETERLESS_METHODS: [&str; 2] = [STATS_METHOD, "shutdown"];
+
+/// `body` without its `params` if it is a parameterless request whose params are
+/// empty; otherwise `body` unchanged.
+fn without_empty_params(body: Vec<u8>) -> Vec<u8> {
+    const SMALL: usize = 512;
+    if body.len() > SMALL {
+        return body;
+    }
+    let Ok(mut value) = serde_json::from_slice::<Value>(&body) else {
+        return body;
+    };
+    let parameterless = value
+        .get("method")
+        .and_then(Value::as_str)
+        .is_some_and(|m| PARAMETERLESS_METHODS.contains(&m));
+    let empty = match value.get("params") {
+        Some(Value::Object(map)) => map.is_empty(),
+        Some(Value::Array(items)) => items.is_empty(),
+        _ => false,
+    };
+    match value.as_object_mut() {
+        Some(message) if parameterless && empty => {
+            message.remove("params");
+            serde_json::to_vec(&value).unwrap_or(body)
+        }
+        _ => body,
+    }
+}
+
+/// An upper bound on the number of JSON values in `body`, counted without parsing:
+/// every value is an element of a container (one separator or opening bracket
+/// before it) or the top-level value.
+fn count_json_values(body: &[u8]) -> usize {
+    let mut count = 1;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in body {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else {
+            match byte {
+                b'"' => in_string = true,
+                b',' | b'[' | b'{' | b':' => count += 1,
+                _ => {}
+            }
+        }
+    }
+    count
+}
+
+/// `frame` with a JSON-RPC error message cut to [`MAX_ERROR_MESSAGE_BYTES`]: tower-lsp
+/// quotes whole params in some errors (`Unexpected params: …`).
+fn cut_error_message(body: Vec<u8>) -> Vec<u8> {
+    // Results are passed on unparsed; only a long error can need cutting.
+    if body.len() <= MAX_ERROR_MESSAGE_BYTES * 2 || !body.windows(8).any(|w| w == b"\"error\":") {
+        return body;
+    }
+    let Ok(mut value) = serde_json::from_slice::<Value>(&body) else {
+        return body;
+    };
+    let Some(message) = value.pointer_mut("/error/message") else {
+        return body;
+    };
+    let Some(text) = message
+        .as_str()
+        .filter(|t| t.len() > MAX_ERROR_MESSAGE_BYTES)
+    else {
+        return body;
+    };
+    let mut end = MAX_ERROR_MESSAGE_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    *message = Value::String(format!("{}… (cut)", &text[..end]));
+    serde_json::to_vec(&value).unwrap_or(body)
 }
 
 async fn filter_input(
     mut input: impl AsyncBufRead + Unpin,
     mut server: impl AsyncWrite + Unpin,
-    frames: mpsc::UnboundedSender<Vec<u8>>,
+    frames: mpsc::Sender<Vec<u8>>,
 ) {
     loop {
-        let checked = match read_frame(&mut input).await {
-            Ok(Some(Ok(body))) => check_message(&body).map(|()| body),
+        let checked = match read_frame(&mut input, MAX_FRAME_BYTES).await {
+            Ok(Some(Ok(body))) => check_message(&body).map(|()| without_empty_params(body)),
             Ok(Some(Err(refusal))) => Err(json!({
                 "jsonrpc": "2.0",
                 "id": null,
@@ -156,29 +288,47 @@ async fn filter_input(
             }
             Err(response) => {
                 tracing::warn!("refused a bad message: {response}");
-                let _ = frames.send(frame(response.to_string().as_bytes()));
+                if !queue(&frames, frame(response.to_string().as_bytes())).await {
+                    break;
+                }
             }
         }
     }
     // Dropping `server` closes tower-lsp's input: it sees end of file and stops.
 }
 
-/// Passes tower-lsp's frames on whole.
+/// Queues a frame for the client; waits while the queue is full, and gives up on a
+/// client that has read nothing for [`STALLED_CLIENT`]: the process ends, since
+/// such a client can neither be served nor be allowed to grow our memory.
+async fn queue(frames: &mpsc::Sender<Vec<u8>>, frame: Vec<u8>) -> bool {
+    match tokio::time::timeout(STALLED_CLIENT, frames.send(frame)).await {
+        Ok(sent) => sent.is_ok(),
+        Err(_) => {
+            tracing::error!(
+                "the client has read nothing for {} s while messages wait for it; exiting",
+                STALLED_CLIENT.as_secs()
+            );
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Passes tower-lsp's frames on whole. Its frames are not limited in size: an
+/// error reply that quotes a big request is cut here, never refused, since the
+/// reader must not stop while tower-lsp still writes.
 async fn forward_server_frames(
     mut server: impl AsyncBufRead + Unpin,
-    frames: mpsc::UnboundedSender<Vec<u8>>,
+    frames: mpsc::Sender<Vec<u8>>,
 ) {
-    while let Ok(Some(Ok(body))) = read_frame(&mut server).await {
-        if frames.send(frame(&body)).is_err() {
+    while let Ok(Some(body)) = read_frame(&mut server, u64::MAX).await {
+        let Ok(body) = body else { continue };
+        if !queue(&frames, frame(&cut_error_message(body))).await {
             break;
         }
     }
 }
 
-async fn write_frames(
-    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
-    mut output: impl AsyncWrite + Unpin,
-) {
+async fn write_frames(mut frames: mpsc::Receiver<Vec<u8>>, mut output: impl AsyncWrite + Unpin) {
     while let Some(bytes) = frames.recv().await {
         if output.write_all(&bytes).await.is_err() || output.flush().await.is_err() {
             break;
@@ -206,19 +356,118 @@ mod tests {
         assert!(check_message(br#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#).is_err());
     }
 
+    #[test]
+    fn frames_tower_lsp_would_refuse_are_refused_here() {
+        let repeated =
+            br#"{"jsonrpc":"2.0","id":2,"method":"inkling/stats","method":"inkling/stats"}"#;
+        let refused = check_message(repeated).unwrap_err();
+        assert_eq!(refused["error"]["code"], -32600);
+        assert_eq!(refused["id"], 2);
+        let repeated_id = br#"{"jsonrpc":"2.0","id":2,"id":3,"method":"x"}"#;
+        assert_eq!(
+            check_message(repeated_id).unwrap_err()["error"]["code"],
+            -32600
+        );
+        // A repeated key inside params is the handler's business, not the reader's.
+        assert!(
+            check_message(br#"{"jsonrpc":"2.0","id":2,"method":"x","params":{"a":1,"a":2}}"#)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn messages_of_millions_of_values_are_refused_unparsed() {
+        let mut body = br#"{"jsonrpc":"2.0","id":1,"method":"x","params":["#.to_vec();
+        body.extend("0,".repeat(MAX_JSON_VALUES).as_bytes());
+        body.extend(b"0]}");
+        assert_eq!(check_message(&body).unwrap_err()["error"]["code"], -32600);
+        // A long string is one value.
+        let text = "x,".repeat(MAX_JSON_VALUES);
+        let open = json!({"jsonrpc": "2.0", "method": "x", "params": {"text": text}});
+        assert!(check_message(open.to_string().as_bytes()).is_ok());
+        assert_eq!(count_json_values(br#"{"a":[1,2,"\\",{}]}"#), 8);
+    }
+
+    #[test]
+    fn empty_params_of_parameterless_requests_are_dropped() {
+        let stats = |params: &str| {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"inkling/stats"{params}}}"#);
+            serde_json::from_slice::<Value>(&without_empty_params(body.into_bytes())).unwrap()
+        };
+        assert!(stats(r#","params":{}"#).get("params").is_none());
+        assert!(stats(r#","params":[]"#).get("params").is_none());
+        assert!(stats("").get("params").is_none());
+        assert_eq!(stats(r#","params":{"a":1}"#)["params"]["a"], 1);
+        let other = br#"{"jsonrpc":"2.0","id":1,"method":"x","params":{}}"#.to_vec();
+        assert_eq!(without_empty_params(other.clone()), other);
+    }
+
+    #[test]
+    fn long_error_messages_are_cut() {
+        let quoted = "y".repeat(100_000);
+        let reply = json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32602, "message": format!("Unexpected params: {quoted}")}});
+        let cut: Value =
+            serde_json::from_slice(&cut_error_message(reply.to_string().into_bytes())).unwrap();
+        let message = cut["error"]["message"].as_str().unwrap();
+        assert!(
+            message.len() < MAX_ERROR_MESSAGE_BYTES + 16,
+            "{}",
+            message.len()
+        );
+        assert!(message.starts_with("Unexpected params: yyy"));
+        let small = json!({"jsonrpc": "2.0", "id": 1, "result": quoted})
+            .to_string()
+            .into_bytes();
+        assert_eq!(cut_error_message(small.clone()), small);
+    }
+
     #[tokio::test]
     async fn frames_are_read_whole() {
         let bytes = b"Content-Length: 2\r\n\r\n{}}Content-Length: 3\r\nContent-Type: x\r\n\r\n[1]";
         let mut reader = BufReader::new(&bytes[..]);
         assert_eq!(
-            read_frame(&mut reader).await.unwrap().unwrap().unwrap(),
+            read_frame(&mut reader, MAX_FRAME_BYTES)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap(),
             b"{}"
         );
         assert_eq!(
-            read_frame(&mut reader).await.unwrap().unwrap().unwrap(),
+            read_frame(&mut reader, MAX_FRAME_BYTES)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap(),
             b"[1]"
         );
-        assert!(read_frame(&mut reader).await.unwrap().is_none());
+        assert!(
+            read_frame(&mut reader, MAX_FRAME_BYTES)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_header_line_cut_between_its_cr_and_lf_does_not_end_the_headers() {
+        // The line ends with "\r" exactly at the header-line limit; its "\n" is read
+        // alone and must not count as the blank line that ends the headers.
+        let padding = format!(
+            "X-Padding: {}\r",
+            "p".repeat(MAX_HEADER_BYTES as usize - 12)
+        );
+        assert_eq!(padding.len() as u64, MAX_HEADER_BYTES);
+        let bytes = format!("Content-Length: 2\r\n{padding}\n\r\n{{}}");
+        let mut reader = BufReader::new(bytes.as_bytes());
+        assert_eq!(
+            read_frame(&mut reader, MAX_FRAME_BYTES)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap(),
+            b"{}"
+        );
     }
 
     #[tokio::test]
@@ -229,12 +478,26 @@ mod tests {
         bytes.extend(b"Content-Length: 2\r\n\r\n[]");
         let mut reader = BufReader::new(&bytes[..]);
         assert_eq!(
-            read_frame(&mut reader).await.unwrap().unwrap().unwrap(),
+            read_frame(&mut reader, MAX_FRAME_BYTES)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap(),
             b"{}"
         );
-        assert!(read_frame(&mut reader).await.unwrap().unwrap().is_err());
+        assert!(
+            read_frame(&mut reader, MAX_FRAME_BYTES)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_err()
+        );
         assert_eq!(
-            read_frame(&mut reader).await.unwrap().unwrap().unwrap(),
+            read_frame(&mut reader, MAX_FRAME_BYTES)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap(),
             b"[]"
         );
     }
