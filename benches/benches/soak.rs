@@ -20,16 +20,24 @@
 //!   closing and reopening them; resident memory sampled as it goes, and every line
 //!   of every document checked against the client's copy at the end.
 //! - **large**: opening and closing a 20 MB document three times, requests on it and
-//!   after it.
+//!   after it; resident memory after each step.
 //!
-//! `cargo bench -p inkling-benches --bench soak`; environment: `INKLING_SOAK_SCALE`
-//! (multiplies the soak's 2,500 edits and ~200 completions; default 1),
-//! `INKLING_SOAK_PARTS` (comma-separated subset of `cancel,edits,soak,large`),
-//! `INKLING_SOAK_SEED` (the random edits; default fixed), `INKLING_SOAK_SERVER_ENV`
-//! (comma-separated `K=V` for the server's environment), `INKLING_SOAK_LARGE_ROUNDS`
-//! (default 3), `INKLING_SOAK_MALLOC_TRIM=1` (also measure RSS after the server's
-//! `malloc_trim(0)`, called through gdb: what stays is live memory). Exits with status 1 when a
-//! check fails, after printing every result.
+//! `cargo bench -p inkling-benches --bench soak`; environment:
+//!
+//! - `INKLING_SOAK_SCALE`: multiplies the soak's 2,500 edits and ~200 completions
+//!   (default 1);
+//! - `INKLING_SOAK_PARTS`: a comma-separated subset of `cancel,edits,soak,large`;
+//! - `INKLING_SOAK_SEED`: the random edits' seed (default fixed);
+//! - `INKLING_SOAK_OPTIONS`: a JSON object merged into every server's
+//!   `initializationOptions` (e.g. `{"warmStates": 1}`);
+//! - `INKLING_SOAK_SERVER_ENV`: comma-separated `K=V` for the server's environment
+//!   (e.g. `MALLOC_ARENA_MAX=1`);
+//! - `INKLING_SOAK_LARGE_ROUNDS`: rounds of the 20 MB document (default 3);
+//! - `INKLING_SOAK_MALLOC_TRIM=1`: also measure RSS after the server's
+//!   `malloc_trim(0)`, called through gdb (what stays is live memory or
+//!   fragmentation, not free memory the allocator keeps).
+//!
+//! Exits with status 1 when a check fails, after printing every result.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -536,6 +544,20 @@ fn server_launch() -> Launch {
 
 fn ready_server(capabilities: Value, options: Value) -> LspClient {
     let mut client = LspClient::launch(&server_launch());
+    // `INKLING_SOAK_OPTIONS`: a JSON object merged into every server's options.
+    let mut options = options;
+    if let Ok(extra) = std::env::var("INKLING_SOAK_OPTIONS") {
+        let extra: Value = serde_json::from_str(&extra).expect("INKLING_SOAK_OPTIONS is JSON");
+        for (key, value) in extra
+            .as_object()
+            .expect("INKLING_SOAK_OPTIONS is an object")
+        {
+            if !options.is_object() {
+                options = json!({});
+            }
+            options[key] = value.clone();
+        }
+    }
     let result = client.initialize(capabilities, options);
     assert!(
         result["capabilities"]["positionEncoding"].is_string(),
