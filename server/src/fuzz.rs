@@ -279,8 +279,8 @@ fn tower_lsp_decodes(body: &[u8]) -> Result<(), String> {
 /// The guard's properties: it never panics, whatever it lets through tower-lsp can
 /// decode, and whatever it refuses gets a well-formed JSON-RPC error.
 fn check_guard(body: &[u8]) {
-    match transport::check_message(body) {
-        Ok(()) => {
+    match transport::parse_message(body) {
+        Ok(_) => {
             if let Err(e) = tower_lsp_decodes(body) {
                 panic!(
                     "the guard passed {:?}, which tower-lsp cannot decode: {e}",
