@@ -24,11 +24,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use inkling::config::{Overrides, Settings};
-use inkling::context::{self, Window};
-use inkling::documents::Document;
-use inkling::engine::{CancelFlag, CompletionRequest, Engine};
-use inkling::postprocess::{self, Options, StopRules, Trigger};
 use inkling_benches::python_stdlib_file;
+use inkling_core::context::{self, Window};
+use inkling_core::documents::Document;
+use inkling_core::generate::{Backend, CancelFlag, CompletionRequest};
+use inkling_core::postprocess::{self, Options, StopRules, Trigger};
+use inkling_engine::{Engine, EngineState};
 
 /// `name-version` directories under the cargo registry whose name starts with `prefix`.
 fn registry_file(prefix: &str, relative: &str) -> Option<PathBuf> {
@@ -213,11 +214,11 @@ fn complete(
         prompt_time_limit: None,
         generation_time_limit: settings.time_limits.for_trigger(Trigger::Automatic).1,
         cancel: CancelFlag::default(),
-        slot: "quality".into(),
+        document: "quality".into(),
         partial: None,
         background: false,
     };
-    let generation = runtime.block_on(engine.complete(request));
+    let generation = runtime.block_on(engine.generate(request));
     let Some(text) = generation
         .ok()
         .and_then(|g| postprocess::finish(&g.text, &ctx, &stop))
@@ -269,9 +270,9 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let engine = Engine::start(Settings::resolve(Overrides::default()).0);
+    let engine = Engine::start(Settings::resolve(Overrides::default()).0.engine);
     while !engine.is_ready() {
-        if let inkling::engine::EngineState::Failed(e) = &*engine.subscribe().borrow() {
+        if let EngineState::Failed(e) = &*engine.subscribe().borrow() {
             panic!("model failed to load: {e}");
         }
         std::thread::sleep(Duration::from_millis(50));

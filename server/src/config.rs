@@ -8,88 +8,121 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::postprocess::{self, Trigger};
-use crate::prompt::Budget;
+use inkling_core::postprocess::{self, Trigger};
+use inkling_core::prompt::Budget;
+use inkling_engine::options::{
+    EngineOptions, GPU_BACKEND, MAX_CONTEXT_SIZE, MIN_CONTEXT_SIZE, Speculation,
+};
 
-/// Everything the server can be told. All fields are optional so that one layer can
-/// override another field by field; [`Settings`] fills the gaps with defaults.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+/// Everything the server can be told, each option declared once: its doc comment
+/// (the `--help` text, ending in its default), its command-line flag (the field's
+/// name in kebab case) and its `initializationOptions` key (in camel case) come from
+/// the field; README's table of options is checked against it by a test. All
+/// fields are optional so that one layer can override another field by field;
+/// [`Settings`] fills the gaps with defaults.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, clap::Args)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Overrides {
-    /// A GGUF model: a path, or a name `inkling models` lists (`ollama:NAME`,
-    /// `lmstudio:…`, `hf:ORG/REPO`); `None` means the default model.
+    /// GGUF model to load: a path, or a name `inkling models` lists (`ollama:NAME[:TAG]`,
+    /// `lmstudio:PUBLISHER/REPO[/FILE]`, `hf:ORG/REPO[/FILE]`) [default: Gemma-3-270M,
+    /// fetched once into the cache]
+    #[arg(long, value_name = "PATH|NAME", global = true)]
     pub model: Option<PathBuf>,
-    /// Context size in tokens of the llama context.
+    /// Context size of the model in tokens [default: 4096]
+    #[arg(long, visible_alias = "ctx-size", value_name = "TOKENS")]
     pub context_size: Option<NonZeroU32>,
-    /// Threads used for decoding.
+    /// Threads for the model [default: all cores]
+    #[arg(long, value_name = "N")]
     pub threads: Option<NonZeroU32>,
-    /// Most tokens generated for one completion.
+    /// Most tokens generated per completion; automatic requests also stop at their
+    /// time limit [default: 128]
+    #[arg(long, value_name = "TOKENS")]
     pub max_tokens: Option<NonZeroU32>,
-    /// Apply the full stop rules and filters (on by default).
+    /// Apply the full stop rules and filters; `false` keeps only the basic stop rules
+    /// (for comparison) [default: true]
+    #[arg(long, value_name = "BOOL")]
     pub postprocess: Option<bool>,
-    /// Suggest inside comments (off by default).
+    /// Suggest inside comments too [default: false]
+    #[arg(long, value_name = "BOOL")]
     pub comment_completions: Option<bool>,
-    /// Serve the HTTP endpoint (`/v1/completions`, `/infill`) on 127.0.0.1 at this port.
+    /// Also serve the HTTP endpoint (`/v1/completions`, `/infill`) on 127.0.0.1 at
+    /// this port [default: none]
+    #[arg(long, value_name = "PORT")]
     pub http_port: Option<u16>,
-    /// Send `inkling/partialCompletion` notifications while generating (off by default).
+    /// Send `inkling/partialCompletion` notifications while generating [default: false]
+    #[arg(long, value_name = "BOOL")]
     pub stream_partial: Option<bool>,
-    /// Most time for the prompt of an automatic request, in ms; 0 means no limit.
+    /// Automatic requests stop decoding the prompt after this long and answer
+    /// nothing; what was decoded stays cached, so the next keystroke carries on (0:
+    /// no limit) [default: 500]
+    #[arg(long, value_name = "MS")]
     pub prompt_time_limit_ms: Option<u64>,
-    /// Most time for generating an automatic request's answer, in ms (invoked: 3×).
+    /// Automatic requests stop generating after this long and answer what they
+    /// have; invoked ones get 3× as long [default: 1000]
+    #[arg(long, value_name = "MS")]
     pub generation_time_limit_ms: Option<u64>,
-    /// Documents whose KV cache is kept warm (the one in use included).
+    /// Documents whose KV cache is kept (the others' are saved and restored when you
+    /// switch back) [default: 4]
+    #[arg(long, value_name = "N")]
     pub warm_states: Option<NonZeroU32>,
-    /// Draft tokens from n-gram matches in the prompt (off by default: on this
-    /// class of CPU, verifying drafts costs more than it saves, see README).
+    /// Speculative decoding with drafts from n-gram matches in the prompt (slower on
+    /// a 2-core CPU: see README's benchmarks) [default: false]
+    #[arg(long, value_name = "BOOL")]
     pub prompt_lookup: Option<bool>,
-    /// A smaller GGUF model with the same vocabulary that drafts tokens.
+    /// A smaller GGUF with the same vocabulary that drafts tokens instead [default: none]
+    #[arg(long, value_name = "PATH|NAME")]
     pub draft_model: Option<PathBuf>,
-    /// The prompt template: `auto` (detected from the model), a family name, or a
-    /// template with `{prefix}` and `{suffix}` placeholders.
+    /// The prompt layout: `auto` (detected from the model's vocabulary),
+    /// `prefix-only`, `qwen`, `starcoder`, `codellama`, `deepseek`, `codestral`,
+    /// `codegemma`, or your own with `{prefix}` and `{suffix}` and special tokens
+    /// spelled out [default: auto]
+    #[arg(long, value_name = "TEMPLATE", global = true)]
     pub template: Option<String>,
-    /// Most tokens of the window before the cursor.
+    /// Most tokens of the window before the cursor (in the loaded model's tokens)
+    /// [default: 768]
+    #[arg(long, value_name = "TOKENS")]
     pub prefix_tokens: Option<u32>,
-    /// Most tokens of the text after the cursor (FIM models).
+    /// Most tokens after the cursor (FIM models; kept short because in
+    /// prefix-suffix-middle order they are decoded again on every keystroke)
+    /// [default: 128]
+    #[arg(long, value_name = "TOKENS")]
     pub suffix_tokens: Option<u32>,
-    /// Most tokens of the outline and other files' material together; 0 turns them off.
+    /// Most tokens of the outline and other files' material; 0 turns both off
+    /// [default: 256]
+    #[arg(long, value_name = "TOKENS")]
     pub extra_tokens: Option<u32>,
-    /// Index the workspace's files in the background for the signatures code refers to.
+    /// Index the workspace's files in the background for the signatures code refers
+    /// to [default: true]
+    #[arg(long, value_name = "BOOL")]
     pub index_workspace: Option<bool>,
-    /// After an answer, compute the next one as if it were accepted (on by default).
+    /// After showing a suggestion, compute the next one as if it were accepted (in
+    /// the background, stopped as soon as a request needs the model), so accepting
+    /// and asking again is answered from memory [default: true]
+    #[arg(long, value_name = "BOOL")]
     pub prefetch: Option<bool>,
-    /// Layers offloaded to the GPU, in builds with a GPU backend (default: all of them).
+    /// Layers offloaded to the GPU; needs a build with a GPU backend (see README's
+    /// build section) [default: all (GPU builds), 0 (CPU builds)]
+    #[arg(long, value_name = "N")]
     pub gpu_layers: Option<u32>,
 }
 
 impl Overrides {
     /// Returns `self` with every field that `other` sets replaced by `other`'s value.
     pub fn overridden_by(self, other: Overrides) -> Overrides {
-        Overrides {
-            model: other.model.or(self.model),
-            context_size: other.context_size.or(self.context_size),
-            threads: other.threads.or(self.threads),
-            max_tokens: other.max_tokens.or(self.max_tokens),
-            postprocess: other.postprocess.or(self.postprocess),
-            comment_completions: other.comment_completions.or(self.comment_completions),
-            http_port: other.http_port.or(self.http_port),
-            stream_partial: other.stream_partial.or(self.stream_partial),
-            prompt_time_limit_ms: other.prompt_time_limit_ms.or(self.prompt_time_limit_ms),
-            generation_time_limit_ms: other
-                .generation_time_limit_ms
-                .or(self.generation_time_limit_ms),
-            warm_states: other.warm_states.or(self.warm_states),
-            prompt_lookup: other.prompt_lookup.or(self.prompt_lookup),
-            draft_model: other.draft_model.or(self.draft_model),
-            template: other.template.or(self.template),
-            prefix_tokens: other.prefix_tokens.or(self.prefix_tokens),
-            suffix_tokens: other.suffix_tokens.or(self.suffix_tokens),
-            extra_tokens: other.extra_tokens.or(self.extra_tokens),
-            index_workspace: other.index_workspace.or(self.index_workspace),
-            prefetch: other.prefetch.or(self.prefetch),
-            gpu_layers: other.gpu_layers.or(self.gpu_layers),
+        // Field by field through their JSON form, so that no option is listed here.
+        let as_map = |overrides: &Overrides| match serde_json::to_value(overrides) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        let mut merged = as_map(&self);
+        for (key, value) in as_map(&other) {
+            if !value.is_null() {
+                merged.insert(key, value);
+            }
         }
+        serde_json::from_value(serde_json::Value::Object(merged)).unwrap_or(other)
     }
 
     /// Parses the client's `initializationOptions`; `null` means no overrides.
@@ -107,14 +140,8 @@ impl Overrides {
 /// Resolved settings, every value decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
-    /// A GGUF model: a path, or a name `inkling models` lists (`ollama:NAME`,
-    /// `lmstudio:…`, `hf:ORG/REPO`); `None` means the default model.
-    pub model: Option<PathBuf>,
-    /// Context size in tokens. Set explicitly, never the model's training context,
-    /// which can be 32k+ tokens and exhaust memory.
-    pub context_size: u32,
-    /// Threads used for decoding.
-    pub threads: u32,
+    /// What the in-process engine is told.
+    pub engine: EngineOptions,
     /// Most tokens generated for one completion.
     pub max_tokens: u32,
     /// Options of the post-processing stage.
@@ -125,20 +152,10 @@ pub struct Settings {
     pub stream_partial: bool,
     /// Time limits of automatic requests.
     pub time_limits: TimeLimits,
-    /// Documents whose KV cache is kept warm.
-    pub warm_states: u32,
-    /// How generation is sped up.
-    pub speculation: Speculation,
-    /// The configured prompt template; `None` detects it from the model.
-    pub template: Option<String>,
-    /// Token budgets of the prompt's parts.
-    pub budget: Budget,
     /// Whether the workspace is indexed in the background.
     pub index_workspace: bool,
     /// Whether the answer after accepting a suggestion is prefetched.
     pub prefetch: bool,
-    /// Layers offloaded to the GPU; 0 keeps the model on the CPU.
-    pub gpu_layers: u32,
 }
 
 /// How long an automatic request may take; invoked requests (the user asked and
@@ -165,17 +182,6 @@ impl TimeLimits {
     }
 }
 
-/// Where draft tokens for speculative decoding come from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Speculation {
-    /// No drafts: one token per decode.
-    Off,
-    /// n-gram matches in the prompt and the text generated so far.
-    PromptLookup,
-    /// A second, smaller model with the same vocabulary.
-    DraftModel(PathBuf),
-}
-
 /// Default context size: room for a ~1.5k-token prompt and its answer, with margin.
 pub const DEFAULT_CONTEXT_SIZE: u32 = 4096;
 /// Default prompt time limit of automatic requests (llama.vim's `t_max_prompt_ms`).
@@ -189,22 +195,6 @@ pub const DEFAULT_WARM_STATES: u32 = 4;
 /// requests also stop at a time limit, whichever comes first.
 pub const DEFAULT_MAX_TOKENS: u32 = 128;
 
-/// Whether this build has a GPU backend of llama.cpp compiled in.
-pub const GPU_BACKEND: Option<&str> = if cfg!(feature = "cuda") {
-    Some("CUDA")
-} else if cfg!(feature = "vulkan") {
-    Some("Vulkan")
-} else if cfg!(any(feature = "metal", target_os = "macos")) {
-    Some("Metal")
-} else {
-    None
-};
-
-/// Smallest context that holds a useful prompt and answer.
-pub const MIN_CONTEXT_SIZE: u32 = 512;
-/// Largest context asked of llama.cpp; the model's training context and the memory
-/// its cache would take bound it further when the model is loaded.
-pub const MAX_CONTEXT_SIZE: u32 = 131_072;
 /// Most documents with a warm KV cache (each holds megabytes).
 pub const MAX_WARM_STATES: u32 = 64;
 /// Longest time limit, in ms: a suggestion later than this is of no use.
@@ -330,10 +320,28 @@ impl Settings {
                 "`gpuLayers` has no effect: this build of inkling has no GPU backend (build it with `--features cuda`, `vulkan` or `metal`); the model runs on the CPU".into(),
             );
         }
-        let settings = Settings {
+        let engine = EngineOptions {
             model: overrides.model,
             context_size,
             threads,
+            warm_states,
+            speculation: match (overrides.draft_model, overrides.prompt_lookup) {
+                (Some(path), _) => Speculation::DraftModel(path),
+                (None, Some(true)) => Speculation::PromptLookup,
+                (None, _) => Speculation::Off,
+            },
+            // `auto` is what no template says: detect it from the model.
+            template: overrides.template.filter(|t| t != "auto"),
+            budget,
+            // llama.cpp caps the count at the model's layers.
+            gpu_layers: overrides.gpu_layers.unwrap_or(if GPU_BACKEND.is_some() {
+                u32::MAX
+            } else {
+                0
+            }),
+        };
+        let settings = Settings {
+            engine,
             max_tokens,
             postprocess: postprocess::Options {
                 enabled: overrides.postprocess.unwrap_or(true),
@@ -345,48 +353,139 @@ impl Settings {
                 prompt: (prompt_limit > 0).then(|| Duration::from_millis(prompt_limit)),
                 generation: Duration::from_millis(generation_limit),
             },
-            warm_states,
-            speculation: match (overrides.draft_model, overrides.prompt_lookup) {
-                (Some(path), _) => Speculation::DraftModel(path),
-                (None, Some(true)) => Speculation::PromptLookup,
-                (None, _) => Speculation::Off,
-            },
-            template: overrides.template,
-            budget,
             index_workspace: overrides.index_workspace.unwrap_or(true),
             prefetch: overrides.prefetch.unwrap_or(true),
-            // llama.cpp caps the count at the model's layers.
-            gpu_layers: overrides.gpu_layers.unwrap_or(if GPU_BACKEND.is_some() {
-                u32::MAX
-            } else {
-                0
-            }),
         };
         (settings, problems)
-    }
-
-    /// These settings for a context of `context_size` tokens (the engine's, which
-    /// the model or the memory may have made smaller than configured): the answer
-    /// and the prompt's parts shrink to their shares of it, as in [`Settings::resolve`].
-    pub fn fit_context(self, context_size: u32) -> Settings {
-        let share = |value: usize, divisor: u32| value.min((context_size / divisor) as usize);
-        Settings {
-            context_size,
-            max_tokens: self.max_tokens.min(context_size / 4).max(1),
-            budget: Budget {
-                prefix_tokens: share(self.budget.prefix_tokens, 2).max(1),
-                suffix_tokens: share(self.budget.suffix_tokens, 8),
-                extra_tokens: share(self.budget.extra_tokens, 8),
-            },
-            ..self
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    /// Each declared option: its `initializationOptions` key, its flag and the
+    /// default its doc comment names, read from the declaration through clap.
+    fn declared() -> Vec<(String, String, String)> {
+        use clap::Args;
+        let command = Overrides::augment_args(clap::Command::new("inkling"));
+        command
+            .get_arguments()
+            .map(|arg| {
+                let id = arg.get_id().as_str();
+                let mut key = String::new();
+                let mut upper = false;
+                for c in id.chars() {
+                    match c {
+                        '_' => upper = true,
+                        c if upper => {
+                            key.push(c.to_ascii_uppercase());
+                            upper = false;
+                        }
+                        c => key.push(c),
+                    }
+                }
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                let default = help
+                    .rsplit_once("[default: ")
+                    .and_then(|(_, d)| d.strip_suffix(']'))
+                    .unwrap_or_else(|| panic!("`{id}`'s doc names no default: {help}"))
+                    .to_owned();
+                let flag = format!("--{}", arg.get_long().expect("a long flag"));
+                (key, flag, default)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_option_has_one_flag_and_one_key() {
+        let declared = declared();
+        let Value::Object(keys) = serde_json::to_value(Overrides::default()).unwrap() else {
+            panic!("options are not an object");
+        };
+        let mut keys: Vec<&String> = keys.keys().collect();
+        let mut names: Vec<&String> = declared.iter().map(|(key, _, _)| key).collect();
+        keys.sort();
+        names.sort();
+        assert_eq!(keys, names);
+        for (key, flag, _) in &declared {
+            let kebab: String = key
+                .chars()
+                .flat_map(|c| {
+                    let lower = c.to_ascii_lowercase();
+                    (c.is_ascii_uppercase().then_some('-').into_iter()).chain([lower])
+                })
+                .collect();
+            assert_eq!(*flag, format!("--{kebab}"));
+        }
+    }
+
+    #[test]
+    fn readme_lists_every_option_with_its_flag_and_default() {
+        let readme = include_str!("../../README.md");
+        let header = "| option | flag | default | what it does |";
+        let table = readme
+            .split_once(header)
+            .expect("README has the table of options")
+            .1;
+        let rows: Vec<Vec<String>> = table
+            .lines()
+            .skip(2)
+            .take_while(|line| line.starts_with('|'))
+            .map(|line| {
+                line.trim_matches('|')
+                    .split(" | ")
+                    .map(|cell| cell.trim().trim_matches('`').to_owned())
+                    .collect()
+            })
+            .collect();
+        let declared = declared();
+        for (key, flag, default) in &declared {
+            let row = rows
+                .iter()
+                .find(|row| row[0] == *key)
+                .unwrap_or_else(|| panic!("README has no row for `{key}`"));
+            assert_eq!(row[1], *flag, "README's flag of `{key}`");
+            assert_eq!(
+                row[2].replace('`', ""),
+                *default,
+                "README's default of `{key}`"
+            );
+        }
+        assert_eq!(
+            rows.len(),
+            declared.len(),
+            "README lists options not declared"
+        );
+    }
+
+    #[test]
+    fn documented_defaults_are_the_defaults() {
+        let defaults = Settings::resolve(Overrides::default()).0;
+        let mut checked = 0;
+        for (key, _, default) in declared() {
+            // Defaults in words ("all cores", "Gemma-3-270M, …") are not values.
+            let value = match serde_json::from_str::<Value>(&default) {
+                Ok(value) => value,
+                Err(_) if default == "none" => Value::Null,
+                Err(_)
+                    if default
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-') =>
+                {
+                    Value::String(default.clone())
+                }
+                Err(_) => continue,
+            };
+            let set = Overrides::from_json(Some(json!({ key.clone(): value }))).unwrap();
+            let (settings, problems) = Settings::resolve(set);
+            assert!(problems.is_empty(), "{key}: {problems:?}");
+            assert_eq!(settings, defaults, "`{key}` = {default} is not the default");
+            checked += 1;
+        }
+        assert!(checked >= 15, "only {checked} defaults checked");
+    }
 
     #[test]
     fn initialization_options_override_flags_field_by_field() {
@@ -399,9 +498,9 @@ mod tests {
             Overrides::from_json(Some(json!({"maxTokens": 20, "contextSize": 1024}))).unwrap();
         let (settings, problems) = Settings::resolve(flags.overridden_by(client));
         assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!(settings.model, Some(PathBuf::from("/flag.gguf")));
+        assert_eq!(settings.engine.model, Some(PathBuf::from("/flag.gguf")));
         assert_eq!(settings.max_tokens, 20);
-        assert_eq!(settings.context_size, 1024);
+        assert_eq!(settings.engine.context_size, 1024);
     }
 
     #[test]
@@ -420,11 +519,11 @@ mod tests {
     fn defaults_are_explicit() {
         let (settings, problems) = Settings::resolve(Overrides::default());
         assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!(settings.context_size, DEFAULT_CONTEXT_SIZE);
+        assert_eq!(settings.engine.context_size, DEFAULT_CONTEXT_SIZE);
         assert_eq!(settings.max_tokens, DEFAULT_MAX_TOKENS);
-        assert!(settings.threads >= 1);
-        assert_eq!(settings.warm_states, DEFAULT_WARM_STATES);
-        assert_eq!(settings.speculation, Speculation::Off);
+        assert!(settings.engine.threads >= 1);
+        assert_eq!(settings.engine.warm_states, DEFAULT_WARM_STATES);
+        assert_eq!(settings.engine.speculation, Speculation::Off);
         let (prompt, generation) = settings.time_limits.for_trigger(Trigger::Automatic);
         assert_eq!(
             prompt,
@@ -439,7 +538,7 @@ mod tests {
         assert_eq!(Settings::resolve(no_limit).0.time_limits.prompt, None);
         let draft = Overrides::from_json(Some(json!({"draftModel": "/d.gguf"}))).unwrap();
         assert_eq!(
-            Settings::resolve(draft).0.speculation,
+            Settings::resolve(draft).0.engine.speculation,
             Speculation::DraftModel("/d.gguf".into())
         );
     }
@@ -457,12 +556,18 @@ mod tests {
         })))
         .unwrap();
         let (settings, problems) = Settings::resolve(absurd);
-        assert_eq!(settings.context_size, MIN_CONTEXT_SIZE);
+        assert_eq!(settings.engine.context_size, MIN_CONTEXT_SIZE);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        assert_eq!(settings.threads, cores);
-        assert_eq!(settings.budget.prefix_tokens, MIN_CONTEXT_SIZE as usize / 2);
-        assert_eq!(settings.budget.suffix_tokens, MIN_CONTEXT_SIZE as usize / 8);
-        assert_eq!(settings.warm_states, MAX_WARM_STATES);
+        assert_eq!(settings.engine.threads, cores);
+        assert_eq!(
+            settings.engine.budget.prefix_tokens,
+            MIN_CONTEXT_SIZE as usize / 2
+        );
+        assert_eq!(
+            settings.engine.budget.suffix_tokens,
+            MIN_CONTEXT_SIZE as usize / 8
+        );
+        assert_eq!(settings.engine.warm_states, MAX_WARM_STATES);
         assert_eq!(
             settings.time_limits.generation.as_millis() as u64,
             MAX_TIME_LIMIT_MS
@@ -484,15 +589,20 @@ mod tests {
         let small = Overrides::from_json(Some(json!({"contextSize": 512}))).unwrap();
         let (settings, problems) = Settings::resolve(small);
         assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!(settings.budget.prefix_tokens, 256);
+        assert_eq!(settings.engine.budget.prefix_tokens, 256);
         let huge = Overrides::from_json(Some(json!({"contextSize": 1_000_000_000}))).unwrap();
-        assert_eq!(Settings::resolve(huge).0.context_size, MAX_CONTEXT_SIZE);
+        assert_eq!(
+            Settings::resolve(huge).0.engine.context_size,
+            MAX_CONTEXT_SIZE
+        );
         // A context the engine had to make smaller keeps the same shares.
-        let fitted = Settings::resolve(Overrides::default()).0.fit_context(1024);
+        let fitted = Settings::resolve(Overrides::default())
+            .0
+            .engine
+            .fit_context(1024);
         assert_eq!(fitted.context_size, 1024);
         assert_eq!(fitted.budget.prefix_tokens, 512);
         assert_eq!(fitted.budget.suffix_tokens, 128);
         assert_eq!(fitted.budget.extra_tokens, 128);
-        assert_eq!(fitted.max_tokens, 128);
     }
 }

@@ -43,12 +43,13 @@ use bolero::{TypeGenerator, check};
 use serde_json::{Value, json};
 use tree_sitter::{InputEdit, Point, Tree};
 
+use inkling_core::documents::{Document, DocumentStore, EditError};
+use inkling_engine::{Engine, gguf};
+
 use crate::config::{Overrides, Settings};
-use crate::documents::{
-    Document, DocumentStore, EditError, Position, PositionEncoding, TextChange,
-};
+use crate::lsp::positions::{self, Position, PositionEncoding, TextChange};
 use crate::suggest::Suggester;
-use crate::{gguf, http, transport};
+use crate::{http, transport};
 
 /// How long each target runs under `cargo test`: `INKLING_FUZZ_SECONDS`, 2 s by default.
 fn short_run() -> Duration {
@@ -788,14 +789,14 @@ fn assert_positions_round_trip(document: &Document, encoding: PositionEncoding) 
     let text = &document.text;
     let step = (text.len_chars() / 64).max(1);
     for index in (0..=text.len_chars()).step_by(step) {
-        let position = document.position(index, encoding);
+        let position = positions::position(&document.text, index, encoding);
         let inside_crlf = index > 0
             && index < text.len_chars()
             && text.char(index - 1) == '\r'
             && text.char(index) == '\n';
         if !inside_crlf {
             assert_eq!(
-                document.char_index(position, encoding),
+                positions::char_index(&document.text, position, encoding),
                 index,
                 "{position:?}"
             );
@@ -841,7 +842,9 @@ fn document_edits_match_a_string_oracle() {
                 } else {
                     Err(EditError::NotOpen)
                 };
-                let result = store.change(uri, version, &changes, encoding);
+                let result = store.change(uri, version, &changes, |text, change| {
+                    change.to_edit(text, encoding)
+                });
                 assert_eq!(result, expected.clone().map(drop), "{changes:?}");
                 if let (Ok(edits), Some(reference)) = (&expected, &mut reference) {
                     reference.edit(edits.as_deref());
@@ -862,7 +865,7 @@ fn document_edits_match_a_string_oracle() {
                     line: line.value(),
                     column: column.value(),
                 };
-                let at = document.char_index(position, encoding);
+                let at = positions::char_index(&document.text, position, encoding);
                 let inserted = text_of(pieces);
                 let copy = document.with_insertion(at, &inserted);
                 let byte = oracle.offset(position, encoding);
@@ -900,8 +903,8 @@ struct StagesSpec {
 /// produced (the end of the answer, the finish): none may panic.
 #[test]
 fn completion_stages_never_panic() {
-    use crate::postprocess::{self, StopRules, Trigger};
-    use crate::{context, syntax};
+    use inkling_core::postprocess::{self, StopRules, Trigger};
+    use inkling_core::{context, syntax};
     check!(name = "completion_stages")
         .with_type::<StagesSpec>()
         .with_test_time(short_run())
@@ -927,7 +930,7 @@ fn completion_stages_never_panic() {
                 line: spec.cursor.0.value(),
                 column: spec.cursor.1.value(),
             };
-            let cursor = document.char_index(position, encoding);
+            let cursor = positions::char_index(&document.text, position, encoding);
             let window = context::Window {
                 prefix_lines: spec.window.0 as usize,
                 suffix_lines: spec.window.1 as usize,
@@ -1060,7 +1063,14 @@ fn http_endpoint() -> SocketAddr {
                     model: Some(model),
                     ..Overrides::default()
                 });
-                http::serve(listener, Arc::new(Suggester::start(settings))).await;
+                http::serve(
+                    listener,
+                    Arc::new(Suggester::new(
+                        Engine::start(settings.engine.clone()),
+                        settings,
+                    )),
+                )
+                .await;
             });
         });
         receiver.recv().expect("the endpoint's address")
@@ -1710,7 +1720,9 @@ mod edits {
         for (i, changes) in batches.iter().enumerate() {
             let version = 2 + i as i32;
             let expected = oracle.apply(version, changes, encoding);
-            let result = document.apply_changes(version, changes, encoding);
+            let result = document.apply_changes(version, changes, |text, change| {
+                change.to_edit(text, encoding)
+            });
             assert_eq!(result, expected.clone().map(drop), "{changes:?}");
             if let (Ok(edits), Some(reference)) = (&expected, &mut reference) {
                 reference.edit(edits.as_deref());

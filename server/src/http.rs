@@ -37,13 +37,16 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::context;
-use crate::engine::{CancelFlag, Generation, StopReason};
-use crate::postprocess::Trigger;
-use crate::suggest::{Answer, Ask, SuggestError, Suggester, lock};
+use inkling_core::context;
+use inkling_core::generate::{CancelFlag, Generation, StopReason};
+use inkling_core::lock;
+use inkling_core::postprocess::Trigger;
 
-/// The engine slot (warm KV state) that HTTP requests use.
-const SLOT: &str = "http";
+use crate::Pipeline;
+use crate::suggest::{Answer, Ask, SuggestError};
+
+/// The document HTTP requests are for: the backend keeps one warm cache for it.
+const DOCUMENT: &str = "http";
 
 /// Binds the endpoint's listener on 127.0.0.1 at `port` (0 picks a free port).
 pub async fn bind(port: u16) -> std::io::Result<TcpListener> {
@@ -65,7 +68,7 @@ const MAX_BODY_BYTES: usize = 2 << 20;
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Serves the endpoint on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, suggester: Arc<Suggester>) {
+pub async fn serve(listener: TcpListener, suggester: Arc<Pipeline>) {
     if let Ok(address) = listener.local_addr() {
         tracing::info!("HTTP endpoint listening on http://{address}");
     }
@@ -141,7 +144,7 @@ async fn body_in_time(request: axum::extract::Request, next: axum::middleware::N
 }
 
 struct Endpoint {
-    suggester: Arc<Suggester>,
+    suggester: Arc<Pipeline>,
     in_flight: Mutex<Option<CancelFlag>>,
 }
 
@@ -185,7 +188,7 @@ impl Endpoint {
             // Every keystroke asks: these are automatic requests, with their time limits.
             trigger: Trigger::Automatic,
             cancel,
-            slot: SLOT.into(),
+            document: DOCUMENT.into(),
             partial: None,
             max_tokens,
             assembly_time,
@@ -444,7 +447,7 @@ async fn infill(
             "predicted_per_second": per_second(predicted_n, predicted_ms),
         },
         "generation_settings": {
-            "n_ctx": settings.context_size,
+            "n_ctx": settings.engine.context_size,
             "n_predict": max_tokens.map_or(settings.max_tokens, |n| n.min(settings.max_tokens)),
         },
     });

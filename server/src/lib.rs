@@ -1,33 +1,19 @@
-//! inkling: a language server that serves inline code completions from a model
-//! running inside its own process.
+//! inkling's server: the outer crate, the only one that knows the protocols.
 //!
-//! The stages of a completion, each its own module (see `ARCHITECTURE.md`):
-//! [`documents`] → [`context`] (with [`syntax`] and [`workspace`]) → [`prompt`] (with
-//! [`template`]) → [`engine`] → [`postprocess`],
-//! [`suggest`] runs them for both front ends: [`lsp`] (with [`transport`] guarding
-//! stdio) and the loopback [`http`] endpoint; [`typed_through`] remembers recent
-//! answers, and [`config`] / [`model_files`] sit behind them all.
+//! [`config`] resolves the settings; [`suggest`] runs the completion pipeline over
+//! any [`Backend`](inkling_core::generate::Backend) (the stages are in
+//! `inkling-core`, the in-process engine in `inkling-engine`); [`lsp`] (with
+//! [`transport`] guarding stdio) and the loopback [`http`] endpoint are the front
+//! ends; [`wire`] holds the JSON shapes of inkling's own messages.
 
 pub mod config;
-pub mod context;
-pub mod documents;
-pub mod engine;
 #[cfg(test)]
 mod fuzz;
-pub mod gguf;
 pub mod http;
 pub mod lsp;
-pub mod model_catalog;
-pub mod model_check;
-pub mod model_files;
-pub mod postprocess;
-pub mod prompt;
 pub mod suggest;
-pub mod syntax;
-pub mod template;
-#[cfg(test)]
-mod test_gguf;
 pub mod transport;
-pub mod typed_through;
-pub mod vocab;
-pub mod workspace;
+pub mod wire;
+
+/// The pipeline the server runs: the completion stages over the in-process engine.
+pub type Pipeline = suggest::Suggester<inkling_engine::Engine>;

@@ -16,19 +16,25 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use serde::Serialize;
+use inkling_core::context::{CompletionContext, Window};
+use inkling_core::documents::{Document, DocumentStore};
+use inkling_core::generate::{BackendError, CancelFlag, TextSink};
+use inkling_core::lock;
+use inkling_core::postprocess::Trigger;
+use inkling_core::workspace::{self, Workspace};
+use inkling_engine::{Engine, EngineState};
 use tower_lsp_server::jsonrpc::{Error as RpcError, Result as RpcResult};
 use tower_lsp_server::ls_types::*;
 use tower_lsp_server::{Client, LanguageServer, LspService};
 
 use crate::config::{Overrides, Settings};
-use crate::context::{CompletionContext, Window};
-use crate::documents::{self, Document, DocumentStore, PositionEncoding, TextChange};
-use crate::engine::{CancelFlag, CountersSnapshot, Engine, EngineError, EngineState, PromptView};
-use crate::http;
-use crate::postprocess::Trigger;
-use crate::suggest::{self, Ask, Latency, PrefetchStats, SuggestError, Suggester, lock};
-use crate::workspace::{self, Workspace, WorkspaceStats};
+use crate::suggest::{self, Ask, SuggestError, Suggester};
+use crate::wire::{self, ModelStatus, PartialCompletion, PromptAnswer, Stats};
+use crate::{Pipeline, http};
+
+pub mod positions;
+
+use positions::{PositionEncoding, TextChange};
 
 /// The custom request that returns the engine's running totals.
 pub const STATS_METHOD: &str = "inkling/stats";
@@ -48,55 +54,6 @@ pub enum PartialNotification {}
 impl tower_lsp_server::ls_types::notification::Notification for PartialNotification {
     type Params = PartialCompletion;
     const METHOD: &'static str = "inkling/partialCompletion";
-}
-
-/// The text generated so far for a request, before post-processing: the final
-/// answer (the response to the request) may be shorter.
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PartialCompletion {
-    /// The document.
-    pub uri: Uri,
-    /// The document version the text is generated for.
-    pub version: i32,
-    /// Where the text would be inserted.
-    pub position: Position,
-    /// The text so far.
-    pub text: String,
-}
-
-/// The model's state as our own editor integrations show it (status bar, etc.).
-#[derive(Debug, Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ModelStatus {
-    /// `loading`, `ready` or `failed`.
-    pub state: String,
-    /// What is happening, or what went wrong.
-    pub message: String,
-    /// Loading progress, 0–100, when known.
-    pub percent: Option<u32>,
-}
-
-impl ModelStatus {
-    fn of(state: &EngineState) -> ModelStatus {
-        match state {
-            EngineState::Loading { message, percent } => ModelStatus {
-                state: "loading".into(),
-                message: message.clone(),
-                percent: *percent,
-            },
-            EngineState::Ready(info) => ModelStatus {
-                state: "ready".into(),
-                message: info.describe(),
-                percent: Some(100),
-            },
-            EngineState::Failed(error) => ModelStatus {
-                state: "failed".into(),
-                message: error.clone(),
-                percent: None,
-            },
-        }
-    }
 }
 
 /// How often the client's process is checked for life.
@@ -131,11 +88,11 @@ fn watch_parent(pid: u32) {
 }
 
 /// The language server: documents, settings and the engine handle.
-pub struct Backend {
+pub struct LspServer {
     client: Client,
     flag_overrides: Overrides,
     session: OnceLock<SessionSetup>,
-    suggester: OnceLock<Arc<Suggester>>,
+    suggester: OnceLock<Arc<Pipeline>>,
     workspace: OnceLock<Arc<Workspace>>,
     documents: Arc<Mutex<DocumentStore>>,
     in_flight: Mutex<HashMap<String, CancelFlag>>,
@@ -202,52 +159,21 @@ struct Suggestion {
     line_prefix: String,
 }
 
-/// The answer to [`STATS_METHOD`].
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Stats {
-    /// `loading`, `ready` or `failed`.
-    pub model_state: String,
-    /// Running totals of the engine.
-    #[serde(flatten)]
-    pub counters: CountersSnapshot,
-    /// Latency from request to answer over the most recent requests.
-    pub latency: Latency,
-    /// Time to assemble a prompt (context, preamble, layout and tokens).
-    pub prompt_assembly: Latency,
-    /// The answers computed ahead, for when a suggestion is accepted.
-    pub prefetch: PrefetchStats,
-    /// The workspace index and the ring of chunks.
-    #[serde(flatten)]
-    pub workspace: WorkspaceStats,
-}
-
 /// The custom request that returns the prompt the model would get at a position.
 pub const PROMPT_METHOD: &str = "inkling/prompt";
-
-/// The answer to [`PROMPT_METHOD`].
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PromptAnswer {
-    /// The prompt, as the engine would decode it.
-    #[serde(flatten)]
-    pub prompt: PromptView,
-    /// The document's path in the workspace.
-    pub path: String,
-}
 
 /// Builds the service for [`tower_lsp_server::Server`], with command-line `flags`
 /// as the base settings. The returned flag is set once `shutdown` was received.
 pub fn service(
     flags: Overrides,
 ) -> (
-    LspService<Backend>,
+    LspService<LspServer>,
     tower_lsp_server::ClientSocket,
     Arc<AtomicBool>,
 ) {
     let shutdown_requested = Arc::new(AtomicBool::new(false));
     let flag = shutdown_requested.clone();
-    let (service, socket) = LspService::build(move |client| Backend {
+    let (service, socket) = LspService::build(move |client| LspServer {
         client,
         flag_overrides: flags.clone(),
         session: OnceLock::new(),
@@ -257,9 +183,12 @@ pub fn service(
         in_flight: Mutex::new(HashMap::new()),
         shutdown_requested: flag.clone(),
     })
-    .custom_method("textDocument/inlineCompletion", Backend::inline_completion)
-    .custom_method(STATS_METHOD, Backend::stats)
-    .custom_method(PROMPT_METHOD, Backend::prompt)
+    .custom_method(
+        "textDocument/inlineCompletion",
+        LspServer::inline_completion,
+    )
+    .custom_method(STATS_METHOD, LspServer::stats)
+    .custom_method(PROMPT_METHOD, LspServer::prompt)
     .finish();
     (service, socket, shutdown_requested)
 }
@@ -270,7 +199,7 @@ fn contain_panic<T>(stage: impl FnOnce() -> T) -> RpcResult<T> {
 }
 
 /// The JSON-RPC error for a request the engine could not serve.
-fn model_not_ready(error: &EngineError) -> RpcError {
+fn model_not_ready(error: &BackendError) -> RpcError {
     RpcError {
         code: tower_lsp_server::jsonrpc::ErrorCode::ServerError(-32001),
         message: format!("inkling: {error}").into(),
@@ -289,18 +218,18 @@ fn negotiate_encoding(capabilities: &ClientCapabilities) -> PositionEncoding {
     }
 }
 
-fn to_position(p: documents::Position) -> Position {
+fn to_position(p: positions::Position) -> Position {
     Position::new(p.line, p.column)
 }
 
-fn from_position(p: Position) -> documents::Position {
-    documents::Position {
+fn from_position(p: Position) -> positions::Position {
+    positions::Position {
         line: p.line,
         column: p.character,
     }
 }
 
-impl Backend {
+impl LspServer {
     fn encoding(&self) -> PositionEncoding {
         self.session
             .get()
@@ -319,10 +248,10 @@ impl Backend {
             .ok_or_else(|| RpcError::invalid_params(format!("document not open: {key}")))?;
         let sources = self.context_sources();
         contain_panic(|| {
-            let cursor = document.char_index(from_position(position), encoding);
+            let cursor = positions::char_index(&document.text, from_position(position), encoding);
             let context = sources.context(key, &document, cursor);
             ContextAt {
-                position: to_position(document.position(cursor, encoding)),
+                position: to_position(positions::position(&document.text, cursor, encoding)),
                 document,
                 cursor,
                 context,
@@ -338,7 +267,7 @@ impl Backend {
             extra_tokens: self
                 .session
                 .get()
-                .map_or(0, |s| s.settings.budget.extra_tokens),
+                .map_or(0, |s| s.settings.engine.budget.extra_tokens),
         }
     }
 
@@ -391,12 +320,16 @@ impl Backend {
             older.cancel();
         }
         let _guard = InFlightGuard {
-            backend: self,
+            server: self,
             key,
             cancel: cancel.clone(),
         };
         let (partial, forwarding) = if session.settings.stream_partial {
             let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+            // The asker may have gone away: a failed send is no error.
+            let sink = TextSink::new(move |text| {
+                let _ = sender.send(text.to_owned());
+            });
             let forwarding = tokio::spawn(Self::forward_partial(
                 self.client.clone(),
                 receiver,
@@ -407,7 +340,7 @@ impl Backend {
                     text: String::new(),
                 },
             ));
-            (Some(sender), Some(forwarding))
+            (Some(sink), Some(forwarding))
         } else {
             (None, None)
         };
@@ -416,7 +349,7 @@ impl Backend {
             context,
             trigger,
             cancel,
-            slot: key.to_owned(),
+            document: key.to_owned(),
             partial,
             max_tokens: None,
             assembly_time,
@@ -511,13 +444,13 @@ impl Backend {
         let suggester = self
             .suggester
             .get()
-            .ok_or_else(|| model_not_ready(&EngineError::NotReady))?;
+            .ok_or_else(|| model_not_ready(&BackendError::NotReady))?;
         let prompt = suggester
-            .engine()
+            .backend()
             .prompt(context)
             .await
             .map_err(|e| model_not_ready(&e))?;
-        Ok(PromptAnswer { prompt, path })
+        Ok(PromptAnswer::new(prompt, path))
     }
 
     /// `inkling/stats`: the engine's running totals.
@@ -526,20 +459,29 @@ impl Backend {
         Ok(match self.suggester.get() {
             None => Stats {
                 model_state: "loading".into(),
-                counters: CountersSnapshot::default(),
-                latency: Latency::default(),
-                prompt_assembly: Latency::default(),
-                prefetch: PrefetchStats::default(),
-                workspace,
+                counters: wire::Counters::default(),
+                latency: wire::Latency::default(),
+                prompt_assembly: wire::Latency::default(),
+                prefetch: wire::Prefetch::default(),
+                workspace: workspace.into(),
             },
-            Some(suggester) => Stats {
-                model_state: ModelStatus::of(&suggester.engine().subscribe().borrow()).state,
-                counters: suggester.counters(),
-                latency: suggester.latency(),
-                prompt_assembly: suggester.assembly_latency(),
-                prefetch: suggester.prefetch_stats(),
-                workspace,
-            },
+            Some(suggester) => {
+                let engine = suggester.backend();
+                Stats {
+                    model_state: ModelStatus::of(&engine.subscribe().borrow()).state,
+                    counters: wire::Counters::new(
+                        engine.counters(),
+                        suggester.typed_through_hits(),
+                    ),
+                    latency: suggester.latency().into(),
+                    prompt_assembly: suggester.assembly_latency().into(),
+                    prefetch: wire::Prefetch::new(
+                        engine.background_counters(),
+                        suggester.prefetch_stats(),
+                    ),
+                    workspace: workspace.into(),
+                }
+            }
         })
     }
 
@@ -621,7 +563,7 @@ impl Backend {
 
 /// Cancels a request's generation when its handler ends or is dropped, and forgets it.
 struct InFlightGuard<'a> {
-    backend: &'a Backend,
+    server: &'a LspServer,
     key: &'a str,
     cancel: CancelFlag,
 }
@@ -629,7 +571,7 @@ struct InFlightGuard<'a> {
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
         self.cancel.cancel();
-        let mut in_flight = lock(&self.backend.in_flight);
+        let mut in_flight = lock(&self.server.in_flight);
         if in_flight
             .get(self.key)
             .is_some_and(|flag| flag.same_as(&self.cancel))
@@ -639,7 +581,7 @@ impl Drop for InFlightGuard<'_> {
     }
 }
 
-impl LanguageServer for Backend {
+impl LanguageServer for LspServer {
     async fn initialize(&self, params: InitializeParams) -> RpcResult<InitializeResult> {
         let encoding = negotiate_encoding(&params.capabilities);
         let inline_client = params
@@ -722,17 +664,20 @@ impl LanguageServer for Backend {
         }
         let suggester = self
             .suggester
-            .get_or_init(|| Arc::new(Suggester::start(session.settings.clone())))
+            .get_or_init(|| {
+                let engine = Engine::start(session.settings.engine.clone());
+                Arc::new(Suggester::new(engine, session.settings.clone()))
+            })
             .clone();
         if let Some(workspace) = self.workspace.get()
             && session.settings.index_workspace
-            && session.settings.budget.extra_tokens > 0
+            && session.settings.engine.budget.extra_tokens > 0
         {
             workspace.index_in_background();
         }
         tokio::spawn(Self::report_loading(
             self.client.clone(),
-            suggester.engine().clone(),
+            suggester.backend().clone(),
             session.work_done_progress,
         ));
         if let Some(port) = session.settings.http_port {
@@ -787,11 +732,12 @@ impl LanguageServer for Backend {
             })
             .collect();
         let uri = params.text_document.uri;
+        let encoding = self.encoding();
         let result = lock(&self.documents).change(
             uri.as_str(),
             params.text_document.version,
             &changes,
-            self.encoding(),
+            |text, change| change.to_edit(text, encoding),
         );
         if let (Ok(()), Some(workspace), Some(line)) = (
             &result,

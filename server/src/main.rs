@@ -1,21 +1,20 @@
 //! The `inkling` binary: a language server on stdio, and a few maintenance commands.
 
 use std::io::Write;
-use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use inkling::config::{GPU_BACKEND, Overrides, Settings};
-use inkling::context::Window;
-use inkling::documents::Document;
-use inkling::engine::{Engine, EngineState};
+use inkling::config::{Overrides, Settings};
 use inkling::suggest::Suggester;
-use inkling::syntax;
-use inkling::workspace::Workspace;
-use inkling::{http, lsp, model_catalog, model_files, transport};
+use inkling::{http, lsp, transport};
+use inkling_core::context::Window;
+use inkling_core::documents::Document;
+use inkling_core::syntax;
+use inkling_core::workspace::Workspace;
+use inkling_engine::{Engine, EngineState, model_catalog, model_check, model_files};
 use tracing_subscriber::EnvFilter;
 
 /// Inline AI code completions from a local model, over the Language Server Protocol.
@@ -32,36 +31,16 @@ use tracing_subscriber::EnvFilter;
 /// model, not a chat/instruct one.
 ///
 /// The editor's `initializationOptions` (`model`, `contextSize`, `threads`,
-/// `maxTokens`, `gpuLayers`, `template`, …; see README) override these flags.
+/// `maxTokens`, `gpuLayers`, `template`, …: each flag's name in camel case; see
+/// README) override these flags.
 #[derive(Parser, Debug)]
 #[command(name = "inkling", about)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// GGUF model to load: a path, or a name `inkling models` lists (`ollama:NAME[:TAG]`,
-    /// `lmstudio:PUBLISHER/REPO[/FILE]`, `hf:ORG/REPO[/FILE]`) [default: Gemma-3-270M,
-    /// fetched once into the cache]
-    #[arg(long, value_name = "PATH|NAME", global = true)]
-    model: Option<PathBuf>,
-    /// Context size in tokens [default: 4096]
-    #[arg(long, value_name = "TOKENS")]
-    ctx_size: Option<NonZeroU32>,
-    /// Threads for the model [default: all cores]
-    #[arg(long, value_name = "N")]
-    threads: Option<NonZeroU32>,
-    /// Most tokens generated per completion [default: 128]
-    #[arg(long, value_name = "TOKENS")]
-    max_tokens: Option<NonZeroU32>,
-    /// Also serve the HTTP endpoint on 127.0.0.1 at this port (see `inkling http`)
-    #[arg(long, value_name = "PORT")]
-    http_port: Option<u16>,
-    /// Prompt template: auto, prefix-only, qwen, starcoder, codellama, deepseek,
-    /// codestral, codegemma, or a template with {prefix} and {suffix} [default: auto]
-    #[arg(long, value_name = "TEMPLATE", global = true)]
-    template: Option<String>,
-    /// Layers offloaded to the GPU in builds with a GPU backend [default: all of them there, none in CPU builds]
-    #[arg(long, value_name = "N")]
-    gpu_layers: Option<u32>,
+    /// Every option (each is also an `initializationOptions` key; see README).
+    #[command(flatten)]
+    options: Overrides,
     /// Use stdio (the LSP transport; accepted because clients pass it)
     #[arg(long)]
     stdio: bool,
@@ -112,7 +91,11 @@ fn main() {
     let mut command = Cli::command().version(env!("CARGO_PKG_VERSION"));
     // Listing devices starts GPU backends: only for `--version`, never in LSP mode.
     if std::env::args().any(|a| a == "--version" || a == "-V") {
-        command = command.long_version(build_description());
+        command = command.long_version(format!(
+            "{}\n{}",
+            env!("CARGO_PKG_VERSION"),
+            inkling_engine::describe_build()
+        ));
     }
     let matches = command.get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
@@ -124,18 +107,9 @@ fn main() {
                 .unwrap_or_else(|_| EnvFilter::new("info,llama-cpp-2=error,tower_lsp_server=warn")),
         )
         .init();
-    llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+    inkling_engine::send_logs_to_tracing();
 
-    let flags = Overrides {
-        model: cli.model,
-        context_size: cli.ctx_size,
-        threads: cli.threads,
-        max_tokens: cli.max_tokens,
-        http_port: cli.http_port,
-        template: cli.template,
-        gpu_layers: cli.gpu_layers,
-        ..Overrides::default()
-    };
+    let flags = cli.options;
     match cli.command {
         Some(Command::FetchModel) => fetch_model(),
         Some(Command::Prompt {
@@ -157,40 +131,9 @@ fn main() {
             path,
             threads,
             gpu_layers,
-        }) => std::process::exit(inkling::model_check::run_child(&path, threads, gpu_layers)),
+        }) => std::process::exit(model_check::run_child(&path, threads, gpu_layers)),
         None => serve(flags),
     }
-}
-
-/// `inkling --version`: the version, the llama.cpp backends compiled in, the devices
-/// they see and the CPU features ggml uses.
-fn build_description() -> String {
-    let backends = match GPU_BACKEND {
-        Some(gpu) => format!("CPU, {gpu}"),
-        None => "CPU only (build with `--features cuda`, `vulkan` or `metal` for a GPU)".into(),
-    };
-    let devices: Vec<String> = llama_cpp_2::list_llama_ggml_backend_devices()
-        .into_iter()
-        .map(|d| format!("{} ({})", d.name, d.description))
-        .collect();
-    // SAFETY: returns a pointer to a static, NUL-terminated string inside llama.cpp.
-    let system = unsafe { std::ffi::CStr::from_ptr(llama_cpp_sys_2::llama_print_system_info()) };
-    let features: Vec<&str> = system
-        .to_str()
-        .unwrap_or_default()
-        .split('|')
-        // "CPU : SSE3 = 1 | AVX = 1 | …": the first feature follows the backend's name.
-        .filter_map(|f| f.rsplit(':').next())
-        .map(str::trim)
-        .filter(|f| f.ends_with("= 1"))
-        .map(|f| f.trim_end_matches("= 1").trim())
-        .collect();
-    format!(
-        "{}\nbackends: {backends}\ndevices: {}\nCPU features in use: {}",
-        env!("CARGO_PKG_VERSION"),
-        devices.join(", "),
-        features.join(" ")
-    )
 }
 
 fn fetch_model() {
@@ -242,7 +185,7 @@ fn print_prompt(
     });
     let settings = resolve_logged(flags);
     let workspace = Workspace::new(Some(root));
-    if settings.index_workspace && settings.budget.extra_tokens > 0 {
+    if settings.index_workspace && settings.engine.budget.extra_tokens > 0 {
         workspace.index();
     }
     let uri = format!("file://{}", path.display());
@@ -251,10 +194,10 @@ fn print_prompt(
         &document,
         cursor,
         Window::default(),
-        settings.budget.extra_tokens,
+        settings.engine.budget.extra_tokens,
         &Vec::new,
     );
-    let engine = Engine::start(settings);
+    let engine = Engine::start(settings.engine);
     let view = runtime().block_on(async move {
         let mut state = engine.subscribe();
         loop {
@@ -321,7 +264,13 @@ fn serve_http(flags: Overrides, port: u16) {
                 std::process::exit(1);
             }
         };
-        let suggester = Arc::new(Suggester::start(resolve_logged(flags)));
+        let suggester = {
+            let settings = resolve_logged(flags);
+            Arc::new(Suggester::new(
+                Engine::start(settings.engine.clone()),
+                settings,
+            ))
+        };
         http::serve(listener, suggester).await;
     });
 }

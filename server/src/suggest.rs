@@ -1,39 +1,39 @@
 //! The completion pipeline shared by the front ends (LSP and HTTP): from a
 //! [`CompletionContext`] to the texts to offer.
 //!
-//! plan → typed-through cache → engine (prompt + generation) → finish. The front
+//! plan → typed-through cache → backend (prompt + generation) → finish. The front
 //! ends own everything about their protocol (documents, versions, cancellation by
 //! the client); this module owns what is the same for all of them.
 //!
-//! After an answer, [`Suggester::prefetch`] asks the engine for the answer at the
+//! After an answer, [`Suggester::prefetch`] asks the backend for the answer at the
 //! position the user reaches by accepting it (llama.vim's "speculative FIM"), and puts
 //! it in the typed-through cache, so that accepting and asking again is answered from
 //! memory.
 //!
 //! Invariants:
-//! - An answer found in the [`TypedThrough`] cache never reaches the engine.
+//! - An answer found in the [`TypedThrough`] cache never reaches the backend.
 //! - Every request that reaches [`Suggester::suggest`] gets its latency recorded,
 //!   whatever the outcome, so the percentiles in `inkling/stats` cover all of them.
-//! - A prefetch never makes a request wait for it: a request that needs the engine
-//!   cancels it (the engine notices before its next decode call), unless the
+//! - A prefetch never makes a request wait for it: a request that needs the backend
+//!   cancels it (the backend notices before its next decode call), unless the
 //!   request asks for the very context the prefetch is computing, in which case it
 //!   waits for that answer instead. At most one prefetch is in flight, and none
-//!   starts while a request is at the engine: both are decided under one lock.
+//!   starts while a request is at the backend: both are decided under one lock.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use inkling_core::context::CompletionContext;
+use inkling_core::generate::{
+    Backend, BackendError, CancelFlag, CompletionRequest, Generation, TextSink,
+};
+use inkling_core::lock;
+use inkling_core::postprocess::{self, StopRules, Trigger};
+use inkling_core::typed_through::TypedThrough;
+use tokio::sync::watch;
 
 use crate::config::Settings;
-use crate::context::CompletionContext;
-use crate::engine::{
-    CancelFlag, CompletionRequest, CountersSnapshot, Engine, EngineError, Generation,
-};
-use crate::postprocess::{self, StopRules, Trigger};
-use crate::typed_through::TypedThrough;
 
 /// One completion asked for by a front end.
 #[derive(Debug)]
@@ -44,12 +44,12 @@ pub struct Ask {
     pub trigger: Trigger,
     /// Set when the front end no longer wants the answer.
     pub cancel: CancelFlag,
-    /// Which warm state of the engine to use: one per document.
-    pub slot: String,
+    /// The document (its URI): the backend keeps one warm cache per document.
+    pub document: String,
     /// Receives the text generated so far, as it grows (before post-processing).
-    pub partial: Option<mpsc::UnboundedSender<String>>,
+    pub partial: Option<TextSink>,
     /// Most tokens to generate, when less than the configured limit; 0 only brings
-    /// the prompt into the engine's cache.
+    /// the prompt into the backend's cache.
     pub max_tokens: Option<u32>,
     /// Time the front end spent on the context (part of the prompt's assembly).
     pub assembly_time: Duration,
@@ -75,8 +75,7 @@ pub enum SuggestError {
 }
 
 /// Latency percentiles over the most recent requests, in milliseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Latency {
     /// Requests the percentiles are computed over.
     pub samples: usize,
@@ -125,13 +124,9 @@ impl LatencyLog {
     }
 }
 
-/// What prefetching did, as sent to clients.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// What prefetching did (the backend counts its own work on prefetches).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PrefetchStats {
-    /// The engine's work on prefetches (not part of the request counters).
-    #[serde(flatten)]
-    pub engine: CountersSnapshot,
     /// Prefetches that left an answer in the typed-through cache.
     pub answers: u64,
     /// Requests answered from a prefetched answer (after accepting, or typing on).
@@ -147,12 +142,14 @@ struct Prefetch {
     done: watch::Receiver<bool>,
 }
 
-/// The shared pipeline: the engine, the settings and what is remembered between
+/// The shared pipeline: the backend, the settings and what is remembered between
 /// requests. One per server process, shared by all front ends.
-pub struct Suggester {
-    engine: Engine,
+pub struct Suggester<B> {
+    backend: B,
     settings: Settings,
     typed_through: Mutex<TypedThrough>,
+    /// Requests answered from the typed-through cache.
+    typed_through_hits: AtomicU64,
     latencies: Mutex<LatencyLog>,
     assembly: Mutex<LatencyLog>,
     prefetch: Mutex<PrefetchState>,
@@ -161,43 +158,36 @@ pub struct Suggester {
 }
 
 /// Prefetching's shared state, changed only under its lock, so that a prefetch
-/// cannot slip in between a request's check and its arrival at the engine.
+/// cannot slip in between a request's check and its arrival at the backend.
 #[derive(Default)]
 struct PrefetchState {
     in_flight: Option<Prefetch>,
-    /// Requests at the engine now: no prefetch starts while there are any.
-    at_engine: usize,
+    /// Requests at the backend now: no prefetch starts while there are any.
+    at_backend: usize,
     /// Set at shutdown: no prefetch starts any more.
     closed: bool,
 }
 
-/// A request at the engine: counted in [`PrefetchState::at_engine`] while alive,
+/// A request at the backend: counted in [`PrefetchState::at_backend`] while alive,
 /// even when the future holding it is dropped.
-struct AtEngine<'a>(&'a Mutex<PrefetchState>);
+struct AtBackend<'a>(&'a Mutex<PrefetchState>);
 
-impl<'a> AtEngine<'a> {
+impl<'a> AtBackend<'a> {
     /// Counts a request in and stops the prefetch in flight, in one step.
-    fn enter(state: &'a Mutex<PrefetchState>) -> AtEngine<'a> {
+    fn enter(state: &'a Mutex<PrefetchState>) -> AtBackend<'a> {
         let mut guard = lock(state);
-        guard.at_engine += 1;
+        guard.at_backend += 1;
         if let Some(prefetch) = guard.in_flight.take() {
             prefetch.cancel.cancel();
         }
-        AtEngine(state)
+        AtBackend(state)
     }
 }
 
-impl Drop for AtEngine<'_> {
+impl Drop for AtBackend<'_> {
     fn drop(&mut self) {
-        lock(self.0).at_engine -= 1;
+        lock(self.0).at_backend -= 1;
     }
-}
-
-/// Locks `mutex`, even if a panic elsewhere poisoned it: the data behind the
-/// server's locks is consistent between statements (replaced whole, never left
-/// half-updated).
-pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Runs a synchronous stage; a panic in it (a bug) fails this request instead of
@@ -209,13 +199,14 @@ pub fn contain_panic<T>(stage: impl FnOnce() -> T) -> Result<T, SuggestError> {
     })
 }
 
-impl Suggester {
-    /// Starts the engine (which loads the model in the background).
-    pub fn start(settings: Settings) -> Suggester {
+impl<B: Backend> Suggester<B> {
+    /// The pipeline on `backend`.
+    pub fn new(backend: B, settings: Settings) -> Suggester<B> {
         Suggester {
-            engine: Engine::start(settings.clone()),
+            backend,
             settings,
             typed_through: Mutex::new(TypedThrough::default()),
+            typed_through_hits: AtomicU64::new(0),
             latencies: Mutex::new(LatencyLog::default()),
             assembly: Mutex::new(LatencyLog::default()),
             prefetch: Mutex::new(PrefetchState::default()),
@@ -224,9 +215,9 @@ impl Suggester {
         }
     }
 
-    /// The engine behind the pipeline.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// The backend behind the pipeline.
+    pub fn backend(&self) -> &B {
+        &self.backend
     }
 
     /// The resolved settings.
@@ -240,20 +231,19 @@ impl Suggester {
     }
 
     /// Percentiles of the time to assemble a prompt (context, then layout and
-    /// tokenization in the engine), over requests that reached the engine.
+    /// tokenization in the backend), over requests that reached the backend.
     pub fn assembly_latency(&self) -> Latency {
         lock(&self.assembly).percentiles()
     }
 
-    /// The engine's counters.
-    pub fn counters(&self) -> CountersSnapshot {
-        self.engine.counters()
+    /// Requests answered from the typed-through cache, without the backend.
+    pub fn typed_through_hits(&self) -> u64 {
+        self.typed_through_hits.load(Ordering::Relaxed)
     }
 
     /// What prefetching did.
     pub fn prefetch_stats(&self) -> PrefetchStats {
         PrefetchStats {
-            engine: self.engine.background_counters(),
             answers: self.prefetch_answers.load(Ordering::Relaxed),
             hits: self.prefetch_hits.load(Ordering::Relaxed),
         }
@@ -264,7 +254,7 @@ impl Suggester {
         let Some(hit) = contain_panic(|| lock(&self.typed_through).lookup(context))? else {
             return Ok(None);
         };
-        self.engine.count_typed_through();
+        self.typed_through_hits.fetch_add(1, Ordering::Relaxed);
         if hit.prefetched {
             self.prefetch_hits.fetch_add(1, Ordering::Relaxed);
         }
@@ -276,7 +266,7 @@ impl Suggester {
 
     /// Waits for the prefetch in flight if it computes `context` (and says whether it
     /// did), unless `cancel` is set first. Other prefetches are left to
-    /// [`AtEngine::enter`] to stop.
+    /// [`AtBackend::enter`] to stop.
     async fn await_prefetch_of(&self, context: &CompletionContext, cancel: &CancelFlag) -> bool {
         let done = lock(&self.prefetch).in_flight.as_ref().and_then(|p| {
             (p.prefix == context.prefix && p.suffix == context.suffix).then(|| p.done.clone())
@@ -297,10 +287,10 @@ impl Suggester {
     }
 
     /// Whether a prefetch could start now: the model is ready, no request is at the
-    /// engine, and the server is not shutting down.
+    /// backend, and the server is not shutting down.
     pub fn may_prefetch(&self) -> bool {
         let state = lock(&self.prefetch);
-        self.engine.is_ready() && state.at_engine == 0 && !state.closed
+        self.backend.is_ready() && state.at_backend == 0 && !state.closed
     }
 
     /// Stops the prefetch in flight, if any, and starts no more (at shutdown).
@@ -314,9 +304,9 @@ impl Suggester {
 
     /// Computes, in the background, the answer at `context` (where the user will be
     /// after accepting a suggestion) into the typed-through cache, unless it is there
-    /// already or a request is at the engine. Cancelled by the next request that needs
-    /// the engine.
-    pub async fn prefetch(&self, context: CompletionContext, slot: String) {
+    /// already or a request is at the backend. Cancelled by the next request that needs
+    /// the backend.
+    pub async fn prefetch(&self, context: CompletionContext, document: String) {
         if !self.may_prefetch() {
             return;
         }
@@ -337,7 +327,7 @@ impl Suggester {
         let (ended, done) = watch::channel(false);
         {
             let mut state = lock(&self.prefetch);
-            if state.at_engine > 0 || state.closed {
+            if state.at_backend > 0 || state.closed {
                 return;
             }
             let newer = Prefetch {
@@ -359,11 +349,11 @@ impl Suggester {
             prompt_time_limit,
             generation_time_limit,
             cancel: cancel.clone(),
-            slot,
+            document,
             partial: None,
             background: true,
         };
-        if let Ok(generation) = self.engine.complete(request).await {
+        if let Ok(generation) = self.backend.generate(request).await {
             let stored = contain_panic(|| {
                 let text = postprocess::finish(&generation.text, &context, &stop)?;
                 lock(&self.typed_through).remember_prefetched(&context, &text);
@@ -394,14 +384,14 @@ impl Suggester {
     }
 
     async fn suggest_untimed(&self, ask: Ask) -> Result<Option<Answer>, SuggestError> {
-        if !self.engine.is_ready() {
+        if !self.backend.is_ready() {
             return Ok(None);
         }
         let options = self.settings.postprocess;
         let plan = match contain_panic(|| postprocess::plan(&ask.context, ask.trigger, options))? {
             Ok(plan) => plan,
             Err(skip) => {
-                tracing::debug!(slot = ask.slot, ?skip, "no suggestion here");
+                tracing::debug!(document = ask.document, ?skip, "no suggestion here");
                 return Ok(None);
             }
         };
@@ -426,21 +416,21 @@ impl Suggester {
             prompt_time_limit,
             generation_time_limit,
             cancel: ask.cancel,
-            slot: ask.slot,
+            document: ask.document,
             partial: ask.partial,
             background: false,
         };
-        let at_engine = AtEngine::enter(&self.prefetch);
-        let completed = self.engine.complete(request).await;
-        drop(at_engine);
+        let at_backend = AtBackend::enter(&self.prefetch);
+        let completed = self.backend.generate(request).await;
+        drop(at_backend);
         let generation = match completed {
             Ok(generation) => {
                 lock(&self.assembly).record(assembly_time + generation.build_time);
                 generation
             }
-            Err(EngineError::NotReady) => return Ok(None),
-            Err(EngineError::Cancelled) => return Err(SuggestError::Cancelled),
-            Err(e @ EngineError::Failed(_)) => {
+            Err(BackendError::NotReady) => return Ok(None),
+            Err(BackendError::Cancelled) => return Err(SuggestError::Cancelled),
+            Err(e @ BackendError::Failed(_)) => {
                 tracing::warn!("{e}");
                 return Ok(None);
             }
@@ -468,6 +458,255 @@ impl Suggester {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use inkling_core::context;
+    use inkling_core::generate::StopReason;
+
+    use crate::config::Overrides;
+
+    /// A backend that answers every request with `answer`, holding each generation
+    /// while `held` is true (until released or cancelled), and records what reached
+    /// it. Clones share their state.
+    #[derive(Clone)]
+    struct Fake {
+        answer: &'static str,
+        /// Requests that reached the backend: their prefix, and whether background.
+        seen: Arc<Mutex<Vec<(String, bool)>>>,
+        held: Arc<watch::Sender<bool>>,
+        ready: Arc<AtomicBool>,
+    }
+
+    impl Fake {
+        fn new(answer: &'static str) -> Fake {
+            Fake {
+                answer,
+                seen: Arc::default(),
+                held: Arc::new(watch::Sender::new(false)),
+                ready: Arc::new(AtomicBool::new(true)),
+            }
+        }
+
+        fn seen(&self) -> Vec<(String, bool)> {
+            lock(&self.seen).clone()
+        }
+    }
+
+    impl Backend for Fake {
+        fn is_ready(&self) -> bool {
+            self.ready.load(Ordering::Relaxed)
+        }
+
+        async fn generate(&self, request: CompletionRequest) -> Result<Generation, BackendError> {
+            lock(&self.seen).push((request.context.prefix.clone(), request.background));
+            let mut held = self.held.subscribe();
+            loop {
+                if request.cancel.is_cancelled() {
+                    return Err(BackendError::Cancelled);
+                }
+                if !*held.borrow_and_update() {
+                    break;
+                }
+                tokio::select! {
+                    _ = held.changed() => {}
+                    () = tokio::time::sleep(Duration::from_millis(1)) => {}
+                }
+            }
+            if let Some(partial) = &request.partial {
+                partial.send(self.answer);
+            }
+            Ok(Generation {
+                text: self.answer.to_owned(),
+                prompt_tokens: 1,
+                reused_tokens: 0,
+                generated_tokens: 1,
+                stop_reason: StopReason::EndOfGeneration,
+                build_time: Duration::ZERO,
+                prompt_time: Duration::ZERO,
+                generation_time: Duration::ZERO,
+            })
+        }
+    }
+
+    const PREFIX: &str = "def add(a, b):\n    return ";
+
+    fn pipeline(fake: &Fake) -> Arc<Suggester<Fake>> {
+        let settings = Settings::resolve(Overrides::default()).0;
+        Arc::new(Suggester::new(fake.clone(), settings))
+    }
+
+    fn ask(prefix: &str, cancel: &CancelFlag) -> Ask {
+        Ask {
+            context: context::from_parts(prefix, "\n", "python"),
+            trigger: Trigger::Automatic,
+            cancel: cancel.clone(),
+            document: "file:///a.py".into(),
+            partial: None,
+            max_tokens: None,
+            assembly_time: Duration::ZERO,
+        }
+    }
+
+    /// Yields to the runtime until `done` holds (each step lets spawned tasks run).
+    async fn until(done: impl Fn() -> bool) {
+        for _ in 0..10_000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("condition not reached");
+    }
+
+    fn texts(answer: Result<Option<Answer>, SuggestError>) -> Vec<String> {
+        answer.unwrap().map(|a| a.texts).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn typing_into_an_answer_is_answered_from_memory() {
+        let fake = Fake::new("a + b\n");
+        let suggester = pipeline(&fake);
+        let cancel = CancelFlag::default();
+        assert_eq!(
+            texts(suggester.suggest(ask(PREFIX, &cancel)).await),
+            ["a + b"]
+        );
+        let typed = format!("{PREFIX}a +");
+        let answer = suggester
+            .suggest(ask(&typed, &cancel))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer.texts, [" b"]);
+        assert!(answer.generation.is_none(), "the backend was asked again");
+        assert_eq!(fake.seen().len(), 1);
+        assert_eq!(suggester.typed_through_hits(), 1);
+        assert_eq!(suggester.latency().samples, 2);
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_is_not_ready_is_not_asked() {
+        let fake = Fake::new("a + b\n");
+        fake.ready.store(false, Ordering::Relaxed);
+        let suggester = pipeline(&fake);
+        let answer = suggester.suggest(ask(PREFIX, &CancelFlag::default())).await;
+        assert_eq!(answer, Ok(None));
+        assert!(fake.seen().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_request_ends_without_an_answer() {
+        let fake = Fake::new("a + b\n");
+        fake.held.send_replace(true);
+        let suggester = pipeline(&fake);
+        let cancel = CancelFlag::default();
+        let asking = tokio::spawn({
+            let (suggester, cancel) = (suggester.clone(), cancel.clone());
+            async move { suggester.suggest(ask(PREFIX, &cancel)).await }
+        });
+        until(|| fake.seen().len() == 1).await;
+        assert!(
+            !suggester.may_prefetch(),
+            "a prefetch may start beside a request"
+        );
+        cancel.cancel();
+        assert_eq!(asking.await.unwrap(), Err(SuggestError::Cancelled));
+        // Nothing was remembered for the cancelled request.
+        fake.held.send_replace(false);
+        assert_eq!(
+            texts(suggester.suggest(ask(PREFIX, &CancelFlag::default())).await),
+            ["a + b"]
+        );
+        assert_eq!(fake.seen().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_for_the_prefetched_context_joins_the_prefetch() {
+        let fake = Fake::new("a + b\n");
+        fake.held.send_replace(true);
+        let suggester = pipeline(&fake);
+        let prefetching = tokio::spawn({
+            let suggester = suggester.clone();
+            async move {
+                let context = context::from_parts(PREFIX, "\n", "python");
+                suggester.prefetch(context, "file:///a.py".into()).await;
+            }
+        });
+        until(|| fake.seen().len() == 1).await;
+        let asking = tokio::spawn({
+            let suggester = suggester.clone();
+            async move { suggester.suggest(ask(PREFIX, &CancelFlag::default())).await }
+        });
+        // The request waits for the prefetch rather than asking the backend.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(fake.seen(), [(PREFIX.to_owned(), true)]);
+        fake.held.send_replace(false);
+        prefetching.await.unwrap();
+        assert_eq!(texts(asking.await.unwrap()), ["a + b"]);
+        assert_eq!(fake.seen().len(), 1);
+        let stats = suggester.prefetch_stats();
+        assert_eq!((stats.answers, stats.hits), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_request_elsewhere_supersedes_the_prefetch() {
+        let fake = Fake::new("a + b\n");
+        fake.held.send_replace(true);
+        let suggester = pipeline(&fake);
+        let prefetching = tokio::spawn({
+            let suggester = suggester.clone();
+            async move {
+                let context = context::from_parts("def other():\n    return ", "\n", "python");
+                suggester.prefetch(context, "file:///a.py".into()).await;
+            }
+        });
+        until(|| fake.seen().len() == 1).await;
+        let asking = tokio::spawn({
+            let suggester = suggester.clone();
+            async move { suggester.suggest(ask(PREFIX, &CancelFlag::default())).await }
+        });
+        // The prefetch is cancelled at once and leaves nothing behind.
+        prefetching.await.unwrap();
+        assert_eq!(suggester.prefetch_stats().answers, 0);
+        until(|| fake.seen().len() == 2).await;
+        fake.held.send_replace(false);
+        assert_eq!(texts(asking.await.unwrap()), ["a + b"]);
+        assert_eq!(fake.seen()[1], (PREFIX.to_owned(), false));
+    }
+
+    #[tokio::test]
+    async fn no_prefetch_starts_after_shutdown_or_for_a_known_answer() {
+        let fake = Fake::new("a + b\n");
+        let suggester = pipeline(&fake);
+        let context = context::from_parts(PREFIX, "\n", "python");
+        suggester
+            .suggest(ask(PREFIX, &CancelFlag::default()))
+            .await
+            .unwrap();
+        suggester
+            .prefetch(context.clone(), "file:///a.py".into())
+            .await;
+        assert_eq!(fake.seen().len(), 1, "a remembered answer was prefetched");
+        suggester.cancel_prefetch();
+        let elsewhere = context::from_parts("x = ", "\n", "python");
+        suggester.prefetch(elsewhere, "file:///a.py".into()).await;
+        assert_eq!(fake.seen().len(), 1, "a prefetch started after shutdown");
+    }
+
+    #[tokio::test]
+    async fn partial_text_reaches_the_sink() {
+        let fake = Fake::new("a + b\n");
+        let suggester = pipeline(&fake);
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let mut asked = ask(PREFIX, &CancelFlag::default());
+        asked.partial = Some(TextSink::new({
+            let received = received.clone();
+            move |text| lock(&received).push(text.to_owned())
+        }));
+        suggester.suggest(asked).await.unwrap();
+        assert_eq!(*lock(&received), ["a + b\n"]);
+    }
 
     #[test]
     fn percentiles_cover_the_most_recent_window() {

@@ -25,7 +25,7 @@ use tokio::io::{
 use tokio::sync::mpsc;
 use tower_lsp_server::{ClientSocket, LspService, Server, jsonrpc};
 
-use crate::lsp::{Backend, STATS_METHOD};
+use crate::lsp::{LspServer, STATS_METHOD};
 
 /// Most bytes in one message body; a larger message is skipped and refused.
 pub(crate) const MAX_FRAME_BYTES: u64 = 64 << 20;
@@ -47,7 +47,7 @@ const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
 pub async fn serve(
     input: impl AsyncRead + Unpin + Send + 'static,
     output: impl AsyncWrite + Unpin + Send + 'static,
-    service: LspService<Backend>,
+    service: LspService<LspServer>,
     socket: ClientSocket,
 ) {
     let (server_in, guard_out) = tokio::io::duplex(1 << 16);

@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use crate::prompt::{Token, Tokenizer};
+use crate::tokens::{Token, Tokenizer};
 
 /// What the template stage needs of a model's vocabulary.
 pub trait Vocabulary: Tokenizer {

@@ -7,7 +7,7 @@
 //! Invariants:
 //! - A document's preamble changes only when the window's first line moves (in
 //!   steps of 32 lines), when the cursor moves into another scope that starts above
-//!   the window, or when the workspace's material changes ([`Workspace::generation`]:
+//!   the window, or when the workspace's material changes ([`Workspace::revision`]:
 //!   the index finished, a chunk entered the ring). Typing never changes it, so the
 //!   KV cache of everything before the window survives keystrokes.
 //! - The ring takes a chunk of a document when the user moves on to another one
@@ -27,7 +27,7 @@ use ropey::Rope;
 
 use crate::context::{self, CompletionContext, Preamble, Snippet, Window};
 use crate::documents::Document;
-use crate::suggest::lock;
+use crate::lock;
 use crate::syntax::{self, Definition, SyntaxTree};
 
 /// Most files indexed.
@@ -86,12 +86,11 @@ struct PreambleKey {
     window_first_line: usize,
     /// First lines of the enclosing scopes that start above the window.
     scopes: Vec<usize>,
-    generation: u64,
+    revision: u64,
 }
 
-/// Counts for `inkling/stats`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+/// What the index and the ring hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WorkspaceStats {
     /// Files in the index.
     pub indexed_files: usize,
@@ -115,7 +114,7 @@ pub struct Workspace {
     /// Open documents' definitions, by URI, for the version they were found in.
     open_definitions: Mutex<HashMap<String, VersionedDefinitions>>,
     preambles: Mutex<HashMap<String, (PreambleKey, Preamble)>>,
-    generation: AtomicU64,
+    revision: AtomicU64,
     preambles_built: AtomicU64,
 }
 
@@ -135,8 +134,8 @@ impl Workspace {
     }
 
     /// Changes when the material preambles are made from changes.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Relaxed)
+    pub fn revision(&self) -> u64 {
+        self.revision.load(Ordering::Relaxed)
     }
 
     /// Counts for `inkling/stats`.
@@ -189,7 +188,7 @@ impl Workspace {
             "workspace indexed"
         );
         *self.index.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(index);
-        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.revision.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Starts [`Workspace::index`] on a thread of its own, at low priority.
@@ -280,7 +279,7 @@ impl Workspace {
         let key = PreambleKey {
             window_first_line: first_line,
             scopes: scopes.iter().map(|s| s.line).collect(),
-            generation: self.generation(),
+            revision: self.revision(),
         };
         if let Some((cached_key, preamble)) = lock(&self.preambles).get(uri)
             && *cached_key == key
@@ -402,7 +401,7 @@ impl Workspace {
             },
             lines,
         });
-        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.revision.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The ring's chunks of documents other than `uri`, oldest first.

@@ -8,8 +8,8 @@
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::vocab::LlamaVocab;
 
-use crate::prompt::{Token, Tokenizer};
-use crate::template::Vocabulary;
+use inkling_core::template::Vocabulary;
+use inkling_core::tokens::{Token, Tokenizer};
 
 /// A model's vocabulary, for the prompt and template stages.
 pub struct VocabTokenizer<'m>(pub LlamaVocab<'m>);
@@ -69,10 +69,10 @@ impl Vocabulary for VocabTokenizer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::{CompletionContext, Preamble, Snippet};
-    use crate::prompt::{Budget, build};
-    use crate::template::{Family, detect, resolve};
     use crate::test_gguf::{load, vocab_file};
+    use inkling_core::context::{CompletionContext, Preamble, Snippet};
+    use inkling_core::prompt::{Budget, build};
+    use inkling_core::template::{Family, detect, resolve};
 
     fn bytes(text: &str) -> Vec<Token> {
         text.bytes().map(Token::from).collect()

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use crate::gguf::{Metadata, Value};
 use crate::model_files::{self, DEFAULT_MODEL_FILE};
-use crate::prompt::{Token, Tokenizer};
-use crate::template::{self, Family, Vocabulary};
+use inkling_core::template::{self, Family, Vocabulary};
+use inkling_core::tokens::{Token, Tokenizer};
 
 /// What the server and `inkling models` say about a chat/instruct model.
 pub const CHAT_MODEL_WARNING: &str = "this looks like a chat/instruct model (it has a chat \

@@ -42,9 +42,13 @@ use tracing::level_filters::LevelFilter;
 use tracing::subscriber::Interest;
 use tracing::{Dispatch, Event, Level, Metadata, Subscriber, span};
 
-use crate::config::Settings;
+use crate::options::EngineOptions;
 use crate::vocab::VocabTokenizer;
-use crate::{engine, model_files, template};
+use inkling_core::template;
+
+use crate::draft::greedy;
+use crate::model_files;
+use crate::sequence::can_shift;
 
 /// The hidden subcommand the child runs: `inkling check-model [OPTIONS] -- PATH`.
 pub const SUBCOMMAND: &str = "check-model";
@@ -96,7 +100,11 @@ pub fn regular_file(path: &Path) -> Result<fs::Metadata, String> {
 /// Checks a model file before it is loaded in-process: a regular file, a sane GGUF
 /// header, and a child process that loads and runs it without failing or crashing
 /// (once per file: a pass is remembered). `status` hears about the check.
-pub fn check(path: &Path, settings: &Settings, status: &mut dyn FnMut(&str)) -> Result<(), String> {
+pub fn check(
+    path: &Path,
+    options: &EngineOptions,
+    status: &mut dyn FnMut(&str),
+) -> Result<(), String> {
     let metadata = regular_file(path)?;
     model_files::validate_gguf(path)?;
     let Some(exe) = checker() else {
@@ -105,7 +113,7 @@ pub fn check(path: &Path, settings: &Settings, status: &mut dyn FnMut(&str)) -> 
         );
         return Ok(());
     };
-    let key = verdict_key(path, &metadata, settings.gpu_layers);
+    let key = verdict_key(path, &metadata, options.gpu_layers);
     let verdicts = model_files::cache_dir().join(VERDICTS_FILE);
     if key.as_deref().is_some_and(|k| passed_before(&verdicts, k)) {
         tracing::debug!(model = %path.display(), "the model passed its check before");
@@ -113,7 +121,7 @@ pub fn check(path: &Path, settings: &Settings, status: &mut dyn FnMut(&str)) -> 
     }
     status("checking the model");
     let started = Instant::now();
-    let outcome = run_check(&exe, path, settings, metadata.len());
+    let outcome = run_check(&exe, path, options, metadata.len());
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match outcome {
         Outcome::Passed => {
@@ -224,14 +232,14 @@ enum Outcome {
     NotRun(String),
 }
 
-fn run_check(exe: &Path, path: &Path, settings: &Settings, size: u64) -> Outcome {
+fn run_check(exe: &Path, path: &Path, options: &EngineOptions, size: u64) -> Outcome {
     let mut command = Command::new(exe);
     command
         .arg(SUBCOMMAND)
         .arg("--threads")
-        .arg(check_threads(settings.threads).to_string())
+        .arg(check_threads(options.threads).to_string())
         .arg("--gpu-layers")
-        .arg(settings.gpu_layers.to_string())
+        .arg(options.gpu_layers.to_string())
         .arg("--")
         .arg(path)
         // ggml would attach gdb for a backtrace before aborting: slow, and noise here.
@@ -770,7 +778,7 @@ fn try_model(path: &Path, threads: u32, gpu_layers: u32) -> Result<(), String> {
             tokens.len()
         ));
     }
-    let can_shift = engine::can_shift(&model);
+    let can_shift = can_shift(&model);
 
     say("step: creating a context for");
     let threads = threads as i32;
@@ -828,7 +836,7 @@ fn try_model(path: &Path, threads: u32, gpu_layers: u32) -> Result<(), String> {
     // The prompt as one batch, then a single token, as the engine decodes them.
     let logits = decode(&mut context, &tokens, 0).map_err(explained)?;
     let mut cached = tokens.len();
-    let next = LlamaToken(engine::greedy(&logits).0);
+    let next = LlamaToken(greedy(&logits).0);
     let logits = decode(&mut context, &[next], cached).map_err(explained)?;
     cached += 1;
     // Moving cached entries (the engine's cache reuse) and saving a document's state
@@ -840,7 +848,7 @@ fn try_model(path: &Path, threads: u32, gpu_layers: u32) -> Result<(), String> {
         && context.kv_cache_seq_add(0, Some(2), None, -1).is_ok()
     {
         cached -= 1;
-        let next = LlamaToken(engine::greedy(&logits).0);
+        let next = LlamaToken(greedy(&logits).0);
         decode(&mut context, &[next], cached).map_err(explained)?;
     }
     let _ = context.state_seq_get(0, LlamaStateSeqFlags::empty());

@@ -26,7 +26,7 @@ use tree_sitter::{
     StreamingIterator, Tree,
 };
 
-use crate::suggest::lock;
+use crate::lock;
 
 /// Documents larger than this are not parsed.
 pub const MAX_PARSE_BYTES: usize = 4 << 20;
@@ -87,42 +87,42 @@ pub fn grammar(language_id: &str) -> Option<&'static Grammar> {
             let (language, source, comment): (Language, &str, &str) = match key {
                 "rust" => (
                     tree_sitter_rust::LANGUAGE.into(),
-                    include_str!("../../grammars/rust/context.scm"),
+                    include_str!("../../../grammars/rust/context.scm"),
                     "//",
                 ),
                 "python" => (
                     tree_sitter_python::LANGUAGE.into(),
-                    include_str!("../../grammars/python/context.scm"),
+                    include_str!("../../../grammars/python/context.scm"),
                     "#",
                 ),
                 "javascript" => (
                     tree_sitter_javascript::LANGUAGE.into(),
-                    include_str!("../../grammars/javascript/context.scm"),
+                    include_str!("../../../grammars/javascript/context.scm"),
                     "//",
                 ),
                 "typescript" => (
                     tree_sitter_typescript::LANGUAGE_TYPESCRIPT.into(),
-                    include_str!("../../grammars/typescript/context.scm"),
+                    include_str!("../../../grammars/typescript/context.scm"),
                     "//",
                 ),
                 "typescriptreact" => (
                     tree_sitter_typescript::LANGUAGE_TSX.into(),
-                    include_str!("../../grammars/typescript/context.scm"),
+                    include_str!("../../../grammars/typescript/context.scm"),
                     "//",
                 ),
                 "go" => (
                     tree_sitter_go::LANGUAGE.into(),
-                    include_str!("../../grammars/go/context.scm"),
+                    include_str!("../../../grammars/go/context.scm"),
                     "//",
                 ),
                 "c" => (
                     tree_sitter_c::LANGUAGE.into(),
-                    include_str!("../../grammars/c/context.scm"),
+                    include_str!("../../../grammars/c/context.scm"),
                     "//",
                 ),
                 _ => (
                     tree_sitter_cpp::LANGUAGE.into(),
-                    include_str!("../../grammars/cpp/context.scm"),
+                    include_str!("../../../grammars/cpp/context.scm"),
                     "//",
                 ),
             };
@@ -225,26 +225,38 @@ impl SyntaxTree {
     /// The tree of `text`, which is version `version` of a document in `language_id`:
     /// reparsed (incrementally, bounded) if edits arrived since the last parse.
     /// `None` for unsupported languages, huge texts and parses out of time.
+    ///
+    /// The parse runs without the lock (only the old tree is copied under it, which
+    /// shares its nodes), so edits to this document never wait for a parse: a tree
+    /// parsed for a version that edits have since left behind is not stored.
     pub fn get(&self, text: &Rope, version: i32, language_id: &str) -> Option<Tree> {
         let grammar = grammar(language_id)?;
         if text.len_bytes() > MAX_PARSE_BYTES {
             return None;
         }
-        let mut state = lock(&self.0);
-        if state.version != version {
-            // This copy of the document is older than the tree: parse it alone.
+        let old = {
+            let state = lock(&self.0);
+            if state.version != version {
+                // This copy of the document is older than the tree: parse it alone.
+                None
+            } else if state.parsed {
+                return state.tree.clone();
+            } else if state.retry_at.is_some_and(|at| Instant::now() < at) {
+                return None;
+            } else {
+                Some(state.tree.clone())
+            }
+        };
+        let Some(old) = old else {
             return parse(grammar, text, None);
+        };
+        let tree = parse(grammar, text, old.as_ref());
+        let mut state = lock(&self.0);
+        if state.version == version && !state.parsed {
+            state.retry_at = tree.is_none().then(|| Instant::now() + RETRY_AFTER);
+            state.parsed = tree.is_some();
+            state.tree = tree.clone();
         }
-        if state.parsed {
-            return state.tree.clone();
-        }
-        if state.retry_at.is_some_and(|at| Instant::now() < at) {
-            return None;
-        }
-        let tree = parse(grammar, text, state.tree.as_ref());
-        state.retry_at = tree.is_none().then(|| Instant::now() + RETRY_AFTER);
-        state.parsed = tree.is_some();
-        state.tree = tree.clone();
         tree
     }
 }

@@ -21,15 +21,7 @@ use std::collections::HashMap;
 
 use crate::context::{CompletionContext, WINDOW_STEP_LINES};
 use crate::template::{FileForm, Part, Template};
-
-/// A token id of the loaded model's vocabulary.
-pub type Token = i32;
-
-/// Turns text into token ids of some vocabulary, without adding special tokens.
-pub trait Tokenizer {
-    /// Tokenizes `text`, treating any special-token spelling in it as plain text.
-    fn tokenize(&self, text: &str) -> Vec<Token>;
-}
+use crate::tokens::{Token, Tokenizer};
 
 /// A tokenizer that remembers the tokens of the lines it has seen: most lines of a
 /// prompt are the same as in the previous one.
@@ -80,6 +72,20 @@ pub struct Budget {
     pub suffix_tokens: usize,
     /// Most tokens of the outline and of other files' material together.
     pub extra_tokens: usize,
+}
+
+impl Budget {
+    /// This budget for a context of `context_size` tokens: the window before the
+    /// cursor gets at most half of it, the text after it and other files' material
+    /// an eighth each (the answer keeps its quarter).
+    pub fn fit(self, context_size: u32) -> Budget {
+        let share = |value: usize, divisor: u32| value.min((context_size / divisor) as usize);
+        Budget {
+            prefix_tokens: share(self.prefix_tokens, 2).max(1),
+            suffix_tokens: share(self.suffix_tokens, 8),
+            extra_tokens: share(self.extra_tokens, 8),
+        }
+    }
 }
 
 impl Default for Budget {

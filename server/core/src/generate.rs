@@ -1,0 +1,181 @@
+//! The seam between the completion pipeline and whatever generates text: the
+//! in-process engine, or a remote engine. The pipeline builds a
+//! [`CompletionRequest`] and awaits a [`Generation`] from a [`Backend`]; prompt
+//! building, stop rules and post-processing stay with the pipeline and the
+//! stages it hands over ([`CompletionContext`], [`StopRules`]), so every backend's
+//! text is cut and checked the same way.
+//!
+//! Invariants every backend keeps:
+//! - A set [`CancelFlag`] ends the generation at the next token (or, remotely,
+//!   drops the request): the answer is then [`BackendError::Cancelled`].
+//! - Text generated so far goes to [`CompletionRequest::partial`] as it grows,
+//!   before post-processing; the final [`Generation::text`] extends the last of it.
+//! - [`Backend::is_ready`] false means requests are answered
+//!   [`BackendError::NotReady`] at once, never queued behind a load.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::context::CompletionContext;
+use crate::postprocess::StopRules;
+
+/// Set to ask a backend to stop a request; cheap to clone and share.
+#[derive(Clone, Debug, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    /// Asks for the request to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a stop was asked for.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Whether `other` is a clone of this flag (not merely in the same state).
+    pub fn same_as(&self, other: &CancelFlag) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// Where the text generated so far goes, each time it grows.
+#[derive(Clone)]
+pub struct TextSink(Arc<dyn Fn(&str) + Send + Sync>);
+
+impl TextSink {
+    /// A sink that calls `send` with the whole text so far.
+    pub fn new(send: impl Fn(&str) + Send + Sync + 'static) -> TextSink {
+        TextSink(Arc::new(send))
+    }
+
+    /// Hands over the text generated so far.
+    pub fn send(&self, text: &str) {
+        (self.0)(text);
+    }
+}
+
+impl fmt::Debug for TextSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TextSink")
+    }
+}
+
+/// One completion to generate.
+#[derive(Clone, Debug)]
+pub struct CompletionRequest {
+    /// The text around the cursor.
+    pub context: CompletionContext,
+    /// When to stop early.
+    pub stop: StopRules,
+    /// Most tokens to generate; 0 only brings the prompt into the cache.
+    pub max_tokens: u32,
+    /// Most time to spend on the prompt; `None` waits for all of it.
+    pub prompt_time_limit: Option<Duration>,
+    /// Most time to spend generating (after the prompt).
+    pub generation_time_limit: Duration,
+    /// Set when the request is no longer wanted.
+    pub cancel: CancelFlag,
+    /// The document the request is for (its URI): a backend keeps one warm cache
+    /// per document and uses the one the request names.
+    pub document: String,
+    /// Receives the text generated so far after every token, when set.
+    pub partial: Option<TextSink>,
+    /// Work nobody waits for yet (a prefetch), counted apart.
+    pub background: bool,
+}
+
+/// Why a generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced an end-of-generation token.
+    EndOfGeneration,
+    /// The stop rules said the answer is complete.
+    StopRule,
+    /// The token limit was reached.
+    TokenLimit,
+    /// The generation time limit was reached.
+    TimeLimit,
+    /// The prompt time limit was reached before generation began.
+    PromptTimeLimit,
+    /// The context window is full.
+    ContextFull,
+}
+
+/// The raw result of a generation, before post-processing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Generation {
+    /// Generated text (invalid UTF-8 at a cut is dropped).
+    pub text: String,
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose KV entries were reused from the previous request.
+    pub reused_tokens: usize,
+    /// Tokens generated.
+    pub generated_tokens: usize,
+    /// Why generation ended.
+    pub stop_reason: StopReason,
+    /// Time spent building the prompt (layout and tokenization).
+    pub build_time: Duration,
+    /// Time spent on the prompt (restoring the cache and decoding what it lacked).
+    pub prompt_time: Duration,
+    /// Time spent generating.
+    pub generation_time: Duration,
+}
+
+/// Why a request got no generation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendError {
+    /// The model is still loading, or failed to load.
+    NotReady,
+    /// The request was cancelled or superseded.
+    Cancelled,
+    /// The backend reported an error.
+    Failed(String),
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendError::NotReady => write!(f, "the model is not ready"),
+            BackendError::Cancelled => write!(f, "the request was cancelled"),
+            BackendError::Failed(e) => write!(f, "generation failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BackendError {}
+
+/// Something that turns a [`CompletionRequest`] into a [`Generation`]: the
+/// in-process engine, a remote engine, or a fake in tests.
+pub trait Backend: Send + Sync + 'static {
+    /// Whether requests are served now (the model is loaded, the remote reachable).
+    fn is_ready(&self) -> bool;
+
+    /// Generates the text for `request`, streaming it to `request.partial` as it
+    /// grows and stopping when `request.cancel` is set.
+    fn generate(
+        &self,
+        request: CompletionRequest,
+    ) -> impl Future<Output = Result<Generation, BackendError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancel_flag_is_shared_between_clones() {
+        let flag = CancelFlag::default();
+        let clone = flag.clone();
+        assert!(!clone.is_cancelled());
+        assert!(clone.same_as(&flag));
+        assert!(!CancelFlag::default().same_as(&flag));
+        flag.cancel();
+        assert!(clone.is_cancelled());
+    }
+}

@@ -1,0 +1,508 @@
+//! The session: the loaded model's state on the worker thread, and one request's
+//! run through it — document switch, prompt, KV reuse, prompt decoding under its
+//! time limit, then greedy generation with verified drafts and the stop rules.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use inkling_core::context::CompletionContext;
+use inkling_core::generate::{BackendError, CompletionRequest, Generation, StopReason};
+use inkling_core::prompt::{self, CachingTokenizer, Prompt};
+use inkling_core::template::Template;
+use inkling_core::tokens::Token;
+use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::vocab::LlamaVocab;
+
+use crate::counters::{Counters, Tallies};
+use crate::draft::{Drafter, MAX_DRAFT, MIN_BATCH_MARGIN, greedy};
+use crate::kv_plan::common_prefix;
+use crate::options::EngineOptions;
+use crate::sequence::{Interrupt, LogitsAt, Sequence};
+use crate::slots::Slots;
+use crate::state::PromptView;
+use crate::vocab::VocabTokenizer;
+
+/// Most cached tokens a background job (a prefetch) may discard from its slot.
+pub const MAX_BACKGROUND_DISCARD: usize = 256;
+
+/// The answer as it is generated: its text, and the request's stop rules and limits.
+struct Output<'r> {
+    request: &'r CompletionRequest,
+    text: Utf8Stream,
+    generated: usize,
+}
+
+impl Output<'_> {
+    /// Adds a token's text; returns why generation must end now, if it must.
+    fn push(&mut self, piece: &[u8]) -> Option<StopReason> {
+        self.text.push(piece);
+        self.generated += 1;
+        let text = self.text.as_str();
+        let end = self.request.stop.end_of_answer(text, false);
+        if let Some(partial) = &self.request.partial {
+            let so_far = &text[..end.unwrap_or(text.len())];
+            partial.send(so_far);
+        }
+        if end.is_some() {
+            Some(StopReason::StopRule)
+        } else if self.generated >= self.request.max_tokens as usize {
+            Some(StopReason::TokenLimit)
+        } else {
+            None
+        }
+    }
+}
+
+/// The worker's state once the model is loaded.
+pub(crate) struct Session<'m> {
+    target: Sequence<'m>,
+    drafter: Drafter<'m>,
+    vocab: LlamaVocab<'m>,
+    tokenizer: CachingTokenizer<VocabTokenizer<'m>>,
+    /// The text of every token, by id (for token healing).
+    pieces: Vec<Box<[u8]>>,
+    template: Template,
+    budget: prompt::Budget,
+    /// Which document's cache `target` holds, and the others' saved caches.
+    slots: Slots,
+    /// Each document's last prompt, to count the tokens a keystroke left unchanged.
+    previous_prompts: HashMap<String, Vec<Token>>,
+    tallies: Arc<Tallies>,
+    /// Whether the job being run is background work (counted apart).
+    background: bool,
+}
+
+impl<'m> Session<'m> {
+    /// A session on a loaded model's sequence, its drafter and its prompt format.
+    pub(crate) fn new(
+        target: Sequence<'m>,
+        drafter: Drafter<'m>,
+        vocab: LlamaVocab<'m>,
+        tokenizer: CachingTokenizer<VocabTokenizer<'m>>,
+        template: Template,
+        options: &EngineOptions,
+        tallies: Arc<Tallies>,
+    ) -> Session<'m> {
+        let pieces = vocab
+            .tokens()
+            .map(|t| vocab.token_to_piece(t, false, None).into_boxed_slice())
+            .collect();
+        Session {
+            target,
+            drafter,
+            vocab,
+            tokenizer,
+            pieces,
+            template,
+            budget: options.budget,
+            slots: Slots::new(options.warm_states),
+            previous_prompts: HashMap::new(),
+            tallies,
+            background: false,
+        }
+    }
+
+    /// The counters of the job being run.
+    fn counters(&self) -> &Counters {
+        self.tallies.of(self.background)
+    }
+
+    /// Counts the prompt's tokens, those unchanged since the document's previous prompt
+    /// (requests only: background prompts are not compared) and the time it took to
+    /// build.
+    fn count_prompt(&mut self, document: &str, prompt: &[Token], build_time: Duration) {
+        let previous = self
+            .previous_prompts
+            .get(document)
+            .filter(|_| !self.background)
+            .map_or(&[][..], Vec::as_slice);
+        let unchanged = common_prefix(previous, prompt);
+        let add = |counter: &AtomicU64, n: usize| counter.fetch_add(n as u64, Ordering::Relaxed);
+        add(&self.counters().prompt_tokens, prompt.len());
+        add(&self.counters().prompt_tokens_unchanged, unchanged);
+        add(
+            &self.counters().prompt_build_micros,
+            build_time.as_micros() as usize,
+        );
+        if self.background {
+            // Compared against the requests' own prompts only.
+            return;
+        }
+        if self.previous_prompts.len() >= 64 && !self.previous_prompts.contains_key(document) {
+            self.previous_prompts.clear();
+        }
+        self.previous_prompts
+            .insert(document.to_owned(), prompt.to_vec());
+    }
+
+    /// Whether `token` ends generation: the vocabulary's end-of-generation tokens and
+    /// the template's stop tokens (CodeLlama's `<EOT>`, file separators).
+    fn ends_answer(&self, token: LlamaToken) -> bool {
+        self.vocab.is_eog(token) || self.template.stop.contains(&token.0)
+    }
+
+    /// Runs one completion job: counted, cancellable, a panic contained.
+    pub(crate) fn run(&mut self, request: &CompletionRequest) -> Result<Generation, BackendError> {
+        self.background = request.background;
+        self.counters().requests.fetch_add(1, Ordering::Relaxed);
+        let result = if request.cancel.is_cancelled() {
+            Err(BackendError::Cancelled)
+        } else {
+            // A panic here (a bug) fails this request, not the worker: the caches are
+            // forgotten, since they may no longer match what they hold.
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.generate(request))).unwrap_or_else(
+                |_| {
+                    self.target.forget();
+                    if let Drafter::Model(sequence) = &mut self.drafter {
+                        sequence.forget();
+                    }
+                    Err(BackendError::Failed("generation panicked".into()))
+                },
+            )
+        };
+        if result == Err(BackendError::Cancelled) {
+            self.counters().cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// The prompt for `context`, shown as text.
+    pub(crate) fn view(&self, context: &CompletionContext) -> PromptView {
+        let prompt = prompt::build(context, &self.template, self.budget, &self.tokenizer);
+        let piece = |t: Token| self.vocab.token_to_piece(LlamaToken(t), true, None);
+        let text = |tokens: &[Token]| {
+            let bytes: Vec<u8> = tokens.iter().flat_map(|&t| piece(t)).collect();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        PromptView {
+            template: self.template.family.to_string(),
+            text: text(&prompt.tokens),
+            pieces: prompt
+                .tokens
+                .iter()
+                .map(|&t| String::from_utf8_lossy(&piece(t)).into_owned())
+                .collect(),
+            healed: text(prompt.healed.as_slice()),
+            tokens: prompt.tokens,
+        }
+    }
+
+    fn generate(&mut self, request: &CompletionRequest) -> Result<Generation, BackendError> {
+        let started = Instant::now();
+        if self.slots.switch_to(&request.document, &mut self.target) {
+            self.counters()
+                .warm_restores
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let Prompt {
+            tokens: prompt,
+            healed,
+        } = prompt::build(
+            &request.context,
+            &self.template,
+            self.budget,
+            &self.tokenizer,
+        );
+        let build_time = started.elapsed();
+        self.count_prompt(&request.document, &prompt, build_time);
+        // The text the first generated token must start with (see `Prompt::healed`).
+        let heal = healed.map_or(&[][..], |t| self.piece(t)).to_vec();
+        let n_ctx = self.target.n_ctx();
+        if prompt.len() + 1 >= n_ctx {
+            return Err(BackendError::Failed(format!(
+                "the prompt ({} tokens) does not fit the context ({n_ctx} tokens)",
+                prompt.len()
+            )));
+        }
+        if self.background {
+            // Background work may cost the slot the answer it follows and the cursor
+            // line, not the body of its prompt: a request that comes instead would
+            // have to decode that again.
+            let common = common_prefix(&self.target.cached, &prompt);
+            if self.target.cached.len() - common > MAX_BACKGROUND_DISCARD {
+                return Err(BackendError::Cancelled);
+            }
+        }
+        let reuse = self.target.reuse(&prompt);
+        self.counters()
+            .prompt_tokens_reused
+            .fetch_add(reuse.kept as u64, Ordering::Relaxed);
+        self.counters()
+            .prompt_tokens_shifted
+            .fetch_add(reuse.shifted() as u64, Ordering::Relaxed);
+        let (tallies, background) = (self.tallies.clone(), self.background);
+        // At least one chunk is decoded whatever the time limit, so that a run of
+        // requests that each run out of time still makes progress.
+        let mut first_chunk = true;
+        let filled = self.target.fill(
+            &prompt,
+            || {
+                let out_of_time = request
+                    .prompt_time_limit
+                    .is_some_and(|limit| started.elapsed() >= limit);
+                if request.cancel.is_cancelled() {
+                    Some(Interrupt::Cancelled)
+                } else if out_of_time && !std::mem::take(&mut first_chunk) {
+                    Some(Interrupt::OutOfTime)
+                } else {
+                    first_chunk = false;
+                    None
+                }
+            },
+            |n| {
+                tallies
+                    .of(background)
+                    .prompt_tokens_evaluated
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            },
+        );
+        let prompt_done = started.elapsed();
+        let mut output = Output {
+            request,
+            text: Utf8Stream::default(),
+            generated: 0,
+        };
+        let stop_reason = match filled? {
+            None => self.answer(request, &prompt, &heal, &mut output, started + prompt_done)?,
+            Some(Interrupt::Cancelled) => return Err(BackendError::Cancelled),
+            // What was decoded stays cached: the next request carries on from there.
+            Some(Interrupt::OutOfTime) => StopReason::PromptTimeLimit,
+        };
+        let generation_time = started.elapsed() - prompt_done;
+        for (counter, value) in [
+            (&self.counters().generated_tokens, output.generated as u64),
+            (
+                &self.counters().prompt_micros,
+                prompt_done.as_micros() as u64,
+            ),
+            (
+                &self.counters().generation_micros,
+                generation_time.as_micros() as u64,
+            ),
+        ] {
+            counter.fetch_add(value, Ordering::Relaxed);
+        }
+        tracing::debug!(
+            prompt_tokens = prompt.len(),
+            reused = reuse.kept,
+            shifted = reuse.shifted(),
+            generated = output.generated,
+            ?stop_reason,
+            prompt_ms = prompt_done.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "generation"
+        );
+        Ok(Generation {
+            text: output.text.text,
+            prompt_tokens: prompt.len(),
+            reused_tokens: reuse.kept,
+            generated_tokens: output.generated,
+            stop_reason,
+            build_time,
+            prompt_time: prompt_done,
+            generation_time,
+        })
+    }
+
+    /// Generates the answer after a decoded prompt, with drafts verified in batches
+    /// when a drafter is set. Greedy either way: a draft token is kept only when it is
+    /// the token the model itself picks at its position.
+    fn answer(
+        &mut self,
+        request: &CompletionRequest,
+        prompt: &[Token],
+        heal: &[u8],
+        output: &mut Output<'_>,
+        generation_started: Instant,
+    ) -> Result<StopReason, BackendError> {
+        let n_ctx = self.target.n_ctx();
+        let mut history = prompt.to_vec();
+        let mut logits = LogitsAt(-1);
+        // The next token, when verifying drafts already revealed it.
+        let mut known_next: Option<LlamaToken> = None;
+        loop {
+            if request.cancel.is_cancelled() {
+                return Err(BackendError::Cancelled);
+            }
+            if output.generated >= request.max_tokens as usize {
+                return Ok(StopReason::TokenLimit);
+            }
+            if generation_started.elapsed() >= request.generation_time_limit {
+                return Ok(StopReason::TimeLimit);
+            }
+            if self.target.cached.len() + 1 >= n_ctx {
+                return Ok(StopReason::ContextFull);
+            }
+            let token = match known_next.take() {
+                Some(token) => token,
+                None if output.generated == 0 && !heal.is_empty() => {
+                    self.healing_token(heal, logits)
+                }
+                None => LlamaToken(greedy(self.target.context.get_logits_ith(logits.0)).0),
+            };
+            if self.ends_answer(token) {
+                return Ok(StopReason::EndOfGeneration);
+            }
+            let piece = self.piece(token.0);
+            let piece = if output.generated == 0 {
+                &piece[heal.len().min(piece.len())..]
+            } else {
+                piece
+            };
+            if let Some(reason) = output.push(piece) {
+                return Ok(reason);
+            }
+            history.push(token.0);
+            let room = (request.max_tokens as usize - output.generated)
+                .min(n_ctx.saturating_sub(self.target.cached.len() + 2))
+                .min(MAX_DRAFT);
+            let stop = || {
+                request.cancel.is_cancelled()
+                    || generation_started.elapsed() >= request.generation_time_limit
+            };
+            let draft = self.drafter.draft(&history, room, &stop);
+            let mut batch = Vec::with_capacity(draft.len() + 1);
+            batch.push(token.0);
+            batch.extend(&draft);
+            let start = self.target.cached.len();
+            logits = self.target.decode(&batch, !draft.is_empty())?;
+            if draft.is_empty() {
+                continue;
+            }
+            self.counters()
+                .drafted_tokens
+                .fetch_add(draft.len() as u64, Ordering::Relaxed);
+            // Position i of the batch predicts the token after `batch[i]`.
+            for (i, &decoded) in batch.iter().enumerate() {
+                let (best, margin) = greedy(self.target.context.get_logits_ith(i as i32));
+                if margin < MIN_BATCH_MARGIN {
+                    // Too close to call from batched arithmetic, which rounds differently
+                    // from one-token decoding: decode `decoded` alone and pick from that,
+                    // as plain decoding would.
+                    self.rewind_to(start + i)?;
+                    logits = self.target.decode(&[decoded], false)?;
+                    break;
+                }
+                let Some(&drafted) = draft.get(i) else {
+                    known_next = Some(LlamaToken(best));
+                    break;
+                };
+                if best != drafted {
+                    // The cache keeps the token and the accepted drafts before this one.
+                    self.rewind_to(start + 1 + i)?;
+                    known_next = Some(LlamaToken(best));
+                    break;
+                }
+                self.counters()
+                    .accepted_tokens
+                    .fetch_add(1, Ordering::Relaxed);
+                if self.ends_answer(LlamaToken(drafted)) {
+                    return Ok(StopReason::EndOfGeneration);
+                }
+                if let Some(reason) = output.push(self.piece(drafted)) {
+                    return Ok(reason);
+                }
+                history.push(drafted);
+            }
+        }
+    }
+
+    /// Drops the cache after `len` tokens, or fails the request when the model's
+    /// cache cannot remove its end (recurrent models): generating on from an
+    /// emptied cache would produce nonsense.
+    fn rewind_to(&mut self, len: usize) -> Result<(), BackendError> {
+        self.target.truncate(len);
+        if self.target.cached.len() == len {
+            Ok(())
+        } else {
+            Err(BackendError::Failed(
+                "the model's cache cannot be rewound for speculative decoding".into(),
+            ))
+        }
+    }
+
+    fn piece(&self, token: Token) -> &[u8] {
+        usize::try_from(token)
+            .ok()
+            .and_then(|i| self.pieces.get(i))
+            .map_or(&[][..], |p| &p[..])
+    }
+
+    /// The most likely next token whose text starts with `heal` (greedy, like the sampler).
+    fn healing_token(&self, heal: &[u8], at: LogitsAt) -> LlamaToken {
+        let logits = self.target.context.get_logits_ith(at.0);
+        let mut best: Option<(usize, f32)> = None;
+        for (id, &logit) in logits.iter().enumerate() {
+            if best.is_none_or(|(_, b)| logit > b) && self.pieces[id].starts_with(heal) {
+                best = Some((id, logit));
+            }
+        }
+        // The healed token itself always qualifies, so `best` is set.
+        LlamaToken(best.map_or(0, |(id, _)| id as i32))
+    }
+}
+
+/// Generated text, decoded as token bytes arrive. A token may end inside a character
+/// (kept pending until the next completes it); bytes that can never be valid UTF-8
+/// become U+FFFD rather than stopping the text there.
+#[derive(Debug, Default)]
+struct Utf8Stream {
+    text: String,
+    pending: Vec<u8>,
+}
+
+impl Utf8Stream {
+    fn push(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(valid) => {
+                    self.text.push_str(valid);
+                    self.pending.clear();
+                    return;
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    self.text
+                        .push_str(std::str::from_utf8(&self.pending[..valid]).expect("valid"));
+                    match e.error_len() {
+                        // An unfinished character at the end: wait for more bytes.
+                        None => {
+                            self.pending.drain(..valid);
+                            return;
+                        }
+                        Some(bad) => {
+                            self.text.push(char::REPLACEMENT_CHARACTER);
+                            self.pending.drain(..valid + bad);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_split_across_tokens_is_joined_and_invalid_bytes_replaced() {
+        let bytes = "a😀".as_bytes();
+        let mut stream = Utf8Stream::default();
+        stream.push(&bytes[..3]);
+        assert_eq!(stream.as_str(), "a");
+        stream.push(&bytes[3..]);
+        assert_eq!(stream.as_str(), "a😀");
+        stream.push(&[0xE4]);
+        stream.push(b"x = 1\n");
+        assert_eq!(stream.as_str(), "a😀\u{FFFD}x = 1\n");
+    }
+}

@@ -1,0 +1,361 @@
+//! The JSON shapes of inkling's own LSP messages (`inkling/stats`,
+//! `inkling/prompt`, `inkling/status`, `inkling/partialCompletion`), converted from
+//! the core's and the engine's types. They live here, at the edge, so that
+//! renaming a field inside never changes what clients read; the tests pin every
+//! field name.
+
+use inkling_core::workspace::WorkspaceStats;
+use inkling_engine::{CountersSnapshot, EngineState, PromptView};
+use serde::{Deserialize, Serialize};
+use tower_lsp_server::ls_types::{Position, Uri};
+
+use crate::suggest::{self, PrefetchStats};
+
+/// Running totals of the work done for requests (or, under `prefetch`, for
+/// prefetches).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counters {
+    /// Requests received.
+    pub requests: u64,
+    /// Requests that ended cancelled.
+    pub cancelled: u64,
+    /// Prompt tokens decoded.
+    pub prompt_tokens_evaluated: u64,
+    /// Prompt tokens whose KV entries were reused.
+    pub prompt_tokens_reused: u64,
+    /// Tokens generated.
+    pub generated_tokens: u64,
+    /// Requests answered from the typed-through cache, without the model.
+    pub typed_through: u64,
+    /// Prompt tokens reused by moving their KV entries into place (part of `reused`).
+    pub prompt_tokens_shifted: u64,
+    /// Requests whose document's saved cache was restored.
+    pub warm_restores: u64,
+    /// Tokens drafted for speculative decoding.
+    pub drafted_tokens: u64,
+    /// Drafted tokens the model confirmed.
+    pub accepted_tokens: u64,
+    /// Time spent on prompts, in microseconds.
+    pub prompt_micros: u64,
+    /// Time spent generating, in microseconds.
+    pub generation_micros: u64,
+    /// Tokens of the prompts built.
+    pub prompt_tokens: u64,
+    /// Tokens of each prompt equal to the same document's previous prompt.
+    pub prompt_tokens_unchanged: u64,
+    /// Time spent building prompts (layout and tokenization), in microseconds.
+    pub prompt_build_micros: u64,
+}
+
+impl Counters {
+    /// The engine's counters, with the requests the pipeline answered from the
+    /// typed-through cache counted among the requests.
+    pub fn new(engine: CountersSnapshot, typed_through: u64) -> Counters {
+        Counters {
+            requests: engine.requests + typed_through,
+            cancelled: engine.cancelled,
+            prompt_tokens_evaluated: engine.prompt_tokens_evaluated,
+            prompt_tokens_reused: engine.prompt_tokens_reused,
+            generated_tokens: engine.generated_tokens,
+            typed_through,
+            prompt_tokens_shifted: engine.prompt_tokens_shifted,
+            warm_restores: engine.warm_restores,
+            drafted_tokens: engine.drafted_tokens,
+            accepted_tokens: engine.accepted_tokens,
+            prompt_micros: engine.prompt_micros,
+            generation_micros: engine.generation_micros,
+            prompt_tokens: engine.prompt_tokens,
+            prompt_tokens_unchanged: engine.prompt_tokens_unchanged,
+            prompt_build_micros: engine.prompt_build_micros,
+        }
+    }
+}
+
+/// Latency percentiles over the most recent requests, in milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Latency {
+    /// Requests the percentiles are computed over.
+    pub samples: usize,
+    /// Median.
+    pub p50_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+}
+
+impl From<suggest::Latency> for Latency {
+    fn from(latency: suggest::Latency) -> Latency {
+        Latency {
+            samples: latency.samples,
+            p50_ms: latency.p50_ms,
+            p95_ms: latency.p95_ms,
+            p99_ms: latency.p99_ms,
+        }
+    }
+}
+
+/// What prefetching did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Prefetch {
+    /// The engine's work on prefetches (not part of the request counters).
+    #[serde(flatten)]
+    pub engine: Counters,
+    /// Prefetches that left an answer in the typed-through cache.
+    pub answers: u64,
+    /// Requests answered from a prefetched answer (after accepting, or typing on).
+    pub hits: u64,
+}
+
+impl Prefetch {
+    /// The pipeline's prefetch figures with the engine's background counters.
+    pub fn new(engine: CountersSnapshot, stats: PrefetchStats) -> Prefetch {
+        Prefetch {
+            engine: Counters::new(engine, 0),
+            answers: stats.answers,
+            hits: stats.hits,
+        }
+    }
+}
+
+/// The workspace index and the ring of chunks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Workspace {
+    /// Files in the index.
+    pub indexed_files: usize,
+    /// Names with definitions in the index.
+    pub indexed_names: usize,
+    /// Chunks in the ring.
+    pub ring_chunks: usize,
+    /// Preambles computed (not reused).
+    pub preambles_built: u64,
+}
+
+impl From<WorkspaceStats> for Workspace {
+    fn from(stats: WorkspaceStats) -> Workspace {
+        Workspace {
+            indexed_files: stats.indexed_files,
+            indexed_names: stats.indexed_names,
+            ring_chunks: stats.ring_chunks,
+            preambles_built: stats.preambles_built,
+        }
+    }
+}
+
+/// The answer to `inkling/stats`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// `loading`, `ready` or `failed`.
+    pub model_state: String,
+    /// Running totals of the requests.
+    #[serde(flatten)]
+    pub counters: Counters,
+    /// Latency from request to answer over the most recent requests.
+    pub latency: Latency,
+    /// Time to assemble a prompt (context, preamble, layout and tokens).
+    pub prompt_assembly: Latency,
+    /// The answers computed ahead, for when a suggestion is accepted.
+    pub prefetch: Prefetch,
+    /// The workspace index and the ring of chunks.
+    #[serde(flatten)]
+    pub workspace: Workspace,
+}
+
+/// The answer to `inkling/prompt`: the prompt the model would get at a position.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PromptAnswer {
+    /// The template's family.
+    pub template: String,
+    /// The prompt's tokens.
+    pub tokens: Vec<i32>,
+    /// The tokens' text, special tokens spelled out.
+    pub text: String,
+    /// Each token's text (a token may hold part of a character: lossy).
+    pub pieces: Vec<String>,
+    /// The text the first generated token must start with (token healing).
+    pub healed: String,
+    /// The document's path in the workspace.
+    pub path: String,
+}
+
+impl PromptAnswer {
+    /// The engine's view of a prompt, for the document at `path`.
+    pub fn new(prompt: PromptView, path: String) -> PromptAnswer {
+        PromptAnswer {
+            template: prompt.template,
+            tokens: prompt.tokens,
+            text: prompt.text,
+            pieces: prompt.pieces,
+            healed: prompt.healed,
+            path,
+        }
+    }
+}
+
+/// The model's state as our own editor integrations show it (status bar, etc.):
+/// the parameters of `inkling/status`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelStatus {
+    /// `loading`, `ready` or `failed`.
+    pub state: String,
+    /// What is happening, or what went wrong.
+    pub message: String,
+    /// Loading progress, 0–100, when known.
+    pub percent: Option<u32>,
+}
+
+impl ModelStatus {
+    /// The status clients see for an engine state.
+    pub fn of(state: &EngineState) -> ModelStatus {
+        match state {
+            EngineState::Loading { message, percent } => ModelStatus {
+                state: "loading".into(),
+                message: message.clone(),
+                percent: *percent,
+            },
+            EngineState::Ready(info) => ModelStatus {
+                state: "ready".into(),
+                message: info.describe(),
+                percent: Some(100),
+            },
+            EngineState::Failed(error) => ModelStatus {
+                state: "failed".into(),
+                message: error.clone(),
+                percent: None,
+            },
+        }
+    }
+}
+
+/// The parameters of `inkling/partialCompletion`: the text generated so far for a
+/// request, before post-processing (the final answer may be shorter).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartialCompletion {
+    /// The document.
+    pub uri: Uri,
+    /// The document version the text is generated for.
+    pub version: i32,
+    /// Where the text would be inserted.
+    pub position: Position,
+    /// The text so far.
+    pub text: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// The field names of `value`'s JSON object, sorted.
+    fn fields(value: impl Serialize) -> Vec<String> {
+        let Value::Object(map) = serde_json::to_value(value).unwrap() else {
+            panic!("not an object");
+        };
+        let mut names: Vec<String> = map.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    fn sorted(names: &[&str]) -> Vec<String> {
+        let mut names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        names.sort();
+        names
+    }
+
+    const COUNTERS: [&str; 15] = [
+        "requests",
+        "cancelled",
+        "promptTokensEvaluated",
+        "promptTokensReused",
+        "generatedTokens",
+        "typedThrough",
+        "promptTokensShifted",
+        "warmRestores",
+        "draftedTokens",
+        "acceptedTokens",
+        "promptMicros",
+        "generationMicros",
+        "promptTokens",
+        "promptTokensUnchanged",
+        "promptBuildMicros",
+    ];
+
+    #[test]
+    fn stats_field_names_are_pinned() {
+        let stats = Stats {
+            model_state: "ready".into(),
+            counters: Counters::default(),
+            latency: Latency::default(),
+            prompt_assembly: Latency::default(),
+            prefetch: Prefetch::default(),
+            workspace: Workspace::default(),
+        };
+        let mut expected = COUNTERS.to_vec();
+        expected.extend([
+            "modelState",
+            "latency",
+            "promptAssembly",
+            "prefetch",
+            "indexedFiles",
+            "indexedNames",
+            "ringChunks",
+            "preamblesBuilt",
+        ]);
+        assert_eq!(fields(&stats), sorted(&expected));
+        assert_eq!(
+            fields(Latency::default()),
+            sorted(&["samples", "p50Ms", "p95Ms", "p99Ms"])
+        );
+        let mut prefetch = COUNTERS.to_vec();
+        prefetch.extend(["answers", "hits"]);
+        assert_eq!(fields(Prefetch::default()), sorted(&prefetch));
+    }
+
+    #[test]
+    fn typed_through_answers_count_as_requests() {
+        let engine = CountersSnapshot {
+            requests: 3,
+            ..CountersSnapshot::default()
+        };
+        let counters = Counters::new(engine, 2);
+        assert_eq!((counters.requests, counters.typed_through), (5, 2));
+    }
+
+    #[test]
+    fn prompt_status_and_partial_field_names_are_pinned() {
+        let prompt = PromptAnswer::new(
+            PromptView {
+                template: "prefix-only".into(),
+                tokens: vec![1],
+                text: "a".into(),
+                pieces: vec!["a".into()],
+                healed: String::new(),
+            },
+            "a.py".into(),
+        );
+        assert_eq!(
+            fields(&prompt),
+            sorted(&["template", "tokens", "text", "pieces", "healed", "path"])
+        );
+        let status = ModelStatus::of(&EngineState::Failed("no".into()));
+        assert_eq!(fields(&status), sorted(&["state", "message", "percent"]));
+        let partial = PartialCompletion {
+            uri: "file:///a.py".parse().unwrap(),
+            version: 1,
+            position: Position::new(0, 0),
+            text: String::new(),
+        };
+        assert_eq!(
+            fields(&partial),
+            sorted(&["uri", "version", "position", "text"])
+        );
+    }
+}
