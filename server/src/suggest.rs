@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use inkling_core::context::CompletionContext;
 use inkling_core::generate::{
-    Backend, BackendError, CancelFlag, CompletionRequest, Generation, TextSink,
+    Backend, BackendError, CancelFlag, CompletionRequest, Generation, StopReason, TextSink,
 };
 use inkling_core::lock;
 use inkling_core::postprocess::{self, StopRules, Trigger};
@@ -131,6 +131,8 @@ pub struct PrefetchStats {
     pub answers: u64,
     /// Requests answered from a prefetched answer (after accepting, or typing on).
     pub hits: u64,
+    /// Prompts brought into the backend's cache without a request waiting.
+    pub warmed: u64,
 }
 
 /// The prefetch in flight: what it computes and how to stop or await it.
@@ -155,6 +157,11 @@ pub struct Suggester<B> {
     prefetch: Mutex<PrefetchState>,
     prefetch_answers: AtomicU64,
     prefetch_hits: AtomicU64,
+    /// Prompts brought into the backend's cache by [`Suggester::warm`].
+    warmed_prompts: AtomicU64,
+    /// The context (and document) of the last request that ran out of time on its
+    /// prompt, for [`Suggester::warm_unfinished`].
+    unfinished: Mutex<Option<(CompletionContext, String)>>,
 }
 
 /// Prefetching's shared state, changed only under its lock, so that a prefetch
@@ -190,6 +197,13 @@ impl Drop for AtBackend<'_> {
     }
 }
 
+/// Ends once `cancel` is set (checked every 10 ms).
+async fn until_cancelled(cancel: &CancelFlag) {
+    while !cancel.is_cancelled() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Runs a synchronous stage; a panic in it (a bug) fails this request instead of
 /// ending the server, which tower-lsp does not guard against.
 pub fn contain_panic<T>(stage: impl FnOnce() -> T) -> Result<T, SuggestError> {
@@ -212,6 +226,8 @@ impl<B: Backend> Suggester<B> {
             prefetch: Mutex::new(PrefetchState::default()),
             prefetch_answers: AtomicU64::new(0),
             prefetch_hits: AtomicU64::new(0),
+            warmed_prompts: AtomicU64::new(0),
+            unfinished: Mutex::new(None),
         }
     }
 
@@ -246,6 +262,7 @@ impl<B: Backend> Suggester<B> {
         PrefetchStats {
             answers: self.prefetch_answers.load(Ordering::Relaxed),
             hits: self.prefetch_hits.load(Ordering::Relaxed),
+            warmed: self.warmed_prompts.load(Ordering::Relaxed),
         }
     }
 
@@ -274,15 +291,10 @@ impl<B: Backend> Suggester<B> {
         let Some(mut done) = done else {
             return false;
         };
-        let cancelled = async {
-            while !cancel.is_cancelled() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
         tokio::select! {
             // Ends when the prefetch does, or is cancelled by a newer request.
             _ = done.wait_for(|ended| *ended) => true,
-            () = cancelled => false,
+            () = until_cancelled(cancel) => false,
         }
     }
 
@@ -305,8 +317,57 @@ impl<B: Backend> Suggester<B> {
     /// Computes, in the background, the answer at `context` (where the user will be
     /// after accepting a suggestion) into the typed-through cache, unless it is there
     /// already or a request is at the backend. Cancelled by the next request that needs
-    /// the backend.
-    pub async fn prefetch(&self, context: CompletionContext, document: String) {
+    /// the backend. Says whether it ran to the end (or had nothing to do).
+    pub async fn prefetch(&self, context: CompletionContext, document: String) -> bool {
+        if !self.may_prefetch() {
+            return false;
+        }
+        let options = self.settings.postprocess;
+        let Ok(Ok(plan)) =
+            contain_panic(|| postprocess::plan(&context, Trigger::Automatic, options))
+        else {
+            return true;
+        };
+        let known = contain_panic(|| lock(&self.typed_through).contains(&context));
+        if known != Ok(false) {
+            return true;
+        }
+        let Ok(stop) = contain_panic(|| StopRules::new(&context, &plan, options)) else {
+            return false;
+        };
+        let (prompt_time_limit, generation_time_limit) =
+            self.settings.time_limits.for_trigger(Trigger::Automatic);
+        let request = CompletionRequest {
+            context: context.clone(),
+            stop: stop.clone(),
+            max_tokens: self.settings.max_tokens,
+            prompt_time_limit,
+            generation_time_limit,
+            cancel: CancelFlag::default(),
+            document,
+            partial: None,
+            background: true,
+        };
+        let Some(generation) = self.run_in_background(request).await else {
+            return false;
+        };
+        let stored = contain_panic(|| {
+            let text = postprocess::finish(&generation.text, &context, &stop)?;
+            lock(&self.typed_through).remember_prefetched(&context, &text);
+            Some(())
+        });
+        if matches!(stored, Ok(Some(()))) {
+            self.prefetch_answers.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Brings the prompt at `context` into the backend's cache in the background
+    /// (nothing is generated), so that the next request there decodes only what
+    /// changed: for a document just opened, and for a prompt a request ran out of
+    /// time on. Yields to requests exactly as a prefetch does; what it decoded before
+    /// a request stopped it stays cached.
+    pub async fn warm(&self, context: CompletionContext, document: String) {
         if !self.may_prefetch() {
             return;
         }
@@ -316,23 +377,48 @@ impl<B: Backend> Suggester<B> {
         else {
             return;
         };
-        let known = contain_panic(|| lock(&self.typed_through).contains(&context));
-        if known != Ok(false) {
-            return;
-        }
         let Ok(stop) = contain_panic(|| StopRules::new(&context, &plan, options)) else {
             return;
         };
-        let cancel = CancelFlag::default();
+        let request = CompletionRequest {
+            context,
+            stop,
+            max_tokens: 0,
+            prompt_time_limit: None,
+            generation_time_limit: Duration::ZERO,
+            cancel: CancelFlag::default(),
+            document,
+            partial: None,
+            background: true,
+        };
+        if self.run_in_background(request).await.is_some() {
+            self.warmed_prompts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Warms the prompt the last request ran out of time on, if it did (see
+    /// [`Suggester::warm`]): the front ends call this after each request.
+    pub async fn warm_unfinished(&self) {
+        let unfinished = lock(&self.unfinished).take();
+        if let Some((context, document)) = unfinished {
+            self.warm(context, document).await;
+        }
+    }
+
+    /// Runs `request` as the one background job in flight (replacing an older one),
+    /// unless a request is at the backend or the server is shutting down. Its
+    /// generation, when it ran to the end.
+    async fn run_in_background(&self, request: CompletionRequest) -> Option<Generation> {
+        let cancel = request.cancel.clone();
         let (ended, done) = watch::channel(false);
         {
             let mut state = lock(&self.prefetch);
             if state.at_backend > 0 || state.closed {
-                return;
+                return None;
             }
             let newer = Prefetch {
-                prefix: context.prefix.clone(),
-                suffix: context.suffix.clone(),
+                prefix: request.context.prefix.clone(),
+                suffix: request.context.suffix.clone(),
                 cancel: cancel.clone(),
                 done,
             };
@@ -340,29 +426,7 @@ impl<B: Backend> Suggester<B> {
                 older.cancel.cancel();
             }
         }
-        let (prompt_time_limit, generation_time_limit) =
-            self.settings.time_limits.for_trigger(Trigger::Automatic);
-        let request = CompletionRequest {
-            context: context.clone(),
-            stop: stop.clone(),
-            max_tokens: self.settings.max_tokens,
-            prompt_time_limit,
-            generation_time_limit,
-            cancel: cancel.clone(),
-            document,
-            partial: None,
-            background: true,
-        };
-        if let Ok(generation) = self.backend.generate(request).await {
-            let stored = contain_panic(|| {
-                let text = postprocess::finish(&generation.text, &context, &stop)?;
-                lock(&self.typed_through).remember_prefetched(&context, &text);
-                Some(())
-            });
-            if matches!(stored, Ok(Some(()))) {
-                self.prefetch_answers.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        let generation = self.backend.generate(request).await.ok();
         let mut state = lock(&self.prefetch);
         if state
             .in_flight
@@ -372,6 +436,7 @@ impl<B: Backend> Suggester<B> {
             state.in_flight = None;
         }
         let _ = ended.send(true);
+        generation
     }
 
     /// Computes the suggestion for `ask`: `Ok(None)` when there is none to give here
@@ -384,8 +449,23 @@ impl<B: Backend> Suggester<B> {
     }
 
     async fn suggest_untimed(&self, ask: Ask) -> Result<Option<Answer>, SuggestError> {
+        let (mut prompt_time_limit, generation_time_limit) =
+            self.settings.time_limits.for_trigger(ask.trigger);
         if !self.backend.is_ready() {
-            return Ok(None);
+            // A request that comes while the model loads (Neovim asks once on entering
+            // Insert mode, and not again) waits for the load, within its own time
+            // budget. Its user is looking at the file meanwhile, so its prompt is then
+            // decoded whole; a newer request still cancels it at once.
+            let budget = prompt_time_limit.unwrap_or_default() + generation_time_limit;
+            let ready = self.backend.ready_within(budget);
+            let loaded = tokio::select! {
+                ready = ready => ready,
+                () = until_cancelled(&ask.cancel) => return Err(SuggestError::Cancelled),
+            };
+            if !loaded {
+                return Ok(None);
+            }
+            prompt_time_limit = None;
         }
         let options = self.settings.postprocess;
         let plan = match contain_panic(|| postprocess::plan(&ask.context, ask.trigger, options))? {
@@ -405,8 +485,7 @@ impl<B: Backend> Suggester<B> {
         }
         let stop = contain_panic(|| StopRules::new(&ask.context, &plan, options))?;
         let assembly_time = ask.assembly_time;
-        let (prompt_time_limit, generation_time_limit) =
-            self.settings.time_limits.for_trigger(ask.trigger);
+        let document = ask.document.clone();
         let request = CompletionRequest {
             context: ask.context.clone(),
             stop: stop.clone(),
@@ -426,6 +505,9 @@ impl<B: Backend> Suggester<B> {
         let generation = match completed {
             Ok(generation) => {
                 lock(&self.assembly).record(assembly_time + generation.build_time);
+                if generation.stop_reason == StopReason::PromptTimeLimit {
+                    *lock(&self.unfinished) = Some((ask.context.clone(), document));
+                }
                 generation
             }
             Err(BackendError::NotReady) => return Ok(None),
@@ -462,7 +544,6 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     use inkling_core::context;
-    use inkling_core::generate::StopReason;
 
     use crate::config::Overrides;
 
@@ -474,8 +555,12 @@ mod tests {
         answer: &'static str,
         /// Requests that reached the backend: their prefix, and whether background.
         seen: Arc<Mutex<Vec<(String, bool)>>>,
+        /// Every request that reached the backend, whole.
+        requests: Arc<Mutex<Vec<CompletionRequest>>>,
         held: Arc<watch::Sender<bool>>,
-        ready: Arc<AtomicBool>,
+        ready: Arc<watch::Sender<bool>>,
+        /// Whether prompts run out of time (nothing is generated).
+        out_of_time: Arc<AtomicBool>,
     }
 
     impl Fake {
@@ -483,8 +568,10 @@ mod tests {
             Fake {
                 answer,
                 seen: Arc::default(),
+                requests: Arc::default(),
                 held: Arc::new(watch::Sender::new(false)),
-                ready: Arc::new(AtomicBool::new(true)),
+                ready: Arc::new(watch::Sender::new(true)),
+                out_of_time: Arc::default(),
             }
         }
 
@@ -495,11 +582,19 @@ mod tests {
 
     impl Backend for Fake {
         fn is_ready(&self) -> bool {
-            self.ready.load(Ordering::Relaxed)
+            *self.ready.borrow()
+        }
+
+        async fn ready_within(&self, limit: Duration) -> bool {
+            let mut ready = self.ready.subscribe();
+            tokio::time::timeout(limit, ready.wait_for(|ready| *ready))
+                .await
+                .is_ok()
         }
 
         async fn generate(&self, request: CompletionRequest) -> Result<Generation, BackendError> {
             lock(&self.seen).push((request.context.prefix.clone(), request.background));
+            lock(&self.requests).push(request.clone());
             let mut held = self.held.subscribe();
             loop {
                 if request.cancel.is_cancelled() {
@@ -513,15 +608,25 @@ mod tests {
                     () = tokio::time::sleep(Duration::from_millis(1)) => {}
                 }
             }
+            let out_of_time = self.out_of_time.load(Ordering::Relaxed);
+            let text = if out_of_time || request.max_tokens == 0 {
+                ""
+            } else {
+                self.answer
+            };
             if let Some(partial) = &request.partial {
-                partial.send(self.answer);
+                partial.send(text);
             }
             Ok(Generation {
-                text: self.answer.to_owned(),
+                text: text.to_owned(),
                 prompt_tokens: 1,
                 reused_tokens: 0,
                 generated_tokens: 1,
-                stop_reason: StopReason::EndOfGeneration,
+                stop_reason: if out_of_time {
+                    StopReason::PromptTimeLimit
+                } else {
+                    StopReason::EndOfGeneration
+                },
                 build_time: Duration::ZERO,
                 prompt_time: Duration::ZERO,
                 generation_time: Duration::ZERO,
@@ -588,11 +693,95 @@ mod tests {
     #[tokio::test]
     async fn a_backend_that_is_not_ready_is_not_asked() {
         let fake = Fake::new("a + b\n");
-        fake.ready.store(false, Ordering::Relaxed);
+        fake.ready.send_replace(false);
         let suggester = pipeline(&fake);
         let answer = suggester.suggest(ask(PREFIX, &CancelFlag::default())).await;
         assert_eq!(answer, Ok(None));
         assert!(fake.seen().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_request_during_the_load_waits_for_it_and_decodes_its_whole_prompt() {
+        let fake = Fake::new("a + b\n");
+        fake.ready.send_replace(false);
+        let suggester = pipeline(&fake);
+        let asking = tokio::spawn({
+            let suggester = suggester.clone();
+            async move { suggester.suggest(ask(PREFIX, &CancelFlag::default())).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(fake.seen().is_empty());
+        fake.ready.send_replace(true);
+        assert_eq!(texts(asking.await.unwrap()), ["a + b"]);
+        let requests = lock(&fake.requests).clone();
+        assert_eq!(requests[0].prompt_time_limit, None);
+        // Once loaded, requests have their prompt time limit again.
+        suggester
+            .suggest(ask("x = ", &CancelFlag::default()))
+            .await
+            .unwrap();
+        assert!(lock(&fake.requests)[1].prompt_time_limit.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_request_waiting_for_the_load_can_be_cancelled() {
+        let fake = Fake::new("a + b\n");
+        fake.ready.send_replace(false);
+        let suggester = pipeline(&fake);
+        let cancel = CancelFlag::default();
+        let asking = tokio::spawn({
+            let (suggester, cancel) = (suggester.clone(), cancel.clone());
+            async move { suggester.suggest(ask(PREFIX, &cancel)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        cancel.cancel();
+        assert_eq!(asking.await.unwrap(), Err(SuggestError::Cancelled));
+        assert!(fake.seen().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_prompt_that_ran_out_of_time_is_warmed_in_the_background() {
+        let fake = Fake::new("a + b\n");
+        fake.out_of_time.store(true, Ordering::Relaxed);
+        let suggester = pipeline(&fake);
+        let answer = suggester.suggest(ask(PREFIX, &CancelFlag::default())).await;
+        assert_eq!(answer, Ok(None));
+        fake.out_of_time.store(false, Ordering::Relaxed);
+        suggester.warm_unfinished().await;
+        let requests = lock(&fake.requests).clone();
+        assert_eq!(requests.len(), 2);
+        let warm = &requests[1];
+        assert!(warm.background);
+        assert_eq!(warm.max_tokens, 0);
+        assert_eq!(warm.prompt_time_limit, None);
+        assert_eq!(warm.context.prefix, PREFIX);
+        assert_eq!(suggester.prefetch_stats().warmed, 1);
+        // Once warmed, nothing is left to warm.
+        suggester.warm_unfinished().await;
+        assert_eq!(lock(&fake.requests).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_stops_a_warm_in_flight() {
+        let fake = Fake::new("a + b\n");
+        fake.held.send_replace(true);
+        let suggester = pipeline(&fake);
+        let warming = tokio::spawn({
+            let suggester = suggester.clone();
+            async move {
+                let context = context::from_parts("def other():\n    ", "\n", "python");
+                suggester.warm(context, "file:///a.py".into()).await;
+            }
+        });
+        until(|| fake.seen().len() == 1).await;
+        let asking = tokio::spawn({
+            let suggester = suggester.clone();
+            async move { suggester.suggest(ask(PREFIX, &CancelFlag::default())).await }
+        });
+        warming.await.unwrap();
+        assert_eq!(suggester.prefetch_stats().warmed, 0);
+        fake.held.send_replace(false);
+        assert_eq!(texts(asking.await.unwrap()), ["a + b"]);
     }
 
     #[tokio::test]

@@ -108,6 +108,9 @@ pub struct Prefetch {
     pub answers: u64,
     /// Requests answered from a prefetched answer (after accepting, or typing on).
     pub hits: u64,
+    /// Prompts brought into the cache in the background (a document opened, a
+    /// prompt a request ran out of time on).
+    pub warmed: u64,
 }
 
 impl Prefetch {
@@ -117,6 +120,7 @@ impl Prefetch {
             engine: Counters::new(engine, 0),
             answers: stats.answers,
             hits: stats.hits,
+            warmed: stats.warmed,
         }
     }
 }
@@ -315,7 +319,7 @@ mod tests {
             sorted(&["samples", "p50Ms", "p95Ms", "p99Ms"])
         );
         let mut prefetch = COUNTERS.to_vec();
-        prefetch.extend(["answers", "hits"]);
+        prefetch.extend(["answers", "hits", "warmed"]);
         assert_eq!(fields(Prefetch::default()), sorted(&prefetch));
     }
 

@@ -9,6 +9,8 @@
 //! [`WINDOW_STEP_LINES`], not with every line typed, so the start of the prompt —
 //! and the model's KV cache for it — survives keystrokes.
 
+use ropey::Rope;
+
 use crate::documents::Document;
 use crate::syntax::{self, SyntaxFacts};
 
@@ -32,6 +34,30 @@ impl Default for Window {
             suffix_lines: 64,
         }
     }
+}
+
+/// Characters per token assumed where a position is picked before tokenizing: code
+/// in the vocabularies of small models runs at three to four.
+const CHARS_PER_TOKEN: usize = 3;
+
+/// Where to assume the cursor of a document just opened, to bring its prompt into
+/// the model's cache before the user types: editors open files at the top, so the
+/// end of the last line whose text from the start still fits a prefix of
+/// `prefix_tokens` tokens (the whole text when it fits). A cursor anywhere above
+/// it shares this prompt's start (the window begins at line 0 for both).
+pub fn opening_cursor(text: &Rope, prefix_tokens: usize) -> usize {
+    let budget = prefix_tokens.saturating_mul(CHARS_PER_TOKEN);
+    if text.len_chars() <= budget {
+        return text.len_chars();
+    }
+    let line = text.char_to_line(budget);
+    // The end of the line before the one the budget ends in (before its break).
+    let next_line_start = text.line_to_char(line);
+    let mut cursor = next_line_start;
+    while cursor > 0 && matches!(text.char(cursor - 1), '\n' | '\r') {
+        cursor -= 1;
+    }
+    cursor
 }
 
 /// The text around the cursor, split the ways the later stages need it.
@@ -136,6 +162,23 @@ pub fn from_parts(prefix: &str, suffix: &str, language_id: &str) -> CompletionCo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_opening_cursor_ends_the_lines_that_fit_the_prefix() {
+        let short = Rope::from_str("a = 1\nb = 2\n");
+        assert_eq!(opening_cursor(&short, 100), short.len_chars());
+        let long = Rope::from_str(&numbered_lines(1000));
+        let cursor = opening_cursor(&long, 100);
+        assert!(cursor <= 300, "{cursor}");
+        assert!(cursor >= 300 - 9, "{cursor}");
+        // At the end of a line, before its break.
+        assert_eq!(long.char(cursor), '\n');
+        assert_ne!(long.char(cursor - 1), '\n');
+        let crlf = Rope::from_str(&"x = 1\r\n".repeat(100));
+        let at = opening_cursor(&crlf, 10);
+        assert_eq!(crlf.char(at), '\r');
+        assert_eq!(opening_cursor(&Rope::from_str(""), 10), 0);
+    }
 
     fn numbered_lines(n: usize) -> String {
         (0..n).map(|i| format!("line {i}\n")).collect()

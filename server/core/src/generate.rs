@@ -11,7 +11,8 @@
 //! - Text generated so far goes to [`CompletionRequest::partial`] as it grows,
 //!   before post-processing; the final [`Generation::text`] extends the last of it.
 //! - [`Backend::is_ready`] false means requests are answered
-//!   [`BackendError::NotReady`] at once, never queued behind a load.
+//!   [`BackendError::NotReady`] at once, never queued behind a load: a caller
+//!   that can wait says so with [`Backend::ready_within`].
 
 use std::fmt;
 use std::future::Future;
@@ -155,6 +156,10 @@ impl std::error::Error for BackendError {}
 pub trait Backend: Send + Sync + 'static {
     /// Whether requests are served now (the model is loaded, the remote reachable).
     fn is_ready(&self) -> bool;
+
+    /// Waits until requests are served (`true`), or the backend cannot serve them
+    /// any more, or `limit` has passed (`false`).
+    fn ready_within(&self, limit: Duration) -> impl Future<Output = bool> + Send;
 
     /// Generates the text for `request`, streaming it to `request.partial` as it
     /// grows and stopping when `request.cancel` is set.

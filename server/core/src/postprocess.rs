@@ -76,6 +76,49 @@ fn opens_block(line: &str) -> bool {
     code.ends_with([':', '{', '(', '[']) || code.ends_with("=>")
 }
 
+/// What an editor puts at the start of the next line when the user presses Enter at
+/// the end of `line` (the last line of `prefix`, in `language_id`): the line's
+/// indentation, a level deeper after a line that opens a block, a level shallower
+/// after a Python statement that ends one. The level is the prefix's own unit (a
+/// tab, or its smallest indentation in spaces).
+pub fn next_line_indent(prefix: &str, language_id: &str) -> String {
+    let line = prefix.rsplit('\n').next().unwrap_or_default();
+    let indent = &line[..line.len() - line.trim_start().len()];
+    let unit = indent_unit(prefix);
+    let code = line.trim();
+    let ends_block = language_id == "python"
+        && ["return", "pass", "raise", "break", "continue"]
+            .iter()
+            .any(|word| code == *word || code.starts_with(&format!("{word} ")));
+    if opens_block(line) {
+        format!("{indent}{unit}")
+    } else if ends_block {
+        indent
+            .strip_suffix(unit.as_str())
+            .unwrap_or(indent)
+            .to_owned()
+    } else {
+        indent.to_owned()
+    }
+}
+
+/// One level of indentation in `text`: a tab if a line starts with one, else the
+/// smallest indentation in spaces (2 to 8), 4 when no line is indented.
+fn indent_unit(text: &str) -> String {
+    if text.lines().any(|l| l.starts_with('\t')) {
+        return "\t".into();
+    }
+    let smallest = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start_matches(' ').len())
+        .filter(|&n| n > 0)
+        .min()
+        .unwrap_or(4)
+        .clamp(2, 8);
+    " ".repeat(smallest)
+}
+
 /// Decides whether to suggest at `context`, and how much.
 pub fn plan(context: &CompletionContext, trigger: Trigger, options: Options) -> Result<Plan, Skip> {
     let before = context.line_prefix.chars().next_back();
@@ -554,6 +597,20 @@ pub fn finish(generated: &str, context: &CompletionContext, rules: &StopRules) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_line_keeps_opens_or_ends_the_block() {
+        let python = "def f(x):\n    y = x\n    return y";
+        assert_eq!(next_line_indent(python, "python"), "");
+        assert_eq!(next_line_indent("def f(x):\n    y = x", "python"), "    ");
+        assert_eq!(next_line_indent("def f(x):", "python"), "    ");
+        assert_eq!(next_line_indent("if x:\n  if y:", "python"), "    ");
+        let rust = "fn main() {\n\tlet x = 1;";
+        assert_eq!(next_line_indent(rust, "rust"), "\t");
+        assert_eq!(next_line_indent("fn main() {\n\tif x {", "rust"), "\t\t");
+        // `return` ends a block in Python only.
+        assert_eq!(next_line_indent("fn f() {\n    return 1;", "rust"), "    ");
+    }
     use crate::syntax::SyntaxFacts;
 
     /// A context with the cursor between `before` and `after` (whole document).

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use inkling_core::context::CompletionContext;
 use inkling_core::generate::{Backend, BackendError, CompletionRequest, Generation};
@@ -106,6 +107,15 @@ impl Engine {
 impl Backend for Engine {
     fn is_ready(&self) -> bool {
         Engine::is_ready(self)
+    }
+
+    async fn ready_within(&self, limit: Duration) -> bool {
+        let mut state = self.subscribe();
+        let loaded = state.wait_for(|state| !matches!(state, EngineState::Loading { .. }));
+        match tokio::time::timeout(limit, loaded).await {
+            Ok(Ok(state)) => matches!(*state, EngineState::Ready(_)),
+            _ => false,
+        }
     }
 
     /// Answers [`BackendError::NotReady`] at once while the model is not loaded.

@@ -18,7 +18,7 @@ use llama_cpp_2::vocab::LlamaVocab;
 
 use crate::counters::{Counters, Tallies};
 use crate::draft::{Drafter, MAX_DRAFT, MIN_BATCH_MARGIN, greedy};
-use crate::kv_plan::common_prefix;
+use crate::kv_plan::{ReusePlan, common_prefix};
 use crate::options::EngineOptions;
 use crate::sequence::{Interrupt, LogitsAt, Sequence};
 use crate::slots::Slots;
@@ -192,73 +192,9 @@ impl<'m> Session<'m> {
 
     fn generate(&mut self, request: &CompletionRequest) -> Result<Generation, BackendError> {
         let started = Instant::now();
-        if self.slots.switch_to(&request.document, &mut self.target) {
-            self.counters()
-                .warm_restores
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        let Prompt {
-            tokens: prompt,
-            healed,
-        } = prompt::build(
-            &request.context,
-            &self.template,
-            self.budget,
-            &self.tokenizer,
-        );
+        let (prompt, heal) = self.prepare(request)?;
         let build_time = started.elapsed();
-        self.count_prompt(&request.document, &prompt, build_time);
-        // The text the first generated token must start with (see `Prompt::healed`).
-        let heal = healed.map_or(&[][..], |t| self.piece(t)).to_vec();
-        let n_ctx = self.target.n_ctx();
-        if prompt.len() + 1 >= n_ctx {
-            return Err(BackendError::Failed(format!(
-                "the prompt ({} tokens) does not fit the context ({n_ctx} tokens)",
-                prompt.len()
-            )));
-        }
-        if self.background {
-            // Background work may cost the slot the answer it follows and the cursor
-            // line, not the body of its prompt: a request that comes instead would
-            // have to decode that again.
-            let common = common_prefix(&self.target.cached, &prompt);
-            if self.target.cached.len() - common > MAX_BACKGROUND_DISCARD {
-                return Err(BackendError::Cancelled);
-            }
-        }
-        let reuse = self.target.reuse(&prompt);
-        self.counters()
-            .prompt_tokens_reused
-            .fetch_add(reuse.kept as u64, Ordering::Relaxed);
-        self.counters()
-            .prompt_tokens_shifted
-            .fetch_add(reuse.shifted() as u64, Ordering::Relaxed);
-        let (tallies, background) = (self.tallies.clone(), self.background);
-        // At least one chunk is decoded whatever the time limit, so that a run of
-        // requests that each run out of time still makes progress.
-        let mut first_chunk = true;
-        let filled = self.target.fill(
-            &prompt,
-            || {
-                let out_of_time = request
-                    .prompt_time_limit
-                    .is_some_and(|limit| started.elapsed() >= limit);
-                if request.cancel.is_cancelled() {
-                    Some(Interrupt::Cancelled)
-                } else if out_of_time && !std::mem::take(&mut first_chunk) {
-                    Some(Interrupt::OutOfTime)
-                } else {
-                    first_chunk = false;
-                    None
-                }
-            },
-            |n| {
-                tallies
-                    .of(background)
-                    .prompt_tokens_evaluated
-                    .fetch_add(n as u64, Ordering::Relaxed);
-            },
-        );
+        let (reuse, filled) = self.bring_in(request, &prompt, started);
         let prompt_done = started.elapsed();
         let mut output = Output {
             request,
@@ -305,6 +241,95 @@ impl<'m> Session<'m> {
             prompt_time: prompt_done,
             generation_time,
         })
+    }
+
+    /// Makes the request's document the one in the context and builds its prompt:
+    /// the tokens, and the text the first generated token must start with (see
+    /// `Prompt::healed`). Refuses prompts that do not fit, and background work that
+    /// would throw away much of the document's cache.
+    fn prepare(
+        &mut self,
+        request: &CompletionRequest,
+    ) -> Result<(Vec<Token>, Vec<u8>), BackendError> {
+        let started = Instant::now();
+        if self.slots.switch_to(&request.document, &mut self.target) {
+            self.counters()
+                .warm_restores
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let Prompt {
+            tokens: prompt,
+            healed,
+        } = prompt::build(
+            &request.context,
+            &self.template,
+            self.budget,
+            &self.tokenizer,
+        );
+        self.count_prompt(&request.document, &prompt, started.elapsed());
+        let heal = healed.map_or(&[][..], |t| self.piece(t)).to_vec();
+        let n_ctx = self.target.n_ctx();
+        if prompt.len() + 1 >= n_ctx {
+            return Err(BackendError::Failed(format!(
+                "the prompt ({} tokens) does not fit the context ({n_ctx} tokens)",
+                prompt.len()
+            )));
+        }
+        if self.background {
+            // Background work may cost the document the answer it follows and the
+            // cursor line, not the body of its prompt: a request that comes instead
+            // would have to decode that again.
+            let common = common_prefix(&self.target.cached, &prompt);
+            if self.target.cached.len() - common > MAX_BACKGROUND_DISCARD {
+                return Err(BackendError::Cancelled);
+            }
+        }
+        Ok((prompt, heal))
+    }
+
+    /// Brings the cache in line with `prompt` (the reuse plan) and decodes what it
+    /// lacks, in chunks, until done, cancelled or out of the prompt's time (counted
+    /// from `started`). Returns the plan applied and why decoding stopped early, if it did.
+    fn bring_in(
+        &mut self,
+        request: &CompletionRequest,
+        prompt: &[Token],
+        started: Instant,
+    ) -> (ReusePlan, Result<Option<Interrupt>, BackendError>) {
+        let reuse = self.target.reuse(prompt);
+        self.counters()
+            .prompt_tokens_reused
+            .fetch_add(reuse.kept as u64, Ordering::Relaxed);
+        self.counters()
+            .prompt_tokens_shifted
+            .fetch_add(reuse.shifted() as u64, Ordering::Relaxed);
+        let (tallies, background) = (self.tallies.clone(), self.background);
+        // At least one chunk is decoded whatever the time limit, so that a run of
+        // requests that each run out of time still makes progress.
+        let mut first_chunk = true;
+        let filled = self.target.fill(
+            prompt,
+            || {
+                let out_of_time = request
+                    .prompt_time_limit
+                    .is_some_and(|limit| started.elapsed() >= limit);
+                if request.cancel.is_cancelled() {
+                    Some(Interrupt::Cancelled)
+                } else if out_of_time && !std::mem::take(&mut first_chunk) {
+                    Some(Interrupt::OutOfTime)
+                } else {
+                    first_chunk = false;
+                    None
+                }
+            },
+            |n| {
+                tallies
+                    .of(background)
+                    .prompt_tokens_evaluated
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            },
+        );
+        (reuse, filled)
     }
 
     /// Generates the answer after a decoded prompt, with drafts verified in batches
