@@ -664,6 +664,33 @@ mod tests {
         panic!("condition not reached");
     }
 
+    /// `suggester.suggest(ask(prefix, cancel))` on a task of its own.
+    fn spawn_ask(
+        suggester: &Arc<Suggester<Fake>>,
+        prefix: &'static str,
+        cancel: &CancelFlag,
+    ) -> tokio::task::JoinHandle<Result<Option<Answer>, SuggestError>> {
+        let (suggester, cancel) = (suggester.clone(), cancel.clone());
+        tokio::spawn(async move { suggester.suggest(ask(prefix, &cancel)).await })
+    }
+
+    /// A prefetch (or, with `warm`, a warm) of `prefix` on a task of its own.
+    fn spawn_background(
+        suggester: &Arc<Suggester<Fake>>,
+        prefix: &'static str,
+        warm: bool,
+    ) -> tokio::task::JoinHandle<()> {
+        let suggester = suggester.clone();
+        tokio::spawn(async move {
+            let context = context::from_parts(prefix, "\n", "python");
+            if warm {
+                suggester.warm(context, "file:///a.py".into()).await;
+            } else {
+                suggester.prefetch(context, "file:///a.py".into()).await;
+            }
+        })
+    }
+
     fn texts(answer: Result<Option<Answer>, SuggestError>) -> Vec<String> {
         answer.unwrap().map(|a| a.texts).unwrap_or_default()
     }
@@ -705,10 +732,7 @@ mod tests {
         let fake = Fake::new("a + b\n");
         fake.ready.send_replace(false);
         let suggester = pipeline(&fake);
-        let asking = tokio::spawn({
-            let suggester = suggester.clone();
-            async move { suggester.suggest(ask(PREFIX, &CancelFlag::default())).await }
-        });
+        let asking = spawn_ask(&suggester, PREFIX, &CancelFlag::default());
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(fake.seen().is_empty());
         fake.ready.send_replace(true);
@@ -729,10 +753,7 @@ mod tests {
         fake.ready.send_replace(false);
         let suggester = pipeline(&fake);
         let cancel = CancelFlag::default();
-        let asking = tokio::spawn({
-            let (suggester, cancel) = (suggester.clone(), cancel.clone());
-            async move { suggester.suggest(ask(PREFIX, &cancel)).await }
-        });
+        let asking = spawn_ask(&suggester, PREFIX, &cancel);
         tokio::time::sleep(Duration::from_millis(20)).await;
         cancel.cancel();
         assert_eq!(asking.await.unwrap(), Err(SuggestError::Cancelled));
@@ -766,18 +787,9 @@ mod tests {
         let fake = Fake::new("a + b\n");
         fake.held.send_replace(true);
         let suggester = pipeline(&fake);
-        let warming = tokio::spawn({
-            let suggester = suggester.clone();
-            async move {
-                let context = context::from_parts("def other():\n    ", "\n", "python");
-                suggester.warm(context, "file:///a.py".into()).await;
-            }
-        });
+        let warming = spawn_background(&suggester, "def other():\n    ", true);
         until(|| fake.seen().len() == 1).await;
-        let asking = tokio::spawn({
-            let suggester = suggester.clone();
-            async move { suggester.suggest(ask(PREFIX, &CancelFlag::default())).await }
-        });
+        let asking = spawn_ask(&suggester, PREFIX, &CancelFlag::default());
         warming.await.unwrap();
         assert_eq!(suggester.prefetch_stats().warmed, 0);
         fake.held.send_replace(false);
@@ -790,10 +802,7 @@ mod tests {
         fake.held.send_replace(true);
         let suggester = pipeline(&fake);
         let cancel = CancelFlag::default();
-        let asking = tokio::spawn({
-            let (suggester, cancel) = (suggester.clone(), cancel.clone());
-            async move { suggester.suggest(ask(PREFIX, &cancel)).await }
-        });
+        let asking = spawn_ask(&suggester, PREFIX, &cancel);
         until(|| fake.seen().len() == 1).await;
         assert!(
             !suggester.may_prefetch(),
@@ -815,18 +824,9 @@ mod tests {
         let fake = Fake::new("a + b\n");
         fake.held.send_replace(true);
         let suggester = pipeline(&fake);
-        let prefetching = tokio::spawn({
-            let suggester = suggester.clone();
-            async move {
-                let context = context::from_parts(PREFIX, "\n", "python");
-                suggester.prefetch(context, "file:///a.py".into()).await;
-            }
-        });
+        let prefetching = spawn_background(&suggester, PREFIX, false);
         until(|| fake.seen().len() == 1).await;
-        let asking = tokio::spawn({
-            let suggester = suggester.clone();
-            async move { suggester.suggest(ask(PREFIX, &CancelFlag::default())).await }
-        });
+        let asking = spawn_ask(&suggester, PREFIX, &CancelFlag::default());
         // The request waits for the prefetch rather than asking the backend.
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(fake.seen(), [(PREFIX.to_owned(), true)]);
@@ -843,18 +843,9 @@ mod tests {
         let fake = Fake::new("a + b\n");
         fake.held.send_replace(true);
         let suggester = pipeline(&fake);
-        let prefetching = tokio::spawn({
-            let suggester = suggester.clone();
-            async move {
-                let context = context::from_parts("def other():\n    return ", "\n", "python");
-                suggester.prefetch(context, "file:///a.py".into()).await;
-            }
-        });
+        let prefetching = spawn_background(&suggester, "def other():\n    return ", false);
         until(|| fake.seen().len() == 1).await;
-        let asking = tokio::spawn({
-            let suggester = suggester.clone();
-            async move { suggester.suggest(ask(PREFIX, &CancelFlag::default())).await }
-        });
+        let asking = spawn_ask(&suggester, PREFIX, &CancelFlag::default());
         // The prefetch is cancelled at once and leaves nothing behind.
         prefetching.await.unwrap();
         assert_eq!(suggester.prefetch_stats().answers, 0);
