@@ -275,10 +275,49 @@ impl<B: Backend> Suggester<B> {
         if hit.prefetched {
             self.prefetch_hits.fetch_add(1, Ordering::Relaxed);
         }
+        // An empty hit: remembered that there is nothing to suggest here.
+        let texts = if hit.text.is_empty() {
+            Vec::new()
+        } else {
+            vec![hit.text]
+        };
         Ok(Some(Answer {
-            texts: vec![hit.text],
+            texts,
             generation: None,
         }))
+    }
+
+    /// The suggestion in `generation` (post-processed), remembered for `context` in
+    /// the typed-through cache; when there is none and the generation ran to its
+    /// natural end (not cut by a time limit), that there is nothing to suggest there.
+    fn finish_and_remember(
+        &self,
+        generation: &Generation,
+        context: &CompletionContext,
+        stop: &StopRules,
+        prefetched: bool,
+    ) -> Result<Option<String>, SuggestError> {
+        contain_panic(|| {
+            let text = postprocess::finish(&generation.text, context, stop);
+            let cut_by_time = matches!(
+                generation.stop_reason,
+                StopReason::TimeLimit | StopReason::PromptTimeLimit
+            );
+            let remembered = match &text {
+                Some(text) => Some(text.as_str()),
+                None if !cut_by_time => Some(""),
+                None => None,
+            };
+            if let Some(remembered) = remembered {
+                let mut cache = lock(&self.typed_through);
+                if prefetched {
+                    cache.remember_prefetched(context, remembered);
+                } else {
+                    cache.remember(context, remembered);
+                }
+            }
+            text
+        })
     }
 
     /// Waits for the prefetch in flight if it computes `context` (and says whether it
@@ -351,12 +390,7 @@ impl<B: Backend> Suggester<B> {
         let Some(generation) = self.run_in_background(request).await else {
             return false;
         };
-        let stored = contain_panic(|| {
-            let text = postprocess::finish(&generation.text, &context, &stop)?;
-            lock(&self.typed_through).remember_prefetched(&context, &text);
-            Some(())
-        });
-        if matches!(stored, Ok(Some(()))) {
+        if let Ok(Some(_)) = self.finish_and_remember(&generation, &context, &stop, true) {
             self.prefetch_answers.fetch_add(1, Ordering::Relaxed);
         }
         true
@@ -476,12 +510,12 @@ impl<B: Backend> Suggester<B> {
             }
         };
         if let Some(answer) = self.remembered(&ask.context)? {
-            return Ok(Some(answer));
+            return Ok((!answer.texts.is_empty()).then_some(answer));
         }
         if self.await_prefetch_of(&ask.context, &ask.cancel).await
             && let Some(answer) = self.remembered(&ask.context)?
         {
-            return Ok(Some(answer));
+            return Ok((!answer.texts.is_empty()).then_some(answer));
         }
         let stop = contain_panic(|| StopRules::new(&ask.context, &plan, options))?;
         let assembly_time = ask.assembly_time;
@@ -517,11 +551,7 @@ impl<B: Backend> Suggester<B> {
                 return Ok(None);
             }
         };
-        let finished = contain_panic(|| {
-            let text = postprocess::finish(&generation.text, &ask.context, &stop)?;
-            lock(&self.typed_through).remember(&ask.context, &text);
-            Some(text)
-        })?;
+        let finished = self.finish_and_remember(&generation, &ask.context, &stop, false)?;
         let Some(text) = finished else {
             return Ok(None);
         };
@@ -715,6 +745,27 @@ mod tests {
         assert_eq!(fake.seen().len(), 1);
         assert_eq!(suggester.typed_through_hits(), 1);
         assert_eq!(suggester.latency().samples, 2);
+    }
+
+    #[tokio::test]
+    async fn nothing_to_suggest_is_answered_from_memory_the_second_time() {
+        let fake = Fake::new("\n");
+        let suggester = pipeline(&fake);
+        let cancel = CancelFlag::default();
+        assert_eq!(suggester.suggest(ask(PREFIX, &cancel)).await, Ok(None));
+        assert_eq!(suggester.suggest(ask(PREFIX, &cancel)).await, Ok(None));
+        assert_eq!(fake.seen().len(), 1, "the backend was asked again");
+        assert_eq!(suggester.typed_through_hits(), 1);
+        // A prompt cut by its time limit is no proof that there is nothing to say.
+        let fake = Fake::new("a + b\n");
+        fake.out_of_time.store(true, Ordering::Relaxed);
+        let suggester = pipeline(&fake);
+        assert_eq!(suggester.suggest(ask(PREFIX, &cancel)).await, Ok(None));
+        fake.out_of_time.store(false, Ordering::Relaxed);
+        assert_eq!(
+            texts(suggester.suggest(ask(PREFIX, &cancel)).await),
+            ["a + b"]
+        );
     }
 
     #[tokio::test]

@@ -35,7 +35,8 @@ struct Entry {
 /// A remembered answer that still holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hit {
-    /// What is left of the answer after the text typed since.
+    /// What is left of the answer after the text typed since; empty where the
+    /// answer was that there is nothing to suggest.
     pub text: String,
     /// Whether the answer was prefetched (computed before anyone asked for it).
     pub prefetched: bool,
@@ -96,7 +97,8 @@ fn key(prefix_hash: u64, suffix_head: &str) -> u64 {
 }
 
 impl TypedThrough {
-    /// Remembers that `answer` was given at `context`.
+    /// Remembers that `answer` was given at `context`; an empty answer remembers that
+    /// there is nothing to suggest there (a hit at that very position only).
     pub fn remember(&mut self, context: &CompletionContext, answer: &str) {
         self.put(context, answer, false);
     }
@@ -121,9 +123,6 @@ impl TypedThrough {
     }
 
     fn put(&mut self, context: &CompletionContext, answer: &str, prefetched: bool) {
-        if answer.is_empty() {
-            return;
-        }
         let head = suffix_head(&context.suffix);
         let hash = text_hash(&context.prefix);
         self.entries.put(
@@ -156,7 +155,10 @@ impl TypedThrough {
                     text: rest.to_owned(),
                     prefetched: entry.prefetched,
                 };
-                (same && !rest.is_empty()).then_some((entry_key, hit))
+                // A remembered answer typed to its end is no answer any more; a
+                // remembered "nothing" holds where it was given.
+                let holds = !rest.is_empty() || entry.answer.is_empty();
+                (same && holds).then_some((entry_key, hit))
             })
     }
 }
@@ -171,6 +173,20 @@ mod tests {
             suffix: suffix.into(),
             ..CompletionContext::default()
         }
+    }
+
+    #[test]
+    fn nothing_to_suggest_is_remembered_at_its_position_only() {
+        let mut cache = TypedThrough::default();
+        cache.remember(&at("x = 1\n", ""), "");
+        let hit = cache.lookup(&at("x = 1\n", "")).unwrap();
+        assert_eq!(hit.text, "");
+        assert!(cache.contains(&at("x = 1\n", "")));
+        assert!(cache.lookup(&at("x = 1\ny", "")).is_none());
+        assert!(cache.lookup(&at("x = 1\n", "z")).is_none());
+        // An answer typed to its end is not "nothing".
+        cache.remember(&at("a = ", ""), "1");
+        assert!(cache.lookup(&at("a = 1", "")).is_none());
     }
 
     #[test]
