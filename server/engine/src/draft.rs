@@ -6,7 +6,7 @@
 use inkling_core::generate::BackendError;
 use inkling_core::tokens::Token;
 
-use crate::sequence::{Interrupt, LogitsAt, Sequence};
+use crate::sequence::{Interrupt, LogitsAt, PROMPT_CHUNK, Sequence};
 
 /// Most tokens drafted for one verification batch.
 pub const MAX_DRAFT: usize = 8;
@@ -99,7 +99,12 @@ fn draft_with_model(
         return Ok(Vec::new());
     }
     sequence.reuse(history);
-    let interrupted = sequence.fill(history, || stop().then_some(Interrupt::Cancelled), |_| ())?;
+    let interrupted = sequence.fill(
+        history,
+        PROMPT_CHUNK,
+        || stop().then_some(Interrupt::Cancelled),
+        |_| (),
+    )?;
     if interrupted.is_some() {
         return Ok(Vec::new());
     }

@@ -18,6 +18,11 @@ use crate::kv_plan::{self, MIN_SHIFT_RUN, Move, ReusePlan};
 /// large enough to keep the matrix kernels efficient.
 pub const PROMPT_CHUNK: usize = 64;
 
+/// Prompt tokens decoded per call for background work (warming, prefetching): a
+/// request that comes waits for the chunk being decoded, so it is kept short
+/// (about 80 ms here) at some cost in throughput nobody waits for.
+pub const BACKGROUND_CHUNK: usize = 16;
+
 /// Whether llama.cpp can move this model's cached entries to other positions. It
 /// cannot for models with several positions per token (M-RoPE, vision RoPE) nor for
 /// Step-3.5's per-layer rotary sizes, and aborts the process if asked: the checks of
@@ -171,6 +176,7 @@ impl<'m> Sequence<'m> {
     pub(crate) fn fill(
         &mut self,
         prompt: &[Token],
+        chunk_size: usize,
         mut interrupt: impl FnMut() -> Option<Interrupt>,
         mut decoded: impl FnMut(usize),
     ) -> Result<Option<Interrupt>, BackendError> {
@@ -179,7 +185,7 @@ impl<'m> Sequence<'m> {
         };
         let from = self.cached.len().min(body.len());
         for chunk in body[from..]
-            .chunks(PROMPT_CHUNK)
+            .chunks(chunk_size.max(1))
             .chain([std::slice::from_ref(last)])
         {
             if let Some(reason) = interrupt() {

@@ -20,7 +20,7 @@ use crate::counters::{Counters, Tallies};
 use crate::draft::{Drafter, MAX_DRAFT, MIN_BATCH_MARGIN, greedy};
 use crate::kv_plan::{ReusePlan, common_prefix};
 use crate::options::EngineOptions;
-use crate::sequence::{Interrupt, LogitsAt, Sequence};
+use crate::sequence::{BACKGROUND_CHUNK, Interrupt, LogitsAt, PROMPT_CHUNK, Sequence};
 use crate::slots::Slots;
 use crate::state::PromptView;
 use crate::vocab::VocabTokenizer;
@@ -307,8 +307,14 @@ impl<'m> Session<'m> {
         // At least one chunk is decoded whatever the time limit, so that a run of
         // requests that each run out of time still makes progress.
         let mut first_chunk = true;
+        let chunk_size = if background {
+            BACKGROUND_CHUNK
+        } else {
+            PROMPT_CHUNK
+        };
         let filled = self.target.fill(
             prompt,
+            chunk_size,
             || {
                 let out_of_time = request
                     .prompt_time_limit
