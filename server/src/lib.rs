@@ -4,8 +4,10 @@
 //! any [`Backend`](inkling_core::generate::Backend) (the stages are in
 //! `inkling-core`, the in-process engine in `inkling-engine`); [`lsp`] (with
 //! [`transport`] guarding stdio) and the loopback [`http`] endpoint are the front
-//! ends; [`wire`] holds the JSON shapes of inkling's own messages.
+//! ends; [`wire`] holds the JSON shapes of inkling's own messages; [`acceptance`]
+//! counts what became of the suggestions shown, from the editor's reports.
 
+pub mod acceptance;
 pub mod config;
 #[cfg(test)]
 mod fuzz;

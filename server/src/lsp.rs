@@ -27,9 +27,12 @@ use tower_lsp_server::jsonrpc::{Error as RpcError, Result as RpcResult};
 use tower_lsp_server::ls_types::*;
 use tower_lsp_server::{Client, LanguageServer, LspService};
 
+use crate::acceptance::Acceptance;
 use crate::config::{Overrides, Settings};
 use crate::suggest::{self, Ask, SuggestError, Suggester};
-use crate::wire::{self, ModelStatus, PartialCompletion, PromptAnswer, Stats};
+use crate::wire::{
+    self, DidAccept, ModelStatus, PartialCompletion, PromptAnswer, Stats, SuggestionId,
+};
 use crate::{Pipeline, http};
 
 pub mod positions;
@@ -101,6 +104,8 @@ pub struct LspServer {
     documents: Arc<Mutex<DocumentStore>>,
     in_flight: Mutex<HashMap<String, CancelFlag>>,
     shutdown_requested: Arc<AtomicBool>,
+    /// What became of the suggestions shown (local statistics).
+    acceptance: Acceptance,
 }
 
 /// What `initialize` decided.
@@ -160,11 +165,20 @@ struct Suggestion {
     /// The texts to offer, best first (the full answer, then its first line alone).
     texts: Vec<String>,
     cursor: Position,
+    /// The cursor, a char index into the document.
+    cursor_index: usize,
     line_prefix: String,
 }
 
 /// The custom request that returns the prompt the model would get at a position.
 pub const PROMPT_METHOD: &str = "inkling/prompt";
+
+/// The client's report that it showed an item ([`SuggestionId`]).
+pub const DID_SHOW_METHOD: &str = "inkling/didShow";
+/// The client's report that the user accepted an item, whole or its start ([`DidAccept`]).
+pub const DID_ACCEPT_METHOD: &str = "inkling/didAccept";
+/// The client's report that the user dismissed an item ([`SuggestionId`]).
+pub const DID_DISMISS_METHOD: &str = "inkling/didDismiss";
 
 /// Builds the service for [`tower_lsp_server::Server`], with command-line `flags`
 /// as the base settings. The returned flag is set once `shutdown` was received.
@@ -186,6 +200,7 @@ pub fn service(
         documents: Arc::new(Mutex::new(DocumentStore::default())),
         in_flight: Mutex::new(HashMap::new()),
         shutdown_requested: flag.clone(),
+        acceptance: Acceptance::default(),
     })
     .custom_method(
         "textDocument/inlineCompletion",
@@ -193,6 +208,9 @@ pub fn service(
     )
     .custom_method(STATS_METHOD, LspServer::stats)
     .custom_method(PROMPT_METHOD, LspServer::prompt)
+    .custom_method(DID_SHOW_METHOD, LspServer::did_show)
+    .custom_method(DID_ACCEPT_METHOD, LspServer::did_accept)
+    .custom_method(DID_DISMISS_METHOD, LspServer::did_dismiss)
     .finish();
     (service, socket, shutdown_requested)
 }
@@ -438,6 +456,7 @@ impl LspServer {
         Ok(Some(Suggestion {
             texts: answer.texts,
             cursor,
+            cursor_index,
             line_prefix,
         }))
     }
@@ -477,18 +496,55 @@ impl LspServer {
             .await?;
         let items = suggestion.map_or_else(Vec::new, |s| {
             let range = Range::new(s.cursor, s.cursor);
+            let commands = self.accept_commands(&position.text_document.uri, trigger, &s);
             s.texts
                 .into_iter()
-                .map(|text| InlineCompletionItem {
+                .zip(commands)
+                .map(|(text, command)| InlineCompletionItem {
                     insert_text: text,
                     filter_text: None,
                     range: Some(range),
-                    command: None,
+                    command: Some(command),
                     insert_text_format: None, // Not a field of LSP 3.18's item.
                 })
                 .collect()
         });
         Ok(Some(InlineCompletionResponse::Array(items)))
+    }
+
+    /// The commands that report each of `suggestion`'s texts accepted, its answer
+    /// remembered for attributing the reports.
+    fn accept_commands(
+        &self,
+        uri: &Uri,
+        trigger: Trigger,
+        suggestion: &Suggestion,
+    ) -> Vec<Command> {
+        let answer = self.acceptance.record(
+            trigger,
+            uri.as_str(),
+            suggestion.cursor_index,
+            &suggestion.texts,
+        );
+        (0..suggestion.texts.len())
+            .map(|item| SuggestionId { answer, item }.accept_command())
+            .collect()
+    }
+
+    /// `inkling/didShow`: the client showed an item.
+    async fn did_show(&self, params: SuggestionId) {
+        self.acceptance.shown(params.into());
+    }
+
+    /// `inkling/didAccept`: the user accepted an item, or its start.
+    async fn did_accept(&self, params: DidAccept) {
+        self.acceptance
+            .accepted(params.item(), params.accepted_length);
+    }
+
+    /// `inkling/didDismiss`: the user dismissed an item.
+    async fn did_dismiss(&self, params: SuggestionId) {
+        self.acceptance.dismissed(params.into());
     }
 
     /// `inkling/prompt`: the prompt the model would get at a position.
@@ -520,6 +576,7 @@ impl LspServer {
                 prompt_assembly: wire::Latency::default(),
                 prefetch: wire::Prefetch::default(),
                 workspace: workspace.into(),
+                acceptance: self.acceptance.stats().into(),
             },
             Some(suggester) => {
                 let engine = suggester.backend();
@@ -536,6 +593,7 @@ impl LspServer {
                         suggester.prefetch_stats(),
                     ),
                     workspace: workspace.into(),
+                    acceptance: self.acceptance.stats().into(),
                 }
             }
         })
@@ -698,6 +756,11 @@ impl LanguageServer for LspServer {
                 // would supersede each other.
                 completion_provider: (!inline_client).then(CompletionOptions::default),
                 inline_completion_provider: Some(OneOf::Left(true)),
+                // Generic clients run an accepted item's command through the server.
+                execute_command_provider: Some(ExecuteCommandOptions {
+                    commands: vec![wire::ACCEPT_COMMAND.into()],
+                    ..ExecuteCommandOptions::default()
+                }),
                 ..ServerCapabilities::default()
             },
             server_info: Some(ServerInfo {
@@ -844,10 +907,12 @@ impl LanguageServer for LspServer {
             return Ok(None);
         };
         let range = Range::new(suggestion.cursor, suggestion.cursor);
+        let commands = self.accept_commands(&position.text_document.uri, trigger, &suggestion);
         let items = suggestion
             .texts
             .into_iter()
-            .map(|text| CompletionItem {
+            .zip(commands)
+            .map(|(text, command)| CompletionItem {
                 label: text
                     .lines()
                     .map(str::trim)
@@ -859,6 +924,7 @@ impl LanguageServer for LspServer {
                 filter_text: Some(suggestion.line_prefix.clone()),
                 insert_text_format: Some(InsertTextFormat::PLAIN_TEXT),
                 text_edit: Some(CompletionTextEdit::Edit(TextEdit::new(range, text))),
+                command: Some(command),
                 ..CompletionItem::default()
             })
             .collect();
@@ -867,6 +933,31 @@ impl LanguageServer for LspServer {
             is_incomplete: true,
             items,
         })))
+    }
+
+    /// `workspace/executeCommand`: [`wire::ACCEPT_COMMAND`], run by clients after the
+    /// user accepted an item, with a [`DidAccept`] as its argument.
+    async fn execute_command(&self, params: ExecuteCommandParams) -> RpcResult<Option<LSPAny>> {
+        if params.command != wire::ACCEPT_COMMAND {
+            return Err(RpcError::invalid_params(format!(
+                "unknown command: {}",
+                params.command
+            )));
+        }
+        let accepted = params
+            .arguments
+            .into_iter()
+            .next()
+            .and_then(|argument| serde_json::from_value::<DidAccept>(argument).ok())
+            .ok_or_else(|| {
+                RpcError::invalid_params(format!(
+                    "{}: the argument is {{answer, item, acceptedLength?}}",
+                    wire::ACCEPT_COMMAND
+                ))
+            })?;
+        self.acceptance
+            .accepted(accepted.item(), accepted.accepted_length);
+        Ok(None)
     }
 }
 

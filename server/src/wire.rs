@@ -1,14 +1,16 @@
 //! The JSON shapes of inkling's own LSP messages (`inkling/stats`,
-//! `inkling/prompt`, `inkling/status`, `inkling/partialCompletion`), converted from
-//! the core's and the engine's types. They live here, at the edge, so that
-//! renaming a field inside never changes what clients read; the tests pin every
-//! field name.
+//! `inkling/prompt`, `inkling/status`, `inkling/partialCompletion`, and the
+//! acceptance reports `inkling/didShow`, `inkling/didAccept`, `inkling/didDismiss`
+//! with the items' `inkling.didAccept` command), converted from the core's and the
+//! engine's types. They live here, at the edge, so that renaming a field inside
+//! never changes what clients read; the tests pin every field name.
 
 use inkling_core::workspace::WorkspaceStats;
 use inkling_engine::{CountersSnapshot, EngineState, PromptView};
 use serde::{Deserialize, Serialize};
-use tower_lsp_server::ls_types::{Position, Uri};
+use tower_lsp_server::ls_types::{Command, Position, Uri};
 
+use crate::acceptance::{self, AcceptanceStats, ItemId};
 use crate::suggest::{self, PrefetchStats};
 
 /// Running totals of the work done for requests (or, under `prefetch`, for
@@ -168,6 +170,137 @@ pub struct Stats {
     /// The workspace index and the ring of chunks.
     #[serde(flatten)]
     pub workspace: Workspace,
+    /// What became of the suggestions shown, as the editor reported it.
+    pub acceptance: Acceptance,
+}
+
+/// What became of suggestions shown: counted from the editor's reports, kept in
+/// memory, never sent anywhere but in `inkling/stats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceptanceCounts {
+    /// Suggestions shown (accepted or dismissed ones count as shown).
+    pub shown: u64,
+    /// Suggestions accepted whole.
+    pub accepted: u64,
+    /// Suggestions of which only a start was accepted (word or line).
+    pub partly_accepted: u64,
+    /// Suggestions dismissed with nothing accepted.
+    pub dismissed: u64,
+    /// (accepted + partlyAccepted) / shown; 0 before any was shown.
+    pub acceptance_rate: f64,
+    /// Characters inserted by accepting (not those typed).
+    pub characters_accepted: u64,
+}
+
+impl From<acceptance::Counts> for AcceptanceCounts {
+    fn from(counts: acceptance::Counts) -> AcceptanceCounts {
+        AcceptanceCounts {
+            shown: counts.shown,
+            accepted: counts.accepted,
+            partly_accepted: counts.partly_accepted,
+            dismissed: counts.dismissed,
+            acceptance_rate: counts.acceptance_rate(),
+            characters_accepted: counts.characters_accepted,
+        }
+    }
+}
+
+/// The `acceptance` object of `inkling/stats`: the counts in total, and split by
+/// trigger and by single- or multi-line suggestion.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Acceptance {
+    /// All suggestions.
+    #[serde(flatten)]
+    pub total: AcceptanceCounts,
+    /// Suggestions asked for while typing.
+    pub automatic: AcceptanceCounts,
+    /// Suggestions the user asked for.
+    pub invoked: AcceptanceCounts,
+    /// Suggestions of one line.
+    pub single_line: AcceptanceCounts,
+    /// Suggestions of several lines.
+    pub multi_line: AcceptanceCounts,
+}
+
+impl From<AcceptanceStats> for Acceptance {
+    fn from(stats: AcceptanceStats) -> Acceptance {
+        Acceptance {
+            total: stats.total.into(),
+            automatic: stats.automatic.into(),
+            invoked: stats.invoked.into(),
+            single_line: stats.single_line.into(),
+            multi_line: stats.multi_line.into(),
+        }
+    }
+}
+
+/// The command on every item inkling answers with; editors run it after accepting
+/// the item (generic clients through `workspace/executeCommand`).
+pub const ACCEPT_COMMAND: &str = "inkling.didAccept";
+
+/// One item of one answer: the parameters of `inkling/didShow` and
+/// `inkling/didDismiss`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SuggestionId {
+    /// The answer's id.
+    pub answer: u64,
+    /// The item's index in the answer.
+    pub item: usize,
+}
+
+impl From<SuggestionId> for ItemId {
+    fn from(id: SuggestionId) -> ItemId {
+        ItemId {
+            answer: id.answer,
+            item: id.item,
+        }
+    }
+}
+
+impl SuggestionId {
+    /// The item's command: [`ACCEPT_COMMAND`] with a [`DidAccept`] of the whole item.
+    pub fn accept_command(self) -> Command {
+        let accepted = DidAccept {
+            answer: self.answer,
+            item: self.item,
+            accepted_length: None,
+        };
+        Command {
+            title: "inkling: count the accepted suggestion".into(),
+            command: ACCEPT_COMMAND.into(),
+            arguments: Some(vec![
+                serde_json::to_value(accepted).expect("plain numbers serialize"),
+            ]),
+        }
+    }
+}
+
+/// The parameters of `inkling/didAccept` and the argument of [`ACCEPT_COMMAND`]:
+/// an item accepted, whole or (with `acceptedLength`) its first characters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DidAccept {
+    /// The answer's id.
+    pub answer: u64,
+    /// The item's index in the answer.
+    pub item: usize,
+    /// How many characters (Unicode scalar values) from the item's start are
+    /// accepted so far; absent: all of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_length: Option<usize>,
+}
+
+impl DidAccept {
+    /// The item accepted.
+    pub fn item(self) -> ItemId {
+        ItemId {
+            answer: self.answer,
+            item: self.item,
+        }
+    }
 }
 
 /// The answer to `inkling/prompt`: the prompt the model would get at a position.
@@ -301,9 +434,11 @@ mod tests {
             prompt_assembly: Latency::default(),
             prefetch: Prefetch::default(),
             workspace: Workspace::default(),
+            acceptance: Acceptance::default(),
         };
         let mut expected = COUNTERS.to_vec();
         expected.extend([
+            "acceptance",
             "modelState",
             "latency",
             "promptAssembly",
@@ -361,5 +496,52 @@ mod tests {
             fields(&partial),
             sorted(&["uri", "version", "position", "text"])
         );
+    }
+
+    const ACCEPTANCE_COUNTS: [&str; 6] = [
+        "shown",
+        "accepted",
+        "partlyAccepted",
+        "dismissed",
+        "acceptanceRate",
+        "charactersAccepted",
+    ];
+
+    #[test]
+    fn acceptance_field_names_are_pinned() {
+        assert_eq!(
+            fields(AcceptanceCounts::default()),
+            sorted(&ACCEPTANCE_COUNTS)
+        );
+        let mut acceptance = ACCEPTANCE_COUNTS.to_vec();
+        acceptance.extend(["automatic", "invoked", "singleLine", "multiLine"]);
+        assert_eq!(fields(Acceptance::default()), sorted(&acceptance));
+
+        let id = SuggestionId { answer: 7, item: 1 };
+        assert_eq!(fields(id), sorted(&["answer", "item"]));
+        let partly = DidAccept {
+            answer: 7,
+            item: 1,
+            accepted_length: Some(3),
+        };
+        assert_eq!(
+            fields(partly),
+            sorted(&["answer", "item", "acceptedLength"])
+        );
+        let command = id.accept_command();
+        assert_eq!(command.command, "inkling.didAccept");
+        assert_eq!(
+            command.arguments,
+            Some(vec![serde_json::json!({"answer": 7, "item": 1})])
+        );
+        // What clients send back is read with the same names.
+        let read: DidAccept = serde_json::from_value(
+            serde_json::json!({"answer": 7, "item": 1, "acceptedLength": 3}),
+        )
+        .unwrap();
+        assert_eq!(read, partly);
+        let whole: DidAccept =
+            serde_json::from_value(command.arguments.unwrap()[0].clone()).unwrap();
+        assert_eq!((whole.item(), whole.accepted_length), (id.into(), None));
     }
 }

@@ -315,6 +315,17 @@ impl LspClient {
         self.send_request("textDocument/inlineCompletion", params)
     }
 
+    /// Runs an item's `command` as generic clients do once the item is accepted
+    /// (VS Code's language client, Neovim's `exec_cmd`): `workspace/executeCommand`
+    /// with its `command` and `arguments`. Returns the response message.
+    pub fn execute_command(&mut self, command: &Value) -> Value {
+        self.request(
+            "workspace/executeCommand",
+            json!({"command": command["command"], "arguments": command["arguments"]}),
+            Duration::from_secs(10),
+        )
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -2,7 +2,9 @@
 // vscode-languageclient (11 speaks LSP 3.18 inline completion natively) turn its
 // answers into ghost text. This file only adds what the client cannot know:
 // settings → initializationOptions, a status-bar item fed by the server's
-// `inkling/status` notification, and a command to switch completions off and on.
+// `inkling/status` notification, a command to switch completions off and on, and
+// reports of suggestions shown and partly accepted for the server's local
+// statistics (acceptance.ts).
 import * as vscode from 'vscode';
 import {
   LanguageClient,
@@ -12,6 +14,7 @@ import {
   type LanguageClientOptions,
   type ServerOptions,
 } from 'vscode-languageclient/node';
+import { AcceptanceReporter } from './acceptance';
 
 interface ModelStatus {
   state: 'loading' | 'ready' | 'failed';
@@ -31,6 +34,10 @@ let client: LanguageClient | undefined;
 let statusItem: vscode.StatusBarItem;
 let enabled = true;
 let model: ModelStatus = { state: 'loading', message: 'starting the server', percent: null };
+// Reports go to whichever server runs; one restarted since ignores ids it never gave.
+const reporter = new AcceptanceReporter((method, params) => {
+  client?.sendNotification(method, params).catch(() => undefined);
+});
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
   enabled = context.globalState.get(ENABLED_KEY, true);
@@ -54,6 +61,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
         await start();
       }
     }),
+    vscode.workspace.onDidChangeTextDocument((event) =>
+      reporter.changed(event.document.uri.toString(), event.contentChanges),
+    ),
   );
   await start();
 }
@@ -74,8 +84,19 @@ async function start(): Promise<void> {
     middleware: {
       // (The server offers textDocument/completion only to clients without inline
       // completion, so this is the one provider to switch.)
-      provideInlineCompletionItems: (document, position, context, token, next) =>
-        enabled ? next(document, position, context, token) : null,
+      provideInlineCompletionItems: async (document, position, context, token, next) => {
+        if (!enabled) {
+          return null;
+        }
+        const result = await next(document, position, context, token);
+        if (!token.isCancellationRequested) {
+          const items: readonly vscode.InlineCompletionItem[] = Array.isArray(result)
+            ? result
+            : (result?.items ?? []);
+          reporter.answered(document.uri.toString(), position, items);
+        }
+        return result;
+      },
     },
   };
   const next = new LanguageClient('inkling', 'inkling', serverOptions, clientOptions);

@@ -2,7 +2,8 @@
 // vscode-jsonrpc over the child's stdio, VS Code's client capabilities, one
 // didChange + inlineCompletion per keystroke, and a $/cancelRequest for every
 // request the next keystroke supersedes (vscode-jsonrpc sends it when the
-// request's cancellation token fires, exactly as in VS Code).
+// request's cancellation token fires, exactly as in VS Code). Accepting runs the
+// extension's own acceptance reporter (src/acceptance.ts, built by `npm test`).
 'use strict';
 
 const { test, before, after } = require('node:test');
@@ -10,6 +11,7 @@ const assert = require('node:assert/strict');
 const { spawn } = require('node:child_process');
 const path = require('node:path');
 const protocol = require('vscode-languageserver-protocol/node');
+const { AcceptanceReporter, ACCEPT_COMMAND } = require('../dist/acceptance.js');
 
 const SERVER =
   process.env.INKLING_BIN ?? path.join(__dirname, '..', '..', '..', 'target', 'release', 'inkling');
@@ -83,9 +85,11 @@ after(async () => {
   server?.kill();
 });
 
-test('the server offers incremental sync, UTF-16 and inline completion', () => {
+test('the server offers incremental sync, UTF-16, inline completion and the accept command', () => {
   const { capabilities } = initializeResult;
   assert.ok(capabilities.inlineCompletionProvider, 'inlineCompletionProvider');
+  // The language client registers these as VS Code commands that call the server.
+  assert.deepEqual(capabilities.executeCommandProvider.commands, [ACCEPT_COMMAND]);
   assert.ok(
     [undefined, 'utf-16'].includes(capabilities.positionEncoding),
     capabilities.positionEncoding,
@@ -206,6 +210,126 @@ test(
     const stats = await connection.sendRequest('inkling/stats');
     assert.equal(stats.requests, requests.length, JSON.stringify(stats));
     assert.ok(stats.cancelled >= 1, JSON.stringify(stats));
+  },
+);
+
+// Where the cursor is after `text` is inserted at `at` (UTF-16 columns).
+function positionAfter(at, text) {
+  const lines = text.split('\n');
+  const last = lines.at(-1).length;
+  return lines.length === 1
+    ? { line: at.line, character: at.character + last }
+    : { line: at.line + lines.length - 1, character: last };
+}
+
+// VS Code's Accept Next Word (`acceptNextWord`, default word definition): the word
+// the text starts with, or what comes before its first word, but no further than the
+// end of its first run of white space.
+function nextWord(text) {
+  const word = /[\p{L}\p{N}_]+/u.exec(text);
+  let end = word === null ? text.length : word.index === 0 ? word[0].length : word.index;
+  const space = /\s+/.exec(text);
+  if (space !== null) {
+    end = Math.min(end, space.index + space[0].length);
+  }
+  return text.slice(0, end);
+}
+
+test(
+  'accepting: a word (answered from memory), then the rest; the reports are counted',
+  { timeout: 120_000 },
+  async () => {
+    const uri = 'file:///tmp/inkling-vscode-test/mean.py';
+    const text = 'def mean(values):\n    total = sum(values)\n    return ';
+    const cursor = { line: 2, character: 11 };
+    await connection.sendNotification(protocol.DidOpenTextDocumentNotification.type, {
+      textDocument: { uri, languageId: 'python', version: 1, text },
+    });
+    const sent = [];
+    const reporter = new AcceptanceReporter((method, params) => {
+      sent.push({ method, params });
+      connection.sendNotification(method, params);
+    });
+    const itemsOf = (result) => (Array.isArray(result) ? result : result?.items) ?? [];
+    // What the extension's middleware does with each answer it hands to VS Code.
+    const ask = async (position, triggerKind) => {
+      const result = await connection.sendRequest(protocol.InlineCompletionRequest.type, {
+        textDocument: { uri },
+        position,
+        context: { triggerKind },
+      });
+      const items = itemsOf(result);
+      reporter.answered(uri, position, items);
+      assert.ok(items.length > 0, `no suggestion at ${JSON.stringify(position)}`);
+      return items[0];
+    };
+    let version = 1;
+    // VS Code applies an accept as one edit; the extension sees it as a change.
+    const insert = async (at, inserted) => {
+      const change = { range: { start: at, end: at }, rangeLength: 0, text: inserted };
+      await connection.sendNotification(protocol.DidChangeTextDocumentNotification.type, {
+        textDocument: { uri, version: ++version },
+        contentChanges: [change],
+      });
+      reporter.changed(uri, [change]);
+    };
+
+    // Alt+\ (invoked), then Ctrl+→ (Accept Word).
+    const item = await ask(cursor, protocol.InlineCompletionTriggerKind.Invoked);
+    const { insertText: suggestion, command } = item;
+    assert.equal(command.command, ACCEPT_COMMAND, JSON.stringify(item));
+    const [id] = command.arguments;
+    assert.deepEqual(Object.keys(id).sort(), ['answer', 'item'], JSON.stringify(item));
+    const word = nextWord(suggestion);
+    assert.ok(
+      [...word].length >= 2 && word.length < suggestion.length,
+      `not a suggestion of several words: ${JSON.stringify(suggestion)}`,
+    );
+    const before = await connection.sendRequest('inkling/stats');
+    await insert(cursor, word);
+    // VS Code asks again at once, at the cursor after the word.
+    const rest = await ask(positionAfter(cursor, word), protocol.InlineCompletionTriggerKind.Automatic);
+    assert.equal(rest.insertText, suggestion.slice(word.length));
+    const afterWord = await connection.sendRequest('inkling/stats');
+    assert.equal(afterWord.typedThrough, before.typedThrough + 1, JSON.stringify(afterWord));
+    assert.equal(afterWord.generatedTokens, before.generatedTokens, 'the model was asked');
+    assert.equal(afterWord.acceptance.partlyAccepted, 1, JSON.stringify(afterWord.acceptance));
+
+    // Tab: VS Code inserts the rest and runs the item's command, which the language
+    // client sends to the server.
+    await insert(positionAfter(cursor, word), rest.insertText);
+    await connection.sendRequest(protocol.ExecuteCommandRequest.type, {
+      command: rest.command.command,
+      arguments: rest.command.arguments,
+    });
+
+    // The exact messages the extension sent.
+    assert.deepEqual(sent, [
+      { method: 'inkling/didShow', params: id },
+      { method: 'inkling/didAccept', params: { ...id, acceptedLength: [...word].length } },
+      { method: 'inkling/didShow', params: rest.command.arguments[0] },
+    ]);
+    const { acceptance } = await connection.sendRequest('inkling/stats');
+    const counts = ({ shown, accepted, partlyAccepted, dismissed, charactersAccepted }) => ({
+      shown,
+      accepted,
+      partlyAccepted,
+      dismissed,
+      charactersAccepted,
+    });
+    const expected = {
+      shown: 1,
+      accepted: 1,
+      partlyAccepted: 0,
+      dismissed: 0,
+      charactersAccepted: [...suggestion].length,
+    };
+    assert.deepEqual(counts(acceptance), expected, JSON.stringify(acceptance));
+    assert.deepEqual(counts(acceptance.invoked), expected, JSON.stringify(acceptance));
+    assert.equal(acceptance.acceptanceRate, 1);
+    const kind = suggestion.includes('\n') ? 'multiLine' : 'singleLine';
+    assert.deepEqual(counts(acceptance[kind]), expected, JSON.stringify(acceptance));
+    console.log(`accepted ${JSON.stringify(word)} + ${JSON.stringify(rest.insertText)}`);
   },
 );
 

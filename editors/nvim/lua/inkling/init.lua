@@ -1,15 +1,27 @@
 -- inkling for Neovim: ghost-text completions from the inkling language server.
 --
 -- Neovim 0.12 has LSP inline completion built in (vim.lsp.inline_completion): there
--- this plugin only turns it on in the buffers inkling attaches to and maps the accept
--- key. Neovim 0.10 and 0.11 have no such client, so the plugin does the job itself:
+-- this plugin only turns it on in the buffers inkling attaches to and maps the keys.
+-- Neovim 0.10 and 0.11 have no such client, so the plugin does the job itself:
 -- after a pause in Insert mode it asks inkling for `textDocument/inlineCompletion`
 -- and shows the answer as virtual text (extmarks) until the cursor moves.
+--
+-- Accepting a word or a line inserts that much of the suggestion; the rest comes
+-- back with the next request, from the server's typed-through cache. The plugin
+-- tells the server which suggestions were shown, accepted (whole or in part) or
+-- dismissed, for its local statistics (`inkling/stats`; nothing leaves the machine).
 local M = {}
 
 local defaults = {
   -- Accepts the suggestion; types itself as usual when none is shown.
   accept_key = '<Tab>',
+  -- Accept the suggestion's next word / its (next) line; the rest stays suggested.
+  accept_word_key = '<M-Right>',
+  accept_line_key = '<M-C-Right>',
+  -- Show the next / previous candidate (0.12's vim.lsp.inline_completion only).
+  -- Any key set to false is left unmapped.
+  next_key = '<M-]>',
+  prev_key = '<M-[>',
   -- Pause in Insert mode before asking for a suggestion (extmark path; 0.12 waits 200 ms).
   debounce_ms = 150,
   -- Use the extmark path even where vim.lsp.inline_completion exists.
@@ -21,7 +33,7 @@ local defaults = {
 local ns = vim.api.nvim_create_namespace('inkling')
 
 -- Extmark path state per buffer: `timer` (debounce), `request` in flight
--- ({client, id}), `suggestion` shown ({row, col, tick, lines}).
+-- ({client, id}), `suggestion` shown ({row, col, tick, lines, client, id}).
 ---@type table<integer, {timer: uv.uv_timer_t, request?: table, suggestion?: table}>
 local buffers = {}
 
@@ -36,6 +48,39 @@ end
 local function cursor()
   local pos = vim.api.nvim_win_get_cursor(0)
   return pos[1] - 1, pos[2]
+end
+
+-- The identity inkling gives an item ({answer, item}, its command's argument), or nil.
+local function item_id(command)
+  local argument = command and command.command == 'inkling.didAccept' and (command.arguments or {})[1]
+  if type(argument) == 'table' and argument.answer and argument.item then
+    return { answer = argument.answer, item = argument.item }
+  end
+end
+
+-- Tells the server what became of item `id`: `method` is inkling/didShow,
+-- inkling/didAccept or inkling/didDismiss.
+local function report(client, method, id, fields)
+  client_call(client, 'notify', method, vim.tbl_extend('force', id, fields or {}))
+end
+
+-- How much of `text` accepting a word takes: blanks and line breaks, then a run of
+-- word characters (non-ASCII ones count as such) or of other symbols.
+local function next_word(text)
+  return text:match('^%s*[%w_\128-\255]+') or text:match('^%s*[^%w_%s\128-\255]+') or text
+end
+
+-- How much of `text` accepting a line takes: the rest of the line, or when `text`
+-- starts with a line break, the next line.
+local function next_line(text)
+  return text:match('^\n?[^\n]*')
+end
+
+-- Inserts `text` at (row, col) and puts the cursor after it.
+local function insert(bufnr, row, col, text)
+  local lines = vim.split(text, '\n', { plain = true })
+  vim.api.nvim_buf_set_text(bufnr, row, col, row, col, lines)
+  vim.api.nvim_win_set_cursor(0, { row + #lines, (#lines == 1 and col or 0) + #lines[#lines] })
 end
 
 local function clear(bufnr)
@@ -63,6 +108,9 @@ local function show(bufnr, suggestion)
     hl_mode = 'combine',
   })
   buffers[bufnr].suggestion = suggestion
+  if suggestion.id then
+    report(suggestion.client, 'inkling/didShow', suggestion.id)
+  end
 end
 
 -- Only an insertion at the cursor can be drawn as ghost text there; that is all
@@ -101,7 +149,8 @@ local function request(bufnr)
       return
     end
     local lines = vim.split(text, '\n', { plain = true })
-    show(bufnr, { row = row, col = col, tick = tick, lines = lines })
+    local id = item_id(item.command)
+    show(bufnr, { row = row, col = col, tick = tick, lines = lines, client = client, id = id })
   end
   ok, id = client_call(client, 'request', 'textDocument/inlineCompletion', params, handler, bufnr)
   if ok then
@@ -128,7 +177,11 @@ local function attach_extmarks(bufnr, debounce_ms)
   vim.api.nvim_create_autocmd({ 'InsertLeave', 'BufLeave' }, {
     group = group,
     buffer = bufnr,
-    callback = function()
+    callback = function(args)
+      local suggestion = buffers[bufnr].suggestion
+      if args.event == 'InsertLeave' and suggestion and suggestion.id then
+        report(suggestion.client, 'inkling/didDismiss', suggestion.id)
+      end
       clear(bufnr)
     end,
   })
@@ -143,9 +196,10 @@ local function attach_extmarks(bufnr, debounce_ms)
   })
 end
 
--- Returns whether a suggestion is shown at the cursor; if so, inserts it (scheduled,
--- because an <expr> mapping may not change the text).
-local function accept_extmarks(bufnr)
+-- Returns whether a suggestion is shown at the cursor; if so, inserts it, or as much
+-- of it as `part` (next_word, next_line) takes (scheduled, because an <expr> mapping
+-- may not change the text).
+local function accept_extmarks(bufnr, part)
   local state = buffers[bufnr]
   local suggestion = state and state.suggestion
   local row, col = cursor()
@@ -161,11 +215,85 @@ local function accept_extmarks(bufnr)
       return
     end
     clear(bufnr)
-    local lines = suggestion.lines
-    vim.api.nvim_buf_set_text(bufnr, row, col, row, col, lines)
-    vim.api.nvim_win_set_cursor(0, { row + #lines, (#lines == 1 and col or 0) + #lines[#lines] })
+    local text = table.concat(suggestion.lines, '\n')
+    local accepted = part and part(text) or text
+    insert(bufnr, row, col, accepted)
+    if suggestion.id then
+      local partly = #accepted < #text and { acceptedLength = vim.fn.strchars(accepted) } or nil
+      report(suggestion.client, 'inkling/didAccept', suggestion.id, partly)
+    end
   end)
   return true
+end
+
+-- Native path: the inkling item Neovim's inline completion shows, per buffer
+-- ({client, id}), as seen in the answers on their way to it (Neovim tells plugins
+-- neither what it shows nor what is accepted with vim.lsp.inline_completion.get()).
+local native_shown = {}
+local observed_clients = {}
+
+-- Wraps the handler of each of `client`'s inline completion requests to report the
+-- item Neovim shows (the first) and to remember it for a dismissal.
+local function observe_answers(client)
+  if observed_clients[client.id] then
+    return
+  end
+  observed_clients[client.id] = true
+  local request = client.request
+  client.request = function(self, method, params, handler, ...)
+    if method == 'textDocument/inlineCompletion' and handler then
+      local bufnr = vim.uri_to_bufnr(params.textDocument.uri)
+      local handle = handler
+      handler = function(err, result, ...)
+        handle(err, result, ...)
+        -- Neovim keeps what it shows on an error or no answer; an empty one hides it.
+        if err or not result then
+          return
+        end
+        local first = (result.items or result)[1]
+        local id = first and item_id(first.command)
+        native_shown[bufnr] = id and { client = self, id = id } or nil
+        if id then
+          report(self, 'inkling/didShow', id)
+        end
+      end
+    end
+    return request(self, method, params, handler, ...)
+  end
+end
+
+-- Native path: accepts as much of the shown item as `part` takes (see accept_extmarks).
+local function accept_part_native(bufnr, part)
+  return vim.lsp.inline_completion.get({
+    bufnr = bufnr,
+    on_accept = function(item)
+      local text = item.insert_text
+      if type(text) ~= 'string' then
+        return -- A snippet; inkling sends none.
+      end
+      -- The item starts at its range; what lies between it and the cursor is typed.
+      local row, col = cursor()
+      local start_row, start_col = row, col
+      if item.range then
+        start_row, start_col = unpack(item.range.start:to_extmark())
+      end
+      if start_row ~= row or start_col > col then
+        return
+      end
+      local typed = vim.api.nvim_buf_get_text(bufnr, row, start_col, row, col, {})[1]
+      if text:sub(1, #typed) ~= typed then
+        return
+      end
+      local accepted = part(text:sub(#typed + 1))
+      insert(bufnr, row, col, accepted)
+      local client = vim.lsp.get_client_by_id(item.client_id)
+      local id = item_id(item.command)
+      if client and id then
+        local length = vim.fn.strchars(typed .. accepted)
+        report(client, 'inkling/didAccept', id, { acceptedLength = length })
+      end
+    end,
+  })
 end
 
 -- Starts inkling for the filetypes of lsp/inkling.lua, with `config` merged in.
@@ -199,21 +327,67 @@ function M.setup(opts)
       if not client or client.name ~= 'inkling' then
         return
       end
+      local bufnr = args.buf
+      -- accept(part): accepts the suggestion, or as much as part(text) takes.
       local accept
       if native then
-        vim.lsp.inline_completion.enable(true, { bufnr = args.buf })
-        accept = vim.lsp.inline_completion.get
+        vim.lsp.inline_completion.enable(true, { bufnr = bufnr })
+        observe_answers(client)
+        accept = function(part)
+          local accepted
+          if part then
+            accepted = accept_part_native(bufnr, part)
+          else
+            -- Neovim runs the item's command: workspace/executeCommand reports it.
+            accepted = vim.lsp.inline_completion.get({ bufnr = bufnr })
+          end
+          if accepted then
+            native_shown[bufnr] = nil
+          end
+          return accepted
+        end
+        vim.api.nvim_create_autocmd('InsertLeave', {
+          group = vim.api.nvim_create_augroup('inkling.native.' .. bufnr, { clear = true }),
+          buffer = bufnr,
+          callback = function()
+            local shown = native_shown[bufnr]
+            native_shown[bufnr] = nil
+            if shown then
+              report(shown.client, 'inkling/didDismiss', shown.id)
+            end
+          end,
+        })
+        for _, key in ipairs({ { opts.next_key, 1 }, { opts.prev_key, -1 } }) do
+          local lhs, count = key[1], key[2]
+          if lhs then
+            vim.keymap.set('i', lhs, function()
+              -- Which candidate shows now is Neovim's to know: no dismissal is reported.
+              native_shown[bufnr] = nil
+              vim.lsp.inline_completion.select({ bufnr = bufnr, count = count })
+            end, { buffer = bufnr, desc = 'inkling: show another candidate' })
+          end
+        end
       else
-        attach_extmarks(args.buf, opts.debounce_ms)
-        accept = function()
-          return accept_extmarks(args.buf)
+        attach_extmarks(bufnr, opts.debounce_ms)
+        accept = function(part)
+          return accept_extmarks(bufnr, part)
         end
       end
-      vim.keymap.set('i', opts.accept_key, function()
-        if not accept() then
-          return opts.accept_key
+      local keys = {
+        { opts.accept_key, nil, 'accept the suggestion' },
+        { opts.accept_word_key, next_word, 'accept the next word of the suggestion' },
+        { opts.accept_line_key, next_line, 'accept the next line of the suggestion' },
+      }
+      for _, key in ipairs(keys) do
+        local lhs, part, desc = key[1], key[2], key[3]
+        if lhs then
+          vim.keymap.set('i', lhs, function()
+            if not accept(part) then
+              return lhs
+            end
+          end, { buffer = bufnr, expr = true, desc = 'inkling: ' .. desc })
         end
-      end, { buffer = args.buf, expr = true, desc = 'inkling: accept the suggestion' })
+      end
     end,
   })
   start(opts.lsp)
