@@ -20,8 +20,8 @@
 //!   waits for that answer instead. At most one prefetch is in flight, and none
 //!   starts while a request is at the backend: both are decided under one lock.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use inkling_core::context::CompletionContext;
@@ -146,7 +146,8 @@ struct Prefetch {
 /// requests. One per server process, shared by all front ends.
 pub struct Suggester<B> {
     backend: B,
-    settings: Settings,
+    /// Replaced whole when the options the pipeline uses change.
+    settings: Mutex<Arc<Settings>>,
     typed_through: Mutex<TypedThrough>,
     /// Requests answered from the typed-through cache.
     typed_through_hits: AtomicU64,
@@ -204,7 +205,7 @@ impl<B: Backend> Suggester<B> {
     pub fn new(backend: B, settings: Settings) -> Suggester<B> {
         Suggester {
             backend,
-            settings,
+            settings: Mutex::new(Arc::new(settings)),
             typed_through: Mutex::new(TypedThrough::default()),
             typed_through_hits: AtomicU64::new(0),
             latencies: Mutex::new(LatencyLog::default()),
@@ -221,8 +222,14 @@ impl<B: Backend> Suggester<B> {
     }
 
     /// The resolved settings.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
+    pub fn settings(&self) -> Arc<Settings> {
+        lock(&self.settings).clone()
+    }
+
+    /// Uses `settings` from the next request on (those the backend was started with
+    /// stay as they were: a change of them needs a new backend).
+    pub fn set_settings(&self, settings: Settings) {
+        *lock(&self.settings) = Arc::new(settings);
     }
 
     /// Latency percentiles over the most recent requests.
@@ -310,7 +317,8 @@ impl<B: Backend> Suggester<B> {
         if !self.may_prefetch() {
             return;
         }
-        let options = self.settings.postprocess;
+        let settings = self.settings();
+        let options = settings.postprocess;
         let Ok(Ok(plan)) =
             contain_panic(|| postprocess::plan(&context, Trigger::Automatic, options))
         else {
@@ -341,11 +349,11 @@ impl<B: Backend> Suggester<B> {
             }
         }
         let (prompt_time_limit, generation_time_limit) =
-            self.settings.time_limits.for_trigger(Trigger::Automatic);
+            settings.time_limits.for_trigger(Trigger::Automatic);
         let request = CompletionRequest {
             context: context.clone(),
             stop: stop.clone(),
-            max_tokens: self.settings.max_tokens,
+            max_tokens: settings.max_tokens,
             prompt_time_limit,
             generation_time_limit,
             cancel: cancel.clone(),
@@ -387,7 +395,8 @@ impl<B: Backend> Suggester<B> {
         if !self.backend.is_ready() {
             return Ok(None);
         }
-        let options = self.settings.postprocess;
+        let settings = self.settings();
+        let options = settings.postprocess;
         let plan = match contain_panic(|| postprocess::plan(&ask.context, ask.trigger, options))? {
             Ok(plan) => plan,
             Err(skip) => {
@@ -406,13 +415,13 @@ impl<B: Backend> Suggester<B> {
         let stop = contain_panic(|| StopRules::new(&ask.context, &plan, options))?;
         let assembly_time = ask.assembly_time;
         let (prompt_time_limit, generation_time_limit) =
-            self.settings.time_limits.for_trigger(ask.trigger);
+            settings.time_limits.for_trigger(ask.trigger);
         let request = CompletionRequest {
             context: ask.context.clone(),
             stop: stop.clone(),
-            max_tokens: ask.max_tokens.map_or(self.settings.max_tokens, |n| {
-                n.min(self.settings.max_tokens)
-            }),
+            max_tokens: ask
+                .max_tokens
+                .map_or(settings.max_tokens, |n| n.min(settings.max_tokens)),
             prompt_time_limit,
             generation_time_limit,
             cancel: ask.cancel,
@@ -458,7 +467,6 @@ impl<B: Backend> Suggester<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
 
     use inkling_core::context;
@@ -692,6 +700,23 @@ mod tests {
         let elsewhere = context::from_parts("x = ", "\n", "python");
         suggester.prefetch(elsewhere, "file:///a.py".into()).await;
         assert_eq!(fake.seen().len(), 1, "a prefetch started after shutdown");
+    }
+
+    #[tokio::test]
+    async fn changed_settings_apply_to_the_next_request() {
+        let fake = Fake::new("total");
+        let suggester = pipeline(&fake);
+        let cancel = CancelFlag::default();
+        // Comments get no suggestion by default: the backend is not asked.
+        let answer = suggester.suggest(ask("# add the ", &cancel)).await;
+        assert!(texts(answer).is_empty());
+        assert!(fake.seen().is_empty());
+        let mut settings = (*suggester.settings()).clone();
+        settings.postprocess.in_comments = true;
+        suggester.set_settings(settings);
+        let answer = suggester.suggest(ask("# add the ", &cancel)).await;
+        assert_eq!(texts(answer), ["total"]);
+        assert_eq!(fake.seen(), [("# add the ".to_owned(), false)]);
     }
 
     #[tokio::test]
