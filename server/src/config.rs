@@ -1,8 +1,10 @@
 //! Settings: defaults, overridden by command-line flags, overridden by the
-//! client's `initializationOptions`.
+//! client's `initializationOptions`, overridden by the settings of its latest
+//! `workspace/didChangeConfiguration`.
 //!
 //! The editor's configuration is the one a user edits most often, so it wins over
-//! the flags that the editor integration put on the command line.
+//! the flags that the editor integration put on the command line; what the user
+//! changed while the editor runs wins over what it started with.
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -12,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use inkling_core::postprocess::{self, Trigger};
 use inkling_core::prompt::Budget;
+use inkling_core::workspace::{self, DisabledFiles};
 use inkling_engine::options::{
     EngineOptions, GPU_BACKEND, MAX_CONTEXT_SIZE, MIN_CONTEXT_SIZE, Speculation,
 };
@@ -106,6 +109,48 @@ pub struct Overrides {
     /// build section) [default: all (GPU builds), 0 (CPU builds)]
     #[arg(long, value_name = "N")]
     pub gpu_layers: Option<u32>,
+    /// Language ids (e.g. `markdown`, `plaintext`) whose documents get no
+    /// suggestions and whose text is never shown to the model for other files;
+    /// repeat the flag for more [default: none]
+    #[arg(long, value_name = "ID", global = true)]
+    pub disabled_languages: Option<Vec<String>>,
+    /// Globs (e.g. `*.env`, `secrets/**`) matched against a file's path relative to
+    /// the workspace root and its absolute path: matching files get no suggestions and
+    /// their text is never shown to the model for other files; repeat the flag for
+    /// more [default: none]
+    #[arg(long, value_name = "GLOB", global = true)]
+    pub disabled_paths: Option<Vec<PathGlob>>,
+}
+
+/// A glob of `disabledPaths`, checked when the settings are read (an invalid one is
+/// an invalid setting, not a file silently left enabled).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PathGlob(String);
+
+impl TryFrom<String> for PathGlob {
+    type Error = String;
+
+    fn try_from(pattern: String) -> Result<PathGlob, String> {
+        match workspace::path_glob(&pattern) {
+            Ok(_) => Ok(PathGlob(pattern)),
+            Err(e) => Err(format!("`{pattern}` is not a glob: {e}")),
+        }
+    }
+}
+
+impl std::str::FromStr for PathGlob {
+    type Err = String;
+
+    fn from_str(pattern: &str) -> Result<PathGlob, String> {
+        PathGlob::try_from(pattern.to_owned())
+    }
+}
+
+impl From<PathGlob> for String {
+    fn from(glob: PathGlob) -> String {
+        glob.0
+    }
 }
 
 impl Overrides {
@@ -127,13 +172,67 @@ impl Overrides {
 
     /// Parses the client's `initializationOptions`; `null` means no overrides.
     pub fn from_json(value: Option<serde_json::Value>) -> Result<Overrides, String> {
+        Overrides::parse(value, "initializationOptions")
+    }
+
+    /// Parses the settings of `workspace/didChangeConfiguration` (or the answer to
+    /// `workspace/configuration`): the options themselves, or nested under
+    /// [`SETTINGS_SECTION`] as editors send their settings for one server (other
+    /// servers' sections beside it are ignored); `null` means no overrides.
+    pub fn from_settings(value: serde_json::Value) -> Result<Overrides, String> {
+        match value {
+            serde_json::Value::Object(mut sections) if sections.contains_key(SETTINGS_SECTION) => {
+                Overrides::parse(sections.remove(SETTINGS_SECTION), "settings")
+            }
+            value => Overrides::parse(Some(value), "settings"),
+        }
+    }
+
+    /// Parses options from `what` (named in the error).
+    fn parse(value: Option<serde_json::Value>, what: &str) -> Result<Overrides, String> {
         match value {
             // Neovim encodes an empty Lua table `{}` as `[]`.
             None | Some(serde_json::Value::Null) => Ok(Overrides::default()),
             Some(serde_json::Value::Array(items)) if items.is_empty() => Ok(Overrides::default()),
-            Some(value) => serde_json::from_value(value)
-                .map_err(|e| format!("invalid initializationOptions: {e}")),
+            Some(value) => serde_json::from_value(value.clone()).map_err(|e| {
+                // serde names an unknown key but not the key of a bad value: find it.
+                let named = value.as_object().and_then(|fields| {
+                    fields.iter().find_map(|(key, field)| {
+                        let alone = serde_json::json!({ key: field });
+                        serde_json::from_value::<Overrides>(alone)
+                            .err()
+                            .map(|e| format!("`{key}`: {e}"))
+                    })
+                });
+                format!("invalid {what}: {}", named.unwrap_or_else(|| e.to_string()))
+            }),
         }
+    }
+}
+
+/// The section of the editor's settings that holds inkling's options.
+pub const SETTINGS_SECTION: &str = "inkling";
+
+/// The layers the settings are made of, each overriding the one before it field by
+/// field: defaults, command-line flags, `initializationOptions`, and the latest
+/// settings from `workspace/didChangeConfiguration` (which replace the previous
+/// ones whole: an option they leave out falls back to the layers below).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Layers {
+    /// The flags with the `initializationOptions` over them: fixed for the session.
+    pub started_with: Overrides,
+    /// The latest settings the client sent while running.
+    pub changed: Overrides,
+}
+
+impl Layers {
+    /// The resolved settings of all layers (see [`Settings::resolve`]).
+    pub fn resolve(&self) -> (Settings, Vec<String>) {
+        Settings::resolve(
+            self.started_with
+                .clone()
+                .overridden_by(self.changed.clone()),
+        )
     }
 }
 
@@ -156,6 +255,16 @@ pub struct Settings {
     pub index_workspace: bool,
     /// Whether the answer after accepting a suggestion is prefetched.
     pub prefetch: bool,
+    /// Files that get no suggestions and are never material for other files.
+    pub disabled: DisabledFiles,
+}
+
+impl Settings {
+    /// Whether the workspace's files are indexed: asked for, and the prompt has room
+    /// for other files' material.
+    pub fn indexes_workspace(&self) -> bool {
+        self.index_workspace && self.engine.budget.extra_tokens > 0
+    }
 }
 
 /// How long an automatic request may take; invoked requests (the user asked and
@@ -315,6 +424,22 @@ impl Settings {
             MAX_TIME_LIMIT_MS,
             "",
         );
+        let disabled = DisabledFiles::new(
+            overrides.disabled_languages.unwrap_or_default(),
+            overrides
+                .disabled_paths
+                .unwrap_or_default()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        )
+        .unwrap_or_else(|e| {
+            // The globs were checked when read: only a limit of the matcher is left.
+            problems.push(format!(
+                "`disabledPaths` cannot be used ({e}); nothing is disabled"
+            ));
+            DisabledFiles::default()
+        });
         if GPU_BACKEND.is_none() && overrides.gpu_layers.is_some_and(|n| n > 0) {
             problems.push(
                 "`gpuLayers` has no effect: this build of inkling has no GPU backend (build it with `--features cuda`, `vulkan` or `metal`); the model runs on the CPU".into(),
@@ -355,6 +480,7 @@ impl Settings {
             },
             index_workspace: overrides.index_workspace.unwrap_or(true),
             prefetch: overrides.prefetch.unwrap_or(true),
+            disabled,
         };
         (settings, problems)
     }
@@ -501,6 +627,109 @@ mod tests {
         assert_eq!(settings.engine.model, Some(PathBuf::from("/flag.gguf")));
         assert_eq!(settings.max_tokens, 20);
         assert_eq!(settings.engine.context_size, 1024);
+    }
+
+    #[test]
+    fn settings_changed_while_running_override_the_layers_below_field_by_field() {
+        let flags = Overrides {
+            max_tokens: NonZeroU32::new(10),
+            threads: NonZeroU32::new(1),
+            ..Overrides::default()
+        };
+        let client =
+            Overrides::from_json(Some(json!({"maxTokens": 20, "contextSize": 1024}))).unwrap();
+        let mut layers = Layers {
+            started_with: flags.overridden_by(client),
+            changed: Overrides::default(),
+        };
+        let resolved = |layers: &Layers| {
+            let (settings, problems) = layers.resolve();
+            assert!(problems.is_empty(), "{problems:?}");
+            (
+                settings.max_tokens,
+                settings.engine.context_size,
+                settings.engine.threads,
+            )
+        };
+        assert_eq!(resolved(&layers), (20, 1024, 1));
+        // Nested under the section, beside other servers' sections, as editors send it.
+        layers.changed =
+            Overrides::from_settings(json!({"inkling": {"maxTokens": 30}, "pyright": {}})).unwrap();
+        assert_eq!(resolved(&layers), (30, 1024, 1));
+        // New settings replace the previous ones whole: `maxTokens` falls back.
+        layers.changed = Overrides::from_settings(json!({"contextSize": 2048})).unwrap();
+        assert_eq!(resolved(&layers), (20, 2048, 1));
+        for nothing in [Value::Null, json!({}), json!([]), json!({"inkling": null})] {
+            layers.changed = Overrides::from_settings(nothing).unwrap();
+            assert_eq!(resolved(&layers), (20, 1024, 1));
+        }
+        assert_eq!(
+            Overrides::from_settings(json!({"inkling": {"prefetch": false}})),
+            Overrides::from_settings(json!({"prefetch": false}))
+        );
+        for (bad, named) in [
+            (
+                json!({"inkling": {"maxTokens": "many", "threads": 2}}),
+                "invalid settings: `maxTokens`: invalid type",
+            ),
+            (json!({"modle": "x"}), "modle"),
+            (
+                json!({"disabledPaths": ["src/[a"]}),
+                "`src/[a` is not a glob",
+            ),
+            (json!(5), "invalid settings"),
+        ] {
+            let error = Overrides::from_settings(bad).unwrap_err();
+            assert!(error.contains(named), "{error}");
+        }
+    }
+
+    #[test]
+    fn disabled_files_come_from_languages_and_globs() {
+        let set = Overrides::from_json(Some(json!({
+            "disabledLanguages": ["markdown", "plaintext"],
+            "disabledPaths": ["*.env", "secrets/**"],
+        })))
+        .unwrap();
+        let disabled = Settings::resolve(set).0.disabled;
+        assert!(disabled.language("markdown") && disabled.language("plaintext"));
+        assert!(!disabled.language("python"));
+        assert!(disabled.path("deploy/prod.env") && disabled.path("secrets/db/key.py"));
+        assert!(!disabled.path("src/main.py"));
+        assert!(
+            Settings::resolve(Overrides::default())
+                .0
+                .disabled
+                .is_empty()
+        );
+        // On the command line: the flag repeated.
+        use clap::{Args, FromArgMatches};
+        let matches = Overrides::augment_args(clap::Command::new("inkling"))
+            .try_get_matches_from([
+                "inkling",
+                "--disabled-paths",
+                "*.env",
+                "--disabled-paths",
+                "secrets/**",
+                "--disabled-languages",
+                "markdown",
+            ])
+            .unwrap();
+        let flags = Overrides::from_arg_matches(&matches).unwrap();
+        assert_eq!(
+            Settings::resolve(flags).0.disabled,
+            disabled_of(&["markdown"], &["*.env", "secrets/**"])
+        );
+        assert!(
+            Overrides::augment_args(clap::Command::new("inkling"))
+                .try_get_matches_from(["inkling", "--disabled-paths", "a{b"])
+                .is_err()
+        );
+    }
+
+    fn disabled_of(languages: &[&str], patterns: &[&str]) -> DisabledFiles {
+        let owned = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect();
+        DisabledFiles::new(owned(languages), owned(patterns)).unwrap()
     }
 
     #[test]

@@ -49,7 +49,7 @@ use inkling_engine::{Engine, gguf};
 use crate::config::{Overrides, Settings};
 use crate::lsp::positions::{self, Position, PositionEncoding, TextChange};
 use crate::suggest::Suggester;
-use crate::{http, transport};
+use crate::{CurrentPipeline, http, transport};
 
 /// How long each target runs under `cargo test`: `INKLING_FUZZ_SECONDS`, 2 s by default.
 fn short_run() -> Duration {
@@ -1065,10 +1065,10 @@ fn http_endpoint() -> SocketAddr {
                 });
                 http::serve(
                     listener,
-                    Arc::new(Suggester::new(
+                    CurrentPipeline::new(Arc::new(Suggester::new(
                         Engine::start(settings.engine.clone()),
                         settings,
-                    )),
+                    ))),
                 )
                 .await;
             });

@@ -7,6 +7,12 @@
 //!   the prefix and suffix out of it and builds its own prompt for the loaded model.
 //! - `POST /infill`: llama.cpp server's shape, as llama.vim and llama.vscode send it.
 //!
+//! Neither shape says which file a request is for. A request that does (the
+//! optional, non-standard fields `filename` and `language`) for a disabled file
+//! (`disabledPaths`, `disabledLanguages`) gets an empty answer without reaching the
+//! model. `/infill`'s `input_extra` (other files' chunks) never reaches the prompt,
+//! from any file.
+//!
 //! Invariants:
 //! - The listener is bound to 127.0.0.1 only: code never leaves the machine, and
 //!   nothing on the network can use the model.
@@ -41,9 +47,11 @@ use inkling_core::context;
 use inkling_core::generate::{CancelFlag, Generation, StopReason};
 use inkling_core::lock;
 use inkling_core::postprocess::Trigger;
+use inkling_core::syntax;
+use inkling_core::workspace::DisabledFiles;
 
-use crate::Pipeline;
 use crate::suggest::{Answer, Ask, SuggestError};
+use crate::{CurrentPipeline, Pipeline};
 
 /// The document HTTP requests are for: the backend keeps one warm cache for it.
 const DOCUMENT: &str = "http";
@@ -67,8 +75,9 @@ const MAX_BODY_BYTES: usize = 2 << 20;
 /// Shortest time between two log lines about refused connections.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Serves the endpoint on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, suggester: Arc<Pipeline>) {
+/// Serves the endpoint on `listener` until the process ends (or the task is
+/// aborted), with the pipeline in use at each request.
+pub async fn serve(listener: TcpListener, pipeline: CurrentPipeline) {
     if let Ok(address) = listener.local_addr() {
         tracing::info!("HTTP endpoint listening on http://{address}");
     }
@@ -76,7 +85,7 @@ pub async fn serve(listener: TcpListener, suggester: Arc<Pipeline>) {
         .route("/v1/completions", post(completions))
         .route("/infill", post(infill))
         .with_state(Arc::new(Endpoint {
-            suggester,
+            pipeline,
             in_flight: Mutex::new(None),
         }))
         .layer(axum::middleware::from_fn(body_in_time));
@@ -144,8 +153,30 @@ async fn body_in_time(request: axum::extract::Request, next: axum::middleware::N
 }
 
 struct Endpoint {
-    suggester: Arc<Pipeline>,
+    pipeline: CurrentPipeline,
     in_flight: Mutex<Option<CancelFlag>>,
+}
+
+/// The file a request is for, in fields of its own that no standard client sends
+/// (a request without them is for no file in particular, and never disabled).
+#[derive(Debug, Default, Deserialize)]
+struct RequestFile {
+    /// The file's path, matched against `disabledPaths` as given.
+    filename: Option<String>,
+    /// Its LSP language id; without it, the one its extension says (if any).
+    language: Option<String>,
+}
+
+impl RequestFile {
+    /// Whether completions are disabled for this file.
+    fn disabled(&self, disabled: &DisabledFiles) -> bool {
+        let filename = self.filename.as_deref();
+        let language = self
+            .language
+            .as_deref()
+            .or_else(|| filename.and_then(|f| syntax::language_of_path(std::path::Path::new(f))));
+        language.is_some_and(|l| disabled.language(l)) || filename.is_some_and(|f| disabled.path(f))
+    }
 }
 
 /// Cancels a request's generation when its handler ends or is dropped (the client
@@ -159,18 +190,25 @@ impl Drop for CancelOnDrop {
 }
 
 impl Endpoint {
-    /// Runs the pipeline for text split at the cursor, superseding the request in
-    /// flight. A cancelled request gets no answer; a failed one, a 500 response.
+    /// Runs `pipeline` for text split at the cursor of `file`, superseding the
+    /// request in flight. A cancelled request gets no answer; a failed one, a 500
+    /// response.
     async fn suggest(
         &self,
+        pipeline: &Pipeline,
+        file: &RequestFile,
         prefix: &str,
         suffix: &str,
         max_tokens: Option<u32>,
     ) -> Result<Option<Answer>, Response> {
         // llama.vim's and llama.vscode's cache-warming requests (no text, nothing to
         // predict, only `input_extra`, which inkling does not use) must neither
-        // cancel the request in flight nor replace the warm cache with an empty prompt.
-        if max_tokens == Some(0) || (prefix.is_empty() && suffix.is_empty()) {
+        // cancel the request in flight nor replace the warm cache with an empty prompt;
+        // nor may a request for a disabled file.
+        if max_tokens == Some(0)
+            || (prefix.is_empty() && suffix.is_empty())
+            || file.disabled(&pipeline.settings().disabled)
+        {
             return Ok(None);
         }
         let cancel = CancelFlag::default();
@@ -193,7 +231,7 @@ impl Endpoint {
             max_tokens,
             assembly_time,
         };
-        match self.suggester.suggest(ask).await {
+        match pipeline.suggest(ask).await {
             Ok(answer) => Ok(answer),
             Err(SuggestError::Cancelled) => Ok(None),
             Err(SuggestError::Failed(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
@@ -245,6 +283,8 @@ struct CompletionsRequest {
     stop: Option<OneOrMany>,
     #[serde(default)]
     stream: bool,
+    #[serde(flatten)]
+    file: RequestFile,
 }
 
 /// The FIM layouts a client may have laid its prompt out in: (prefix marker,
@@ -330,7 +370,17 @@ async fn completions(
         suffix = explicit;
     }
     let stops = request.stop.map_or_else(Vec::new, OneOrMany::into_vec);
-    let answer = match endpoint.suggest(&prefix, &suffix, request.max_tokens).await {
+    let pipeline = endpoint.pipeline.get();
+    let answer = match endpoint
+        .suggest(
+            &pipeline,
+            &request.file,
+            &prefix,
+            &suffix,
+            request.max_tokens,
+        )
+        .await
+    {
         Ok(answer) => answer,
         Err(response) => return response,
     };
@@ -370,6 +420,8 @@ struct InfillRequest {
     prompt: String,
     n_predict: Option<i64>,
     response_fields: Option<Vec<String>>,
+    #[serde(flatten)]
+    file: RequestFile,
 }
 
 /// Keeps only the `fields` of `full` (paths like `timings/prompt_n`), flattened
@@ -398,8 +450,15 @@ async fn infill(
     let prefix = format!("{}{}", request.input_prefix, request.prompt);
     // A negative `n_predict` means "no limit" in llama.cpp: the configured one applies.
     let max_tokens = request.n_predict.and_then(|n| u32::try_from(n).ok());
+    let pipeline = endpoint.pipeline.get();
     let answer = match endpoint
-        .suggest(&prefix, &request.input_suffix, max_tokens)
+        .suggest(
+            &pipeline,
+            &request.file,
+            &prefix,
+            &request.input_suffix,
+            max_tokens,
+        )
         .await
     {
         Ok(answer) => answer,
@@ -428,7 +487,7 @@ async fn infill(
         }
     };
     let per_token = |n: usize, ms: f64| if n > 0 { ms / n as f64 } else { 0.0 };
-    let settings = endpoint.suggester.settings();
+    let settings = pipeline.settings();
     let full = json!({
         "content": content,
         "stop": true,
@@ -489,6 +548,33 @@ mod tests {
         let stops = vec!["\n\n".to_owned(), "END".to_owned(), String::new()];
         assert_eq!(cut_at_stops("a\nbEND\n\nc", &stops), "a\nb");
         assert_eq!(cut_at_stops("abc", &stops), "abc");
+    }
+
+    #[test]
+    fn requests_for_disabled_files_are_told_by_their_own_fields() {
+        let disabled =
+            DisabledFiles::new(vec!["markdown".into()], vec!["secrets/**".into()]).unwrap();
+        let file = |body: Value| serde_json::from_value::<InfillRequest>(body).unwrap().file;
+        let base = json!({"input_prefix": "a", "input_suffix": ""});
+        let with = |extra: Value| {
+            let mut body = base.clone();
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            file(body)
+        };
+        assert!(!file(base.clone()).disabled(&disabled));
+        assert!(with(json!({"filename": "secrets/key.py"})).disabled(&disabled));
+        assert!(with(json!({"language": "markdown"})).disabled(&disabled));
+        assert!(!with(json!({"filename": "src/key.py", "language": "python"})).disabled(&disabled));
+        // `input_extra` is no file of the request's.
+        assert!(
+            !with(json!({"input_extra": [{"filename": "secrets/key.py", "text": "x"}]}))
+                .disabled(&disabled)
+        );
+        let completions: CompletionsRequest =
+            serde_json::from_value(json!({"prompt": "x", "filename": "secrets/a.rs"})).unwrap();
+        assert!(completions.file.disabled(&disabled));
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! ends; [`wire`] holds the JSON shapes of inkling's own messages; [`acceptance`]
 //! counts what became of the suggestions shown, from the editor's reports.
 
+use std::sync::{Arc, Mutex};
+
 pub mod acceptance;
 pub mod config;
 #[cfg(test)]
@@ -19,3 +21,27 @@ pub mod wire;
 
 /// The pipeline the server runs: the completion stages over the in-process engine.
 pub type Pipeline = suggest::Suggester<inkling_engine::Engine>;
+
+/// The pipeline in use, shared by the front ends: replaced whole when a setting the
+/// engine needs at load changes. Requests take their own `Arc` of it, so one in
+/// progress ends on the pipeline it started on; the lock is held only to clone or
+/// replace it, never across an `.await`.
+#[derive(Clone)]
+pub struct CurrentPipeline(Arc<Mutex<Arc<Pipeline>>>);
+
+impl CurrentPipeline {
+    /// `pipeline` as the one in use.
+    pub fn new(pipeline: Arc<Pipeline>) -> CurrentPipeline {
+        CurrentPipeline(Arc::new(Mutex::new(pipeline)))
+    }
+
+    /// The pipeline in use now.
+    pub fn get(&self) -> Arc<Pipeline> {
+        inkling_core::lock(&self.0).clone()
+    }
+
+    /// Puts `pipeline` in use; returns the one it replaces.
+    pub fn replace(&self, pipeline: Arc<Pipeline>) -> Arc<Pipeline> {
+        std::mem::replace(&mut *inkling_core::lock(&self.0), pipeline)
+    }
+}

@@ -11,6 +11,10 @@
 //! - A newer completion request for a document cancels the older one's generation;
 //!   dropping a request's future (on `$/cancelRequest`) cancels it too.
 //! - An answer computed for a document version that has since changed is dropped.
+//! - A document whose completions are disabled gets an empty answer, and nothing of
+//!   it reaches the model.
+//!
+//! Settings and files that change while the editor runs are in [`live`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,14 +31,15 @@ use tower_lsp_server::jsonrpc::{Error as RpcError, Result as RpcResult};
 use tower_lsp_server::ls_types::*;
 use tower_lsp_server::{Client, LanguageServer, LspService};
 
+use crate::CurrentPipeline;
 use crate::acceptance::Acceptance;
-use crate::config::{Overrides, Settings};
+use crate::config::{Layers, Overrides};
 use crate::suggest::{self, Ask, SuggestError, Suggester};
 use crate::wire::{
     self, DidAccept, ModelStatus, PartialCompletion, PromptAnswer, Stats, SuggestionId,
 };
-use crate::{Pipeline, http};
 
+mod live;
 pub mod positions;
 
 use positions::{PositionEncoding, TextChange};
@@ -99,7 +104,10 @@ pub struct LspServer {
     client: Client,
     flag_overrides: Overrides,
     session: OnceLock<SessionSetup>,
-    suggester: OnceLock<Arc<Pipeline>>,
+    /// The settings in use, and what follows them (see [`live`]).
+    live: Mutex<live::Live>,
+    /// The pipeline in use, from `initialized` on.
+    pipeline: OnceLock<CurrentPipeline>,
     workspace: OnceLock<Arc<Workspace>>,
     documents: Arc<Mutex<DocumentStore>>,
     in_flight: Mutex<HashMap<String, CancelFlag>>,
@@ -111,9 +119,13 @@ pub struct LspServer {
 /// What `initialize` decided.
 struct SessionSetup {
     encoding: PositionEncoding,
-    settings: Settings,
     /// Whether the client accepts `window/workDoneProgress/create`.
     work_done_progress: bool,
+    /// Whether the client answers `workspace/configuration`.
+    pulls_configuration: bool,
+    /// Whether to register for `workspace/didChangeWatchedFiles`: the client can, and
+    /// there is a workspace folder to watch.
+    watches_files: bool,
     /// Problems with the options (unreadable, or values out of range), shown once the
     /// session is initialized.
     option_problems: Vec<String>,
@@ -195,7 +207,16 @@ pub fn service(
         client,
         flag_overrides: flags.clone(),
         session: OnceLock::new(),
-        suggester: OnceLock::new(),
+        live: Mutex::new({
+            // Replaced by `initialize`, with the client's options.
+            let layers = Layers {
+                started_with: flags.clone(),
+                changed: Overrides::default(),
+            };
+            let (settings, _) = layers.resolve();
+            live::Live::new(layers, settings)
+        }),
+        pipeline: OnceLock::new(),
         workspace: OnceLock::new(),
         documents: Arc::new(Mutex::new(DocumentStore::default())),
         in_flight: Mutex::new(HashMap::new()),
@@ -286,25 +307,22 @@ impl LspServer {
         ContextSources {
             workspace: self.workspace.get().cloned().unwrap_or_default(),
             documents: self.documents.clone(),
-            extra_tokens: self
-                .session
-                .get()
-                .map_or(0, |s| s.settings.engine.budget.extra_tokens),
+            extra_tokens: self.settings().engine.budget.extra_tokens,
         }
     }
 
     /// Prefetches, on a task of its own, the answer at the position that accepting
     /// `text` at char `cursor` of `document` leads to (see [`Suggester::prefetch`]).
     fn prefetch_after(&self, key: &str, document: Document, cursor: usize, text: &str) {
-        let (Some(suggester), Some(session)) = (self.suggester.get(), self.session.get()) else {
+        let Some(suggester) = self.pipeline() else {
             return;
         };
         // The context is built only if a prefetch could start now (`prefetch` decides
         // again, under its lock).
-        if !session.settings.prefetch || !suggester.may_prefetch() {
+        if !self.settings().prefetch || !suggester.may_prefetch() {
             return;
         }
-        let (suggester, sources) = (suggester.clone(), self.context_sources());
+        let sources = self.context_sources();
         let (key, text) = (key.to_owned(), text.to_owned());
         tokio::spawn(async move {
             let after = |inserted: &str| {
@@ -339,14 +357,11 @@ impl LspServer {
     /// guesses, so that the first keystroke there does not wait for a prompt decoded
     /// from scratch. Requests stop it at once; what it decoded stays cached.
     fn warm_after_open(&self, key: &str) {
-        let Some(suggester) = self.suggester.get().cloned() else {
+        let Some(suggester) = self.pipeline() else {
             return;
         };
         let (sources, key) = (self.context_sources(), key.to_owned());
-        let prefix_tokens = self
-            .session
-            .get()
-            .map_or(0, |s| s.settings.engine.budget.prefix_tokens);
+        let prefix_tokens = self.settings().engine.budget.prefix_tokens;
         tokio::spawn(async move {
             if !suggester.backend().ready_within(WARM_LOAD_WAIT).await {
                 return;
@@ -373,6 +388,9 @@ impl LspServer {
         trigger: Trigger,
     ) -> RpcResult<Option<Suggestion>> {
         let key = uri.as_str();
+        if self.completions_disabled(key) {
+            return Ok(None);
+        }
         let started = std::time::Instant::now();
         let ContextAt {
             document,
@@ -382,7 +400,7 @@ impl LspServer {
         } = self.context_at(uri, position)?;
         let version = document.version;
         let assembly_time = started.elapsed();
-        let (Some(suggester), Some(session)) = (self.suggester.get(), self.session.get()) else {
+        let Some(suggester) = self.pipeline() else {
             return Ok(None);
         };
         let cancel = CancelFlag::default();
@@ -394,7 +412,7 @@ impl LspServer {
             key,
             cancel: cancel.clone(),
         };
-        let (partial, forwarding) = if session.settings.stream_partial {
+        let (partial, forwarding) = if self.settings().stream_partial {
             let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
             // The asker may have gone away: a failed send is no error.
             let sink = TextSink::new(move |text| {
@@ -554,8 +572,7 @@ impl LspServer {
             .context;
         let path = context.preamble.path.clone();
         let suggester = self
-            .suggester
-            .get()
+            .pipeline()
             .ok_or_else(|| model_not_ready(&BackendError::NotReady))?;
         let prompt = suggester
             .backend()
@@ -568,7 +585,7 @@ impl LspServer {
     /// `inkling/stats`: the engine's running totals.
     async fn stats(&self) -> RpcResult<Stats> {
         let workspace = self.workspace.get().map(|w| w.stats()).unwrap_or_default();
-        Ok(match self.suggester.get() {
+        Ok(match self.pipeline() {
             None => Stats {
                 model_state: "loading".into(),
                 counters: wire::Counters::default(),
@@ -599,11 +616,19 @@ impl LspServer {
         })
     }
 
-    /// Tells the client about model loading: `$/progress` when it supports it, and a
-    /// message when loading fails.
-    async fn report_loading(client: Client, engine: Engine, work_done_progress: bool) {
+    /// Tells the client about model loading: `$/progress` (under `token`) when it
+    /// supports it, and a message when loading fails. Ends its progress when
+    /// `superseded` fires (or its sender is dropped): another engine took over.
+    async fn report_loading(
+        client: Client,
+        engine: Engine,
+        work_done_progress: bool,
+        token: String,
+        mut superseded: tokio::sync::oneshot::Receiver<()>,
+    ) {
         let mut states = engine.subscribe();
-        let token = NumberOrString::String("inkling/model".into());
+        drop(engine);
+        let token = NumberOrString::String(token);
         let mut progress = if work_done_progress
             && client
                 .create_work_done_progress(token.clone())
@@ -625,10 +650,17 @@ impl LspServer {
         loop {
             let state = states.borrow_and_update().clone();
             if last_reported.as_ref() == Some(&state) {
-                if states.changed().await.is_err() {
-                    return;
+                let changed = tokio::select! {
+                    changed = states.changed() => changed.is_ok(),
+                    _ = &mut superseded => false,
+                };
+                if changed {
+                    continue;
                 }
-                continue;
+                if let Some(progress) = progress.take() {
+                    progress.finish_with_message("model replaced").await;
+                }
+                return;
             }
             last_reported = Some(state.clone());
             // Progress first, then our own notification: when a client hears "ready"
@@ -666,9 +698,6 @@ impl LspServer {
             }
             client.send_notification::<StatusNotification>(status).await;
             if finished {
-                return;
-            }
-            if states.changed().await.is_err() {
                 return;
             }
         }
@@ -711,9 +740,19 @@ impl LanguageServer for LspServer {
                     Some(format!("{e}; using the defaults")),
                 ),
             };
-        let (settings, out_of_range) =
-            Settings::resolve(self.flag_overrides.clone().overridden_by(client_overrides));
+        let layers = Layers {
+            started_with: self.flag_overrides.clone().overridden_by(client_overrides),
+            changed: Overrides::default(),
+        };
+        let (settings, out_of_range) = layers.resolve();
         let option_problems = options_error.into_iter().chain(out_of_range).collect();
+        let workspace_capabilities = params.capabilities.workspace.as_ref();
+        let pulls_configuration =
+            workspace_capabilities.and_then(|w| w.configuration) == Some(true);
+        let dynamic_file_watching = workspace_capabilities
+            .and_then(|w| w.did_change_watched_files.as_ref())
+            .and_then(|w| w.dynamic_registration)
+            == Some(true);
         if let Some(pid) = params.process_id {
             watch_parent(pid);
         }
@@ -731,11 +770,16 @@ impl LanguageServer for LspServer {
             .map(|folder| folder.uri.as_str().to_owned())
             .or_else(|| params.root_uri.as_ref().map(|uri| uri.as_str().to_owned()))
             .and_then(|uri| workspace::file_path(&uri));
-        let _ = self.workspace.set(Arc::new(Workspace::new(root)));
+        let watches_files = dynamic_file_watching && root.is_some();
+        let workspace = Workspace::new(root);
+        workspace.set_disabled(settings.disabled.clone());
+        let _ = self.workspace.set(Arc::new(workspace));
+        *lock(&self.live) = live::Live::new(layers, settings);
         let _ = self.session.set(SessionSetup {
             encoding,
-            settings,
             work_done_progress,
+            pulls_configuration,
+            watches_files,
             option_problems,
         });
         Ok(InitializeResult {
@@ -776,43 +820,24 @@ impl LanguageServer for LspServer {
             return;
         };
         for problem in &session.option_problems {
-            tracing::warn!("{problem}");
-            self.client
-                .show_message(MessageType::WARNING, format!("inkling: {problem}"))
-                .await;
+            self.warn(problem.clone()).await;
         }
+        let settings = self.settings();
         let suggester = self
-            .suggester
+            .pipeline
             .get_or_init(|| {
-                let engine = Engine::start(session.settings.engine.clone());
-                Arc::new(Suggester::new(engine, session.settings.clone()))
+                let engine = Engine::start(settings.engine.clone());
+                CurrentPipeline::new(Arc::new(Suggester::new(engine, (*settings).clone())))
             })
-            .clone();
+            .get();
         if let Some(workspace) = self.workspace.get()
-            && session.settings.index_workspace
-            && session.settings.engine.budget.extra_tokens > 0
+            && settings.indexes_workspace()
         {
             workspace.index_in_background();
         }
-        tokio::spawn(Self::report_loading(
-            self.client.clone(),
-            suggester.backend().clone(),
-            session.work_done_progress,
-        ));
-        if let Some(port) = session.settings.http_port {
-            match http::bind(port).await {
-                Ok(listener) => {
-                    tokio::spawn(http::serve(listener, suggester));
-                }
-                Err(e) => {
-                    let message = format!("inkling: HTTP endpoint not started: {e}");
-                    tracing::warn!("{message}");
-                    self.client
-                        .show_message(MessageType::WARNING, message)
-                        .await;
-                }
-            }
-        }
+        self.report_loading_of(suggester.backend().clone());
+        self.watch_files();
+        self.serve_http(settings.http_port).await;
     }
 
     async fn shutdown(&self) -> RpcResult<()> {
@@ -820,7 +845,7 @@ impl LanguageServer for LspServer {
         for flag in lock(&self.in_flight).values() {
             flag.cancel();
         }
-        if let Some(suggester) = self.suggester.get() {
+        if let Some(suggester) = self.pipeline() {
             suggester.cancel_prefetch();
         }
         Ok(())
@@ -874,6 +899,14 @@ impl LanguageServer for LspServer {
             tracing::warn!("{message}");
             self.client.log_message(MessageType::WARNING, message).await;
         }
+    }
+
+    async fn did_change_configuration(&self, params: DidChangeConfigurationParams) {
+        self.configuration_changed(params.settings).await;
+    }
+
+    async fn did_change_watched_files(&self, params: DidChangeWatchedFilesParams) {
+        self.watched_files_changed(&params.changes);
     }
 
     async fn did_close(&self, params: DidCloseTextDocumentParams) {

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use inkling::config::{Overrides, Settings};
 use inkling::suggest::Suggester;
-use inkling::{http, lsp, transport};
+use inkling::{CurrentPipeline, http, lsp, transport};
 use inkling_core::context::Window;
 use inkling_core::documents::Document;
 use inkling_core::syntax;
@@ -185,7 +185,8 @@ fn print_prompt(
     });
     let settings = resolve_logged(flags);
     let workspace = Workspace::new(Some(root));
-    if settings.index_workspace && settings.engine.budget.extra_tokens > 0 {
+    workspace.set_disabled(settings.disabled.clone());
+    if settings.indexes_workspace() {
         workspace.index();
     }
     let uri = format!("file://{}", path.display());
@@ -271,7 +272,7 @@ fn serve_http(flags: Overrides, port: u16) {
                 settings,
             ))
         };
-        http::serve(listener, suggester).await;
+        http::serve(listener, CurrentPipeline::new(suggester)).await;
     });
 }
 

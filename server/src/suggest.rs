@@ -20,8 +20,8 @@
 //!   waits for that answer instead. At most one prefetch is in flight, and none
 //!   starts while a request is at the backend: both are decided under one lock.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use inkling_core::context::CompletionContext;
@@ -148,7 +148,8 @@ struct Prefetch {
 /// requests. One per server process, shared by all front ends.
 pub struct Suggester<B> {
     backend: B,
-    settings: Settings,
+    /// Replaced whole when the options the pipeline uses change.
+    settings: Mutex<Arc<Settings>>,
     typed_through: Mutex<TypedThrough>,
     /// Requests answered from the typed-through cache.
     typed_through_hits: AtomicU64,
@@ -218,7 +219,7 @@ impl<B: Backend> Suggester<B> {
     pub fn new(backend: B, settings: Settings) -> Suggester<B> {
         Suggester {
             backend,
-            settings,
+            settings: Mutex::new(Arc::new(settings)),
             typed_through: Mutex::new(TypedThrough::default()),
             typed_through_hits: AtomicU64::new(0),
             latencies: Mutex::new(LatencyLog::default()),
@@ -237,8 +238,14 @@ impl<B: Backend> Suggester<B> {
     }
 
     /// The resolved settings.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
+    pub fn settings(&self) -> Arc<Settings> {
+        lock(&self.settings).clone()
+    }
+
+    /// Uses `settings` from the next request on (those the backend was started with
+    /// stay as they were: a change of them needs a new backend).
+    pub fn set_settings(&self, settings: Settings) {
+        *lock(&self.settings) = Arc::new(settings);
     }
 
     /// Latency percentiles over the most recent requests.
@@ -361,7 +368,8 @@ impl<B: Backend> Suggester<B> {
         if !self.may_prefetch() {
             return false;
         }
-        let options = self.settings.postprocess;
+        let settings = self.settings();
+        let options = settings.postprocess;
         let Ok(Ok(plan)) =
             contain_panic(|| postprocess::plan(&context, Trigger::Automatic, options))
         else {
@@ -375,11 +383,11 @@ impl<B: Backend> Suggester<B> {
             return false;
         };
         let (prompt_time_limit, generation_time_limit) =
-            self.settings.time_limits.for_trigger(Trigger::Automatic);
+            settings.time_limits.for_trigger(Trigger::Automatic);
         let request = CompletionRequest {
             context: context.clone(),
             stop: stop.clone(),
-            max_tokens: self.settings.max_tokens,
+            max_tokens: settings.max_tokens,
             prompt_time_limit,
             generation_time_limit,
             cancel: CancelFlag::default(),
@@ -405,7 +413,8 @@ impl<B: Backend> Suggester<B> {
         if !self.may_prefetch() {
             return;
         }
-        let options = self.settings.postprocess;
+        let settings = self.settings();
+        let options = settings.postprocess;
         let Ok(Ok(plan)) =
             contain_panic(|| postprocess::plan(&context, Trigger::Automatic, options))
         else {
@@ -483,8 +492,9 @@ impl<B: Backend> Suggester<B> {
     }
 
     async fn suggest_untimed(&self, ask: Ask) -> Result<Option<Answer>, SuggestError> {
+        let settings = self.settings();
         let (mut prompt_time_limit, generation_time_limit) =
-            self.settings.time_limits.for_trigger(ask.trigger);
+            settings.time_limits.for_trigger(ask.trigger);
         if !self.backend.is_ready() {
             // A request that comes while the model loads (Neovim asks once on entering
             // Insert mode, and not again) waits for the load, within its own time
@@ -501,7 +511,7 @@ impl<B: Backend> Suggester<B> {
             }
             prompt_time_limit = None;
         }
-        let options = self.settings.postprocess;
+        let options = settings.postprocess;
         let plan = match contain_panic(|| postprocess::plan(&ask.context, ask.trigger, options))? {
             Ok(plan) => plan,
             Err(skip) => {
@@ -523,9 +533,9 @@ impl<B: Backend> Suggester<B> {
         let request = CompletionRequest {
             context: ask.context.clone(),
             stop: stop.clone(),
-            max_tokens: ask.max_tokens.map_or(self.settings.max_tokens, |n| {
-                n.min(self.settings.max_tokens)
-            }),
+            max_tokens: ask
+                .max_tokens
+                .map_or(settings.max_tokens, |n| n.min(settings.max_tokens)),
             prompt_time_limit,
             generation_time_limit,
             cancel: ask.cancel,
@@ -570,7 +580,6 @@ impl<B: Backend> Suggester<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
 
     use inkling_core::context;
@@ -923,6 +932,23 @@ mod tests {
         let elsewhere = context::from_parts("x = ", "\n", "python");
         suggester.prefetch(elsewhere, "file:///a.py".into()).await;
         assert_eq!(fake.seen().len(), 1, "a prefetch started after shutdown");
+    }
+
+    #[tokio::test]
+    async fn changed_settings_apply_to_the_next_request() {
+        let fake = Fake::new("total");
+        let suggester = pipeline(&fake);
+        let cancel = CancelFlag::default();
+        // Comments get no suggestion by default: the backend is not asked.
+        let answer = suggester.suggest(ask("# add the ", &cancel)).await;
+        assert!(texts(answer).is_empty());
+        assert!(fake.seen().is_empty());
+        let mut settings = (*suggester.settings()).clone();
+        settings.postprocess.in_comments = true;
+        suggester.set_settings(settings);
+        let answer = suggester.suggest(ask("# add the ", &cancel)).await;
+        assert_eq!(texts(answer), ["total"]);
+        assert_eq!(fake.seen(), [("# add the ".to_owned(), false)]);
     }
 
     #[tokio::test]

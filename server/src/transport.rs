@@ -3,12 +3,13 @@
 //! tower-lsp-server stops reading for good after one frame it cannot decode
 //! (malformed JSON, or JSON that is not a JSON-RPC message), which would end the
 //! whole server. So frames pass through a guard first: each is parsed here, good
-//! ones are forwarded to tower-lsp unchanged, and a bad one is answered with a
-//! JSON-RPC error (-32700 parse error or -32600 invalid request) written between
-//! tower-lsp's own frames, never inside one. A frame passes only if tower-lsp's
-//! own message types decode it, so the guard and the decoder cannot disagree (a
-//! repeated key, which `serde_json::Value` accepts and tower-lsp refuses, once
-//! ended the server).
+//! ones are forwarded to tower-lsp (with the ways clients say "nothing" that its
+//! types refuse made uniform: `without_empty_params`, `with_settings_field`), and a
+//! bad one is answered with a JSON-RPC error (-32700 parse error or -32600 invalid
+//! request) written between tower-lsp's own frames, never inside one. A frame
+//! passes only if tower-lsp's own message types decode it, so the guard and the
+//! decoder cannot disagree (a repeated key, which `serde_json::Value` accepts and
+//! tower-lsp refuses, once ended the server).
 //!
 //! Memory stays bounded whatever the client does: a frame holds at most
 //! [`MAX_FRAME_BYTES`] and [`MAX_JSON_VALUES`] values (counted before anything is
@@ -207,6 +208,29 @@ fn without_empty_params(mut message: Value, body: Vec<u8>) -> Vec<u8> {
     }
 }
 
+/// `body` with `settings: null` if `message` (`body` parsed) is a
+/// `workspace/didChangeConfiguration` without settings (a client asking to be asked
+/// for them), which tower-lsp's type of its params refuses; otherwise `body` unchanged.
+fn with_settings_field(message: &Value, body: Vec<u8>) -> Vec<u8> {
+    if message.get("method").and_then(Value::as_str) != Some("workspace/didChangeConfiguration") {
+        return body;
+    }
+    let mut message = message.clone();
+    let Some(fields) = message.as_object_mut() else {
+        return body;
+    };
+    match fields.get_mut("params") {
+        Some(Value::Object(params)) if !params.contains_key("settings") => {
+            params.insert("settings".into(), Value::Null);
+        }
+        None | Some(Value::Null) => {
+            fields.insert("params".into(), json!({"settings": null}));
+        }
+        _ => return body,
+    }
+    serde_json::to_vec(&message).unwrap_or(body)
+}
+
 /// Whether `body` deserializes as a `T`.
 fn decodes_as<T: serde::de::DeserializeOwned>(body: &[u8]) -> bool {
     serde_json::from_slice::<T>(body).is_ok()
@@ -272,9 +296,10 @@ async fn filter_input(
 ) {
     loop {
         let checked = match read_frame(&mut input, MAX_FRAME_BYTES).await {
-            Ok(Some(Ok(body))) => {
-                parse_message(&body).map(|message| without_empty_params(message, body))
-            }
+            Ok(Some(Ok(body))) => parse_message(&body).map(|message| {
+                let body = with_settings_field(&message, body);
+                without_empty_params(message, body)
+            }),
             Ok(Some(Err(refusal))) => Err(json!({
                 "jsonrpc": "2.0",
                 "id": null,
@@ -410,6 +435,30 @@ mod tests {
         assert_eq!(stats(r#","params":{"a":1}"#)["params"]["a"], 1);
         let other = br#"{"jsonrpc":"2.0","id":1,"method":"x","params":{}}"#.to_vec();
         assert_eq!(stripped(other.clone()), other);
+    }
+
+    #[test]
+    fn configuration_changes_without_settings_get_null_settings() {
+        let normalized = |params: &str| {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","method":"workspace/didChangeConfiguration"{params}}}"#
+            )
+            .into_bytes();
+            let message = parse_message(&body).unwrap();
+            serde_json::from_slice::<Value>(&with_settings_field(&message, body)).unwrap()
+        };
+        for missing in ["", r#","params":null"#, r#","params":{}"#] {
+            let message = normalized(missing);
+            assert_eq!(message["params"], json!({"settings": null}), "{missing}");
+            assert!(decodes_as::<jsonrpc::Request>(
+                message.to_string().as_bytes()
+            ));
+        }
+        let given = normalized(r#","params":{"settings":{"inkling":{"maxTokens":1}}}"#);
+        assert_eq!(given["params"]["settings"]["inkling"]["maxTokens"], 1);
+        let other = br#"{"jsonrpc":"2.0","method":"x","params":{}}"#.to_vec();
+        let message = parse_message(&other).unwrap();
+        assert_eq!(with_settings_field(&message, other.clone()), other);
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //! Used by the end-to-end tests, the demo session and the benchmarks, so all of
 //! them speak to the server exactly as an editor does: framed JSON-RPC on the
 //! child's stdin/stdout. A reader thread parses frames, answers the server's own
-//! requests (`window/workDoneProgress/create`, …) with `null`, and queues the rest.
+//! requests (`window/workDoneProgress/create`, …) with `null` or what the test set
+//! with [`LspClient::answer`], and queues every message, those requests included.
 
 pub mod http;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -60,6 +61,8 @@ pub struct LspClient {
     /// Messages received but not yet consumed (notifications, other responses).
     backlog: VecDeque<Value>,
     next_id: i64,
+    /// Results for the server's requests, by method; others are answered `null`.
+    answers: Arc<Mutex<HashMap<String, Value>>>,
 }
 
 /// How to start a server.
@@ -91,12 +94,15 @@ impl LspClient {
         let stdout = child.stdout.take().expect("stdout");
         let (sender, messages) = mpsc::channel();
         let replies = stdin.clone();
+        let answers: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
+        let results = answers.clone();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
             while let Some(message) = read_frame(&mut reader) {
-                if message.get("method").is_some() && message.get("id").is_some() {
+                if let (Some(method), Some(id)) = (message["method"].as_str(), message.get("id")) {
                     // A request from the server: accept it.
-                    let reply = json!({"jsonrpc": "2.0", "id": message["id"], "result": null});
+                    let result = results.lock().unwrap().get(method).cloned();
+                    let reply = json!({"jsonrpc": "2.0", "id": id, "result": result});
                     if let Some(stdin) = replies.lock().unwrap().as_mut() {
                         let _ = write_frame(stdin, &reply);
                     }
@@ -112,7 +118,17 @@ impl LspClient {
             messages,
             backlog: VecDeque::new(),
             next_id: 1,
+            answers,
         }
+    }
+
+    /// Answers the server's requests of `method` with `result` from now on (instead
+    /// of `null`), e.g. `workspace/configuration` with the client's settings.
+    pub fn answer(&mut self, method: &str, result: Value) {
+        self.answers
+            .lock()
+            .unwrap()
+            .insert(method.to_owned(), result);
     }
 
     /// Writes raw bytes to the server's stdin.

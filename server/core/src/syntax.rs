@@ -140,21 +140,42 @@ pub fn grammar(language_id: &str) -> Option<&'static Grammar> {
         .as_ref()
 }
 
+/// The file extensions with a grammar, each with its LSP language identifier.
+const EXTENSIONS: [(&str, &str); 20] = [
+    ("rs", "rust"),
+    ("py", "python"),
+    ("pyi", "python"),
+    ("js", "javascript"),
+    ("mjs", "javascript"),
+    ("cjs", "javascript"),
+    ("jsx", "javascriptreact"),
+    ("ts", "typescript"),
+    ("mts", "typescript"),
+    ("cts", "typescript"),
+    ("tsx", "typescriptreact"),
+    ("go", "go"),
+    ("c", "c"),
+    ("h", "c"),
+    ("cc", "cpp"),
+    ("cpp", "cpp"),
+    ("cxx", "cpp"),
+    ("hpp", "cpp"),
+    ("hh", "cpp"),
+    ("hxx", "cpp"),
+];
+
 /// The language of a file, by its extension, as an LSP language identifier.
 pub fn language_of_path(path: &std::path::Path) -> Option<&'static str> {
-    let id = match path.extension()?.to_str()? {
-        "rs" => "rust",
-        "py" | "pyi" => "python",
-        "js" | "mjs" | "cjs" => "javascript",
-        "jsx" => "javascriptreact",
-        "ts" | "mts" | "cts" => "typescript",
-        "tsx" => "typescriptreact",
-        "go" => "go",
-        "c" | "h" => "c",
-        "cc" | "cpp" | "cxx" | "hpp" | "hh" | "hxx" => "cpp",
-        _ => return None,
-    };
-    Some(id)
+    let extension = path.extension()?.to_str()?;
+    EXTENSIONS
+        .iter()
+        .find(|(known, _)| *known == extension)
+        .map(|(_, id)| *id)
+}
+
+/// The extensions [`language_of_path`] knows: the files the workspace index reads.
+pub fn source_extensions() -> impl Iterator<Item = &'static str> {
+    EXTENSIONS.iter().map(|(extension, _)| *extension)
 }
 
 /// A document's syntax tree, shared by the copies of the document (a request works

@@ -14,15 +14,20 @@
 //!   (its last edit is done), like llama.vim on leaving a buffer; a chunk too similar
 //!   to one already there replaces it.
 //! - Indexing is bounded in files, bytes per file and time, runs on its own thread
-//!   at low priority, and skips what `.gitignore` ignores.
+//!   at low priority, and skips what `.gitignore` ignores. A file changed on disk
+//!   ([`Workspace::refresh_in_background`]) is read again under the same rules, on
+//!   the same kind of thread, in the order the changes came.
+//! - A disabled file ([`DisabledFiles`]: by language or path glob) is never material
+//!   for another file: no ring chunk, no signature, no index entry.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use ropey::Rope;
 
 use crate::context::{self, CompletionContext, Preamble, Snippet, Window};
@@ -49,22 +54,110 @@ const REFERENCE_LINES_BELOW: usize = 8;
 const MAX_SYMBOLS: usize = 12;
 const MAX_DEFINITIONS_PER_NAME: usize = 2;
 
-/// Definitions by name.
-#[derive(Debug, Default)]
+/// Definitions by name, and the names each file defines.
+#[derive(Clone, Debug, Default)]
 struct SymbolIndex {
     by_name: HashMap<String, Vec<(String, String)>>,
-    files: usize,
+    /// Paths relative to the root; sorted, so that a folder's files are a range.
+    files: BTreeMap<String, Vec<String>>,
 }
 
 impl SymbolIndex {
+    /// Adds the definitions of the file at `path` (which must not be in the index).
     fn add(&mut self, path: &str, definitions: Vec<Definition>) {
+        let mut names = Vec::new();
         for definition in definitions {
-            let entries = self.by_name.entry(definition.name).or_default();
+            let entries = self.by_name.entry(definition.name.clone()).or_default();
+            // One more than is ever shown, to tell a common name; a name removed later
+            // may then look less common than it is, until the next walk.
             if entries.len() <= MAX_DEFINITIONS_PER_NAME {
                 entries.push((path.to_owned(), definition.signature));
+                names.push(definition.name);
             }
         }
-        self.files += 1;
+        self.files.insert(path.to_owned(), names);
+    }
+
+    /// Removes the file at `path`, or every file under it when it is a folder.
+    fn remove(&mut self, path: &str) {
+        let folder = format!("{}/", path.trim_end_matches('/'));
+        let mut gone: Vec<String> = self
+            .files
+            .range(folder.clone()..)
+            .map(|(file, _)| file)
+            .take_while(|file| file.starts_with(&folder))
+            .cloned()
+            .collect();
+        if self.files.contains_key(path) {
+            gone.push(path.to_owned());
+        }
+        for file in gone {
+            for name in self.files.remove(&file).unwrap_or_default() {
+                if let Some(entries) = self.by_name.get_mut(&name) {
+                    entries.retain(|(p, _)| *p != file);
+                    if entries.is_empty() {
+                        self.by_name.remove(&name);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Files whose completions are disabled and whose text is never shown to the model
+/// for other files: by language identifier and by path glob.
+#[derive(Clone, Debug, Default)]
+pub struct DisabledFiles {
+    languages: Vec<String>,
+    patterns: Vec<String>,
+    globs: GlobSet,
+}
+
+impl PartialEq for DisabledFiles {
+    fn eq(&self, other: &Self) -> bool {
+        self.languages == other.languages && self.patterns == other.patterns
+    }
+}
+
+impl Eq for DisabledFiles {}
+
+/// A glob of [`DisabledFiles`]: `*` and `?` match `/` too (so `*.env` matches at any
+/// depth), `**` any number of folders, `{a,b}` either.
+pub fn path_glob(pattern: &str) -> Result<Glob, globset::Error> {
+    GlobBuilder::new(pattern).literal_separator(false).build()
+}
+
+impl DisabledFiles {
+    /// Disables the languages `languages` (LSP identifiers, in any case) and the
+    /// paths matching one of `patterns` (see [`path_glob`]).
+    pub fn new(languages: Vec<String>, patterns: Vec<String>) -> Result<DisabledFiles, String> {
+        let mut globs = GlobSetBuilder::new();
+        for pattern in &patterns {
+            globs.add(path_glob(pattern).map_err(|e| format!("`{pattern}`: {e}"))?);
+        }
+        let globs = globs.build().map_err(|e| e.to_string())?;
+        Ok(DisabledFiles {
+            languages,
+            patterns,
+            globs,
+        })
+    }
+
+    /// Whether nothing is disabled.
+    pub fn is_empty(&self) -> bool {
+        self.languages.is_empty() && self.patterns.is_empty()
+    }
+
+    /// Whether the language `language_id` is disabled.
+    pub fn language(&self, language_id: &str) -> bool {
+        self.languages
+            .iter()
+            .any(|l| l.eq_ignore_ascii_case(language_id))
+    }
+
+    /// Whether a glob matches `path`, as given.
+    pub fn path(&self, path: &str) -> bool {
+        self.globs.is_match(path)
     }
 }
 
@@ -72,6 +165,7 @@ impl SymbolIndex {
 #[derive(Debug)]
 struct Chunk {
     uri: String,
+    language_id: String,
     snippet: Snippet,
     /// Hashes of its non-blank lines, for similarity.
     lines: HashSet<u64>,
@@ -108,6 +202,17 @@ pub struct Workspace {
     root: Option<PathBuf>,
     name: String,
     index: RwLock<Arc<SymbolIndex>>,
+    disabled: RwLock<Arc<DisabledFiles>>,
+    /// Held by a walk of the whole workspace: one at a time.
+    walking: Mutex<()>,
+    /// While a walk runs: the files refreshed meanwhile, refreshed again once the
+    /// walk's index is in place (the walk may have read them before they changed).
+    refreshed_during_walk: Mutex<Option<Vec<PathBuf>>>,
+    /// Held while one file is read into the index, so that refreshes apply in order.
+    refreshing: Mutex<()>,
+    /// Files to refresh, in the order their changes came, and whether a thread is
+    /// refreshing them.
+    refresh_queue: Mutex<(VecDeque<PathBuf>, bool)>,
     ring: Mutex<VecDeque<Chunk>>,
     /// Documents edited since they were last in focus, with the line of their last edit.
     pending: Mutex<HashMap<String, usize>>,
@@ -142,7 +247,7 @@ impl Workspace {
     pub fn stats(&self) -> WorkspaceStats {
         let index = self.index.read().unwrap_or_else(|e| e.into_inner()).clone();
         WorkspaceStats {
-            indexed_files: index.files,
+            indexed_files: index.files.len(),
             indexed_names: index.by_name.len(),
             ring_chunks: lock(&self.ring).len(),
             preambles_built: self.preambles_built.load(Ordering::Relaxed),
@@ -153,42 +258,193 @@ impl Workspace {
     /// makes the index the one preambles use.
     pub fn index(&self) {
         let Some(root) = &self.root else { return };
+        let _one_walk = lock(&self.walking);
+        *lock(&self.refreshed_during_walk) = Some(Vec::new());
         let started = Instant::now();
         let mut index = SymbolIndex::default();
         let walk = ignore::WalkBuilder::new(root).build();
         for entry in walk.flatten() {
-            if started.elapsed() > INDEX_TIME_LIMIT || index.files >= MAX_INDEX_FILES {
-                tracing::info!(files = index.files, "workspace index stopped at its bounds");
+            if started.elapsed() > INDEX_TIME_LIMIT || index.files.len() >= MAX_INDEX_FILES {
+                tracing::info!(
+                    files = index.files.len(),
+                    "workspace index stopped at its bounds"
+                );
                 break;
             }
-            let path = entry.path();
-            let Some(language_id) = syntax::language_of_path(path) else {
-                continue;
-            };
-            let small = entry
-                .metadata()
-                .is_ok_and(|m| m.is_file() && m.len() <= MAX_INDEX_FILE_BYTES);
-            let Some(text) = small.then(|| std::fs::read_to_string(path).ok()).flatten() else {
-                continue;
-            };
-            let text = Rope::from_str(&text);
-            let (Some(grammar), Some(tree)) = (
-                syntax::grammar(language_id),
-                SyntaxTree::default().get(&text, 0, language_id),
-            ) else {
-                continue;
-            };
-            let relative = self.relative_path(path);
-            index.add(&relative, syntax::definitions(grammar, &tree, &text));
+            if let Some((relative, definitions)) = self.definitions_in(&entry) {
+                index.add(&relative, definitions);
+            }
         }
         tracing::info!(
-            files = index.files,
+            files = index.files.len(),
             names = index.by_name.len(),
             ms = started.elapsed().as_millis() as u64,
             "workspace indexed"
         );
         *self.index.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(index);
         self.revision.fetch_add(1, Ordering::Relaxed);
+        let again = lock(&self.refreshed_during_walk).take();
+        for path in again.into_iter().flatten() {
+            self.refresh(&path);
+        }
+    }
+
+    /// The path relative to the root and the definitions of the walked file `entry`,
+    /// if it is to be indexed: a source file of a grammar's language, small enough,
+    /// not disabled.
+    fn definitions_in(&self, entry: &ignore::DirEntry) -> Option<(String, Vec<Definition>)> {
+        let path = entry.path();
+        let language_id = syntax::language_of_path(path)?;
+        let relative = self.relative_path(path);
+        if self.file_disabled(path, &relative) {
+            return None;
+        }
+        let small = entry
+            .metadata()
+            .is_ok_and(|m| m.is_file() && m.len() <= MAX_INDEX_FILE_BYTES);
+        let text = small
+            .then(|| std::fs::read_to_string(path).ok())
+            .flatten()?;
+        let text = Rope::from_str(&text);
+        let grammar = syntax::grammar(language_id)?;
+        let tree = SyntaxTree::default().get(&text, 0, language_id)?;
+        Some((relative, syntax::definitions(grammar, &tree, &text)))
+    }
+
+    /// Reads the file at `path` (absolute) into the index again, as the walk would
+    /// have (ignore rules, bounds, disabled files), or drops it (and, for a folder,
+    /// every file under it) when it is gone or no longer to be indexed. Blocking.
+    pub fn refresh(&self, path: &Path) {
+        let Some(root) = &self.root else { return };
+        if !path.starts_with(root) {
+            return;
+        }
+        let _in_order = lock(&self.refreshing);
+        if let Some(again) = lock(&self.refreshed_during_walk).as_mut() {
+            again.push(path.to_owned());
+        }
+        let found = walk_to(root, path).and_then(|entry| self.definitions_in(&entry));
+        let relative = self.relative_path(path);
+        {
+            let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+            let index = Arc::make_mut(&mut index);
+            index.remove(&relative);
+            if let Some((relative, definitions)) = found
+                && index.files.len() < MAX_INDEX_FILES
+            {
+                index.add(&relative, definitions);
+            }
+        }
+        self.revision.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// [`Workspace::refresh`] for each of `paths`, in order, on a thread of its own at
+    /// low priority (one at a time: later calls queue behind it).
+    pub fn refresh_in_background(self: &Arc<Self>, paths: Vec<PathBuf>) {
+        {
+            let mut queue = lock(&self.refresh_queue);
+            for path in paths {
+                if !queue.0.contains(&path) {
+                    queue.0.push_back(path);
+                }
+            }
+            if queue.1 || queue.0.is_empty() {
+                return;
+            }
+            queue.1 = true;
+        }
+        let workspace = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("inkling-refresh".into())
+            .spawn(move || {
+                // SAFETY: setpriority has no memory-safety preconditions.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+                loop {
+                    let next = {
+                        let mut queue = lock(&workspace.refresh_queue);
+                        let next = queue.0.pop_front();
+                        queue.1 = next.is_some();
+                        next
+                    };
+                    match next {
+                        Some(path) => workspace.refresh(&path),
+                        None => return,
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start refreshing the index: {e}");
+            lock(&self.refresh_queue).1 = false;
+        }
+    }
+
+    /// Forgets the index (indexing was turned off).
+    pub fn clear_index(&self) {
+        *self.index.write().unwrap_or_else(|e| e.into_inner()) = Arc::default();
+        self.revision.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Disables `disabled` files from now on: what the ring and the index hold of
+    /// them goes at once (files no longer disabled come back with the next walk).
+    /// Returns whether anything changed.
+    pub fn set_disabled(&self, disabled: DisabledFiles) -> bool {
+        {
+            let mut current = self.disabled.write().unwrap_or_else(|e| e.into_inner());
+            if **current == disabled {
+                return false;
+            }
+            *current = Arc::new(disabled);
+        }
+        lock(&self.ring).retain(|chunk| !self.is_disabled(&chunk.uri, &chunk.language_id));
+        {
+            let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+            let root = self.root.clone().unwrap_or_default();
+            let gone: Vec<String> = index
+                .files
+                .keys()
+                .filter(|file| self.file_disabled(&root.join(file), file))
+                .cloned()
+                .collect();
+            let index = Arc::make_mut(&mut index);
+            for file in gone {
+                index.remove(&file);
+            }
+        }
+        self.revision.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Whether the document `uri` in language `language_id` is disabled: by its
+    /// language, or by a glob matching its path relative to the workspace root or its
+    /// absolute path.
+    pub fn is_disabled(&self, uri: &str, language_id: &str) -> bool {
+        let disabled = self
+            .disabled
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if disabled.is_empty() {
+            return false;
+        }
+        let absolute =
+            file_path(uri).map_or_else(|| uri.to_owned(), |p| p.to_string_lossy().into_owned());
+        disabled.language(language_id)
+            || disabled.path(&self.path_of_uri(uri))
+            || disabled.path(&absolute)
+    }
+
+    /// [`Workspace::is_disabled`] for a file on disk at `path`, `relative` to the
+    /// root, in the language its extension says.
+    fn file_disabled(&self, path: &Path, relative: &str) -> bool {
+        let disabled = self
+            .disabled
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        !disabled.is_empty()
+            && (syntax::language_of_path(path).is_some_and(|l| disabled.language(l))
+                || disabled.path(relative)
+                || disabled.path(&path.to_string_lossy()))
     }
 
     /// Starts [`Workspace::index`] on a thread of its own, at low priority.
@@ -229,7 +485,7 @@ impl Workspace {
     /// A document was opened: a chunk of its start enters the ring (a document's
     /// own chunks are never shown to it).
     pub fn opened(&self, uri: &str, document: &Document) {
-        self.add_chunk(uri, &document.text, 0);
+        self.add_chunk(uri, &document.language_id, &document.text, 0);
     }
 
     /// A document was edited at `line`.
@@ -361,14 +617,22 @@ impl Workspace {
         let others = others();
         for (other, line) in done {
             if let Some((_, document)) = others.iter().find(|(u, _)| *u == other) {
-                self.add_chunk(&other, &document.text, line.saturating_sub(CHUNK_LINES / 2));
+                self.add_chunk(
+                    &other,
+                    &document.language_id,
+                    &document.text,
+                    line.saturating_sub(CHUNK_LINES / 2),
+                );
             }
         }
     }
 
-    /// Adds the chunk of `text` from `first_line` to the ring, replacing chunks too
-    /// similar to it.
-    fn add_chunk(&self, uri: &str, text: &Rope, first_line: usize) {
+    /// Adds the chunk of `text` (of `uri`, in `language_id`) from `first_line` to the
+    /// ring, replacing chunks too similar to it; nothing of a disabled document.
+    fn add_chunk(&self, uri: &str, language_id: &str, text: &Rope, first_line: usize) {
+        if self.is_disabled(uri, language_id) {
+            return;
+        }
         let first_line = first_line.min(text.len_lines().saturating_sub(1));
         let chunk_text: String = text
             .lines_at(first_line)
@@ -395,6 +659,7 @@ impl Workspace {
         }
         ring.push_back(Chunk {
             uri: uri.to_owned(),
+            language_id: language_id.to_owned(),
             snippet: Snippet {
                 path: self.path_of_uri(uri),
                 text: chunk_text,
@@ -427,7 +692,9 @@ impl Workspace {
     ) -> Vec<Snippet> {
         let open: Vec<(String, Arc<Vec<Definition>>)> = others
             .iter()
-            .filter(|(other, _)| other != uri)
+            .filter(|(other, document)| {
+                other != uri && !self.is_disabled(other, &document.language_id)
+            })
             .map(|(other, document)| {
                 (
                     self.path_of_uri(other),
@@ -503,6 +770,18 @@ impl Workspace {
             .insert(uri.to_owned(), (document.version, definitions.clone()));
         definitions
     }
+}
+
+/// The walk's entry for `target` (a path under `root`), found with the rules of the
+/// workspace walk (`.gitignore`, hidden files): only the folders on the way to it
+/// are read. `None` when it is not there or the walk would skip it.
+fn walk_to(root: &Path, target: &Path) -> Option<ignore::DirEntry> {
+    let on_the_way = target.to_path_buf();
+    ignore::WalkBuilder::new(root)
+        .filter_entry(move |entry| on_the_way.starts_with(entry.path()))
+        .build()
+        .flatten()
+        .find(|entry| entry.path() == target)
 }
 
 /// llama.vim's chunk similarity: twice the shared lines over the lines of both.
@@ -687,8 +966,8 @@ mod tests {
     fn similar_chunks_replace_each_other_and_the_ring_is_bounded() {
         let workspace = Workspace::new(None);
         let text = Rope::from_str(&(0..100).map(|i| format!("line {i}\n")).collect::<String>());
-        workspace.add_chunk("file:///a", &text, 0);
-        workspace.add_chunk("file:///a", &text, 1);
+        workspace.add_chunk("file:///a", "plaintext", &text, 0);
+        workspace.add_chunk("file:///a", "plaintext", &text, 1);
         assert_eq!(workspace.stats().ring_chunks, 1);
         for i in 0..40 {
             let text = Rope::from_str(
@@ -696,7 +975,7 @@ mod tests {
                     .map(|j| format!("file {i} line {j}\n"))
                     .collect::<String>(),
             );
-            workspace.add_chunk(&format!("file:///{i}"), &text, 0);
+            workspace.add_chunk(&format!("file:///{i}"), "plaintext", &text, 0);
         }
         assert_eq!(workspace.stats().ring_chunks, RING_CHUNKS);
     }
@@ -735,5 +1014,228 @@ mod tests {
             "src/geometry.rs: pub fn polygon_area(points: &[Point]) -> f64\n"
         );
         std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// A fresh folder under the temporary directory, removed when dropped.
+    struct TempRoot(PathBuf);
+
+    impl TempRoot {
+        fn new(name: &str) -> TempRoot {
+            let root = std::env::temp_dir().join(format!("inkling-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&root);
+            std::fs::create_dir_all(&root).unwrap();
+            TempRoot(root)
+        }
+
+        fn write(&self, relative: &str, text: &str) -> PathBuf {
+            let path = self.0.join(relative);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, text).unwrap();
+            path
+        }
+    }
+
+    impl Drop for TempRoot {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The index's signatures of `name`, as `path: signature` lines.
+    fn indexed(workspace: &Workspace, name: &str) -> Vec<String> {
+        let index = workspace.index.read().unwrap().clone();
+        index
+            .by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|(path, signature)| format!("{path}: {signature}"))
+            .collect()
+    }
+
+    fn disabled(languages: &[&str], patterns: &[&str]) -> DisabledFiles {
+        let owned = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect();
+        DisabledFiles::new(owned(languages), owned(patterns)).unwrap()
+    }
+
+    #[test]
+    fn disabled_globs_match_relative_and_absolute_paths() {
+        let off = disabled(&["Markdown"], &["*.env", "secrets/**"]);
+        for path in [
+            ".env",
+            "config/prod.env",
+            "/home/me/shop/.env",
+            "secrets/key.py",
+            "secrets/a/b.rs",
+        ] {
+            assert!(off.path(path), "{path} should be disabled");
+        }
+        for path in [
+            "env.py",
+            "src/secrets.py",
+            "src/secrets/key.py",
+            "secretsx/a.py",
+        ] {
+            assert!(!off.path(path), "{path} should not be disabled");
+        }
+        assert!(off.language("markdown"));
+        assert!(!off.language("python"));
+        assert!(DisabledFiles::new(Vec::new(), vec!["a[".into()]).is_err());
+        assert!(DisabledFiles::default().is_empty());
+
+        let workspace = Workspace::new(Some("/home/me/shop".into()));
+        workspace.set_disabled(disabled(&[], &["secrets/**", "/etc/**"]));
+        assert!(workspace.is_disabled("file:///home/me/shop/secrets/k.py", "python"));
+        assert!(workspace.is_disabled("file:///etc/hosts.py", "python"));
+        assert!(!workspace.is_disabled("file:///home/me/shop/src/k.py", "python"));
+        // Outside the workspace, the relative path is the absolute one.
+        assert!(!workspace.is_disabled("file:///elsewhere/secrets/k.py", "python"));
+    }
+
+    #[test]
+    fn disabled_documents_are_never_material_for_others() {
+        let workspace = Workspace::new(Some("/w".into()));
+        workspace.set_disabled(disabled(&["markdown"], &["secrets/**"]));
+        let secret = doc(
+            "def leak_token() -> str:\n    return 'hunter2'\n\nx = 1\ny = 2\nz = 3\n",
+            "python",
+        );
+        let notes = doc("# Notes\nalpha\nbeta\ngamma\ndelta\n", "markdown");
+        workspace.opened("file:///w/secrets/token.py", &secret);
+        workspace.opened("file:///w/notes.md", &notes);
+        assert_eq!(workspace.stats().ring_chunks, 0);
+        let others = vec![
+            ("file:///w/secrets/token.py".to_owned(), secret.clone()),
+            ("file:///w/notes.md".to_owned(), notes),
+        ];
+        let main = "def main():\n    t = leak_token()\n";
+        let context = workspace.context(
+            "file:///w/main.py",
+            &doc(main, "python"),
+            main.len() - 1,
+            Window::default(),
+            256,
+            &|| others.clone(),
+        );
+        assert!(
+            context.preamble.snippets.is_empty(),
+            "{:#?}",
+            context.preamble
+        );
+        // Enabled again: its signature is material once more.
+        workspace.set_disabled(DisabledFiles::default());
+        let context = workspace.context(
+            "file:///w/main.py",
+            &doc(main, "python"),
+            main.len() - 1,
+            Window::default(),
+            256,
+            &|| others.clone(),
+        );
+        assert!(
+            context
+                .preamble
+                .snippets
+                .iter()
+                .any(|s| s.text.contains("def leak_token() -> str:")),
+            "{:#?}",
+            context.preamble
+        );
+        // Disabling drops what the ring holds of it already.
+        workspace.opened("file:///w/secrets/token.py", &secret);
+        assert_eq!(workspace.stats().ring_chunks, 1);
+        assert!(workspace.set_disabled(disabled(&[], &["secrets/**"])));
+        assert!(!workspace.set_disabled(disabled(&[], &["secrets/**"])));
+        assert_eq!(workspace.stats().ring_chunks, 0);
+    }
+
+    #[test]
+    fn refreshed_files_enter_change_and_leave_the_index() {
+        let root = TempRoot::new("refresh");
+        std::fs::create_dir_all(root.0.join(".git")).unwrap();
+        root.write(".gitignore", "build/\n");
+        root.write("src/old.py", "def old_helper(x):\n    return x\n");
+        let workspace = Workspace::new(Some(root.0.clone()));
+        workspace.index();
+        assert_eq!(workspace.stats().indexed_files, 1);
+        let revision = workspace.revision();
+
+        let created = root.write("src/geometry.py", "def area(w, h):\n    return w * h\n");
+        workspace.refresh(&created);
+        assert_eq!(
+            indexed(&workspace, "area"),
+            ["src/geometry.py: def area(w, h):"]
+        );
+        assert!(workspace.revision() > revision);
+
+        root.write("src/geometry.py", "def area(w, h, d):\n    return w * h\n");
+        workspace.refresh(&created);
+        assert_eq!(
+            indexed(&workspace, "area"),
+            ["src/geometry.py: def area(w, h, d):"]
+        );
+
+        std::fs::remove_file(&created).unwrap();
+        workspace.refresh(&created);
+        assert!(indexed(&workspace, "area").is_empty());
+        assert_eq!(workspace.stats().indexed_files, 1);
+
+        // What the walk skips, a refresh skips: ignored, disabled, not source, outside.
+        let ignored = root.write("build/gen.py", "def generated():\n    pass\n");
+        workspace.refresh(&ignored);
+        assert!(indexed(&workspace, "generated").is_empty());
+        workspace.set_disabled(disabled(&[], &["*.env.py"]));
+        let secret = root.write("prod.env.py", "def secret_key():\n    pass\n");
+        workspace.refresh(&secret);
+        assert!(indexed(&workspace, "secret_key").is_empty());
+        let outside = std::env::temp_dir().join("inkling-not-in-the-workspace.py");
+        workspace.refresh(&outside);
+        assert_eq!(workspace.stats().indexed_files, 1);
+
+        // A folder deleted at once takes its files with it.
+        std::fs::remove_dir_all(root.0.join("src")).unwrap();
+        workspace.refresh(&root.0.join("src"));
+        assert!(indexed(&workspace, "old_helper").is_empty());
+        assert_eq!(workspace.stats().indexed_files, 0);
+    }
+
+    #[test]
+    fn refreshes_in_the_background_apply_in_order() {
+        let root = TempRoot::new("refresh-queue");
+        let workspace = Arc::new(Workspace::new(Some(root.0.clone())));
+        workspace.index();
+        let file = root.write("a.rs", "fn first() {}\n");
+        workspace.refresh_in_background(vec![file.clone()]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while indexed(&workspace, "first").is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(indexed(&workspace, "first"), ["a.rs: fn first()"]);
+        std::fs::remove_file(&file).unwrap();
+        let other = root.write("b.rs", "fn second() {}\n");
+        workspace.refresh_in_background(vec![file, other]);
+        while indexed(&workspace, "second").is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(indexed(&workspace, "first").is_empty());
+        assert_eq!(indexed(&workspace, "second"), ["b.rs: fn second()"]);
+    }
+
+    #[test]
+    fn disabling_paths_drops_them_from_the_index() {
+        let root = TempRoot::new("disable-index");
+        root.write("secrets/vault.rs", "pub fn open_vault(code: u32) {}\n");
+        root.write("src/lib.rs", "pub fn public_api() {}\n");
+        let workspace = Workspace::new(Some(root.0.clone()));
+        workspace.index();
+        assert_eq!(workspace.stats().indexed_files, 2);
+        workspace.set_disabled(disabled(&[], &["secrets/**"]));
+        assert!(indexed(&workspace, "open_vault").is_empty());
+        assert_eq!(indexed(&workspace, "public_api").len(), 1);
+        // The walk skips them too.
+        workspace.index();
+        assert_eq!(workspace.stats().indexed_files, 1);
+        workspace.set_disabled(disabled(&["rust"], &[]));
+        assert_eq!(workspace.stats().indexed_files, 0);
     }
 }

@@ -1,8 +1,8 @@
 //! The [`Engine`] handle: what other threads hold to talk to the worker, and the
 //! engine's side of the [`Backend`] seam.
 
-use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::mpsc::{self, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use inkling_core::context::CompletionContext;
@@ -15,17 +15,56 @@ use crate::options::EngineOptions;
 use crate::state::{EngineState, PromptView};
 use crate::worker;
 
-/// A handle to the engine's worker thread. Cloning shares the same worker.
+/// A handle to the engine's worker thread. Cloning shares the same worker, which
+/// ends when the last handle is gone.
 #[derive(Clone)]
 pub struct Engine {
     jobs: mpsc::Sender<Job>,
     state: watch::Receiver<EngineState>,
     tallies: Arc<Tallies>,
+    stopped: Arc<Stopped>,
+}
+
+/// Set by the worker thread as its last act, when llama.cpp's backend (which one
+/// process may hold only once) and the model's memory are released.
+#[derive(Default)]
+struct Stopped {
+    done: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl Stopped {
+    fn set(&self) {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.changed.notify_all();
+    }
+
+    fn wait(&self) {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        while !*done {
+            done = self.changed.wait(done).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 impl Engine {
     /// Starts the worker, which finds (or fetches) and loads the model in the background.
     pub fn start(options: EngineOptions) -> Engine {
+        Engine::start_after(options, None)
+    }
+
+    /// Starts an engine that takes over from `previous` (for new options): it loads
+    /// once `previous`'s worker has ended, that is once every handle to `previous` is
+    /// gone and its request in progress is over, because llama.cpp's backend exists
+    /// once per process and two models would need twice the memory. Until then it
+    /// reports that it is loading. If it is itself replaced before then, it loads
+    /// nothing.
+    pub fn replacing(options: EngineOptions, previous: Engine) -> Engine {
+        let previous = previous.stopped.clone();
+        Engine::start_after(options, Some(previous))
+    }
+
+    fn start_after(options: EngineOptions, previous: Option<Arc<Stopped>>) -> Engine {
         let (jobs, job_receiver) = mpsc::channel();
         let (state_sender, state) = watch::channel(EngineState::Loading {
             message: "starting".into(),
@@ -33,9 +72,24 @@ impl Engine {
         });
         let tallies = Arc::new(Tallies::default());
         let worker_tallies = tallies.clone();
+        let stopped = Arc::new(Stopped::default());
+        let worker_stopped = stopped.clone();
         std::thread::Builder::new()
             .name("inkling-engine".into())
             .spawn(move || {
+                if let Some(previous) = previous {
+                    state_sender.send_replace(EngineState::Loading {
+                        message: "waiting for the previous model to be released".into(),
+                        percent: None,
+                    });
+                    previous.wait();
+                    // No job is sent before the model is ready, so an empty queue
+                    // without senders means nobody holds this engine any more.
+                    if let Err(TryRecvError::Disconnected) = job_receiver.try_recv() {
+                        worker_stopped.set();
+                        return;
+                    }
+                }
                 // A panic (in llama-cpp-2's wrappers, say) must not leave clients
                 // waiting on a model that is "loading" for ever: it fails the engine,
                 // which then answers every request "not ready", and the server goes on.
@@ -53,12 +107,14 @@ impl Engine {
                     tracing::error!("{message}");
                     failed.send_replace(EngineState::Failed(message));
                 }
+                worker_stopped.set();
             })
             .expect("spawning the engine thread");
         Engine {
             jobs,
             state,
             tallies,
+            stopped,
         }
     }
 

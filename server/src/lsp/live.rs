@@ -1,0 +1,292 @@
+//! Settings and files that change while the editor runs, and the documents whose
+//! completions are disabled.
+//!
+//! - `workspace/didChangeConfiguration`: the client's settings (the options, or
+//!   nested under `"inkling"`; `null` means "ask me", answered through
+//!   `workspace/configuration` when the client can) become the top layer of the
+//!   settings ([`Layers`]). Options the pipeline reads apply from the next request
+//!   on; options the engine needs at load start a new engine, which loads in the
+//!   background once the old one has ended (its requests in flight are cancelled so
+//!   that it ends soon), reported like the first load; a new `httpPort` moves the
+//!   endpoint. Invalid settings are named in a message and change nothing. Open
+//!   documents are untouched throughout.
+//! - `workspace/didChangeWatchedFiles` (registered at `initialized` when the client
+//!   can): files created, changed or deleted outside the editor are read into the
+//!   workspace index again, or dropped from it, in the background.
+//! - `disabledLanguages` / `disabledPaths`: a disabled document gets no suggestion.
+
+use std::sync::Arc;
+
+use inkling_core::lock;
+use inkling_core::syntax;
+use inkling_core::workspace;
+use inkling_engine::Engine;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tower_lsp_server::ls_types::*;
+
+use super::LspServer;
+use crate::config::{Layers, Overrides, SETTINGS_SECTION, Settings};
+use crate::suggest::Suggester;
+use crate::{CurrentPipeline, Pipeline, http};
+
+/// The id of the registration for `workspace/didChangeWatchedFiles`.
+const WATCHED_FILES_REGISTRATION: &str = "inkling/watchedFiles";
+
+/// The settings in use, the layers they come from, and the tasks that follow them.
+pub(super) struct Live {
+    layers: Layers,
+    settings: Arc<Settings>,
+    /// Engines started so far: each load's progress has a token of its own.
+    loads: u32,
+    /// Dropped when the engine whose loading is being reported is replaced.
+    loading_superseded: Option<oneshot::Sender<()>>,
+    /// The HTTP endpoint's accept loop, while it is served.
+    http: Option<JoinHandle<()>>,
+}
+
+impl Live {
+    /// `settings`, resolved from `layers`.
+    pub(super) fn new(layers: Layers, settings: Settings) -> Live {
+        Live {
+            layers,
+            settings: Arc::new(settings),
+            loads: 0,
+            loading_superseded: None,
+            http: None,
+        }
+    }
+}
+
+impl LspServer {
+    /// The settings in use.
+    pub(super) fn settings(&self) -> Arc<Settings> {
+        lock(&self.live).settings.clone()
+    }
+
+    /// The pipeline in use, once `initialized` has started one.
+    pub(super) fn pipeline(&self) -> Option<Arc<Pipeline>> {
+        self.pipeline.get().map(CurrentPipeline::get)
+    }
+
+    /// Whether completions are disabled for the open document `uri`, by its language
+    /// or its path.
+    pub(super) fn completions_disabled(&self, uri: &str) -> bool {
+        let Some(workspace) = self.workspace.get() else {
+            return false;
+        };
+        let language = lock(&self.documents)
+            .get(uri)
+            .map(|d| d.language_id.clone());
+        language.is_some_and(|language| workspace.is_disabled(uri, &language))
+    }
+
+    /// Names a problem with the settings in a message (and in the log).
+    pub(super) async fn warn(&self, problem: String) {
+        tracing::warn!("{problem}");
+        self.client
+            .show_message(MessageType::WARNING, format!("inkling: {problem}"))
+            .await;
+    }
+
+    /// `workspace/didChangeConfiguration`.
+    pub(super) async fn configuration_changed(&self, settings: Value) {
+        let settings = match settings {
+            Value::Null => match self.pulled_configuration().await {
+                Some(settings) => settings,
+                None => return,
+            },
+            settings => settings,
+        };
+        match Overrides::from_settings(settings) {
+            Ok(changed) => self.apply_settings(changed).await,
+            Err(e) => {
+                self.warn(format!("{e}; the settings in use are kept"))
+                    .await
+            }
+        }
+    }
+
+    /// The client's settings of inkling's section, asked for with
+    /// `workspace/configuration`; `None` when the client cannot answer.
+    async fn pulled_configuration(&self) -> Option<Value> {
+        if !self.session.get()?.pulls_configuration {
+            tracing::info!("the client sent no settings and cannot be asked for them");
+            return None;
+        }
+        let section = ConfigurationItem {
+            scope_uri: None,
+            section: Some(SETTINGS_SECTION.into()),
+        };
+        match self.client.configuration(vec![section]).await {
+            Ok(values) => Some(values.into_iter().next().unwrap_or(Value::Null)),
+            Err(e) => {
+                tracing::warn!("cannot ask the client for its settings: {e}");
+                None
+            }
+        }
+    }
+
+    /// Makes `changed` the top layer of the settings and follows the result.
+    async fn apply_settings(&self, changed: Overrides) {
+        // Before any `.await`, so that settings sent one after the other apply in order.
+        let (old, new, problems) = {
+            let mut live = lock(&self.live);
+            live.layers.changed = changed;
+            let (settings, problems) = live.layers.resolve();
+            let new = Arc::new(settings);
+            (
+                std::mem::replace(&mut live.settings, new.clone()),
+                new,
+                problems,
+            )
+        };
+        if old != new {
+            tracing::info!("settings changed");
+            self.follow_settings(&old, &new);
+            if old.http_port != new.http_port {
+                self.serve_http(new.http_port).await;
+            }
+        }
+        for problem in problems {
+            self.warn(problem).await;
+        }
+    }
+
+    /// Brings the workspace and the pipeline from `old` settings to `new` ones.
+    fn follow_settings(&self, old: &Settings, new: &Settings) {
+        if let Some(workspace) = self.workspace.get() {
+            let disabled_changed = workspace.set_disabled(new.disabled.clone());
+            if !new.indexes_workspace() {
+                if old.indexes_workspace() {
+                    workspace.clear_index();
+                }
+            } else if disabled_changed || !old.indexes_workspace() {
+                // Files no longer disabled, or never indexed, are read (again).
+                workspace.index_in_background();
+            }
+        }
+        // Before `initialized`, there is no pipeline yet: it starts with these settings.
+        let Some(current) = self.pipeline.get() else {
+            return;
+        };
+        if old.engine == new.engine {
+            current.get().set_settings(new.clone());
+        } else {
+            self.restart_engine(current, new);
+        }
+    }
+
+    /// Puts a pipeline on a new engine for `settings` in place of `current`'s; the new
+    /// engine loads once the old one has ended, so the old one's requests in flight and
+    /// its prefetch are cancelled.
+    fn restart_engine(&self, current: &CurrentPipeline, settings: &Settings) {
+        let old = current.get();
+        let engine = Engine::replacing(settings.engine.clone(), old.backend().clone());
+        current.replace(Arc::new(Suggester::new(engine.clone(), settings.clone())));
+        old.cancel_prefetch();
+        for flag in lock(&self.in_flight).values() {
+            flag.cancel();
+        }
+        tracing::info!("the engine's settings changed: loading the model again");
+        self.report_loading_of(engine);
+    }
+
+    /// Reports `engine`'s loading to the client on a task of its own; the report on
+    /// the engine before it, if still going, ends.
+    pub(super) fn report_loading_of(&self, engine: Engine) {
+        let Some(session) = self.session.get() else {
+            return;
+        };
+        let (superseded, receiver) = oneshot::channel();
+        let token = {
+            let mut live = lock(&self.live);
+            live.loads += 1;
+            live.loading_superseded = Some(superseded);
+            match live.loads {
+                1 => "inkling/model".to_owned(),
+                n => format!("inkling/model/{n}"),
+            }
+        };
+        tokio::spawn(Self::report_loading(
+            self.client.clone(),
+            engine,
+            session.work_done_progress,
+            token,
+            receiver,
+        ));
+    }
+
+    /// Serves the HTTP endpoint at `port` (`None`: not at all) in place of the one
+    /// served so far (connections open on that one finish their requests).
+    pub(super) async fn serve_http(&self, port: Option<u16>) {
+        let Some(pipeline) = self.pipeline.get() else {
+            return;
+        };
+        if let Some(served) = lock(&self.live).http.take() {
+            served.abort();
+        }
+        let Some(port) = port else {
+            return;
+        };
+        match http::bind(port).await {
+            Ok(listener) => {
+                let served = tokio::spawn(http::serve(listener, pipeline.clone()));
+                if let Some(other) = lock(&self.live).http.replace(served) {
+                    other.abort();
+                }
+            }
+            Err(e) => self.warn(format!("HTTP endpoint not started: {e}")).await,
+        }
+    }
+
+    /// Asks the client, if it can, to report changes of the files the workspace index
+    /// reads, and every deletion (a folder's may be reported alone).
+    pub(super) fn watch_files(&self) {
+        if !self.session.get().is_some_and(|s| s.watches_files) {
+            return;
+        }
+        let extensions: Vec<&str> = syntax::source_extensions().collect();
+        let watchers = vec![
+            FileSystemWatcher {
+                glob_pattern: GlobPattern::String(format!("**/*.{{{}}}", extensions.join(","))),
+                kind: None,
+            },
+            FileSystemWatcher {
+                glob_pattern: GlobPattern::String("**/*".into()),
+                kind: Some(WatchKind::Delete),
+            },
+        ];
+        let registration = Registration {
+            id: WATCHED_FILES_REGISTRATION.into(),
+            method: "workspace/didChangeWatchedFiles".into(),
+            register_options: serde_json::to_value(DidChangeWatchedFilesRegistrationOptions {
+                watchers,
+            })
+            .ok(),
+        };
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = client.register_capability(vec![registration]).await {
+                tracing::warn!("the client does not watch the workspace's files: {e}");
+            }
+        });
+    }
+
+    /// `workspace/didChangeWatchedFiles`: each file is read as it is on disk now,
+    /// whatever the kind of change says (another may have followed it).
+    pub(super) fn watched_files_changed(&self, changes: &[FileEvent]) {
+        let Some(workspace) = self.workspace.get() else {
+            return;
+        };
+        if !self.settings().indexes_workspace() {
+            return;
+        }
+        let paths = changes
+            .iter()
+            .filter_map(|change| workspace::file_path(change.uri.as_str()))
+            .collect();
+        workspace.refresh_in_background(paths);
+    }
+}
