@@ -616,18 +616,17 @@ impl LspServer {
         })
     }
 
-    /// Tells the client about model loading: `$/progress` (under `token`) when it
-    /// supports it, and a message when loading fails. Ends its progress when
+    /// Tells the client about an engine's loading, seen in its `states` (not a
+    /// handle, which would keep a replaced engine alive): `$/progress` (under `token`)
+    /// when it supports it, and a message when loading fails. Ends its progress when
     /// `superseded` fires (or its sender is dropped): another engine took over.
     async fn report_loading(
         client: Client,
-        engine: Engine,
+        mut states: tokio::sync::watch::Receiver<EngineState>,
         work_done_progress: bool,
         token: String,
         mut superseded: tokio::sync::oneshot::Receiver<()>,
     ) {
-        let mut states = engine.subscribe();
-        drop(engine);
         let token = NumberOrString::String(token);
         let mut progress = if work_done_progress
             && client
@@ -835,7 +834,7 @@ impl LanguageServer for LspServer {
         {
             workspace.index_in_background();
         }
-        self.report_loading_of(suggester.backend().clone());
+        self.report_loading_of(suggester.backend());
         self.watch_files();
         self.serve_http(settings.http_port).await;
     }

@@ -12,7 +12,16 @@ use serde_json::{Value, json};
 const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// A ready server with `options`, and time limits that no load on a shared machine
+/// reaches: these tests are about settings, not speed (speed is for the benchmarks).
 fn ready_server(capabilities: Value, root: Option<&Path>, options: Value) -> LspClient {
+    let mut options = if options.is_null() {
+        json!({})
+    } else {
+        options
+    };
+    options["promptTimeLimitMs"] = json!(0);
+    options["generationTimeLimitMs"] = json!(20_000);
     let mut client = LspClient::start();
     client.initialize_in(root, capabilities, options);
     client.wait_until_ready(LOAD_TIMEOUT);

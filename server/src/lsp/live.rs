@@ -182,20 +182,20 @@ impl LspServer {
     /// engine loads once the old one has ended, so the old one's requests in flight and
     /// its prefetch are cancelled.
     fn restart_engine(&self, current: &CurrentPipeline, settings: &Settings) {
+        tracing::info!("the engine's settings changed: loading the model again");
         let old = current.get();
         let engine = Engine::replacing(settings.engine.clone(), old.backend().clone());
-        current.replace(Arc::new(Suggester::new(engine.clone(), settings.clone())));
+        self.report_loading_of(&engine);
+        current.replace(Arc::new(Suggester::new(engine, settings.clone())));
         old.cancel_prefetch();
         for flag in lock(&self.in_flight).values() {
             flag.cancel();
         }
-        tracing::info!("the engine's settings changed: loading the model again");
-        self.report_loading_of(engine);
     }
 
     /// Reports `engine`'s loading to the client on a task of its own; the report on
     /// the engine before it, if still going, ends.
-    pub(super) fn report_loading_of(&self, engine: Engine) {
+    pub(super) fn report_loading_of(&self, engine: &Engine) {
         let Some(session) = self.session.get() else {
             return;
         };
@@ -211,7 +211,7 @@ impl LspServer {
         };
         tokio::spawn(Self::report_loading(
             self.client.clone(),
-            engine,
+            engine.subscribe(),
             session.work_done_progress,
             token,
             receiver,
