@@ -602,6 +602,7 @@ impl LspServer {
                     counters: wire::Counters::new(
                         engine.counters(),
                         suggester.typed_through_hits(),
+                        suggester.cancelled_before_backend(),
                     ),
                     latency: suggester.latency().into(),
                     prompt_assembly: suggester.assembly_latency().into(),

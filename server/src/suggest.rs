@@ -153,6 +153,8 @@ pub struct Suggester<B> {
     typed_through: Mutex<TypedThrough>,
     /// Requests answered from the typed-through cache.
     typed_through_hits: AtomicU64,
+    /// Requests cancelled before they reached the backend.
+    cancelled_before_backend: AtomicU64,
     latencies: Mutex<LatencyLog>,
     assembly: Mutex<LatencyLog>,
     prefetch: Mutex<PrefetchState>,
@@ -198,6 +200,21 @@ impl Drop for AtBackend<'_> {
     }
 }
 
+/// Counts a request as cancelled when dropped with `cancelled` still set, unless it
+/// reached the backend (which counts its own cancellations).
+struct Unanswered<'a> {
+    cancelled: Option<&'a AtomicU64>,
+    at_backend: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let (Some(cancelled), false) = (self.cancelled, self.at_backend) {
+            cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Ends once `cancel` is set (checked every 10 ms).
 async fn until_cancelled(cancel: &CancelFlag) {
     while !cancel.is_cancelled() {
@@ -222,6 +239,7 @@ impl<B: Backend> Suggester<B> {
             settings: Mutex::new(Arc::new(settings)),
             typed_through: Mutex::new(TypedThrough::default()),
             typed_through_hits: AtomicU64::new(0),
+            cancelled_before_backend: AtomicU64::new(0),
             latencies: Mutex::new(LatencyLog::default()),
             assembly: Mutex::new(LatencyLog::default()),
             prefetch: Mutex::new(PrefetchState::default()),
@@ -486,12 +504,31 @@ impl<B: Backend> Suggester<B> {
     /// (the position does not want one, the model is not ready, nothing useful came out).
     pub async fn suggest(&self, ask: Ask) -> Result<Option<Answer>, SuggestError> {
         let started = Instant::now();
-        let result = self.suggest_untimed(ask).await;
+        // Counts the request cancelled if it ends so (or its future is dropped, on
+        // `$/cancelRequest`) before the backend saw it: the backend counts the rest.
+        let mut unanswered = Unanswered {
+            cancelled: Some(&self.cancelled_before_backend),
+            at_backend: false,
+        };
+        let result = self.suggest_untimed(ask, &mut unanswered.at_backend).await;
+        if result != Err(SuggestError::Cancelled) {
+            unanswered.cancelled = None;
+        }
         lock(&self.latencies).record(started.elapsed());
         result
     }
 
-    async fn suggest_untimed(&self, ask: Ask) -> Result<Option<Answer>, SuggestError> {
+    /// Requests cancelled before they reached the backend (waiting for the model to
+    /// load, or for a prefetch of their position).
+    pub fn cancelled_before_backend(&self) -> u64 {
+        self.cancelled_before_backend.load(Ordering::Relaxed)
+    }
+
+    async fn suggest_untimed(
+        &self,
+        ask: Ask,
+        at_backend: &mut bool,
+    ) -> Result<Option<Answer>, SuggestError> {
         let settings = self.settings();
         let (mut prompt_time_limit, generation_time_limit) =
             settings.time_limits.for_trigger(ask.trigger);
@@ -543,6 +580,7 @@ impl<B: Backend> Suggester<B> {
             partial: ask.partial,
             background: false,
         };
+        *at_backend = true;
         let at_backend = AtBackend::enter(&self.prefetch);
         let completed = self.backend.generate(request).await;
         drop(at_backend);
@@ -818,6 +856,13 @@ mod tests {
         cancel.cancel();
         assert_eq!(asking.await.unwrap(), Err(SuggestError::Cancelled));
         assert!(fake.seen().is_empty());
+        assert_eq!(suggester.cancelled_before_backend(), 1);
+        // A request whose future is dropped (`$/cancelRequest`) counts too.
+        let dropped = spawn_ask(&suggester, PREFIX, &CancelFlag::default());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        dropped.abort();
+        let _ = dropped.await;
+        assert_eq!(suggester.cancelled_before_backend(), 2);
     }
 
     #[tokio::test]

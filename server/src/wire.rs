@@ -52,11 +52,12 @@ pub struct Counters {
 
 impl Counters {
     /// The engine's counters, with the requests the pipeline answered from the
-    /// typed-through cache counted among the requests.
-    pub fn new(engine: CountersSnapshot, typed_through: u64) -> Counters {
+    /// typed-through cache counted among the requests, and those cancelled before
+    /// they reached the engine among the cancelled ones.
+    pub fn new(engine: CountersSnapshot, typed_through: u64, cancelled_early: u64) -> Counters {
         Counters {
-            requests: engine.requests + typed_through,
-            cancelled: engine.cancelled,
+            requests: engine.requests + typed_through + cancelled_early,
+            cancelled: engine.cancelled + cancelled_early,
             prompt_tokens_evaluated: engine.prompt_tokens_evaluated,
             prompt_tokens_reused: engine.prompt_tokens_reused,
             generated_tokens: engine.generated_tokens,
@@ -119,7 +120,7 @@ impl Prefetch {
     /// The pipeline's prefetch figures with the engine's background counters.
     pub fn new(engine: CountersSnapshot, stats: PrefetchStats) -> Prefetch {
         Prefetch {
-            engine: Counters::new(engine, 0),
+            engine: Counters::new(engine, 0, 0),
             answers: stats.answers,
             hits: stats.hits,
             warmed: stats.warmed,
@@ -464,8 +465,9 @@ mod tests {
             requests: 3,
             ..CountersSnapshot::default()
         };
-        let counters = Counters::new(engine, 2);
-        assert_eq!((counters.requests, counters.typed_through), (5, 2));
+        let counters = Counters::new(engine, 2, 1);
+        assert_eq!((counters.requests, counters.typed_through), (6, 2));
+        assert_eq!(counters.cancelled, 1);
     }
 
     #[test]

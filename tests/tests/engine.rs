@@ -295,21 +295,29 @@ fn partial_answers_stream_to_clients_that_ask() {
         .as_str()
         .unwrap()
         .to_owned();
-    // Notifications and responses share the wire but not an order: wait for the
-    // partial text that holds the whole answer, then take the ones before it.
-    let complete = client.wait_for(ANSWER_TIMEOUT, |m| {
-        m["method"] == "inkling/partialCompletion"
-            && m["params"]["text"]
-                .as_str()
-                .is_some_and(|t| t.starts_with(answer.trim_end()))
-    });
-    let mut partials: Vec<Value> = client
-        .drain_backlog()
-        .into_iter()
-        .filter(|m| m["method"] == "inkling/partialCompletion")
-        .map(|m| m["params"].clone())
-        .collect();
-    partials.push(complete["params"].clone());
+    // Notifications and responses share the wire but not an order: gather partial
+    // texts, in the order they arrived, until one holds the whole answer.
+    let mut partials: Vec<Value> = Vec::new();
+    let deadline = std::time::Instant::now() + ANSWER_TIMEOUT;
+    let whole = |p: &Value| {
+        p["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(answer.trim_end()))
+    };
+    while !partials.iter().any(whole) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no partial text holds {answer:?}: {partials:?}"
+        );
+        partials.extend(
+            client
+                .drain_backlog()
+                .into_iter()
+                .filter(|m| m["method"] == "inkling/partialCompletion")
+                .map(|m| m["params"].clone()),
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert!(partials.len() >= 2, "{partials:?}");
     let texts: Vec<&str> = partials
         .iter()
