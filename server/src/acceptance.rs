@@ -138,6 +138,7 @@ enum Item {
     },
 }
 
+/// An answer as given: where, its texts, and what each item stands for.
 #[derive(Debug)]
 struct Answer {
     document: String,
@@ -221,16 +222,11 @@ fn without_chars(text: &str, n: usize) -> Option<&str> {
     starts.nth(n).map(|i| &text[i..])
 }
 
+/// The recent answers and the counts, changed together under one lock.
 #[derive(Debug, Default)]
 struct Ledger {
     answers: Answers,
     stats: AcceptanceStats,
-}
-
-/// The acceptance statistics of a session and the recent answers they are about.
-#[derive(Debug, Default)]
-pub struct Acceptance {
-    ledger: Mutex<Ledger>,
 }
 
 impl Ledger {
@@ -271,6 +267,12 @@ impl Ledger {
             stats.apply(suggestion, |c| c.characters_accepted += characters);
         }
     }
+}
+
+/// The acceptance statistics of a session and the recent answers they are about.
+#[derive(Debug, Default)]
+pub struct Acceptance {
+    ledger: Mutex<Ledger>,
 }
 
 impl Acceptance {
