@@ -5,10 +5,11 @@
 //! library's `textwrap.py` and `shlex.py`, as `typing_replay` does), one keystroke at
 //! a time, after opening each file and looking at it for 1–2 s. After each keystroke
 //! the user waits until a suggestion is shown, or until the editor's request for that
-//! position is answered (none when llama.vim already has the answer), then types on. Accepting is the same for both: when the shown suggestion's first line is
-//! not empty and the line being typed continues with it, the user accepts that line
-//! (its characters are saved, and the accept is a keystroke too: both editors ask
-//! again after it).
+//! position is answered (none when llama.vim already has the answer), then types on.
+//! Accepting is the same for both: when the shown suggestion's first line is not empty
+//! and the line being typed continues with it, the user accepts that line (its
+//! characters are saved, and the accept is a keystroke too: both editors ask again
+//! after it).
 //!
 //! - inkling is asked as VS Code and Neovim ask: `didChange`, then an automatic
 //!   `textDocument/inlineCompletion` per keystroke (answered before the next one, so
@@ -20,7 +21,8 @@
 //!   after each shown suggestion, the request pacing and the ring buffer of extra
 //!   context). `/infill` refuses a model without FIM tokens (the default model has
 //!   none): then the same requests go to `/completion` with the prompt `/infill`
-//!   would build minus the FIM tokens and the text after the cursor.
+//!   would build, token budgets included, minus the FIM tokens and the text after the
+//!   cursor (tokenized through llama-server's `/tokenize`, once per distinct text).
 //!
 //! Reported for both: latency per keystroke (keystroke to suggestion shown, or to
 //! knowing there is none; a client-cache hit is the emulation's own time, well under
@@ -36,14 +38,16 @@
 //! `INKLING_LLAMA_SERVER` (a llama-server binary; default: built by
 //! `scripts/llama-server`), `INKLING_BENCH_VERBOSE=1` (each keystroke on stderr).
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use inkling_benches::llama_vim::{
-    Buffer, Endpoint, Keystroke, LlamaVim, Random, Source, Transport,
+    Buffer, InfillBudget, Keystroke, LlamaVim, Random, Source, Transport, completion_without_fim,
 };
 use inkling_benches::{Replay, quantile};
 use inkling_harness::http::try_post;
@@ -146,20 +150,79 @@ impl Editor for Inkling {
     }
 }
 
-/// Requests over HTTP, one thread each, as llama.vim runs one curl per request.
-struct Http(SocketAddr);
+/// How the `llama-server` started here sizes `/infill` prompts (`-c 4096 -np 1`, and
+/// the defaults of `-b` and `-n`).
+const BUDGET: InfillBudget = InfillBudget {
+    n_batch: 2048,
+    n_ctx: 4096,
+    n_predict: -1,
+};
+
+/// llama.vim's requests over HTTP, one thread each, as llama.vim runs one curl per
+/// request.
+#[derive(Clone)]
+struct Http {
+    address: SocketAddr,
+    /// `None`: `/infill` as llama.vim sends it; else `/completion` without FIM (see
+    /// [`completion_without_fim`]), with the model's BOS token (if it wants one).
+    without_fim: Option<Vec<i64>>,
+    /// Tokens of texts already tokenized (the text before the cursor changes once a
+    /// line, the extra chunks seldom).
+    tokens: Arc<Mutex<HashMap<String, Vec<i64>>>>,
+}
+
+impl Http {
+    /// The tokens of `text` as `/infill` tokenizes input text (no special tokens),
+    /// from llama-server's `/tokenize`.
+    fn tokenize(&self, text: &str) -> Result<Vec<i64>, String> {
+        if let Some(tokens) = self.tokens.lock().unwrap().get(text) {
+            return Ok(tokens.clone());
+        }
+        let body = json!({"content": text, "add_special": false, "parse_special": false});
+        let tokens = tokenize(self.address, &body)?;
+        self.tokens
+            .lock()
+            .unwrap()
+            .insert(text.to_owned(), tokens.clone());
+        Ok(tokens)
+    }
+
+    /// The path and body to send for llama.vim's request `infill`.
+    fn request(&self, infill: Value) -> Result<(&'static str, Value), String> {
+        let Some(bos) = &self.without_fim else {
+            return Ok(("/infill", infill));
+        };
+        let mut failure = None;
+        let body = completion_without_fim(infill, BUDGET, bos, &mut |text| {
+            self.tokenize(text).unwrap_or_else(|e| {
+                failure = Some(e);
+                Vec::new()
+            })
+        });
+        failure.map_or(Ok(("/completion", body)), Err)
+    }
+}
+
+/// `POST /tokenize` with `body`: the tokens.
+fn tokenize(address: SocketAddr, body: &Value) -> Result<Vec<i64>, String> {
+    match try_post(address, "/tokenize", &body.to_string()) {
+        Ok((200, answer)) => serde_json::from_str::<Value>(&answer)
+            .ok()
+            .and_then(|v| serde_json::from_value(v["tokens"].clone()).ok())
+            .ok_or_else(|| format!("/tokenize answered {answer}")),
+        Ok((status, answer)) => Err(format!("/tokenize answered {status}: {answer}")),
+        Err(e) => Err(format!("/tokenize: {e}")),
+    }
+}
 
 impl Transport for Http {
-    fn post(
-        &self,
-        path: &'static str,
-        body: String,
-        job: u64,
-        done: Sender<(u64, Option<String>)>,
-    ) {
-        let address = self.0;
+    fn post(&self, infill: Value, job: u64, done: Sender<(u64, Option<String>)>) {
+        let http = self.clone();
         std::thread::spawn(move || {
-            let answer = match try_post(address, path, &body) {
+            let sent = http.request(infill).and_then(|(path, body)| {
+                try_post(http.address, path, &body.to_string()).map_err(|e| e.to_string())
+            });
+            let answer = match sent {
                 Ok((200, body)) => Some(body),
                 Ok((status, body)) => {
                     eprintln!("llama-server answered {status}: {body}");
@@ -288,29 +351,30 @@ impl LlamaServer {
         }
     }
 
-    /// `/infill` if the model can fill in the middle, else `/completion`.
-    fn endpoint(&self) -> (Endpoint, String) {
+    /// How to ask: `/infill` if the model can fill in the middle, else `/completion`
+    /// without FIM; and that said in words.
+    fn http(&self) -> Result<(Http, String), String> {
+        let mut http = Http {
+            address: self.address,
+            without_fim: None,
+            tokens: Arc::default(),
+        };
         let probe = json!({"input_prefix": "x = ", "input_suffix": "\n", "n_predict": 1});
-        match try_post(self.address, "/infill", &probe.to_string()) {
-            Ok((200, _)) => (Endpoint::Infill, "/infill".into()),
-            Ok((status, body)) => {
-                let message: Value = serde_json::from_str(&body).unwrap_or_default();
-                let reason = message["error"]["message"]
-                    .as_str()
-                    .unwrap_or(&body)
-                    .to_owned();
-                (
-                    Endpoint::CompletionWithoutFim,
-                    format!(
-                        "/completion (/infill answered {status}: {reason:?}), same fields, prompt = extra chunks + text before the cursor"
-                    ),
-                )
-            }
-            Err(e) => (
-                Endpoint::CompletionWithoutFim,
-                format!("/completion (/infill: {e})"),
-            ),
+        let (status, body) = try_post(self.address, "/infill", &probe.to_string())
+            .map_err(|e| format!("/infill: {e}"))?;
+        if status == 200 {
+            return Ok((http, "/infill, as llama.vim sends it".into()));
         }
+        let message: Value = serde_json::from_str(&body).unwrap_or_default();
+        let reason = message["error"]["message"].as_str().unwrap_or(&body);
+        let bos = tokenize(self.address, &json!({"content": "", "add_special": true}))?;
+        http.without_fim = Some(bos);
+        Ok((
+            http,
+            format!(
+                "/completion: /infill answered {status} ({reason:?}); same fields, prompt = /infill's without FIM tokens and the text after the cursor"
+            ),
+        ))
     }
 }
 
@@ -566,14 +630,14 @@ fn main() {
             .map(|o| String::from_utf8_lossy(&o.stderr).lines().find(|l| l.starts_with("version")).unwrap_or_default().to_owned())
             .unwrap_or_default();
         let server = LlamaServer::start(&binary, &model, &log)?;
-        let (endpoint, how) = server.endpoint();
+        let (http, how) = server.http()?;
         println!(
             "llama-server: {} ({version}), -t 2 -c 4096 -np 1 --cache-reuse 256 --swa-full, asked at {how}; log {}",
             binary.display(),
             log.display()
         );
         let mut peer = Peer {
-            vim: LlamaVim::new(Http(server.address), endpoint, 1),
+            vim: LlamaVim::new(http, 1),
         };
         let tally = replay(&mut peer, &replays, &pauses);
         println!(

@@ -482,51 +482,57 @@ impl Random {
     }
 }
 
-/// How `llama-server` is asked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `POST /infill`, exactly as llama.vim sends it (models with FIM tokens).
-    Infill,
-    /// `POST /completion` for a model without FIM tokens, which `/infill` refuses: the
-    /// same request with the prompt `/infill` would build minus the FIM tokens and the
-    /// text after the cursor, which such a model cannot use (inkling leaves it out
-    /// too): the extra chunks as llama-server separates them without a file-separator
-    /// token, then the text before the cursor.
-    CompletionWithoutFim,
-}
-
 /// The chunk separator llama-server puts before each extra chunk when the model has
 /// no file-separator token (`format_prompt_infill`).
 const SNIPPET_SEPARATOR: &str = "\n\n--- snippet ---\n\n";
 
-impl Endpoint {
-    /// The path to POST to.
-    pub fn path(self) -> &'static str {
-        match self {
-            Endpoint::Infill => "/infill",
-            Endpoint::CompletionWithoutFim => "/completion",
-        }
-    }
+/// The llama-server settings `/infill` sizes its prompt by.
+#[derive(Clone, Copy, Debug)]
+pub struct InfillBudget {
+    /// `-b` (default 2048): the text before the cursor gets at most 3/4 of it.
+    pub n_batch: usize,
+    /// A slot's context (`-c` / `-np`).
+    pub n_ctx: usize,
+    /// The server's own `-n` (default -1): extra chunks get `n_ctx - n_batch - 2 n`.
+    pub n_predict: i64,
+}
 
-    /// The body to send for llama.vim's `/infill` request `infill`.
-    pub fn body(self, mut infill: Value) -> Value {
-        if self == Endpoint::Infill {
-            return infill;
-        }
-        let mut prompt = String::new();
-        for chunk in infill["input_extra"].as_array().into_iter().flatten() {
-            prompt.push_str(SNIPPET_SEPARATOR);
-            prompt.push_str(chunk["text"].as_str().unwrap_or_default());
-        }
-        prompt.push_str(infill["input_prefix"].as_str().unwrap_or_default());
-        prompt.push_str(infill["prompt"].as_str().unwrap_or_default());
-        let fields = infill.as_object_mut().expect("an object");
-        for name in ["input_prefix", "input_suffix", "input_extra"] {
-            fields.remove(name);
-        }
-        fields.insert("prompt".into(), Value::String(prompt));
-        infill
+/// The `/completion` body for llama.vim's `/infill` request `infill`, for a model
+/// without FIM tokens (which `/infill` refuses): `/infill`'s prompt
+/// (`format_prompt_infill`) without the FIM tokens and the text after the cursor, which
+/// such a model cannot use (inkling leaves it out too): the newest extra chunks that
+/// fit, each after llama-server's snippet separator, then BOS (`bos`, if the model
+/// wants one), the last tokens of the text before the cursor that fit, and the cursor
+/// line's text (left as text: llama-server tokenizes it as `/infill` does).
+/// `tokenize` gives a text's tokens without special tokens. All other fields stay.
+pub fn completion_without_fim(
+    mut infill: Value,
+    budget: InfillBudget,
+    bos: &[i64],
+    tokenize: &mut dyn FnMut(&str) -> Vec<i64>,
+) -> Value {
+    let mut extra = Vec::new();
+    for chunk in infill["input_extra"].as_array().into_iter().flatten() {
+        extra.extend(tokenize(SNIPPET_SEPARATOR));
+        extra.extend(tokenize(chunk["text"].as_str().unwrap_or_default()));
     }
+    let prefix = tokenize(infill["input_prefix"].as_str().unwrap_or_default());
+    let prefix_take = prefix.len().min(3 * (budget.n_batch / 4));
+    let extra_room = budget.n_ctx as i64 - budget.n_batch as i64 - 2 * budget.n_predict;
+    let extra_take = extra.len().min(extra_room.max(0) as usize);
+    let mut prompt: Vec<Value> = extra[extra.len() - extra_take..]
+        .iter()
+        .chain(bos)
+        .chain(&prefix[prefix.len() - prefix_take..])
+        .map(|&token| json!(token))
+        .collect();
+    prompt.push(infill["prompt"].clone());
+    let fields = infill.as_object_mut().expect("an object");
+    for name in ["input_prefix", "input_suffix", "input_extra"] {
+        fields.remove(name);
+    }
+    fields.insert("prompt".into(), Value::Array(prompt));
+    infill
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -594,11 +600,11 @@ fn extra_json(extra: &[Chunk]) -> Value {
         .collect()
 }
 
-/// Sends requests to the server: each answer (the body, `None` on failure) goes to
-/// `done` with the job's number, from another thread.
+/// Sends llama.vim's requests (in `/infill` form) to the server: each answer (the
+/// body, `None` on failure) goes to `done` with the job's number, from another thread.
 pub trait Transport {
-    /// Starts POSTing `body` to `path`.
-    fn post(&self, path: &'static str, body: String, job: u64, done: Sender<(u64, Option<String>)>);
+    /// Starts sending `infill`.
+    fn post(&self, infill: Value, job: u64, done: Sender<(u64, Option<String>)>);
 }
 
 /// Vim's mode, as far as llama.vim looks at it.
@@ -663,7 +669,6 @@ struct Job {
 /// llama.vim with `auto_fim`, in one buffer at a time.
 pub struct LlamaVim<T: Transport> {
     transport: T,
-    endpoint: Endpoint,
     buffer: Buffer,
     mode: Mode,
     /// When the cursor last moved (`s:t_last_move`).
@@ -690,12 +695,11 @@ pub struct LlamaVim<T: Transport> {
 
 impl<T: Transport> LlamaVim<T> {
     /// The plugin just enabled (its ring-update timer starts now), with an empty buffer.
-    pub fn new(transport: T, endpoint: Endpoint, seed: u32) -> LlamaVim<T> {
+    pub fn new(transport: T, seed: u32) -> LlamaVim<T> {
         let (done_sender, done) = mpsc::channel();
         let now = Instant::now();
         LlamaVim {
             transport,
-            endpoint,
             buffer: Buffer::new("", "", 1, 0),
             mode: Mode::Normal,
             last_move: now,
@@ -1000,9 +1004,7 @@ impl<T: Transport> LlamaVim<T> {
     fn send(&mut self, infill: Value) -> u64 {
         self.jobs_started += 1;
         let id = self.jobs_started;
-        let body = self.endpoint.body(infill).to_string();
-        self.transport
-            .post(self.endpoint.path(), body, id, self.done_sender.clone());
+        self.transport.post(infill, id, self.done_sender.clone());
         id
     }
 
@@ -1181,22 +1183,49 @@ mod tests {
     }
 
     #[test]
-    fn completion_body_without_fim_keeps_the_options_and_drops_the_suffix() {
-        let buffer = Buffer::new("a.py", "a\nb\nc\n", 2, 1);
+    fn completion_without_fim_keeps_what_infill_would_fit_and_drops_the_suffix() {
+        let buffer = Buffer::new("a.py", "abc\nbb\nc\n", 2, 1);
         let ctx = Ctx::local(&buffer, 1, 2, &[], -1);
-        let chunk = Chunk {
-            data: lines(&["x"]),
-            text: "x\n".into(),
+        let chunk = |text: &str| Chunk {
+            data: lines(&[text]),
+            text: format!("{text}\n"),
             filename: "o.py".into(),
         };
-        let infill = fim_request(&ctx, &[chunk], 250);
-        assert_eq!(Endpoint::Infill.body(infill.clone()), infill);
-        let body = Endpoint::CompletionWithoutFim.body(infill);
-        assert_eq!(body["prompt"], "\n\n--- snippet ---\n\nx\na\nb");
+        let infill = fim_request(&ctx, &[chunk("x"), chunk("y")], 250);
+        // One token per character.
+        let mut tokenize = |text: &str| text.chars().map(|c| c as i64).collect::<Vec<_>>();
+        let roomy = InfillBudget {
+            n_batch: 2048,
+            n_ctx: 4096,
+            n_predict: -1,
+        };
+        let body = completion_without_fim(infill.clone(), roomy, &[2], &mut tokenize);
+        let expected: Vec<Value> = format!("{SNIPPET_SEPARATOR}x\n{SNIPPET_SEPARATOR}y\n")
+            .chars()
+            .map(|c| json!(c as i64))
+            .chain([2, 'a' as i64, 'b' as i64, 'c' as i64, '\n' as i64].map(|t| json!(t)))
+            .chain([json!("b")])
+            .collect();
+        assert_eq!(body["prompt"], Value::Array(expected));
         assert!(body.get("input_suffix").is_none());
+        assert!(body.get("input_extra").is_none());
         assert_eq!(body["n_indent"], 0);
         assert_eq!(body["t_max_predict_ms"], 250);
         assert_eq!(body["samplers"], json!(["top_k", "top_p", "infill"]));
+        // A batch of 4 takes the last 3 prefix tokens; a context of 4 + 4 + 2 × 1
+        // takes the newest 4 tokens of the extra chunks.
+        let tight = InfillBudget {
+            n_batch: 4,
+            n_ctx: 10,
+            n_predict: 1,
+        };
+        let body = completion_without_fim(infill, tight, &[], &mut tokenize);
+        let prompt: Vec<Value> = ['\n', '\n', 'y', '\n', 'b', 'c', '\n']
+            .into_iter()
+            .map(|c| json!(c as i64))
+            .chain([json!("b")])
+            .collect();
+        assert_eq!(body["prompt"], Value::Array(prompt));
     }
 
     /// Answers every request at once with `answer` as the content, recording bodies.
@@ -1206,17 +1235,8 @@ mod tests {
     }
 
     impl Transport for Fake {
-        fn post(
-            &self,
-            _: &'static str,
-            body: String,
-            job: u64,
-            done: Sender<(u64, Option<String>)>,
-        ) {
-            self.bodies
-                .lock()
-                .unwrap()
-                .push(serde_json::from_str(&body).unwrap());
+        fn post(&self, infill: Value, job: u64, done: Sender<(u64, Option<String>)>) {
+            self.bodies.lock().unwrap().push(infill);
             let answer = json!({"content": self.answer}).to_string();
             done.send((job, Some(answer))).unwrap();
         }
@@ -1227,15 +1247,8 @@ mod tests {
     struct SilentOnSpeculation;
 
     impl Transport for SilentOnSpeculation {
-        fn post(
-            &self,
-            _: &'static str,
-            body: String,
-            job: u64,
-            done: Sender<(u64, Option<String>)>,
-        ) {
-            let body: Value = serde_json::from_str(&body).unwrap();
-            if body["t_max_predict_ms"] == T_MAX_PREDICT_FIRST_MS {
+        fn post(&self, infill: Value, job: u64, done: Sender<(u64, Option<String>)>) {
+            if infill["t_max_predict_ms"] == T_MAX_PREDICT_FIRST_MS {
                 done.send((job, Some(r#"{"content":""}"#.into()))).unwrap();
             }
         }
@@ -1243,7 +1256,7 @@ mod tests {
 
     #[test]
     fn a_keystroke_does_not_wait_for_a_speculative_request() {
-        let mut vim = LlamaVim::new(SilentOnSpeculation, Endpoint::Infill, 7);
+        let mut vim = LlamaVim::new(SilentOnSpeculation, 7);
         vim.open(Buffer::new("a.py", "def f():\n\n", 2, 0));
         assert_eq!(vim.type_text(" ").source, Source::Nothing);
         // The blank line's empty answer is cached: the request this keystroke would
@@ -1260,7 +1273,7 @@ mod tests {
             answer: "eturn x",
             bodies: std::sync::Arc::clone(&bodies),
         };
-        let mut vim = LlamaVim::new(fake, Endpoint::Infill, 7);
+        let mut vim = LlamaVim::new(fake, 7);
         vim.open(Buffer::new("a.py", "def f(x):\n    \n", 2, 4));
         let first = vim.type_text("r");
         assert_eq!(first.source, Source::Server);
