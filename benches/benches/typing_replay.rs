@@ -21,7 +21,7 @@
 
 use std::time::{Duration, Instant};
 
-use inkling_benches::{python_stdlib_file, quantile};
+use inkling_benches::{Replay, python_stdlib_file, quantile};
 use inkling_harness::{LspClient, default_model_path, inline_items, vscode_capabilities};
 use serde_json::{Value, json};
 
@@ -39,43 +39,6 @@ fn counter(stats: &Value, name: &str) -> u64 {
 /// Counter deltas between two `inkling/stats` answers.
 fn delta(after: &Value, before: &Value, name: &str) -> u64 {
     counter(after, name) - counter(before, name)
-}
-
-/// What is typed: a file's text before and after the typed lines, and those lines.
-struct Replay {
-    name: String,
-    before: String,
-    typed: Vec<char>,
-    after: String,
-    first_line: usize,
-}
-
-impl Replay {
-    /// Whole lines from the middle of `module`'s file, as when writing new code into an
-    /// existing file: the lines after them exist, the rest of the typed line does not.
-    fn of(module: &str, keystrokes: usize) -> Replay {
-        let file = python_stdlib_file(module);
-        let source = std::fs::read_to_string(&file).expect("read the file to type");
-        let lines: Vec<&str> = source.split_inclusive('\n').collect();
-        let first_line = lines.len() / 3;
-        let mut last_line = first_line;
-        let mut typed_chars = 0;
-        while last_line < lines.len() && typed_chars < keystrokes {
-            typed_chars += lines[last_line].chars().count();
-            last_line += 1;
-        }
-        Replay {
-            name: format!("{module}.py from line {first_line}"),
-            before: lines[..first_line].concat(),
-            typed: lines[first_line..last_line]
-                .concat()
-                .trim_end_matches('\n')
-                .chars()
-                .collect(),
-            after: lines[last_line..].concat(),
-            first_line,
-        }
-    }
 }
 
 /// One engine configuration's results over all replays.

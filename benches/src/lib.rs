@@ -1,5 +1,7 @@
 //! Shared helpers of inkling's benchmarks.
 
+pub mod llama_vim;
+
 use std::process::Command;
 use std::time::Duration;
 
@@ -20,4 +22,46 @@ pub fn python_stdlib_file(module: &str) -> String {
 /// The `q` quantile (0..=1) of `values`, which must be sorted and non-empty.
 pub fn quantile(values: &[Duration], q: f64) -> Duration {
     values[((values.len() - 1) as f64 * q).round() as usize]
+}
+
+/// What is typed: a file's text before and after the typed lines, and those lines.
+pub struct Replay {
+    /// The module and the first typed line, for reports.
+    pub name: String,
+    /// The text before the typed lines.
+    pub before: String,
+    /// The typed lines, without their last newline.
+    pub typed: Vec<char>,
+    /// The text after the typed lines.
+    pub after: String,
+    /// The 0-based line the typing starts on.
+    pub first_line: usize,
+}
+
+impl Replay {
+    /// Whole lines from the middle of `module`'s file, as when writing new code into an
+    /// existing file: the lines after them exist, the rest of the typed line does not.
+    pub fn of(module: &str, keystrokes: usize) -> Replay {
+        let file = python_stdlib_file(module);
+        let source = std::fs::read_to_string(&file).expect("read the file to type");
+        let lines: Vec<&str> = source.split_inclusive('\n').collect();
+        let first_line = lines.len() / 3;
+        let mut last_line = first_line;
+        let mut typed_chars = 0;
+        while last_line < lines.len() && typed_chars < keystrokes {
+            typed_chars += lines[last_line].chars().count();
+            last_line += 1;
+        }
+        Replay {
+            name: format!("{module}.py from line {first_line}"),
+            before: lines[..first_line].concat(),
+            typed: lines[first_line..last_line]
+                .concat()
+                .trim_end_matches('\n')
+                .chars()
+                .collect(),
+            after: lines[last_line..].concat(),
+            first_line,
+        }
+    }
 }

@@ -23,29 +23,36 @@ pub struct HttpResponse {
 /// Sends `POST path` with `body` (sent as is, so tests can send malformed JSON) and
 /// reads the whole response; the connection is closed after it.
 pub fn post(address: SocketAddr, path: &str, body: &str) -> HttpResponse {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .expect("timeout");
+    let (status, body) = try_post(address, path, body).expect("POST");
+    HttpResponse {
+        status,
+        json: serde_json::from_str(&body).unwrap_or(Value::Null),
+    }
+}
+
+/// [`post`] for a server that may not be listening (yet): the status code and the
+/// body's text, or the error.
+pub fn try_post(address: SocketAddr, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
     write!(
         stream,
         "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )
-    .expect("send");
+    )?;
     let mut raw = String::new();
-    stream.read_to_string(&mut raw).expect("read");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a header block");
+    stream.read_to_string(&mut raw)?;
+    let invalid = |what| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| invalid("no header block"))?;
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .expect("a status code");
-    HttpResponse {
-        status,
-        json: serde_json::from_str(body).unwrap_or(Value::Null),
-    }
+        .ok_or_else(|| invalid("no status code"))?;
+    Ok((status, body.to_owned()))
 }
 
 /// A running `inkling http` process; killed when dropped.

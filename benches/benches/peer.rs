@@ -1,0 +1,655 @@
+//! inkling against its complete peer, llama.vim + llama.cpp's `llama-server`, in one
+//! run, on the same model and the same keystrokes.
+//!
+//! The replay types whole lines in the middle of real files (the Python standard
+//! library's `textwrap.py` and `shlex.py`, as `typing_replay` does), one keystroke at
+//! a time, after opening each file and looking at it for 1–2 s. After each keystroke
+//! the user waits until a suggestion is shown, or until the editor's request for that
+//! position is answered (none when llama.vim already has the answer), then types on.
+//! Accepting is the same for both: when the shown suggestion's first line is not empty
+//! and the line being typed continues with it, the user accepts that line (its
+//! characters are saved, and the accept is a keystroke too: both editors ask again
+//! after it).
+//!
+//! - inkling is asked as VS Code and Neovim ask: `didChange`, then an automatic
+//!   `textDocument/inlineCompletion` per keystroke (answered before the next one, so
+//!   cancel-previous never has anything to cancel).
+//! - `llama-server` (`scripts/llama-server`, or `$INKLING_LLAMA_SERVER`) runs with
+//!   `-t 2 -c 4096 -np 1 --cache-reuse 256 --swa-full` and is asked by llama.vim's
+//!   client logic ported to Rust (`inkling_benches::llama_vim`: its LRU of 250
+//!   answers, the typed-through look-up 128 characters back, the speculative request
+//!   after each shown suggestion, the request pacing and the ring buffer of extra
+//!   context). `/infill` refuses a model without FIM tokens (the default model has
+//!   none): then the same requests go to `/completion` with the prompt `/infill`
+//!   would build, token budgets included, minus the FIM tokens and the text after the
+//!   cursor (tokenized through llama-server's `/tokenize`, once per distinct text).
+//!
+//! Reported for both: latency per keystroke (keystroke to suggestion shown, or to
+//! knowing there is none; a client-cache hit is the emulation's own time, well under
+//! a millisecond) as mean, p50, p95 and max; the share of keystrokes answered at once
+//! from memory (llama.vim's client cache; inkling's typed-through cache), the requests
+//! the server got, the characters saved, and the time from the first keystroke in a
+//! freshly opened file to the first suggestion shown; then the ratios inkling / peer.
+//!
+//! `cargo bench -p inkling-benches --bench peer`; environment: `INKLING_BENCH_FILES`
+//! (comma-separated stdlib modules, default `textwrap,shlex`),
+//! `INKLING_BENCH_KEYSTROKES` (per file, default 160, rounded up to whole lines),
+//! `INKLING_BENCH_MODEL` (a GGUF for both; default: inkling's default model),
+//! `INKLING_LLAMA_SERVER` (a llama-server binary; default: built by
+//! `scripts/llama-server`), `INKLING_BENCH_VERBOSE=1` (each keystroke on stderr).
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use inkling_benches::llama_vim::{
+    Buffer, InfillBudget, Keystroke, LlamaVim, Random, Source, Transport, completion_without_fim,
+};
+use inkling_benches::{Replay, quantile};
+use inkling_harness::http::try_post;
+use inkling_harness::{LspClient, default_model_path, inline_items, vscode_capabilities};
+use serde_json::{Value, json};
+
+/// An editor asking for suggestions while the user types.
+trait Editor {
+    /// Opens the file of `replay` (the `n`th) with the cursor where typing starts.
+    fn open(&mut self, n: usize, replay: &Replay);
+    /// The user looks at the file before typing.
+    fn look(&mut self, pause: Duration);
+    /// Types `text` at the cursor and waits for the suggestion.
+    fn type_text(&mut self, text: &str) -> Keystroke;
+    /// The requests the server got, described.
+    fn requests(&mut self) -> String;
+}
+
+/// inkling over LSP.
+struct Inkling {
+    client: LspClient,
+    uri: String,
+    version: i32,
+    line: u32,
+    column: u32,
+    requests: u64,
+    stats: Value,
+}
+
+impl Inkling {
+    fn start(options: Value) -> Inkling {
+        let mut client = LspClient::start();
+        client.initialize(vscode_capabilities(), options);
+        client.wait_until_ready(Duration::from_secs(600));
+        let stats = client.stats();
+        Inkling {
+            client,
+            uri: String::new(),
+            version: 0,
+            line: 0,
+            column: 0,
+            requests: 0,
+            stats,
+        }
+    }
+}
+
+impl Editor for Inkling {
+    fn open(&mut self, n: usize, replay: &Replay) {
+        self.uri = format!("file:///bench/peer{n}.py");
+        let text = format!("{}\n{}", replay.before, replay.after);
+        self.client.open(&self.uri, "python", &text);
+        (self.version, self.line, self.column) = (1, replay.first_line as u32, 0);
+    }
+
+    fn look(&mut self, pause: Duration) {
+        std::thread::sleep(pause);
+    }
+
+    fn type_text(&mut self, text: &str) -> Keystroke {
+        self.version += 1;
+        let at = (self.line, self.column);
+        self.client.edit(&self.uri, self.version, at, at, text);
+        for part in text.split_inclusive('\n') {
+            if part.ends_with('\n') {
+                self.line += 1;
+                self.column = 0;
+            } else {
+                self.column += part.encode_utf16().count() as u32;
+            }
+        }
+        let started = Instant::now();
+        let id = self
+            .client
+            .send_inline_completion_triggered(&self.uri, self.line, self.column, 2);
+        let response = self.client.response(id, Duration::from_secs(120));
+        let latency = started.elapsed();
+        self.requests += 1;
+        let shown = inline_items(&response)
+            .first()
+            .and_then(|item| item["insertText"].as_str().map(str::to_owned))
+            .filter(|text| !text.is_empty());
+        let stats = self.client.stats();
+        let from_memory = stats["typedThrough"].as_u64() > self.stats["typedThrough"].as_u64();
+        self.stats = stats;
+        let source = match (&shown, from_memory) {
+            (None, _) => Source::Nothing,
+            (Some(_), true) => Source::Cache,
+            (Some(_), false) => Source::Server,
+        };
+        Keystroke {
+            shown,
+            latency,
+            source,
+        }
+    }
+
+    fn requests(&mut self) -> String {
+        format!("{} inlineCompletion", self.requests)
+    }
+}
+
+/// How the `llama-server` started here sizes `/infill` prompts (`-c 4096 -np 1`, and
+/// the defaults of `-b` and `-n`).
+const BUDGET: InfillBudget = InfillBudget {
+    n_batch: 2048,
+    n_ctx: 4096,
+    n_predict: -1,
+};
+
+/// llama.vim's requests over HTTP, one thread each, as llama.vim runs one curl per
+/// request.
+#[derive(Clone)]
+struct Http {
+    address: SocketAddr,
+    /// `None`: `/infill` as llama.vim sends it; else `/completion` without FIM (see
+    /// [`completion_without_fim`]), with the model's BOS token (if it wants one).
+    without_fim: Option<Vec<i64>>,
+    /// Tokens of texts already tokenized (the text before the cursor changes once a
+    /// line, the extra chunks seldom).
+    tokens: Arc<Mutex<HashMap<String, Vec<i64>>>>,
+}
+
+impl Http {
+    /// The tokens of `text` as `/infill` tokenizes input text (no special tokens),
+    /// from llama-server's `/tokenize`.
+    fn tokenize(&self, text: &str) -> Result<Vec<i64>, String> {
+        if let Some(tokens) = self.tokens.lock().unwrap().get(text) {
+            return Ok(tokens.clone());
+        }
+        let body = json!({"content": text, "add_special": false, "parse_special": false});
+        let tokens = tokenize(self.address, &body)?;
+        self.tokens
+            .lock()
+            .unwrap()
+            .insert(text.to_owned(), tokens.clone());
+        Ok(tokens)
+    }
+
+    /// The path and body to send for llama.vim's request `infill`.
+    fn request(&self, infill: Value) -> Result<(&'static str, Value), String> {
+        let Some(bos) = &self.without_fim else {
+            return Ok(("/infill", infill));
+        };
+        let mut failure = None;
+        let body = completion_without_fim(infill, BUDGET, bos, &mut |text| {
+            self.tokenize(text).unwrap_or_else(|e| {
+                failure = Some(e);
+                Vec::new()
+            })
+        });
+        failure.map_or(Ok(("/completion", body)), Err)
+    }
+}
+
+/// `POST /tokenize` with `body`: the tokens.
+fn tokenize(address: SocketAddr, body: &Value) -> Result<Vec<i64>, String> {
+    match try_post(address, "/tokenize", &body.to_string()) {
+        Ok((200, answer)) => serde_json::from_str::<Value>(&answer)
+            .ok()
+            .and_then(|v| serde_json::from_value(v["tokens"].clone()).ok())
+            .ok_or_else(|| format!("/tokenize answered {answer}")),
+        Ok((status, answer)) => Err(format!("/tokenize answered {status}: {answer}")),
+        Err(e) => Err(format!("/tokenize: {e}")),
+    }
+}
+
+impl Transport for Http {
+    fn post(&self, infill: Value, job: u64, done: Sender<(u64, Option<String>)>) {
+        let http = self.clone();
+        std::thread::spawn(move || {
+            let sent = http.request(infill).and_then(|(path, body)| {
+                try_post(http.address, path, &body.to_string()).map_err(|e| e.to_string())
+            });
+            let answer = match sent {
+                Ok((200, body)) => Some(body),
+                Ok((status, body)) => {
+                    eprintln!("llama-server answered {status}: {body}");
+                    None
+                }
+                Err(e) => {
+                    eprintln!("llama-server: {e}");
+                    None
+                }
+            };
+            let _ = done.send((job, answer));
+        });
+    }
+}
+
+/// llama.vim in front of llama-server.
+struct Peer {
+    vim: LlamaVim<Http>,
+}
+
+impl Editor for Peer {
+    fn open(&mut self, n: usize, replay: &Replay) {
+        let text = format!("{}\n{}", replay.before, replay.after);
+        let name = format!("peer{n}.py");
+        self.vim
+            .open(Buffer::new(&name, &text, replay.first_line as i64 + 1, 0));
+    }
+
+    fn look(&mut self, pause: Duration) {
+        self.vim.look(pause);
+    }
+
+    fn type_text(&mut self, text: &str) -> Keystroke {
+        self.vim.type_text(text)
+    }
+
+    fn requests(&mut self) -> String {
+        self.vim.settle();
+        let r = self.vim.requests;
+        format!(
+            "{} ({} FIM, {} speculative, {} ring updates; {} not answered)",
+            r.fim + r.speculative + r.ring,
+            r.fim,
+            r.speculative,
+            r.ring,
+            r.failed
+        )
+    }
+}
+
+/// A running llama-server; killed when dropped.
+struct LlamaServer {
+    child: Child,
+    address: SocketAddr,
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The llama-server binary: `$INKLING_LLAMA_SERVER`, else `scripts/llama-server`'s
+/// (built on first use, about 7 minutes).
+fn llama_server_binary() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("INKLING_LLAMA_SERVER") {
+        return Ok(PathBuf::from(path));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/llama-server");
+    let output = Command::new(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !output.status.success() {
+        return Err(format!("{} failed ({})", script.display(), output.status));
+    }
+    Ok(PathBuf::from(
+        String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+    ))
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("address").port()
+}
+
+impl LlamaServer {
+    /// Starts `binary` on `model` and waits until the model is loaded; its log goes
+    /// to `log`.
+    fn start(binary: &Path, model: &str, log: &Path) -> Result<LlamaServer, String> {
+        let port = free_port();
+        let log_file = std::fs::File::create(log).map_err(|e| e.to_string())?;
+        let child = Command::new(binary)
+            .args(["-m", model, "-t", "2", "-c", "4096", "-np", "1"])
+            .args(["--cache-reuse", "256", "--swa-full"])
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let mut server = LlamaServer {
+            child,
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!(
+                    "llama-server exited ({status}); see {}",
+                    log.display()
+                ));
+            }
+            // 503 while the model loads, 200 once it is ready.
+            if let Ok((200, _)) = try_post(server.address, "/tokenize", r#"{"content":"x"}"#) {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "llama-server not ready in 300 s; see {}",
+                    log.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// How to ask: `/infill` if the model can fill in the middle, else `/completion`
+    /// without FIM; and that said in words.
+    fn http(&self) -> Result<(Http, String), String> {
+        let mut http = Http {
+            address: self.address,
+            without_fim: None,
+            tokens: Arc::default(),
+        };
+        let probe = json!({"input_prefix": "x = ", "input_suffix": "\n", "n_predict": 1});
+        let (status, body) = try_post(self.address, "/infill", &probe.to_string())
+            .map_err(|e| format!("/infill: {e}"))?;
+        if status == 200 {
+            return Ok((http, "/infill, as llama.vim sends it".into()));
+        }
+        let message: Value = serde_json::from_str(&body).unwrap_or_default();
+        let reason = message["error"]["message"].as_str().unwrap_or(&body);
+        let bos = tokenize(self.address, &json!({"content": "", "add_special": true}))?;
+        http.without_fim = Some(bos);
+        Ok((
+            http,
+            format!(
+                "/completion: /infill answered {status} ({reason:?}); same fields, prompt = /infill's without FIM tokens and the text after the cursor"
+            ),
+        ))
+    }
+}
+
+/// What a replay measured.
+#[derive(Default)]
+struct Tally {
+    keystrokes: Vec<Keystroke>,
+    accepts: usize,
+    saved: usize,
+    first_shown: Vec<Option<Duration>>,
+    requests: String,
+    wall_time: Duration,
+}
+
+/// The part of `suggestion` the user accepts when `rest` is what is left to type:
+/// its first line, if not empty and the line being typed continues with it.
+fn accepted<'a>(suggestion: &'a str, rest: &[char]) -> Option<&'a str> {
+    let first = suggestion.split('\n').next().unwrap_or_default();
+    let line: String = rest.iter().take_while(|c| **c != '\n').collect();
+    (!first.is_empty() && line.starts_with(first)).then_some(first)
+}
+
+/// Types every replay into `editor`.
+fn replay(editor: &mut impl Editor, replays: &[Replay], pauses: &[Duration]) -> Tally {
+    let verbose = std::env::var_os("INKLING_BENCH_VERBOSE").is_some();
+    let started = Instant::now();
+    let mut tally = Tally::default();
+    for (n, (replay, pause)) in replays.iter().zip(pauses).enumerate() {
+        editor.open(n, replay);
+        editor.look(*pause);
+        let typed = &replay.typed;
+        let first_keystroke = Instant::now();
+        let mut first_shown = None;
+        let mut i = 0;
+        let mut next = Some(typed[0].to_string());
+        while let Some(text) = next.take() {
+            let keystroke = editor.type_text(&text);
+            i += text.chars().count();
+            if verbose {
+                eprintln!(
+                    "{text:?} -> {:?} {:?} {:?}",
+                    keystroke.latency, keystroke.source, keystroke.shown
+                );
+            }
+            if keystroke.shown.is_some() && first_shown.is_none() {
+                first_shown = Some(first_keystroke.elapsed());
+            }
+            if let Some(part) = keystroke
+                .shown
+                .as_deref()
+                .and_then(|s| accepted(s, &typed[i..]))
+            {
+                tally.accepts += 1;
+                tally.saved += part.chars().count();
+                next = Some(part.to_owned());
+            } else if i < typed.len() {
+                next = Some(typed[i].to_string());
+            }
+            tally.keystrokes.push(keystroke);
+        }
+        tally.first_shown.push(first_shown);
+    }
+    tally.requests = editor.requests();
+    tally.wall_time = started.elapsed();
+    tally
+}
+
+/// The numbers compared.
+struct Summary {
+    mean: Duration,
+    p50: Duration,
+    p95: Duration,
+    max: Duration,
+    from_memory: usize,
+    shown: usize,
+}
+
+fn summarize(tally: &Tally) -> Summary {
+    let mut latencies: Vec<Duration> = tally.keystrokes.iter().map(|k| k.latency).collect();
+    latencies.sort();
+    Summary {
+        mean: latencies.iter().sum::<Duration>() / latencies.len() as u32,
+        p50: quantile(&latencies, 0.5),
+        p95: quantile(&latencies, 0.95),
+        max: latencies[latencies.len() - 1],
+        from_memory: tally
+            .keystrokes
+            .iter()
+            .filter(|k| k.source == Source::Cache)
+            .count(),
+        shown: tally
+            .keystrokes
+            .iter()
+            .filter(|k| k.shown.is_some())
+            .count(),
+    }
+}
+
+fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+/// `a / b`; "-" when `b` is zero or, for latencies, under a millisecond (a ratio of
+/// two cache hits' microseconds says nothing).
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+fn first_shown(tally: &Tally) -> String {
+    tally
+        .first_shown
+        .iter()
+        .map(|d| d.map_or("none".into(), ms))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn report(typed: usize, inkling: &Tally, peer: Option<&Tally>) {
+    let row = |label: &str, a: String, b: String, r: String| {
+        println!("  {label:<38} {a:>16}   {b:>28}   {r:>8}");
+    };
+    let s = summarize(inkling);
+    let p = peer.map(summarize);
+    let other = |f: &dyn Fn(&Summary, &Tally) -> String| match (&p, peer) {
+        (Some(p), Some(t)) => f(p, t),
+        _ => "not run".into(),
+    };
+    let rate = |f: &dyn Fn(&Summary) -> f64| {
+        p.as_ref()
+            .filter(|p| f(p) >= 0.001)
+            .map_or("-".into(), |p| ratio(f(&s), f(p)))
+    };
+    println!();
+    row(
+        "",
+        "inkling".into(),
+        "llama.vim + llama-server".into(),
+        "ink/peer".into(),
+    );
+    let pct = |n: usize, of: usize| format!("{n} ({:.0}%)", 100.0 * n as f64 / of.max(1) as f64);
+    row(
+        "keystrokes (typed + accepts)",
+        format!("{}", inkling.keystrokes.len()),
+        other(&|_, t| format!("{}", t.keystrokes.len())),
+        String::new(),
+    );
+    for (label, f) in [
+        (
+            "latency per keystroke: mean",
+            (|s: &Summary| s.mean) as fn(&Summary) -> Duration,
+        ),
+        ("latency per keystroke: p50", |s| s.p50),
+        ("latency per keystroke: p95", |s| s.p95),
+        ("latency per keystroke: max", |s| s.max),
+    ] {
+        row(
+            label,
+            ms(f(&s)),
+            other(&|p, _| ms(f(p))),
+            rate(&|x| f(x).as_secs_f64()),
+        );
+    }
+    row(
+        "answered at once from memory",
+        pct(s.from_memory, inkling.keystrokes.len()),
+        other(&|p, t| pct(p.from_memory, t.keystrokes.len())),
+        String::new(),
+    );
+    row(
+        "keystrokes with a suggestion shown",
+        pct(s.shown, inkling.keystrokes.len()),
+        other(&|p, t| pct(p.shown, t.keystrokes.len())),
+        String::new(),
+    );
+    row(
+        "chars saved (of chars to type)",
+        pct(inkling.saved, typed),
+        other(&|_, t| pct(t.saved, typed)),
+        peer.map_or("-".into(), |t| ratio(inkling.saved as f64, t.saved as f64)),
+    );
+    row(
+        "suggestions accepted",
+        format!("{}", inkling.accepts),
+        other(&|_, t| format!("{}", t.accepts)),
+        String::new(),
+    );
+    row(
+        "first suggestion after opening",
+        first_shown(inkling),
+        other(&|_, t| first_shown(t)),
+        String::new(),
+    );
+    row(
+        "replay wall time",
+        format!("{:.0} s", inkling.wall_time.as_secs_f64()),
+        other(&|_, t| format!("{:.0} s", t.wall_time.as_secs_f64())),
+        String::new(),
+    );
+    println!("  requests to inkling: {}", inkling.requests);
+    if let Some(peer) = peer {
+        println!("  requests to llama-server: {}", peer.requests);
+    }
+}
+
+fn main() {
+    let modules = std::env::var("INKLING_BENCH_FILES").unwrap_or_else(|_| "textwrap,shlex".into());
+    let keystrokes = std::env::var("INKLING_BENCH_KEYSTROKES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(160);
+    let replays: Vec<Replay> = modules
+        .split(',')
+        .map(|m| Replay::of(m.trim(), keystrokes))
+        .collect();
+    let typed: usize = replays.iter().map(|r| r.typed.len()).sum();
+    let mut random = Random::new(2026);
+    let pauses: Vec<Duration> = replays
+        .iter()
+        .map(|_| Duration::from_millis(random.between(1000, 2000) as u64))
+        .collect();
+    let model = std::env::var("INKLING_BENCH_MODEL").unwrap_or_else(|_| default_model_path());
+    println!(
+        "peer benchmark: {} ({typed} characters to type), pauses after opening {:?} ms; model {model}",
+        replays
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        pauses.iter().map(Duration::as_millis).collect::<Vec<_>>(),
+    );
+
+    // Built (or found) first, so that a build never runs during a measurement.
+    let binary = llama_server_binary();
+
+    let mut inkling = Inkling::start(json!({"model": model, "threads": 2}));
+    let inkling_tally = replay(&mut inkling, &replays, &pauses);
+    inkling.client.shutdown_and_exit();
+
+    let log = std::env::temp_dir().join("inkling-peer-llama-server.log");
+    let peer = binary.and_then(|binary| {
+        let version = Command::new(&binary)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stderr).lines().find(|l| l.starts_with("version")).unwrap_or_default().to_owned())
+            .unwrap_or_default();
+        let server = LlamaServer::start(&binary, &model, &log)?;
+        let (http, how) = server.http()?;
+        println!(
+            "llama-server: {} ({version}), -t 2 -c 4096 -np 1 --cache-reuse 256 --swa-full, asked at {how}; log {}",
+            binary.display(),
+            log.display()
+        );
+        let mut peer = Peer {
+            vim: LlamaVim::new(http, 1),
+        };
+        let tally = replay(&mut peer, &replays, &pauses);
+        println!(
+            "  llama.vim's cache at the end: {} answers; ring {} chunks, {} evicted",
+            peer.vim.cached_answers(),
+            peer.vim.ring_len(),
+            peer.vim.evicted
+        );
+        Ok(tally)
+    });
+    if let Err(reason) = &peer {
+        println!("\nllama-server NOT RUN: {reason}. Only inkling's side is reported.");
+    }
+    report(typed, &inkling_tally, peer.as_ref().ok());
+}
