@@ -11,7 +11,8 @@
 //! characters are saved, and the accept is a keystroke too: both editors ask again
 //! after it).
 //!
-//! - inkling is asked as VS Code and Neovim ask: `didChange`, then an automatic
+//! - inkling is asked as VS Code and Neovim ask: `didOpen` and `inkling/didFocus` (the
+//!   cursor, as our extension and plugin report it), then per keystroke `didChange`, then an automatic
 //!   `textDocument/inlineCompletion` per keystroke (answered before the next one, so
 //!   cancel-previous never has anything to cancel).
 //! - `llama-server` (`scripts/llama-server`, or `$INKLING_LLAMA_SERVER`) runs with
@@ -101,6 +102,14 @@ impl Editor for Inkling {
         let text = format!("{}\n{}", replay.before, replay.after);
         self.client.open(&self.uri, "python", &text);
         (self.version, self.line, self.column) = (1, replay.first_line as u32, 0);
+        // What our VS Code extension and Neovim plugin say when a file becomes active.
+        self.client.notify(
+            "inkling/didFocus",
+            json!({
+                "textDocument": {"uri": self.uri},
+                "position": {"line": self.line, "character": self.column},
+            }),
+        );
     }
 
     fn look(&mut self, pause: Duration) {

@@ -191,6 +191,9 @@ pub const DID_SHOW_METHOD: &str = "inkling/didShow";
 pub const DID_ACCEPT_METHOD: &str = "inkling/didAccept";
 /// The client's report that the user dismissed an item ([`SuggestionId`]).
 pub const DID_DISMISS_METHOD: &str = "inkling/didDismiss";
+/// The client's report of where the cursor is in a document that became active, or
+/// whose view moved (`TextDocumentPositionParams`).
+pub const DID_FOCUS_METHOD: &str = "inkling/didFocus";
 
 /// Builds the service for [`tower_lsp_server::Server`], with command-line `flags`
 /// as the base settings. The returned flag is set once `shutdown` was received.
@@ -232,6 +235,7 @@ pub fn service(
     .custom_method(DID_SHOW_METHOD, LspServer::did_show)
     .custom_method(DID_ACCEPT_METHOD, LspServer::did_accept)
     .custom_method(DID_DISMISS_METHOD, LspServer::did_dismiss)
+    .custom_method(DID_FOCUS_METHOD, LspServer::did_focus)
     .finish();
     (service, socket, shutdown_requested)
 }
@@ -352,16 +356,22 @@ impl LspServer {
         });
     }
 
-    /// Brings the prompt of a document just opened into the model's cache in the
-    /// background (once the model is loaded), at the cursor [`context::opening_cursor`]
-    /// guesses, so that the first keystroke there does not wait for a prompt decoded
-    /// from scratch. Requests stop it at once; what it decoded stays cached.
-    fn warm_after_open(&self, key: &str) {
+    /// Brings the prompt at the user's cursor in a document into the model's cache in
+    /// the background (once the model is loaded), so that the first keystroke there
+    /// does not wait for a prompt decoded from scratch. `position` is where the client
+    /// said the cursor is ([`DID_FOCUS_METHOD`]); without it (just opened: LSP does not
+    /// say where the cursor is) [`context::opening_cursor`] guesses. Requests stop it at
+    /// once; what it decoded stays cached, and a newer warm supersedes it.
+    fn warm_at(&self, key: &str, position: Option<Position>) {
+        if self.completions_disabled(key) {
+            return;
+        }
         let Some(suggester) = self.pipeline() else {
             return;
         };
         let (sources, key) = (self.context_sources(), key.to_owned());
         let prefix_tokens = self.settings().engine.budget.prefix_tokens;
+        let encoding = self.encoding();
         tokio::spawn(async move {
             if !suggester.backend().ready_within(WARM_LOAD_WAIT).await {
                 return;
@@ -371,13 +381,24 @@ impl LspServer {
                 return;
             };
             let warmed = suggest::contain_panic(|| {
-                let cursor = context::opening_cursor(&document.text, prefix_tokens);
+                let cursor = match position {
+                    Some(position) => {
+                        positions::char_index(&document.text, from_position(position), encoding)
+                    }
+                    None => context::opening_cursor(&document.text, prefix_tokens),
+                };
                 sources.context(&key, &document, cursor)
             });
             if let Ok(context) = warmed {
                 suggester.warm(context, key).await;
             }
         });
+    }
+
+    /// `inkling/didFocus`: the user's cursor is at `position` of a document that became
+    /// active or whose view moved; its prompt there is warmed.
+    async fn did_focus(&self, params: TextDocumentPositionParams) {
+        self.warm_at(params.text_document.uri.as_str(), Some(params.position));
     }
 
     /// Computes a suggestion at `position` of `uri`, or `None` when there is none to give.
@@ -862,7 +883,7 @@ impl LanguageServer for LspServer {
             workspace.opened(doc.uri.as_str(), &document);
         }
         lock(&self.documents).open(doc.uri.as_str(), document);
-        self.warm_after_open(doc.uri.as_str());
+        self.warm_at(doc.uri.as_str(), None);
     }
 
     async fn did_change(&self, params: DidChangeTextDocumentParams) {

@@ -293,6 +293,35 @@ fn the_prompt_time_limit_ends_an_automatic_request_and_the_background_carries_on
 }
 
 #[test]
+fn the_cursor_a_client_reports_is_warmed_before_the_first_keystroke() {
+    // A slice far too short for the whole prompt (~580 tokens; decoding it takes seconds).
+    let mut client = server_with(json!({"promptTimeLimitMs": 400}));
+    let uri = "file:///w/far.py";
+    // Long enough that the window at its end shares nothing with the one at its start,
+    // which is what opening the file warms (LSP does not say where the cursor is).
+    let text = repetitive_python().repeat(12);
+    let line = text.matches('\n').count() as u32;
+    client.open(uri, "python", &text);
+    stats_when(&mut client, |s| counter(&s["prefetch"], "warmed") >= 1);
+    client.notify(
+        "inkling/didFocus",
+        json!({"textDocument": {"uri": uri}, "position": {"line": line, "character": 0}}),
+    );
+    stats_when(&mut client, |s| counter(&s["prefetch"], "warmed") >= 2);
+    client.edit(uri, 2, (line, 0), (line, 0), "    def get_");
+    let before = client.stats();
+    let suggestion = automatic_suggestion(&mut client, uri, line, 12);
+    let after = client.stats();
+    let evaluated =
+        counter(&after, "promptTokensEvaluated") - counter(&before, "promptTokensEvaluated");
+    assert!(
+        evaluated <= 16,
+        "the first keystroke decoded {evaluated} prompt tokens: {after}"
+    );
+    assert!(!suggestion.is_empty(), "{after}");
+}
+
+#[test]
 fn partial_answers_stream_to_clients_that_ask() {
     let mut client = server_with(json!({"streamPartial": true, "postprocess": false}));
     let text = "def mean(values):\n    total = sum(values)\n    return ";

@@ -4,7 +4,9 @@
 // settings → initializationOptions, a status-bar item fed by the server's
 // `inkling/status` notification, a command to switch completions off and on, and
 // reports of suggestions shown and partly accepted for the server's local
-// statistics (acceptance.ts).
+// statistics (acceptance.ts), and where the cursor is when a file becomes active or
+// the cursor moves far (`inkling/didFocus`), so the server decodes the prompt there
+// before the first keystroke.
 import * as vscode from 'vscode';
 import {
   LanguageClient,
@@ -64,6 +66,11 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.workspace.onDidChangeTextDocument((event) =>
       reporter.changed(event.document.uri.toString(), event.contentChanges),
     ),
+    vscode.window.onDidChangeActiveTextEditor((editor) => {
+      focusedLine = undefined;
+      scheduleFocus(editor);
+    }),
+    vscode.window.onDidChangeTextEditorSelection((event) => scheduleFocus(event.textEditor)),
   );
   await start();
 }
@@ -115,11 +122,44 @@ async function start(): Promise<void> {
   render();
   try {
     await next.start();
+    focusedLine = undefined;
+    scheduleFocus(vscode.window.activeTextEditor);
   } catch (error) {
     // The client has already shown the error; the status bar keeps it visible.
     model = { state: 'failed', message: String(error), percent: null };
     render();
   }
+}
+
+// How far (in lines) the cursor moves before the server hears of it again.
+const FOCUS_LINES = 20;
+let focusTimer: NodeJS.Timeout | undefined;
+let focusedLine: { uri: string; line: number } | undefined;
+
+// Reports the cursor of `editor` after a 200 ms pause, unless the server already
+// knows a position within FOCUS_LINES of it in the same file.
+function scheduleFocus(editor: vscode.TextEditor | undefined): void {
+  clearTimeout(focusTimer);
+  if (!editor || !enabled) {
+    return;
+  }
+  focusTimer = setTimeout(() => {
+    const current = client;
+    if (!current || current.state !== State.Running) {
+      return;
+    }
+    const uri = editor.document.uri.toString();
+    const position = editor.selection.active;
+    if (focusedLine?.uri === uri && Math.abs(focusedLine.line - position.line) < FOCUS_LINES) {
+      return;
+    }
+    focusedLine = { uri, line: position.line };
+    const params = current.code2ProtocolConverter.asTextDocumentPositionParams(
+      editor.document,
+      position,
+    );
+    current.sendNotification('inkling/didFocus', params).catch(() => undefined);
+  }, 200);
 }
 
 async function stop(): Promise<void> {

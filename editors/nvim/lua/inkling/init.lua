@@ -64,6 +64,48 @@ local function report(client, method, id, fields)
   client_call(client, 'notify', method, vim.tbl_extend('force', id, fields or {}))
 end
 
+-- How far (in lines) the cursor moves in Normal mode before the server hears of it again.
+local FOCUS_LINES = 20
+
+-- Tells the server where the cursor is when buffer `bufnr` becomes active or its
+-- cursor moves far (`inkling/didFocus`), so that the prompt there is decoded in the
+-- background before the first keystroke instead of after it.
+local function watch_focus(client, bufnr)
+  local last_line
+  local timer = assert(vim.uv.new_timer())
+  local function focus()
+    if not vim.api.nvim_buf_is_valid(bufnr) or vim.api.nvim_get_current_buf() ~= bufnr then
+      return
+    end
+    local params = vim.lsp.util.make_position_params(0, client.offset_encoding)
+    if last_line and math.abs(params.position.line - last_line) < FOCUS_LINES then
+      return
+    end
+    last_line = params.position.line
+    client_call(client, 'notify', 'inkling/didFocus', params)
+  end
+  local group = vim.api.nvim_create_augroup('inkling.focus.' .. bufnr, { clear = true })
+  vim.api.nvim_create_autocmd({ 'BufEnter', 'CursorMoved' }, {
+    group = group,
+    buffer = bufnr,
+    callback = function(args)
+      if args.event == 'BufEnter' then
+        last_line = nil
+      end
+      timer:start(200, 0, vim.schedule_wrap(focus))
+    end,
+  })
+  vim.api.nvim_create_autocmd('BufWipeout', {
+    group = group,
+    buffer = bufnr,
+    callback = function()
+      timer:close()
+      vim.api.nvim_del_augroup_by_id(group)
+    end,
+  })
+  vim.schedule(focus)
+end
+
 -- How much of `text` accepting a word takes: blanks and line breaks, then a run of
 -- word characters (non-ASCII ones count as such) or of other symbols.
 local function next_word(text)
@@ -328,6 +370,7 @@ function M.setup(opts)
         return
       end
       local bufnr = args.buf
+      watch_focus(client, bufnr)
       -- accept(part): accepts the suggestion, or as much as part(text) takes.
       local accept
       if native then
