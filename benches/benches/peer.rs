@@ -25,6 +25,11 @@
 //!   would build, token budgets included, minus the FIM tokens and the text after the
 //!   cursor (tokenized through llama-server's `/tokenize`, once per distinct text).
 //!
+//! Then inkling alone, changed one way at a time on the same keystrokes: without
+//! `inkling/didFocus` (how a file just opened was warmed before it: at its first
+//! screen), and with a second file (`difflib.py`) opened and focused at the first
+//! keystroke of each replay, its warm competing with the typing.
+//!
 //! Reported for both: latency per keystroke (keystroke to suggestion shown, or to
 //! knowing there is none; a client-cache hit is the emulation's own time, well under
 //! a millisecond) as mean, p50, p95 and max; the share of keystrokes answered at once
@@ -50,7 +55,7 @@ use std::time::{Duration, Instant};
 use inkling_benches::llama_vim::{
     Buffer, InfillBudget, Keystroke, LlamaVim, Random, Source, Transport, completion_without_fim,
 };
-use inkling_benches::{Replay, quantile};
+use inkling_benches::{Replay, python_stdlib_file, quantile};
 use inkling_harness::http::try_post;
 use inkling_harness::{LspClient, default_model_path, inline_items, vscode_capabilities};
 use serde_json::{Value, json};
@@ -76,6 +81,11 @@ struct Inkling {
     column: u32,
     requests: u64,
     stats: Value,
+    /// Report the cursor on opening (`inkling/didFocus`), as our extension and plugin do.
+    report_focus: bool,
+    /// A second file opened (and focused in its middle) at the first keystroke of each
+    /// replay, so that its warm competes with the typing.
+    second_file: Option<String>,
 }
 
 impl Inkling {
@@ -92,7 +102,19 @@ impl Inkling {
             column: 0,
             requests: 0,
             stats,
+            report_focus: true,
+            second_file: None,
         }
+    }
+
+    fn focus(&mut self, uri: &str, line: u32, character: u32) {
+        self.client.notify(
+            "inkling/didFocus",
+            json!({
+                "textDocument": {"uri": uri},
+                "position": {"line": line, "character": character},
+            }),
+        );
     }
 }
 
@@ -102,14 +124,10 @@ impl Editor for Inkling {
         let text = format!("{}\n{}", replay.before, replay.after);
         self.client.open(&self.uri, "python", &text);
         (self.version, self.line, self.column) = (1, replay.first_line as u32, 0);
-        // What our VS Code extension and Neovim plugin say when a file becomes active.
-        self.client.notify(
-            "inkling/didFocus",
-            json!({
-                "textDocument": {"uri": self.uri},
-                "position": {"line": self.line, "character": self.column},
-            }),
-        );
+        if self.report_focus {
+            // What our VS Code extension and Neovim plugin say when a file becomes active.
+            self.focus(&self.uri.clone(), self.line, self.column);
+        }
     }
 
     fn look(&mut self, pause: Duration) {
@@ -117,6 +135,12 @@ impl Editor for Inkling {
     }
 
     fn type_text(&mut self, text: &str) -> Keystroke {
+        if let Some(second) = self.second_file.as_ref().filter(|_| self.version == 1) {
+            let uri = format!("{}.second.py", self.uri);
+            let middle = second.lines().count() as u32 / 2;
+            self.client.open(&uri, "python", &second.clone());
+            self.focus(&uri, middle, 0);
+        }
         self.version += 1;
         let at = (self.line, self.column);
         self.client.edit(&self.uri, self.version, at, at, text);
@@ -661,4 +685,41 @@ fn main() {
         println!("\nllama-server NOT RUN: {reason}. Only inkling's side is reported.");
     }
     report(typed, &inkling_tally, peer.as_ref().ok());
+
+    // inkling alone, changed one way at a time, on the same keystrokes.
+    let second = std::fs::read_to_string(python_stdlib_file("difflib")).expect("difflib.py");
+    let variants: [(&str, fn(&mut Inkling, &str)); 2] = [
+        (
+            "without inkling/didFocus (a file just opened is warmed at its first screen)",
+            |i, _| i.report_focus = false,
+        ),
+        (
+            "difflib.py opened and focused at each replay's first keystroke",
+            |i, second| i.second_file = Some(second.to_owned()),
+        ),
+    ];
+    println!("\ninkling alone, one change at a time (same keystrokes and pauses):");
+    println!(
+        "  {:<78} {:>8} {:>8} {:>8} {:>8}   first suggestion after opening",
+        "", "mean", "p50", "p95", "saved"
+    );
+    let line = |label: &str, tally: &Tally| {
+        let s = summarize(tally);
+        println!(
+            "  {label:<78} {:>8} {:>8} {:>8} {:>8}   {}",
+            ms(s.mean),
+            ms(s.p50),
+            ms(s.p95),
+            tally.saved,
+            first_shown(tally)
+        );
+    };
+    line("as above", &inkling_tally);
+    for (label, change) in variants {
+        let mut inkling = Inkling::start(json!({"model": model, "threads": 2}));
+        change(&mut inkling, &second);
+        let tally = replay(&mut inkling, &replays, &pauses);
+        inkling.client.shutdown_and_exit();
+        line(label, &tally);
+    }
 }

@@ -294,12 +294,20 @@ fn the_prompt_time_limit_ends_an_automatic_request_and_the_background_carries_on
 
 #[test]
 fn the_cursor_a_client_reports_is_warmed_before_the_first_keystroke() {
-    // A slice far too short for the whole prompt (~580 tokens; decoding it takes seconds).
-    let mut client = server_with(json!({"promptTimeLimitMs": 400}));
+    // A slice too short for the whole prompt (~560 tokens: over 2 s here).
+    let mut client = server_with(json!({"promptTimeLimitMs": 1500}));
     let uri = "file:///w/far.py";
-    // Long enough that the window at its end shares nothing with the one at its start,
-    // which is what opening the file warms (LSP does not say where the cursor is).
-    let text = repetitive_python().repeat(12);
+    // Long enough, and without repetition, so that the window at its end shares
+    // nothing with the one at its start, which is what opening the file warms (LSP does
+    // not say where the cursor is).
+    let text: String = (0..120)
+        .map(|i| {
+            format!(
+                "def step_{i}(value):\n    return value * {} - {i}\n\n",
+                i * 7 % 31
+            )
+        })
+        .collect();
     let line = text.matches('\n').count() as u32;
     client.open(uri, "python", &text);
     stats_when(&mut client, |s| counter(&s["prefetch"], "warmed") >= 1);
@@ -308,9 +316,9 @@ fn the_cursor_a_client_reports_is_warmed_before_the_first_keystroke() {
         json!({"textDocument": {"uri": uri}, "position": {"line": line, "character": 0}}),
     );
     stats_when(&mut client, |s| counter(&s["prefetch"], "warmed") >= 2);
-    client.edit(uri, 2, (line, 0), (line, 0), "    def get_");
+    client.edit(uri, 2, (line, 0), (line, 0), "def step_");
     let before = client.stats();
-    let suggestion = automatic_suggestion(&mut client, uri, line, 12);
+    let suggestion = automatic_suggestion(&mut client, uri, line, 9);
     let after = client.stats();
     let evaluated =
         counter(&after, "promptTokensEvaluated") - counter(&before, "promptTokensEvaluated");

@@ -88,6 +88,10 @@ pub struct CompletionRequest {
     pub partial: Option<TextSink>,
     /// Work nobody waits for yet (a prefetch), counted apart.
     pub background: bool,
+    /// Background work that must not throw away much of the document's cache: a
+    /// prefetch guesses where the user goes next, while a warm follows where the user
+    /// is (a file opened or focused), whose old cache is of no more use.
+    pub keeps_cache: bool,
 }
 
 /// Why a generation ended.

@@ -245,8 +245,8 @@ impl<'m> Session<'m> {
 
     /// Makes the request's document the one in the context and builds its prompt:
     /// the tokens, and the text the first generated token must start with (see
-    /// `Prompt::healed`). Refuses prompts that do not fit, and background work that
-    /// would throw away much of the document's cache.
+    /// `Prompt::healed`). Refuses prompts that do not fit, and prefetches
+    /// ([`CompletionRequest::keeps_cache`]) that would throw away much of the document's cache.
     fn prepare(
         &mut self,
         request: &CompletionRequest,
@@ -275,8 +275,8 @@ impl<'m> Session<'m> {
                 prompt.len()
             )));
         }
-        if self.background {
-            // Background work may cost the document the answer it follows and the
+        if self.background && request.keeps_cache {
+            // A prefetch may cost the document the answer it follows and the
             // cursor line, not the body of its prompt: a request that comes instead
             // would have to decode that again.
             let common = common_prefix(&self.target.cached, &prompt);
