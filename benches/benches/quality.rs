@@ -217,6 +217,7 @@ fn complete(
         document: "quality".into(),
         partial: None,
         background: false,
+        trigger: Trigger::Automatic,
     };
     let generation = runtime.block_on(engine.generate(request));
     let Some(text) = generation

@@ -412,6 +412,7 @@ impl<B: Backend> Suggester<B> {
             document,
             partial: None,
             background: true,
+            trigger: Trigger::Automatic,
         };
         let Some(generation) = self.run_in_background(request).await else {
             return false;
@@ -451,6 +452,7 @@ impl<B: Backend> Suggester<B> {
             document,
             partial: None,
             background: true,
+            trigger: Trigger::Automatic,
         };
         if self.run_in_background(request).await.is_some() {
             self.warmed_prompts.fetch_add(1, Ordering::Relaxed);
@@ -579,6 +581,7 @@ impl<B: Backend> Suggester<B> {
             document: ask.document,
             partial: ask.partial,
             background: false,
+            trigger: ask.trigger,
         };
         *at_backend = true;
         let at_backend = AtBackend::enter(&self.prefetch);

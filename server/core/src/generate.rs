@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::context::CompletionContext;
-use crate::postprocess::StopRules;
+use crate::postprocess::{StopRules, Trigger};
 
 /// Set to ask a backend to stop a request; cheap to clone and share.
 #[derive(Clone, Debug, Default)]
@@ -88,6 +88,8 @@ pub struct CompletionRequest {
     pub partial: Option<TextSink>,
     /// Work nobody waits for yet (a prefetch), counted apart.
     pub background: bool,
+    /// How the request was triggered (a remote backend's policy depends on it).
+    pub trigger: Trigger,
 }
 
 /// Why a generation ended.
