@@ -219,6 +219,8 @@ pub struct Backend {
     pub wins: u64,
     /// Its requests that failed (remote: connection, status, timeout, stream).
     pub failures: u64,
+    /// Its answers with no text (remote: the local engine's answer is used).
+    pub empty: u64,
     /// Time to first token (remote only).
     pub first_token: Times,
     /// Time to its answers.
@@ -231,6 +233,7 @@ impl From<&BackendStats> for Backend {
             requests: stats.requests,
             wins: stats.wins,
             failures: stats.failures,
+            empty: stats.empty,
             first_token: (&stats.first_token).into(),
             total: (&stats.total).into(),
         }
@@ -594,7 +597,14 @@ mod tests {
         );
         assert_eq!(
             fields(Backend::default()),
-            sorted(&["requests", "wins", "failures", "firstToken", "total"])
+            sorted(&[
+                "requests",
+                "wins",
+                "failures",
+                "empty",
+                "firstToken",
+                "total"
+            ])
         );
         assert_eq!(
             fields(Times::default()),

@@ -1,7 +1,7 @@
 //! The hedging backend: local first unless the policy sends a request remote; then
 //! remote first, the local engine started too when the remote has no first token
-//! within the hedge delay (or at once when the remote fails), the first good answer
-//! wins and the loser is cancelled (its HTTP request dropped, its decode stopped at
+//! within the hedge delay (or at once when the remote fails or answers nothing),
+//! the first good (non-empty) answer wins and the loser is cancelled (its HTTP request dropped, its decode stopped at
 //! the next token).
 //!
 //! Invariants:
@@ -321,6 +321,20 @@ impl<L: Backend> Hedged<L> {
         loop {
             tokio::select! {
                 result = &mut remote_leg, if !remote_failed => match result {
+                    // Nothing to show (a server out of time, say): healthy, but no
+                    // good answer, so the local engine's counts.
+                    Ok(streamed) if streamed.generation.text.trim().is_empty() => {
+                        lock(&remote.breaker).succeeded();
+                        self.remotes.record(|s| s.remote.empty += 1);
+                        remote_failed = true;
+                        owner.store(LOCAL, Ordering::Relaxed);
+                        if let Some(error) = local_failed.take() {
+                            return Err(error);
+                        }
+                        if local_leg.is_none() {
+                            local_leg = self.start_local(&mut local_request);
+                        }
+                    }
                     Ok(streamed) => {
                         lock(&remote.breaker).succeeded();
                         self.remotes.record(|s| {

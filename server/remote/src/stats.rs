@@ -73,6 +73,8 @@ pub struct BackendStats {
     pub wins: u64,
     /// Requests that failed (connection, status, timeout, malformed stream).
     pub failures: u64,
+    /// Requests answered with no text (the other backend's answer is used).
+    pub empty: u64,
     /// Time to first token of its requests.
     pub first_token: Samples,
     /// Time to the whole answer of its requests that answered.

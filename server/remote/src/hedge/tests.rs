@@ -365,3 +365,17 @@ async fn the_hedge_delay_adapts_to_the_remotes_first_tokens() {
         "{adapted:?}"
     );
 }
+
+#[tokio::test]
+async fn an_empty_remote_answer_leaves_the_answer_to_local() {
+    let remote = FakeRemote::start(Behaviour::Answer(Duration::ZERO, vec![""])).await;
+    let local = FakeLocal::new(Duration::from_millis(10));
+    let hedged = hedged(&local, &remote, "");
+    assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
+    let snapshot = hedged.remotes().snapshot();
+    assert_eq!(
+        (snapshot.stats.remote.empty, snapshot.stats.remote.failures),
+        (1, 0)
+    );
+    assert_eq!(snapshot.breaker, Some("closed"));
+}
