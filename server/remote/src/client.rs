@@ -308,6 +308,43 @@ mod tests {
     }
 
     #[test]
+    fn the_audit_log_records_where_and_how_much_never_the_code() {
+        let log = std::env::temp_dir().join(format!("inkling-audit-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        let config = format!(
+            r#"{{"url": "http://h:1", "auditLog": {:?}}}"#,
+            log.display().to_string()
+        );
+        let policy = config
+            .parse::<crate::config::RemoteConfig>()
+            .unwrap()
+            .resolve()
+            .unwrap();
+        let mut request = crate::policy::tests::request(
+            "file:///w/a.rs",
+            inkling_core::postprocess::Trigger::Invoked,
+            "\n}\n",
+        );
+        request.context.prefix = "let SECRET_TOKEN = 1;\n".into();
+        audit(&policy, &request, 42);
+        audit(&policy, &request, 7);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let _ = std::fs::remove_file(&log);
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["url"], "http://h:1/infill");
+        assert_eq!(
+            (lines[0]["path"].as_str(), lines[0]["bytes"].as_u64()),
+            (Some("/w/a.rs"), Some(42))
+        );
+        assert!(lines[0]["time"].as_u64().unwrap() > 0);
+        assert!(!text.contains("SECRET"), "{text}");
+    }
+
+    #[test]
     fn only_client_errors_other_than_timeouts_and_rate_limits_are_mistakes() {
         assert!(Failure::Status(400, String::new()).is_configuration_mistake());
         assert!(Failure::Status(401, String::new()).is_configuration_mistake());
