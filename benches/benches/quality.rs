@@ -218,6 +218,7 @@ fn complete(
         partial: None,
         background: false,
         keeps_cache: false,
+        trigger: Trigger::Automatic,
     };
     let generation = runtime.block_on(engine.generate(request));
     let Some(text) = generation

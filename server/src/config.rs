@@ -18,6 +18,7 @@ use inkling_core::workspace::{self, DisabledFiles};
 use inkling_engine::options::{
     EngineOptions, GPU_BACKEND, MAX_CONTEXT_SIZE, MIN_CONTEXT_SIZE, Speculation,
 };
+use inkling_remote::config::RemoteConfig;
 
 /// Everything the server can be told, each option declared once: its doc comment
 /// (the `--help` text, ending in its default), its command-line flag (the field's
@@ -120,6 +121,11 @@ pub struct Overrides {
     /// more [default: none]
     #[arg(long, value_name = "GLOB", global = true)]
     pub disabled_paths: Option<Vec<PathGlob>>,
+    /// A remote engine to escalate to, as a JSON object (`url`, `preset`, policy,
+    /// timeouts: see README's section on remote engines); nothing leaves the
+    /// machine without it, and by default only invoked requests go remote [default: none]
+    #[arg(long, value_name = "JSON")]
+    pub remote: Option<RemoteConfig>,
 }
 
 /// A glob of `disabledPaths`, checked when the settings are read (an invalid one is
@@ -257,6 +263,8 @@ pub struct Settings {
     pub prefetch: bool,
     /// Files that get no suggestions and are never material for other files.
     pub disabled: DisabledFiles,
+    /// The remote engine, when one is configured (its settings checked).
+    pub remote: Option<RemoteConfig>,
 }
 
 impl Settings {
@@ -481,6 +489,13 @@ impl Settings {
             index_workspace: overrides.index_workspace.unwrap_or(true),
             prefetch: overrides.prefetch.unwrap_or(true),
             disabled,
+            remote: overrides.remote.filter(|remote| match remote.resolve() {
+                Ok(_) => true,
+                Err(e) => {
+                    problems.push(format!("{e}; no remote engine is used"));
+                    false
+                }
+            }),
         };
         (settings, problems)
     }

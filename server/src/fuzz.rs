@@ -45,6 +45,7 @@ use tree_sitter::{InputEdit, Point, Tree};
 
 use inkling_core::documents::{Document, DocumentStore, EditError};
 use inkling_engine::{Engine, gguf};
+use inkling_remote::hedge::Hedged;
 
 use crate::config::{Overrides, Settings};
 use crate::lsp::positions::{self, Position, PositionEncoding, TextChange};
@@ -1066,7 +1067,7 @@ fn http_endpoint() -> SocketAddr {
                 http::serve(
                     listener,
                     CurrentPipeline::new(Arc::new(Suggester::new(
-                        Engine::start(settings.engine.clone()),
+                        Hedged::new(Engine::start(settings.engine.clone()), Arc::default()),
                         settings,
                     ))),
                 )

@@ -7,6 +7,9 @@
 //!   the prefix and suffix out of it and builds its own prompt for the loaded model.
 //! - `POST /infill`: llama.cpp server's shape, as llama.vim and llama.vscode send it.
 //!
+//! Both stream with `"stream": true`, as server-sent events in llama-server's and
+//! OpenAI's shapes (so another inkling can use this one as its remote engine).
+//!
 //! Neither shape says which file a request is for. A request that does (the
 //! optional, non-standard fields `filename` and `language`) for a disabled file
 //! (`disabledPaths`, `disabledLanguages`) gets an empty answer without reaching the
@@ -25,14 +28,16 @@
 //!   [`CONNECTION_LIFETIME`], is closed, so idle or slow clients cannot hold the
 //!   endpoint (or the process's file descriptors) hostage.
 
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -41,10 +46,10 @@ use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 
 use inkling_core::context;
-use inkling_core::generate::{CancelFlag, Generation, StopReason};
+use inkling_core::generate::{CancelFlag, Generation, StopReason, TextSink};
 use inkling_core::lock;
 use inkling_core::postprocess::Trigger;
 use inkling_core::syntax;
@@ -200,6 +205,7 @@ impl Endpoint {
         prefix: &str,
         suffix: &str,
         max_tokens: Option<u32>,
+        partial: Option<TextSink>,
     ) -> Result<Option<Answer>, Response> {
         // llama.vim's and llama.vscode's cache-warming requests (no text, nothing to
         // predict, only `input_extra`, which inkling does not use) must neither
@@ -227,7 +233,7 @@ impl Endpoint {
             trigger: Trigger::Automatic,
             cancel,
             document: DOCUMENT.into(),
-            partial: None,
+            partial,
             max_tokens,
             assembly_time,
         };
@@ -347,6 +353,29 @@ fn usage(generation: Option<&Generation>) -> Value {
     })
 }
 
+/// The answer object of `/v1/completions` with `text` as its choice's text (for a
+/// stream: the last chunk, with the text not sent yet).
+fn completion_body(answer: &Option<Answer>, text: &str, model: &str) -> Value {
+    let generation = answer.as_ref().and_then(|a| a.generation.as_ref());
+    let finish_reason = match generation.map(|g| g.stop_reason) {
+        Some(StopReason::TokenLimit | StopReason::ContextFull) => "length",
+        _ => "stop",
+    };
+    json!({
+        "id": format!("cmpl-inkling-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+        "object": "text_completion",
+        "created": unix_time(),
+        "model": model,
+        "choices": [{
+            "text": text,
+            "index": 0,
+            "logprobs": null,
+            "finish_reason": finish_reason,
+        }],
+        "usage": usage(generation),
+    })
+}
+
 async fn completions(
     State(endpoint): State<Arc<Endpoint>>,
     request: Result<Json<CompletionsRequest>, JsonRejection>,
@@ -355,12 +384,6 @@ async fn completions(
         Ok(request) => request,
         Err(rejection) => return rejected(rejection),
     };
-    if request.stream {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "streaming is not supported: send \"stream\": false",
-        );
-    }
     let prompts = request.prompt.into_vec();
     let [prompt] = prompts.as_slice() else {
         return error(StatusCode::BAD_REQUEST, "exactly one prompt is supported");
@@ -370,7 +393,34 @@ async fn completions(
         suffix = explicit;
     }
     let stops = request.stop.map_or_else(Vec::new, OneOrMany::into_vec);
+    let model = request.model.unwrap_or_else(|| "inkling".into());
     let pipeline = endpoint.pipeline.get();
+    if request.stream {
+        let (events, sink, sent) = stream_of(move |delta| {
+            json!({
+                "object": "text_completion",
+                "model": "inkling",
+                "choices": [{"text": delta, "index": 0, "logprobs": null, "finish_reason": null}],
+            })
+        });
+        let file = request.file;
+        let max_tokens = request.max_tokens;
+        return events.respond(async move {
+            let answer = endpoint
+                .suggest(&pipeline, &file, &prefix, &suffix, max_tokens, Some(sink))
+                .await
+                .ok()?;
+            let text = answer
+                .as_ref()
+                .and_then(|a| a.texts.first())
+                .map_or_else(String::new, |t| cut_at_stops(t, &stops));
+            let rest = unsent(&text, &lock(&sent));
+            Some(vec![
+                completion_body(&answer, rest, &model).to_string(),
+                "[DONE]".into(),
+            ])
+        });
+    }
     let answer = match endpoint
         .suggest(
             &pipeline,
@@ -378,35 +428,93 @@ async fn completions(
             &prefix,
             &suffix,
             request.max_tokens,
+            None,
         )
         .await
     {
         Ok(answer) => answer,
         Err(response) => return response,
     };
-    let generation = answer.as_ref().and_then(|a| a.generation.as_ref());
     let text = answer
         .as_ref()
         .and_then(|a| a.texts.first())
         .map_or_else(String::new, |t| cut_at_stops(t, &stops));
-    let finish_reason = match generation.map(|g| g.stop_reason) {
-        Some(StopReason::TokenLimit | StopReason::ContextFull) => "length",
-        _ => "stop",
-    };
-    Json(json!({
-        "id": format!("cmpl-inkling-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
-        "object": "text_completion",
-        "created": unix_time(),
-        "model": request.model.unwrap_or_else(|| "inkling".into()),
-        "choices": [{
-            "text": text,
-            "index": 0,
-            "logprobs": null,
-            "finish_reason": finish_reason,
-        }],
-        "usage": usage(generation),
-    }))
-    .into_response()
+    Json(completion_body(&answer, &text, &model)).into_response()
+}
+
+/// A streamed answer's events (server-sent events, each a JSON `data:` line), fed
+/// by the generated text as it grows and then by the last events.
+struct Events {
+    sender: mpsc::UnboundedSender<String>,
+    receiver: mpsc::UnboundedReceiver<String>,
+}
+
+/// The events of a stream, the sink that turns each growth of the generated text
+/// into an event shaped by `delta`, and the text sent so far. Like llama-server's
+/// and OpenAI's streams, these events carry the generated text before
+/// post-processing; the last event carries what the post-processed answer adds (an
+/// answer from memory comes whole in it).
+fn stream_of(
+    delta: impl Fn(&str) -> Value + Send + Sync + 'static,
+) -> (Events, TextSink, Arc<Mutex<String>>) {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let sent = Arc::new(Mutex::new(String::new()));
+    let (to_client, so_far) = (sender.clone(), sent.clone());
+    let sink = TextSink::new(move |text| {
+        let mut sent = lock(&so_far);
+        if let Some(grown) = text.strip_prefix(sent.as_str()).filter(|g| !g.is_empty()) {
+            let _ = to_client.send(delta(grown).to_string());
+            *sent = text.to_owned();
+        }
+    });
+    (Events { sender, receiver }, sink, sent)
+}
+
+/// What of `text` a stream that sent `sent` has not sent yet.
+fn unsent<'t>(text: &'t str, sent: &str) -> &'t str {
+    text.strip_prefix(sent).unwrap_or_default()
+}
+
+impl Events {
+    /// The response: the events as `answer` produces them, then its last events
+    /// (`None`: an error event). The request is cancelled when the client hangs up.
+    fn respond(
+        self,
+        answer: impl Future<Output = Option<Vec<String>>> + Send + 'static,
+    ) -> Response {
+        let Events { sender, receiver } = self;
+        tokio::spawn(async move {
+            let last = tokio::select! {
+                last = answer => last,
+                // Dropping `answer` cancels its request.
+                () = sender.closed() => return,
+            };
+            let last = last.unwrap_or_else(|| {
+                vec![
+                    json!({"error": {"message": "internal error", "type": "server_error"}})
+                        .to_string(),
+                ]
+            });
+            for event in last {
+                let _ = sender.send(event);
+            }
+        });
+        let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            let data = receiver.recv().await?;
+            Some((
+                Ok::<_, std::convert::Infallible>(format!("data: {data}\n\n")),
+                receiver,
+            ))
+        });
+        (
+            [
+                (header::CONTENT_TYPE, "text/event-stream"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            Body::from_stream(body),
+        )
+            .into_response()
+    }
 }
 
 /// The fields of a llama.cpp `/infill` request that inkling uses. The text before
@@ -420,6 +528,8 @@ struct InfillRequest {
     prompt: String,
     n_predict: Option<i64>,
     response_fields: Option<Vec<String>>,
+    #[serde(default)]
+    stream: bool,
     #[serde(flatten)]
     file: RequestFile,
 }
@@ -451,6 +561,26 @@ async fn infill(
     // A negative `n_predict` means "no limit" in llama.cpp: the configured one applies.
     let max_tokens = request.n_predict.and_then(|n| u32::try_from(n).ok());
     let pipeline = endpoint.pipeline.get();
+    if request.stream {
+        let (events, sink, sent) = stream_of(|delta| json!({"content": delta, "stop": false}));
+        return events.respond(async move {
+            let answer = endpoint
+                .suggest(
+                    &pipeline,
+                    &request.file,
+                    &prefix,
+                    &request.input_suffix,
+                    max_tokens,
+                    Some(sink),
+                )
+                .await
+                .ok()?;
+            let mut last = infill_body(&answer, &pipeline, max_tokens);
+            let content = last["content"].as_str().unwrap_or_default();
+            last["content"] = json!(unsent(content, &lock(&sent)));
+            Some(vec![last.to_string()])
+        });
+    }
     let answer = match endpoint
         .suggest(
             &pipeline,
@@ -458,12 +588,23 @@ async fn infill(
             &prefix,
             &request.input_suffix,
             max_tokens,
+            None,
         )
         .await
     {
         Ok(answer) => answer,
         Err(response) => return response,
     };
+    let full = infill_body(&answer, &pipeline, max_tokens);
+    match &request.response_fields {
+        Some(fields) => Json(select_fields(&full, fields)),
+        None => Json(full),
+    }
+    .into_response()
+}
+
+/// The answer object of `/infill`, llama-server's fields.
+fn infill_body(answer: &Option<Answer>, pipeline: &Pipeline, max_tokens: Option<u32>) -> Value {
     let content = answer
         .as_ref()
         .and_then(|a| a.texts.first().cloned())
@@ -488,7 +629,7 @@ async fn infill(
     };
     let per_token = |n: usize, ms: f64| if n > 0 { ms / n as f64 } else { 0.0 };
     let settings = pipeline.settings();
-    let full = json!({
+    json!({
         "content": content,
         "stop": true,
         "stop_type": if generation.is_some_and(|g| g.stop_reason == StopReason::TokenLimit) { "limit" } else { "eos" },
@@ -509,12 +650,7 @@ async fn infill(
             "n_ctx": settings.engine.context_size,
             "n_predict": max_tokens.map_or(settings.max_tokens, |n| n.min(settings.max_tokens)),
         },
-    });
-    match &request.response_fields {
-        Some(fields) => Json(select_fields(&full, fields)),
-        None => Json(full),
-    }
-    .into_response()
+    })
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //!
 //! [`config`] resolves the settings; [`suggest`] runs the completion pipeline over
 //! any [`Backend`](inkling_core::generate::Backend) (the stages are in
-//! `inkling-core`, the in-process engine in `inkling-engine`); [`lsp`] (with
+//! `inkling-core`, the in-process engine in `inkling-engine`, remote engines and
+//! the hedging between them in `inkling-remote`); [`lsp`] (with
 //! [`transport`] guarding stdio) and the loopback [`http`] endpoint are the front
 //! ends; [`wire`] holds the JSON shapes of inkling's own messages; [`acceptance`]
 //! counts what became of the suggestions shown, from the editor's reports.
@@ -19,8 +20,9 @@ pub mod suggest;
 pub mod transport;
 pub mod wire;
 
-/// The pipeline the server runs: the completion stages over the in-process engine.
-pub type Pipeline = suggest::Suggester<inkling_engine::Engine>;
+/// The pipeline the server runs: the completion stages over the in-process engine,
+/// hedged against a remote engine when one is configured.
+pub type Pipeline = suggest::Suggester<inkling_remote::hedge::Hedged<inkling_engine::Engine>>;
 
 /// The pipeline in use, shared by the front ends: replaced whole when a setting the
 /// engine needs at load changes. Requests take their own `Arc` of it, so one in

@@ -27,6 +27,7 @@ use inkling_core::lock;
 use inkling_core::postprocess::{self, Trigger};
 use inkling_core::workspace::{self, Workspace};
 use inkling_engine::{Engine, EngineState};
+use inkling_remote::hedge::{Hedged, Remotes};
 use tower_lsp_server::jsonrpc::{Error as RpcError, Result as RpcResult};
 use tower_lsp_server::ls_types::*;
 use tower_lsp_server::{Client, LanguageServer, LspService};
@@ -114,6 +115,8 @@ pub struct LspServer {
     shutdown_requested: Arc<AtomicBool>,
     /// What became of the suggestions shown (local statistics).
     acceptance: Acceptance,
+    /// The remote engine (if configured), shared by the pipelines of the session.
+    remotes: Arc<Remotes>,
 }
 
 /// What `initialize` decided.
@@ -195,6 +198,19 @@ pub const DID_DISMISS_METHOD: &str = "inkling/didDismiss";
 /// whose view moved (`TextDocumentPositionParams`).
 pub const DID_FOCUS_METHOD: &str = "inkling/didFocus";
 
+/// No remote engine yet (`initialized` configures it), with configuration mistakes
+/// of the remote shown to the user (`window/showMessage`).
+fn remotes_reporting_to(client: &Client) -> Arc<Remotes> {
+    let remotes = Arc::new(Remotes::default());
+    let client = client.clone();
+    remotes.set_reporter(Arc::new(move |message: String| {
+        tracing::warn!("{message}");
+        let client = client.clone();
+        tokio::spawn(async move { client.show_message(MessageType::WARNING, message).await });
+    }));
+    remotes
+}
+
 /// Builds the service for [`tower_lsp_server::Server`], with command-line `flags`
 /// as the base settings. The returned flag is set once `shutdown` was received.
 pub fn service(
@@ -207,6 +223,7 @@ pub fn service(
     let shutdown_requested = Arc::new(AtomicBool::new(false));
     let flag = shutdown_requested.clone();
     let (service, socket) = LspService::build(move |client| LspServer {
+        remotes: remotes_reporting_to(&client),
         client,
         flag_overrides: flags.clone(),
         session: OnceLock::new(),
@@ -597,6 +614,7 @@ impl LspServer {
             .ok_or_else(|| model_not_ready(&BackendError::NotReady))?;
         let prompt = suggester
             .backend()
+            .local()
             .prompt(context)
             .await
             .map_err(|e| model_not_ready(&e))?;
@@ -615,9 +633,10 @@ impl LspServer {
                 prefetch: wire::Prefetch::default(),
                 workspace: workspace.into(),
                 acceptance: self.acceptance.stats().into(),
+                backends: self.remotes.snapshot().into(),
             },
             Some(suggester) => {
-                let engine = suggester.backend();
+                let engine = suggester.backend().local();
                 Stats {
                     model_state: ModelStatus::of(&engine.subscribe().borrow()).state,
                     counters: wire::Counters::new(
@@ -633,6 +652,7 @@ impl LspServer {
                     ),
                     workspace: workspace.into(),
                     acceptance: self.acceptance.stats().into(),
+                    backends: self.remotes.snapshot().into(),
                 }
             }
         })
@@ -848,7 +868,8 @@ impl LanguageServer for LspServer {
             .pipeline
             .get_or_init(|| {
                 let engine = Engine::start(settings.engine.clone());
-                CurrentPipeline::new(Arc::new(Suggester::new(engine, (*settings).clone())))
+                let backend = Hedged::new(engine, self.remotes.clone());
+                CurrentPipeline::new(Arc::new(Suggester::new(backend, (*settings).clone())))
             })
             .get();
         if let Some(workspace) = self.workspace.get()
@@ -856,7 +877,8 @@ impl LanguageServer for LspServer {
         {
             workspace.index_in_background();
         }
-        self.report_loading_of(suggester.backend());
+        self.report_loading_of(suggester.backend().local());
+        self.configure_remote(&settings);
         self.watch_files();
         self.serve_http(settings.http_port).await;
     }

@@ -15,6 +15,7 @@ use inkling_core::documents::Document;
 use inkling_core::syntax;
 use inkling_core::workspace::Workspace;
 use inkling_engine::{Engine, EngineState, model_catalog, model_check, model_files};
+use inkling_remote::hedge::{Hedged, Remotes};
 use tracing_subscriber::EnvFilter;
 
 /// Inline AI code completions from a local model, over the Language Server Protocol.
@@ -267,10 +268,12 @@ fn serve_http(flags: Overrides, port: u16) {
         };
         let suggester = {
             let settings = resolve_logged(flags);
-            Arc::new(Suggester::new(
-                Engine::start(settings.engine.clone()),
-                settings,
-            ))
+            let remotes = Arc::new(Remotes::default());
+            if let Err(e) = remotes.configure(settings.remote.as_ref()) {
+                tracing::warn!("no remote engine: {e}");
+            }
+            let engine = Engine::start(settings.engine.clone());
+            Arc::new(Suggester::new(Hedged::new(engine, remotes), settings))
         };
         http::serve(listener, CurrentPipeline::new(suggester)).await;
     });

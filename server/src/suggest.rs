@@ -413,6 +413,7 @@ impl<B: Backend> Suggester<B> {
             partial: None,
             background: true,
             keeps_cache: true,
+            trigger: Trigger::Automatic,
         };
         let Some(generation) = self.run_in_background(request).await else {
             return false;
@@ -453,6 +454,7 @@ impl<B: Backend> Suggester<B> {
             partial: None,
             background: true,
             keeps_cache: false,
+            trigger: Trigger::Automatic,
         };
         if self.run_in_background(request).await.is_some() {
             self.warmed_prompts.fetch_add(1, Ordering::Relaxed);
@@ -582,6 +584,7 @@ impl<B: Backend> Suggester<B> {
             partial: ask.partial,
             background: false,
             keeps_cache: false,
+            trigger: ask.trigger,
         };
         *at_backend = true;
         let at_backend = AtBackend::enter(&self.prefetch);

@@ -7,6 +7,8 @@
 
 use inkling_core::workspace::WorkspaceStats;
 use inkling_engine::{CountersSnapshot, EngineState, PromptView};
+use inkling_remote::hedge::Snapshot;
+use inkling_remote::stats::{BackendStats, Samples};
 use serde::{Deserialize, Serialize};
 use tower_lsp_server::ls_types::{Command, Position, Uri};
 
@@ -173,6 +175,122 @@ pub struct Stats {
     pub workspace: Workspace,
     /// What became of the suggestions shown, as the editor reported it.
     pub acceptance: Acceptance,
+    /// Which backend answered, and how the remote engine (if any) fared.
+    pub backends: Backends,
+}
+
+/// Milliseconds of a duration.
+fn ms(duration: std::time::Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// Percentiles of a backend's times, in milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Times {
+    /// Samples they are computed over.
+    pub samples: usize,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+}
+
+impl From<&Samples> for Times {
+    fn from(samples: &Samples) -> Times {
+        Times {
+            samples: samples.len(),
+            p50_ms: ms(samples.quantile(0.5)),
+            p90_ms: ms(samples.quantile(0.9)),
+            p95_ms: ms(samples.quantile(0.95)),
+        }
+    }
+}
+
+/// What one backend did for requests (not prefetches).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backend {
+    /// Requests sent to it.
+    pub requests: u64,
+    /// Its answers that were used.
+    pub wins: u64,
+    /// Its requests that failed (remote: connection, status, timeout, stream).
+    pub failures: u64,
+    /// Its answers with no text (remote: the local engine's answer is used).
+    pub empty: u64,
+    /// Time to first token (remote only).
+    pub first_token: Times,
+    /// Time to its answers.
+    pub total: Times,
+}
+
+impl From<&BackendStats> for Backend {
+    fn from(stats: &BackendStats) -> Backend {
+        Backend {
+            requests: stats.requests,
+            wins: stats.wins,
+            failures: stats.failures,
+            empty: stats.empty,
+            first_token: (&stats.first_token).into(),
+            total: (&stats.total).into(),
+        }
+    }
+}
+
+/// The backends: local, remote, and the hedging between them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backends {
+    /// The in-process engine.
+    pub local: Backend,
+    /// The remote engine.
+    pub remote: Backend,
+    /// The remote's endpoint; `null` when none is configured.
+    pub remote_url: Option<String>,
+    /// `closed`, `open` or `half-open`; `null` without a remote.
+    pub breaker: Option<String>,
+    /// Times the breaker opened.
+    pub breaker_trips: u64,
+    /// Whether a configuration mistake keeps requests local.
+    pub misconfigured: bool,
+    /// The hedge delay in use, in milliseconds.
+    pub hedge_delay_ms: f64,
+    /// Local engines started because the remote had no first token in time.
+    pub hedges: u64,
+    /// Answers from the local engine after the remote failed.
+    pub fallbacks: u64,
+    /// Requests the policy kept local.
+    pub kept_local: u64,
+    /// Requests the deny-list kept local.
+    pub denied: u64,
+    /// Requests the open breaker kept local.
+    pub skipped_by_breaker: u64,
+    /// `local` or `remote`: where the last answer came from; `null` before one.
+    pub last_answer_from: Option<String>,
+}
+
+impl From<Snapshot> for Backends {
+    fn from(snapshot: Snapshot) -> Backends {
+        let stats = &snapshot.stats;
+        Backends {
+            local: (&stats.local).into(),
+            remote: (&stats.remote).into(),
+            remote_url: snapshot.endpoint.clone(),
+            breaker: snapshot.breaker.map(str::to_owned),
+            breaker_trips: snapshot.breaker_trips,
+            misconfigured: snapshot.misconfigured,
+            hedge_delay_ms: ms(snapshot.hedge_delay),
+            hedges: stats.hedges,
+            fallbacks: stats.fallbacks,
+            kept_local: stats.kept_local,
+            denied: stats.denied,
+            skipped_by_breaker: stats.skipped_by_breaker,
+            last_answer_from: stats.last_source.map(|s| s.name().to_owned()),
+        }
+    }
 }
 
 /// What became of suggestions shown: counted from the editor's reports, kept in
@@ -436,9 +554,11 @@ mod tests {
             prefetch: Prefetch::default(),
             workspace: Workspace::default(),
             acceptance: Acceptance::default(),
+            backends: Backends::default(),
         };
         let mut expected = COUNTERS.to_vec();
         expected.extend([
+            "backends",
             "acceptance",
             "modelState",
             "latency",
@@ -457,6 +577,39 @@ mod tests {
         let mut prefetch = COUNTERS.to_vec();
         prefetch.extend(["answers", "hits", "warmed"]);
         assert_eq!(fields(Prefetch::default()), sorted(&prefetch));
+        assert_eq!(
+            fields(Backends::default()),
+            sorted(&[
+                "local",
+                "remote",
+                "remoteUrl",
+                "breaker",
+                "breakerTrips",
+                "misconfigured",
+                "hedgeDelayMs",
+                "hedges",
+                "fallbacks",
+                "keptLocal",
+                "denied",
+                "skippedByBreaker",
+                "lastAnswerFrom",
+            ])
+        );
+        assert_eq!(
+            fields(Backend::default()),
+            sorted(&[
+                "requests",
+                "wins",
+                "failures",
+                "empty",
+                "firstToken",
+                "total"
+            ])
+        );
+        assert_eq!(
+            fields(Times::default()),
+            sorted(&["samples", "p50Ms", "p90Ms", "p95Ms"])
+        );
     }
 
     #[test]

@@ -66,7 +66,14 @@ impl HttpServer {
     /// Starts `inkling http --port 0 ARGS…` and waits until it listens and its model
     /// is ready (both are logged on stderr, which is passed on to ours).
     pub fn start(args: &[&str]) -> HttpServer {
+        HttpServer::start_with(&[], args)
+    }
+
+    /// [`HttpServer::start`] with the server's options `flags` before the command
+    /// (`inkling FLAGS… http --port 0 ARGS…`: options `http` does not take itself).
+    pub fn start_with(flags: &[&str], args: &[&str]) -> HttpServer {
         let mut child = Command::new(inkling_binary())
+            .args(flags)
             .args(["http", "--port", "0"])
             .args(args)
             .stdin(Stdio::null())

@@ -6,6 +6,7 @@
 //! requests (`window/workDoneProgress/create`, …) with `null` or what the test set
 //! with [`LspClient::answer`], and queues every message, those requests included.
 
+pub mod fault;
 pub mod http;
 
 use std::collections::{HashMap, VecDeque};

@@ -1,6 +1,6 @@
 //! The layering ARCHITECTURE.md promises, checked on the sources: the core crate
 //! depends on no runtime, model or protocol crate, only the engine crate builds
-//! llama.cpp, and no crate's modules depend on each other in a cycle.
+//! llama.cpp, remote engines know neither the local engine nor the protocols, and no crate's modules depend on each other in a cycle.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -43,7 +43,9 @@ fn the_core_has_no_runtime_model_or_protocol_dependency() {
         "tower-lsp-server",
         "axum",
         "hyper",
+        "reqwest",
         "inkling-engine",
+        "inkling-remote",
         "inkling",
     ] {
         assert!(!core.contains(banned), "inkling-core depends on {banned}");
@@ -51,10 +53,25 @@ fn the_core_has_no_runtime_model_or_protocol_dependency() {
 }
 
 #[test]
+fn remote_engines_know_neither_the_local_engine_nor_the_protocols() {
+    let remote = dependencies(&repository().join("server/remote/Cargo.toml"));
+    assert!(remote.contains("inkling-core"));
+    for banned in ["inkling-engine", "inkling", "tower-lsp-server", "axum"] {
+        assert!(
+            !remote.contains(banned),
+            "inkling-remote depends on {banned}"
+        );
+    }
+    let server = dependencies(&repository().join("server/Cargo.toml"));
+    assert!(server.contains("inkling-remote"));
+}
+
+#[test]
 fn only_the_engine_depends_on_llama_cpp() {
     for manifest in [
         "server/Cargo.toml",
         "server/core/Cargo.toml",
+        "server/remote/Cargo.toml",
         "benches/Cargo.toml",
     ] {
         let found = dependencies(&repository().join(manifest));
@@ -171,7 +188,12 @@ fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
 
 #[test]
 fn no_crate_has_a_cycle_between_its_modules() {
-    for crate_src in ["server/core/src", "server/engine/src", "server/src"] {
+    for crate_src in [
+        "server/core/src",
+        "server/engine/src",
+        "server/remote/src",
+        "server/src",
+    ] {
         let graph = module_graph(&repository().join(crate_src));
         assert!(graph.len() >= 5, "{crate_src}: {graph:?}");
         if let Some(found) = cycle(&graph) {

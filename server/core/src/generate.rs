@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::context::CompletionContext;
-use crate::postprocess::StopRules;
+use crate::postprocess::{StopRules, Trigger};
 
 /// Set to ask a backend to stop a request; cheap to clone and share.
 #[derive(Clone, Debug, Default)]
@@ -92,6 +92,8 @@ pub struct CompletionRequest {
     /// prefetch guesses where the user goes next, while a warm follows where the user
     /// is (a file opened or focused), whose old cache is of no more use.
     pub keeps_cache: bool,
+    /// How the request was triggered (a remote backend's policy depends on it).
+    pub trigger: Trigger,
 }
 
 /// Why a generation ended.

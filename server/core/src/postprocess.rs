@@ -219,6 +219,11 @@ impl StopRules {
         }
     }
 
+    /// Whether several lines may be suggested.
+    pub fn multi_line(&self) -> bool {
+        self.multi_line
+    }
+
     /// Where the answer within `generated` ends, if it is already known to be complete.
     /// With `finished`, generation has ended, so the last line counts as complete.
     pub fn end_of_answer(&self, generated: &str, finished: bool) -> Option<usize> {

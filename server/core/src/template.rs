@@ -224,6 +224,47 @@ const SPELLINGS: [Spelling; 6] = [
     },
 ];
 
+/// A family's FIM layout spelled as text, for a server that tokenizes the prompt
+/// itself (a remote engine): the same spellings detection looks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FimText {
+    /// Opens the text before the cursor.
+    pub prefix: &'static str,
+    /// Opens the text after the cursor.
+    pub suffix: &'static str,
+    /// Ends the prompt (empty when the family has no middle marker).
+    pub middle: &'static str,
+    /// Whether the suffix comes first.
+    pub suffix_first: bool,
+}
+
+impl FimText {
+    /// The layout of the family named `name` (see [`Family::name`]), if it has one.
+    pub fn of(name: &str) -> Option<FimText> {
+        // The plain spelling (CodeLlama's without SentencePiece's `▁`) is listed last.
+        let plain = |spellings: &[&'static str]| spellings.last().copied().unwrap_or("");
+        SPELLINGS
+            .iter()
+            .find(|s| s.family.name() == name)
+            .map(|s| FimText {
+                prefix: plain(s.prefix),
+                suffix: plain(s.suffix),
+                middle: plain(s.middle),
+                suffix_first: s.suffix_first,
+            })
+    }
+
+    /// The prompt for a cursor between `prefix` and `suffix`.
+    pub fn prompt(&self, prefix: &str, suffix: &str) -> String {
+        let (p, s, m) = (self.prefix, self.suffix, self.middle);
+        if self.suffix_first {
+            format!("{s}{suffix}{p}{prefix}{m}")
+        } else {
+            format!("{p}{prefix}{s}{suffix}{m}")
+        }
+    }
+}
+
 /// Why a configured template cannot be used with the loaded model.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TemplateError(pub String);
@@ -523,5 +564,18 @@ pub(crate) mod tests {
                 .contains("unknown template")
         );
         assert!(resolve(&vocab, Some("{prefix}{prefix}")).is_err());
+    }
+
+    #[test]
+    fn fim_text_spells_the_families_layouts() {
+        let qwen = FimText::of("qwen").unwrap();
+        assert_eq!(
+            qwen.prompt("a = ", "\nb"),
+            "<|fim_prefix|>a = <|fim_suffix|>\nb<|fim_middle|>"
+        );
+        let codestral = FimText::of("codestral").unwrap();
+        assert_eq!(codestral.prompt("P", "S"), "[SUFFIX]S[PREFIX]P");
+        assert_eq!(FimText::of("codellama").unwrap().prefix, "<PRE>");
+        assert_eq!(FimText::of("prefix-only"), None);
     }
 }

@@ -21,6 +21,7 @@ use inkling_core::lock;
 use inkling_core::syntax;
 use inkling_core::workspace;
 use inkling_engine::Engine;
+use inkling_remote::hedge::Hedged;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -171,10 +172,21 @@ impl LspServer {
         let Some(current) = self.pipeline.get() else {
             return;
         };
+        if old.remote != new.remote {
+            self.configure_remote(new);
+        }
         if old.engine == new.engine {
             current.get().set_settings(new.clone());
         } else {
             self.restart_engine(current, new);
+        }
+    }
+
+    /// Uses the remote engine `settings` name (or none) from the next request on.
+    pub(super) fn configure_remote(&self, settings: &Settings) {
+        // The settings were checked when resolved: only the HTTP client can fail here.
+        if let Err(e) = self.remotes.configure(settings.remote.as_ref()) {
+            tracing::warn!("no remote engine: {e}");
         }
     }
 
@@ -184,9 +196,10 @@ impl LspServer {
     fn restart_engine(&self, current: &CurrentPipeline, settings: &Settings) {
         tracing::info!("the engine's settings changed: loading the model again");
         let old = current.get();
-        let engine = Engine::replacing(settings.engine.clone(), old.backend().clone());
+        let engine = Engine::replacing(settings.engine.clone(), old.backend().local().clone());
         self.report_loading_of(&engine);
-        current.replace(Arc::new(Suggester::new(engine, settings.clone())));
+        let backend = Hedged::new(engine, old.backend().remotes().clone());
+        current.replace(Arc::new(Suggester::new(backend, settings.clone())));
         old.cancel_prefetch();
         for flag in lock(&self.in_flight).values() {
             flag.cancel();

@@ -1,0 +1,355 @@
+//! One streamed request to the remote: body, headers (API key, affinity), the
+//! timeouts (connect, first token, total), at most one reconnect before the first
+//! byte, and the stream read event by event with our stop rules applied as it
+//! grows — so the request is dropped as soon as the answer is complete.
+
+use std::future::Future;
+use std::io::Write;
+use std::pin::Pin;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use eventsource_stream::Eventsource;
+use futures_util::{Stream, StreamExt};
+use inkling_core::generate::{CancelFlag, CompletionRequest, Generation, StopReason};
+use tokio::sync::watch;
+
+use crate::config::{Affinity, Format, Resolved};
+use crate::format::{self, stable_hash};
+use crate::policy::document_path;
+
+/// Why a remote request gave no answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// No connection (refused, reset before an answer, DNS).
+    Connect(String),
+    /// An error status, with the start of its body.
+    Status(u16, String),
+    /// No first token within the first-token timeout.
+    FirstTokenTimeout,
+    /// An event that is not the format's JSON.
+    Malformed(String),
+    /// The stream ended (or broke) before the server said the answer was complete.
+    Truncated(String),
+    /// The request was cancelled.
+    Cancelled,
+}
+
+impl Failure {
+    /// A status that means the configuration is wrong (a field refused, a wrong
+    /// path or key): retrying cannot help, the user must be told.
+    pub fn is_configuration_mistake(&self) -> bool {
+        matches!(self, Failure::Status(status, _) if (400..500).contains(status) && !matches!(status, 408 | 429))
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Connect(e) => write!(f, "cannot connect: {e}"),
+            Failure::Status(status, body) => write!(f, "status {status}: {body}"),
+            Failure::FirstTokenTimeout => write!(f, "no first token in time"),
+            Failure::Malformed(e) => write!(f, "malformed stream: {e}"),
+            Failure::Truncated(e) => write!(f, "the stream ended early: {e}"),
+            Failure::Cancelled => write!(f, "cancelled"),
+        }
+    }
+}
+
+/// A remote answer and its time to first token.
+#[derive(Clone, Debug)]
+pub struct Streamed {
+    /// The text, before post-processing, as a local generation would be.
+    pub generation: Generation,
+    /// Time from sending to the first text.
+    pub first_token: Duration,
+}
+
+/// The outcome of waiting for something with a deadline and a cancel flag.
+enum Waited<T> {
+    Done(T),
+    TimedOut,
+    Cancelled,
+}
+
+async fn wait<T>(
+    work: impl Future<Output = T>,
+    deadline: Instant,
+    cancel: &CancelFlag,
+) -> Waited<T> {
+    let cancelled = async {
+        while !cancel.is_cancelled() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::select! {
+        value = work => Waited::Done(value),
+        () = tokio::time::sleep_until(deadline.into()) => Waited::TimedOut,
+        () = cancelled => Waited::Cancelled,
+    }
+}
+
+/// The key a cache-aware router keeps a user's requests together by.
+fn affinity_key(policy: &Resolved, request: &CompletionRequest) -> String {
+    let scope = match policy.affinity {
+        Affinity::Document => request.document.as_str(),
+        Affinity::Workspace if !request.context.preamble.repository.is_empty() => {
+            request.context.preamble.repository.as_str()
+        }
+        Affinity::Workspace => request.document.as_str(),
+    };
+    format!("inkling-{:016x}", stable_hash(scope))
+}
+
+/// Appends the audit line of a request (never its text).
+fn audit(policy: &Resolved, request: &CompletionRequest, bytes: usize) {
+    let Some(path) = &policy.audit_log else {
+        return;
+    };
+    let time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let line = serde_json::json!({
+        "time": time,
+        "url": policy.endpoint,
+        "path": document_path(&request.document),
+        "bytes": bytes,
+    });
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut file| writeln!(file, "{line}"));
+    if let Err(e) = written {
+        tracing::warn!("cannot write the audit log {}: {e}", path.display());
+    }
+}
+
+type Events = Pin<Box<dyn Stream<Item = Result<String, String>> + Send>>;
+
+/// Newline-delimited JSON (Ollama) as a stream of lines.
+fn lines<S, B, E>(bytes: S) -> Events
+where
+    S: Stream<Item = Result<B, E>> + Send + 'static,
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
+    let state = (Box::pin(bytes), Vec::new(), false);
+    Box::pin(futures_util::stream::unfold(
+        state,
+        |(mut bytes, mut buffer, ended): (Pin<Box<S>>, Vec<u8>, bool)| async move {
+            loop {
+                if let Some(at) = buffer.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = buffer.drain(..=at).collect();
+                    let line = String::from_utf8(line).map_err(|e| e.to_string());
+                    return Some((line, (bytes, buffer, ended)));
+                }
+                if ended {
+                    return None;
+                }
+                match bytes.next().await {
+                    Some(Ok(chunk)) => buffer.extend_from_slice(chunk.as_ref()),
+                    Some(Err(e)) => return Some((Err(e.to_string()), (bytes, buffer, true))),
+                    None if buffer.is_empty() => return None,
+                    None => {
+                        let rest = String::from_utf8(std::mem::take(&mut buffer))
+                            .map_err(|e| e.to_string());
+                        return Some((rest, (bytes, buffer, true)));
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// Sends `request` to the remote and reads its answer, telling `first_token` when
+/// the first text arrives. Text goes to `request.partial` as it grows; the request
+/// is dropped once the stop rules say the answer is complete.
+pub async fn stream(
+    http: &reqwest::Client,
+    policy: &Resolved,
+    request: &CompletionRequest,
+    first_token: &watch::Sender<bool>,
+) -> Result<Streamed, Failure> {
+    let started = Instant::now();
+    let first_deadline = started + policy.first_token_timeout;
+    let total_deadline = started + policy.total_timeout;
+    let cancel = &request.cancel;
+    let body = serde_json::to_vec(&format::body(policy, request))
+        .map_err(|e| Failure::Malformed(e.to_string()))?;
+    audit(policy, request, body.len());
+    let send = || {
+        let mut builder = http
+            .post(&policy.endpoint)
+            .header("content-type", "application/json")
+            .body(body.clone());
+        if let Some(key) = policy
+            .api_key_env
+            .as_ref()
+            .and_then(|name| std::env::var(name).ok())
+        {
+            builder = builder.bearer_auth(key);
+        }
+        if let Some(header) = &policy.affinity_header {
+            builder = builder.header(header.as_str(), affinity_key(policy, request));
+        }
+        builder.send()
+    };
+    let mut reconnected = false;
+    let response = loop {
+        match wait(send(), first_deadline, cancel).await {
+            Waited::Done(Ok(response)) => break response,
+            // One reconnect before the first byte: a pooled connection the server
+            // closed meanwhile fails like this.
+            Waited::Done(Err(e)) if !reconnected && (e.is_connect() || e.is_request()) => {
+                reconnected = true;
+                tracing::debug!("remote: reconnecting after {e}");
+            }
+            Waited::Done(Err(e)) => return Err(Failure::Connect(e.to_string())),
+            Waited::TimedOut => return Err(Failure::FirstTokenTimeout),
+            Waited::Cancelled => return Err(Failure::Cancelled),
+        }
+    };
+    let status = response.status();
+    if !status.is_success() {
+        let text = match wait(response.text(), first_deadline, cancel).await {
+            Waited::Done(Ok(text)) => text.chars().take(300).collect(),
+            _ => String::new(),
+        };
+        return Err(Failure::Status(status.as_u16(), text));
+    }
+    let mut events: Events = match policy.format {
+        Format::Infill | Format::Openai => Box::pin(
+            response
+                .bytes_stream()
+                .eventsource()
+                .map(|event| event.map(|e| e.data).map_err(|e| e.to_string())),
+        ),
+        Format::Ollama => lines(response.bytes_stream()),
+    };
+    let mut text = String::new();
+    let mut first: Option<Duration> = None;
+    let mut first_text_at = started;
+    let stop_reason = loop {
+        let deadline = if first.is_some() {
+            total_deadline
+        } else {
+            first_deadline.min(total_deadline)
+        };
+        let data = match wait(events.next(), deadline, cancel).await {
+            Waited::Cancelled => return Err(Failure::Cancelled),
+            Waited::TimedOut if first.is_none() => return Err(Failure::FirstTokenTimeout),
+            Waited::TimedOut => break StopReason::TimeLimit,
+            Waited::Done(None) => return Err(Failure::Truncated("no end of answer".into())),
+            Waited::Done(Some(Err(e))) => return Err(Failure::Truncated(e)),
+            Waited::Done(Some(Ok(data))) => data,
+        };
+        if data.trim().is_empty() {
+            continue;
+        }
+        let chunk = format::parse_event(policy.format, &data).map_err(Failure::Malformed)?;
+        text.push_str(&chunk.text);
+        if first.is_none() && (!chunk.text.is_empty() || chunk.done) {
+            first_text_at = Instant::now();
+            first = Some(first_text_at - started);
+            first_token.send_replace(true);
+        }
+        if !chunk.text.is_empty()
+            && let Some(partial) = &request.partial
+        {
+            partial.send(&text);
+        }
+        if chunk.done {
+            break if chunk.length {
+                StopReason::TokenLimit
+            } else {
+                StopReason::EndOfGeneration
+            };
+        }
+        if request.stop.end_of_answer(&text, false).is_some() {
+            break StopReason::StopRule;
+        }
+    };
+    let first_token = first.unwrap_or_else(|| started.elapsed());
+    Ok(Streamed {
+        generation: Generation {
+            text,
+            prompt_tokens: 0,
+            reused_tokens: 0,
+            generated_tokens: 0,
+            stop_reason,
+            build_time: Duration::ZERO,
+            prompt_time: first_token,
+            generation_time: first_text_at.elapsed(),
+        },
+        first_token,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::stream;
+
+    #[tokio::test]
+    async fn ndjson_lines_are_split_across_chunks() {
+        let chunks: Vec<Result<Vec<u8>, String>> = vec![
+            Ok(b"{\"a\":1}\n{\"b\"".to_vec()),
+            Ok(b":2}\n{\"c\":3}".to_vec()),
+        ];
+        let lines: Vec<_> = lines(stream::iter(chunks)).collect().await;
+        assert_eq!(
+            lines,
+            vec![
+                Ok("{\"a\":1}\n".to_owned()),
+                Ok("{\"b\":2}\n".to_owned()),
+                Ok("{\"c\":3}".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn the_audit_log_records_where_and_how_much_never_the_code() {
+        let log = std::env::temp_dir().join(format!("inkling-audit-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        let config = format!(
+            r#"{{"url": "http://h:1", "auditLog": {:?}}}"#,
+            log.display().to_string()
+        );
+        let policy = config
+            .parse::<crate::config::RemoteConfig>()
+            .unwrap()
+            .resolve()
+            .unwrap();
+        let mut request = crate::policy::tests::request(
+            "file:///w/a.rs",
+            inkling_core::postprocess::Trigger::Invoked,
+            "\n}\n",
+        );
+        request.context.prefix = "let SECRET_TOKEN = 1;\n".into();
+        audit(&policy, &request, 42);
+        audit(&policy, &request, 7);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let _ = std::fs::remove_file(&log);
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["url"], "http://h:1/infill");
+        assert_eq!(
+            (lines[0]["path"].as_str(), lines[0]["bytes"].as_u64()),
+            (Some("/w/a.rs"), Some(42))
+        );
+        assert!(lines[0]["time"].as_u64().unwrap() > 0);
+        assert!(!text.contains("SECRET"), "{text}");
+    }
+
+    #[test]
+    fn only_client_errors_other_than_timeouts_and_rate_limits_are_mistakes() {
+        assert!(Failure::Status(400, String::new()).is_configuration_mistake());
+        assert!(Failure::Status(401, String::new()).is_configuration_mistake());
+        assert!(!Failure::Status(429, String::new()).is_configuration_mistake());
+        assert!(!Failure::Status(500, String::new()).is_configuration_mistake());
+        assert!(!Failure::FirstTokenTimeout.is_configuration_mistake());
+    }
+}

@@ -1,0 +1,413 @@
+//! The hedging backend: local first unless the policy sends a request remote; then
+//! remote first, the local engine started too when the remote has no first token
+//! within the hedge delay (or at once when the remote fails or answers nothing),
+//! the first good (non-empty) answer wins and the loser is cancelled (its HTTP request dropped, its decode stopped at
+//! the next token).
+//!
+//! Invariants:
+//! - Nothing leaves the machine unless a remote is configured and its policy (with
+//!   the deny-list first) allows the request; background work never does.
+//! - A request never waits on the remote longer than the hedge delay before the
+//!   local engine starts, nor at all once the remote failed.
+//! - The user's cancel flag stops both legs; dropping the future stops both too.
+//! - Only one leg streams partial text to the client: the first to produce any,
+//!   or local after the remote failed.
+
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use inkling_core::generate::{
+    Backend, BackendError, CancelFlag, CompletionRequest, Generation, TextSink,
+};
+use inkling_core::lock;
+use tokio::sync::watch;
+
+use crate::breaker::{Admission, Breaker};
+use crate::client::{self, Failure};
+use crate::config::{RemoteConfig, Resolved};
+use crate::policy::{self, Local};
+use crate::stats::{BackendStats, HedgeStats, Source};
+
+/// The hedge delay before the remote has answered enough requests to measure it.
+pub const DEFAULT_HEDGE_DELAY: Duration = Duration::from_millis(300);
+/// Time-to-first-token samples needed before the hedge delay adapts to them.
+const ADAPT_AFTER: usize = 5;
+/// The adapted hedge delay is never shorter than this (a local start costs CPU).
+const MIN_HEDGE_DELAY: Duration = Duration::from_millis(20);
+
+/// Called with a sentence for the user (a configuration mistake of the remote).
+pub type Reporter = Arc<dyn Fn(String) + Send + Sync>;
+
+/// A configured remote engine.
+struct Remote {
+    config: RemoteConfig,
+    policy: Resolved,
+    http: reqwest::Client,
+    breaker: Mutex<Breaker>,
+    /// Set by a configuration mistake: requests stay local until the settings change.
+    misconfigured: AtomicBool,
+}
+
+/// The remote engine in use (if any), its statistics, and how to tell the user
+/// about a mistake: shared by the pipelines a server runs, so the breaker and the
+/// counters survive a restart of the local engine.
+#[derive(Default)]
+pub struct Remotes {
+    remote: Mutex<Option<Arc<Remote>>>,
+    stats: Mutex<HedgeStats>,
+    reporter: Mutex<Option<Reporter>>,
+}
+
+/// `inkling/stats`' view of the remote.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// The counters.
+    pub stats: HedgeStats,
+    /// The remote's endpoint, when one is configured.
+    pub endpoint: Option<String>,
+    /// The breaker's state (`closed`, `open`, `half-open`), when a remote is configured.
+    pub breaker: Option<&'static str>,
+    /// Times the breaker opened.
+    pub breaker_trips: u64,
+    /// The hedge delay in use.
+    pub hedge_delay: Duration,
+    /// Whether a configuration mistake keeps requests local.
+    pub misconfigured: bool,
+}
+
+impl Remotes {
+    /// Uses `config` from the next request on (`None`: no remote). A remote whose
+    /// settings did not change is kept, with its breaker.
+    pub fn configure(&self, config: Option<&RemoteConfig>) -> Result<(), String> {
+        let mut remote = lock(&self.remote);
+        if remote.as_ref().map(|r| &r.config) == config {
+            return Ok(());
+        }
+        let Some(config) = config else {
+            *remote = None;
+            return Ok(());
+        };
+        let policy = config.resolve()?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(policy.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| format!("cannot start an HTTP client: {e}"))?;
+        tracing::info!("remote engine: {} ({:?})", policy.endpoint, policy.format);
+        *remote = Some(Arc::new(Remote {
+            config: config.clone(),
+            breaker: Mutex::new(Breaker::new(policy.breaker_failures, policy.breaker_open)),
+            policy,
+            http,
+            misconfigured: AtomicBool::new(false),
+        }));
+        Ok(())
+    }
+
+    /// Tells `reporter` about configuration mistakes from now on.
+    pub fn set_reporter(&self, reporter: Reporter) {
+        *lock(&self.reporter) = Some(reporter);
+    }
+
+    /// The statistics and the remote's state.
+    pub fn snapshot(&self) -> Snapshot {
+        let remote = lock(&self.remote).clone();
+        let stats = lock(&self.stats).clone();
+        let hedge_delay = remote
+            .as_ref()
+            .map_or(Duration::ZERO, |r| hedge_delay(&r.policy, &stats.remote));
+        let breaker = remote.as_ref().map(|r| lock(&r.breaker).state().name());
+        Snapshot {
+            endpoint: remote.as_ref().map(|r| r.policy.endpoint.clone()),
+            breaker,
+            breaker_trips: remote.as_ref().map_or(0, |r| lock(&r.breaker).trips()),
+            hedge_delay,
+            misconfigured: remote
+                .as_ref()
+                .is_some_and(|r| r.misconfigured.load(Ordering::Relaxed)),
+            stats,
+        }
+    }
+
+    /// The remote `request` goes to, if any (counting why not).
+    fn route(&self, request: &CompletionRequest) -> Option<Arc<Remote>> {
+        let remote = lock(&self.remote).clone()?;
+        if request.background {
+            return None;
+        }
+        let mut stats = lock(&self.stats);
+        match policy::check(&remote.policy, request) {
+            Err(Local::Denied) => {
+                stats.denied += 1;
+                return None;
+            }
+            Err(Local::NotAllowed) => {
+                stats.kept_local += 1;
+                return None;
+            }
+            Ok(()) => {}
+        }
+        if remote.misconfigured.load(Ordering::Relaxed) {
+            stats.kept_local += 1;
+            return None;
+        }
+        match lock(&remote.breaker).admit(Instant::now()) {
+            Admission::Allowed | Admission::Probe => Some(remote.clone()),
+            Admission::Refused => {
+                stats.skipped_by_breaker += 1;
+                None
+            }
+        }
+    }
+
+    /// Counts a remote failure: into the breaker, or (a configuration mistake) reported once.
+    fn remote_failed(&self, remote: &Remote, failure: &Failure) {
+        tracing::warn!("remote engine {}: {failure}", remote.policy.endpoint);
+        lock(&self.stats).remote.failures += 1;
+        if failure.is_configuration_mistake() {
+            if !remote.misconfigured.swap(true, Ordering::Relaxed) {
+                let message = format!(
+                    "inkling: the remote engine at {} refused a completion request ({failure}); requests stay local until its settings change",
+                    remote.policy.endpoint
+                );
+                if let Some(report) = lock(&self.reporter).clone() {
+                    report(message);
+                }
+            }
+        } else {
+            lock(&remote.breaker).failed(Instant::now());
+        }
+    }
+
+    fn record(&self, update: impl FnOnce(&mut HedgeStats)) {
+        update(&mut lock(&self.stats));
+    }
+}
+
+/// The hedge delay for a remote whose time to first token so far is `remote`.
+fn hedge_delay(policy: &Resolved, remote: &BackendStats) -> Duration {
+    policy.hedge_delay.unwrap_or_else(|| {
+        if remote.first_token.len() < ADAPT_AFTER {
+            DEFAULT_HEDGE_DELAY.min(policy.first_token_timeout)
+        } else {
+            remote
+                .first_token
+                .quantile(0.9)
+                .clamp(MIN_HEDGE_DELAY, policy.first_token_timeout)
+        }
+    })
+}
+
+/// Which leg owns the partial text stream.
+const NOBODY: u8 = 0;
+const REMOTE: u8 = 1;
+const LOCAL: u8 = 2;
+
+/// `sink`, passing text on only while leg `me` owns the stream (taking it if free).
+fn owned_sink(sink: &Option<TextSink>, owner: &Arc<AtomicU8>, me: u8) -> Option<TextSink> {
+    let sink = sink.clone()?;
+    let owner = owner.clone();
+    Some(TextSink::new(move |text| {
+        let mine = owner
+            .compare_exchange(NOBODY, me, Ordering::Relaxed, Ordering::Relaxed)
+            .map_or_else(|holder| holder == me, |_| true);
+        if mine {
+            sink.send(text);
+        }
+    }))
+}
+
+/// Sets a flag when dropped: stops the local leg whatever way the race ends.
+struct CancelOnDrop(CancelFlag);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// The local engine with a remote engine hedged against it. See the module docs.
+pub struct Hedged<L> {
+    local: L,
+    remotes: Arc<Remotes>,
+}
+
+type LocalLeg<'a> = Pin<Box<dyn Future<Output = Result<Generation, BackendError>> + Send + 'a>>;
+
+impl<L: Backend> Hedged<L> {
+    /// `local`, hedged against the remote in `remotes` (if any).
+    pub fn new(local: L, remotes: Arc<Remotes>) -> Hedged<L> {
+        Hedged { local, remotes }
+    }
+
+    /// The in-process engine.
+    pub fn local(&self) -> &L {
+        &self.local
+    }
+
+    /// The remote engine's state, shared with other pipelines.
+    pub fn remotes(&self) -> &Arc<Remotes> {
+        &self.remotes
+    }
+
+    /// Runs `request` on the local engine alone.
+    async fn local_only(&self, request: CompletionRequest) -> Result<Generation, BackendError> {
+        let counted = !request.background;
+        let started = Instant::now();
+        let result = self.local.generate(request).await;
+        if counted {
+            self.remotes.record(|s| {
+                s.local.requests += 1;
+                if result.is_ok() {
+                    s.local.wins += 1;
+                    s.local.total.record(started.elapsed());
+                    s.last_source = Some(Source::Local);
+                }
+            });
+        }
+        result
+    }
+
+    /// Starts the local leg of a race with `request`, unless it was started already.
+    fn start_local(&self, request: &mut Option<CompletionRequest>) -> Option<LocalLeg<'_>> {
+        let request = request.take()?;
+        self.remotes.record(|s| s.local.requests += 1);
+        Some(Box::pin(self.local.generate(request)))
+    }
+
+    /// Races `remote` against the local engine for `request`.
+    async fn race(
+        &self,
+        remote: Arc<Remote>,
+        request: CompletionRequest,
+    ) -> Result<Generation, BackendError> {
+        let started = Instant::now();
+        let delay = hedge_delay(&remote.policy, &lock(&self.remotes.stats).remote);
+        let owner = Arc::new(AtomicU8::new(NOBODY));
+        let local_cancel = CancelFlag::default();
+        let _stop_local = CancelOnDrop(local_cancel.clone());
+        let user_cancel = request.cancel.clone();
+        let remote_request = CompletionRequest {
+            partial: owned_sink(&request.partial, &owner, REMOTE),
+            ..request.clone()
+        };
+        let local_request = CompletionRequest {
+            partial: owned_sink(&request.partial, &owner, LOCAL),
+            cancel: local_cancel.clone(),
+            ..request
+        };
+        let (first_token, first_seen) = watch::channel(false);
+        self.remotes.record(|s| s.remote.requests += 1);
+        let mut remote_leg = pin!(client::stream(
+            &remote.http,
+            &remote.policy,
+            &remote_request,
+            &first_token
+        ));
+        let mut local_leg: Option<LocalLeg<'_>> = None;
+        let mut local_request = Some(local_request);
+        let mut remote_failed = false;
+        let mut local_failed: Option<BackendError> = None;
+        let hedge_at = tokio::time::Instant::from_std(started + delay);
+        let cancelled = async {
+            while !user_cancel.is_cancelled() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let mut cancelled = pin!(cancelled);
+        loop {
+            tokio::select! {
+                result = &mut remote_leg, if !remote_failed => match result {
+                    // Nothing to show (a server out of time, say): healthy, but no
+                    // good answer, so the local engine's counts.
+                    Ok(streamed) if streamed.generation.text.trim().is_empty() => {
+                        lock(&remote.breaker).succeeded();
+                        self.remotes.record(|s| s.remote.empty += 1);
+                        remote_failed = true;
+                        owner.store(LOCAL, Ordering::Relaxed);
+                        if let Some(error) = local_failed.take() {
+                            return Err(error);
+                        }
+                        if local_leg.is_none() {
+                            local_leg = self.start_local(&mut local_request);
+                        }
+                    }
+                    Ok(streamed) => {
+                        lock(&remote.breaker).succeeded();
+                        self.remotes.record(|s| {
+                            s.remote.wins += 1;
+                            s.remote.first_token.record(streamed.first_token);
+                            s.remote.total.record(started.elapsed());
+                            s.last_source = Some(Source::Remote);
+                        });
+                        return Ok(streamed.generation);
+                    }
+                    Err(Failure::Cancelled) => {
+                        lock(&remote.breaker).inconclusive(Instant::now());
+                        return Err(BackendError::Cancelled);
+                    }
+                    Err(failure) => {
+                        self.remotes.remote_failed(&remote, &failure);
+                        remote_failed = true;
+                        owner.store(LOCAL, Ordering::Relaxed);
+                        if let Some(error) = local_failed.take() {
+                            return Err(error);
+                        }
+                        if local_leg.is_none() {
+                            local_leg = self.start_local(&mut local_request);
+                        }
+                    }
+                },
+                () = tokio::time::sleep_until(hedge_at), if local_leg.is_none() && !*first_seen.borrow() => {
+                    self.remotes.record(|s| s.hedges += 1);
+                    local_leg = self.start_local(&mut local_request);
+                }
+                result = async { local_leg.as_mut().expect("enabled only when started").await }, if local_leg.is_some() && local_failed.is_none() => match result {
+                    Ok(generation) => {
+                        if !remote_failed {
+                            // The remote lost before a verdict: a probe may go again.
+                            lock(&remote.breaker).inconclusive(Instant::now());
+                        }
+                        self.remotes.record(|s| {
+                            s.local.wins += 1;
+                            s.local.total.record(started.elapsed());
+                            s.fallbacks += u64::from(remote_failed);
+                            s.last_source = Some(Source::Local);
+                        });
+                        return Ok(generation);
+                    }
+                    Err(error) if remote_failed || error == BackendError::Cancelled => return Err(error),
+                    // The model is not loaded (or failed): the remote may still answer.
+                    Err(error) => local_failed = Some(error),
+                },
+                () = &mut cancelled => {
+                    lock(&remote.breaker).inconclusive(Instant::now());
+                    return Err(BackendError::Cancelled);
+                }
+            }
+        }
+    }
+}
+
+impl<L: Backend> Backend for Hedged<L> {
+    fn is_ready(&self) -> bool {
+        self.local.is_ready()
+    }
+
+    async fn ready_within(&self, limit: Duration) -> bool {
+        self.local.ready_within(limit).await
+    }
+
+    async fn generate(&self, request: CompletionRequest) -> Result<Generation, BackendError> {
+        match self.remotes.route(&request) {
+            Some(remote) => self.race(remote, request).await,
+            None => self.local_only(request).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

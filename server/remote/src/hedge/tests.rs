@@ -1,0 +1,381 @@
+//! The race, the fallback, the breaker and the policy against a fake local engine
+//! and a small fake HTTP server on loopback.
+
+use std::sync::atomic::AtomicUsize;
+
+use inkling_core::postprocess::Trigger;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::*;
+use crate::policy::tests::request;
+
+/// What the fake remote does with each request.
+#[derive(Clone, Debug)]
+enum Behaviour {
+    /// Waits, then streams these llama.cpp infill texts (the last one ends the answer).
+    Answer(Duration, Vec<&'static str>),
+    /// Answers this status.
+    Status(u16),
+    /// Accepts and never answers.
+    Stall,
+    /// Sends one event, then closes the connection mid-stream.
+    DieMidStream,
+    /// Answers 200 with garbage.
+    Garbage,
+}
+
+struct FakeRemote {
+    url: String,
+    behaviour: Arc<Mutex<Behaviour>>,
+    requests: Arc<AtomicUsize>,
+    bodies: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeRemote {
+    async fn start(behaviour: Behaviour) -> FakeRemote {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let behaviour = Arc::new(Mutex::new(behaviour));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let (b, r, bs) = (behaviour.clone(), requests.clone(), bodies.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let (b, r, bs) = (b.clone(), r.clone(), bs.clone());
+                tokio::spawn(async move {
+                    let mut data = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    let body = loop {
+                        let Ok(n) = socket.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        data.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&data).to_string();
+                        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                            let length = head
+                                .lines()
+                                .find_map(|l| {
+                                    l.to_ascii_lowercase()
+                                        .strip_prefix("content-length: ")
+                                        .map(|v| v.trim().parse::<usize>().unwrap())
+                                })
+                                .unwrap_or(0);
+                            if body.len() >= length {
+                                break text;
+                            }
+                        }
+                    };
+                    r.fetch_add(1, Ordering::SeqCst);
+                    lock(&bs).push(body);
+                    let behaviour = lock(&b).clone();
+                    let sse = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+                    match behaviour {
+                        Behaviour::Answer(delay, texts) => {
+                            tokio::time::sleep(delay).await;
+                            let _ = socket.write_all(sse.as_bytes()).await;
+                            for (i, text) in texts.iter().enumerate() {
+                                let event = serde_json::json!({"content": text, "stop": i + 1 == texts.len()});
+                                let _ = socket
+                                    .write_all(format!("data: {event}\n\n").as_bytes())
+                                    .await;
+                            }
+                        }
+                        Behaviour::Status(status) => {
+                            let body = "{\"error\": \"no\"}";
+                            let _ = socket
+                                .write_all(format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).as_bytes())
+                                .await;
+                        }
+                        Behaviour::Stall => tokio::time::sleep(Duration::from_secs(30)).await,
+                        Behaviour::DieMidStream => {
+                            let _ = socket.write_all(sse.as_bytes()).await;
+                            let _ = socket
+                                .write_all(b"data: {\"content\": \"x = \", \"stop\": false}\n\n")
+                                .await;
+                        }
+                        Behaviour::Garbage => {
+                            let _ = socket.write_all(sse.as_bytes()).await;
+                            let _ = socket.write_all(b"data: <html>oops</html>\n\n").await;
+                        }
+                    }
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        FakeRemote {
+            url,
+            behaviour,
+            requests,
+            bodies,
+        }
+    }
+
+    fn set(&self, behaviour: Behaviour) {
+        *lock(&self.behaviour) = behaviour;
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// A local engine answering `local()` after `delay`, stopping when cancelled; it
+/// keeps the cancel flags it was given (the real engine's worker thread watches its
+/// flag even after the future awaiting it is dropped).
+#[derive(Clone)]
+struct FakeLocal {
+    delay: Duration,
+    calls: Arc<AtomicUsize>,
+    flags: Arc<Mutex<Vec<CancelFlag>>>,
+}
+
+impl FakeLocal {
+    fn new(delay: Duration) -> FakeLocal {
+        FakeLocal {
+            delay,
+            calls: Arc::default(),
+            flags: Arc::default(),
+        }
+    }
+
+    fn cancelled(&self) -> usize {
+        lock(&self.flags)
+            .iter()
+            .filter(|f| f.is_cancelled())
+            .count()
+    }
+}
+
+impl Backend for FakeLocal {
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    async fn ready_within(&self, _: Duration) -> bool {
+        true
+    }
+
+    async fn generate(&self, request: CompletionRequest) -> Result<Generation, BackendError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        lock(&self.flags).push(request.cancel.clone());
+        let until = Instant::now() + self.delay;
+        while Instant::now() < until {
+            if request.cancel.is_cancelled() {
+                return Err(BackendError::Cancelled);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(generation("local()"))
+    }
+}
+
+fn generation(text: &str) -> Generation {
+    Generation {
+        text: text.into(),
+        prompt_tokens: 0,
+        reused_tokens: 0,
+        generated_tokens: 0,
+        stop_reason: inkling_core::generate::StopReason::EndOfGeneration,
+        build_time: Duration::ZERO,
+        prompt_time: Duration::ZERO,
+        generation_time: Duration::ZERO,
+    }
+}
+
+fn hedged(local: &FakeLocal, remote: &FakeRemote, extra: &str) -> Hedged<FakeLocal> {
+    let remotes = Arc::new(Remotes::default());
+    let json = format!(
+        r#"{{"url": "{}", "triggers": "all", "hedgeDelayMs": 100, "firstTokenTimeoutMs": 1000, "breakerFailures": 2, "breakerOpenMs": 400{extra}}}"#,
+        remote.url
+    );
+    remotes.configure(Some(&json.parse().unwrap())).unwrap();
+    Hedged::new(local.clone(), remotes)
+}
+
+fn invoked() -> CompletionRequest {
+    request("file:///w/a.rs", Trigger::Invoked, "\n}\n")
+}
+
+#[tokio::test]
+async fn a_fast_remote_answers_and_the_local_engine_never_starts() {
+    let remote = FakeRemote::start(Behaviour::Answer(Duration::ZERO, vec!["remote", "()"])).await;
+    let local = FakeLocal::new(Duration::from_millis(50));
+    let hedged = hedged(&local, &remote, "");
+    let answer = hedged.generate(invoked()).await.unwrap();
+    assert_eq!(answer.text, "remote()");
+    assert_eq!(local.calls.load(Ordering::SeqCst), 0);
+    let snapshot = hedged.remotes().snapshot();
+    assert_eq!((snapshot.stats.remote.wins, snapshot.stats.hedges), (1, 0));
+    assert_eq!(snapshot.stats.last_source, Some(Source::Remote));
+    assert!(lock(&remote.bodies)[0].contains("\"input_suffix\""));
+}
+
+#[tokio::test]
+async fn a_stalled_remote_loses_to_local_soon_after_the_hedge_delay() {
+    let remote = FakeRemote::start(Behaviour::Stall).await;
+    let local = FakeLocal::new(Duration::from_millis(50));
+    let hedged = hedged(&local, &remote, "");
+    let started = Instant::now();
+    let answer = hedged.generate(invoked()).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(answer.text, "local()");
+    assert!(
+        took >= Duration::from_millis(150) && took < Duration::from_millis(600),
+        "{took:?}"
+    );
+    let snapshot = hedged.remotes().snapshot();
+    assert_eq!((snapshot.stats.hedges, snapshot.stats.local.wins), (1, 1));
+    // Losing a race is no failure of the remote.
+    assert_eq!(snapshot.breaker, Some("closed"));
+}
+
+#[tokio::test]
+async fn a_slow_remote_that_answers_first_wins_and_cancels_local() {
+    let remote = FakeRemote::start(Behaviour::Answer(
+        Duration::from_millis(150),
+        vec!["remote()"],
+    ))
+    .await;
+    let local = FakeLocal::new(Duration::from_secs(5));
+    let hedged = hedged(&local, &remote, "");
+    let answer = hedged.generate(invoked()).await.unwrap();
+    assert_eq!(answer.text, "remote()");
+    assert_eq!(local.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(local.cancelled(), 1);
+}
+
+#[tokio::test]
+async fn failures_fall_back_to_local_and_open_the_breaker_until_a_probe_succeeds() {
+    let remote = FakeRemote::start(Behaviour::Status(500)).await;
+    let local = FakeLocal::new(Duration::from_millis(10));
+    let hedged = hedged(&local, &remote, "");
+    for behaviour in [Behaviour::Status(500), Behaviour::Garbage] {
+        remote.set(behaviour);
+        let started = Instant::now();
+        assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
+        // No hedge delay waited: the failure started local at once.
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    let snapshot = hedged.remotes().snapshot();
+    assert_eq!(
+        (
+            snapshot.breaker,
+            snapshot.breaker_trips,
+            snapshot.stats.fallbacks
+        ),
+        (Some("open"), 1, 2)
+    );
+    remote.set(Behaviour::Answer(Duration::ZERO, vec!["remote()"]));
+    assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
+    assert_eq!(remote.requests(), 2, "an open breaker sends nothing");
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(hedged.generate(invoked()).await.unwrap().text, "remote()");
+    assert_eq!(hedged.remotes().snapshot().breaker, Some("closed"));
+}
+
+#[tokio::test]
+async fn a_remote_dying_mid_stream_falls_back_to_local() {
+    let remote = FakeRemote::start(Behaviour::DieMidStream).await;
+    let local = FakeLocal::new(Duration::from_millis(10));
+    let hedged = hedged(&local, &remote, "");
+    assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
+    assert_eq!(hedged.remotes().snapshot().stats.fallbacks, 1);
+}
+
+#[tokio::test]
+async fn a_configuration_mistake_is_reported_once_and_not_retried() {
+    let remote = FakeRemote::start(Behaviour::Status(400)).await;
+    let local = FakeLocal::new(Duration::from_millis(10));
+    let hedged = hedged(&local, &remote, "");
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let sink = reports.clone();
+    hedged
+        .remotes()
+        .set_reporter(Arc::new(move |m| lock(&sink).push(m)));
+    for _ in 0..3 {
+        assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
+    }
+    assert_eq!(remote.requests(), 1);
+    assert_eq!(lock(&reports).len(), 1);
+    assert!(lock(&reports)[0].contains("400"), "{:?}", lock(&reports));
+    assert_eq!(hedged.remotes().snapshot().breaker, Some("closed"));
+}
+
+#[tokio::test]
+async fn denied_paths_and_background_work_never_reach_the_remote() {
+    let remote = FakeRemote::start(Behaviour::Answer(Duration::ZERO, vec!["remote()"])).await;
+    let local = FakeLocal::new(Duration::ZERO);
+    let hedged = hedged(&local, &remote, r#", "denyPaths": ["**/secret/**"]"#);
+    let denied = request("file:///w/secret/a.rs", Trigger::Invoked, "\n}\n");
+    assert_eq!(hedged.generate(denied).await.unwrap().text, "local()");
+    let mut background = invoked();
+    background.background = true;
+    assert_eq!(hedged.generate(background).await.unwrap().text, "local()");
+    assert_eq!(remote.requests(), 0);
+    assert_eq!(hedged.remotes().snapshot().stats.denied, 1);
+}
+
+#[tokio::test]
+async fn the_users_cancel_stops_both_legs() {
+    let remote = FakeRemote::start(Behaviour::Stall).await;
+    let local = FakeLocal::new(Duration::from_secs(5));
+    let hedged = hedged(&local, &remote, "");
+    let request = invoked();
+    let cancel = request.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        cancel.cancel();
+    });
+    let started = Instant::now();
+    assert_eq!(hedged.generate(request).await, Err(BackendError::Cancelled));
+    assert!(started.elapsed() < Duration::from_millis(400));
+    assert_eq!(local.cancelled(), 1);
+}
+
+#[tokio::test]
+async fn the_hedge_delay_adapts_to_the_remotes_first_tokens() {
+    let remote = FakeRemote::start(Behaviour::Answer(
+        Duration::from_millis(40),
+        vec!["remote()"],
+    ))
+    .await;
+    let local = FakeLocal::new(Duration::from_secs(5));
+    let remotes = Arc::new(Remotes::default());
+    let json = format!(r#"{{"url": "{}"}}"#, remote.url);
+    remotes.configure(Some(&json.parse().unwrap())).unwrap();
+    let hedged = Hedged::new(local.clone(), remotes);
+    assert_eq!(hedged.remotes().snapshot().hedge_delay, DEFAULT_HEDGE_DELAY);
+    for _ in 0..ADAPT_AFTER {
+        hedged.generate(invoked()).await.unwrap();
+    }
+    let adapted = hedged.remotes().snapshot().hedge_delay;
+    assert!(
+        adapted >= Duration::from_millis(40) && adapted < Duration::from_millis(200),
+        "{adapted:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_remote_answer_leaves_the_answer_to_local() {
+    let remote = FakeRemote::start(Behaviour::Answer(Duration::ZERO, vec![""])).await;
+    let local = FakeLocal::new(Duration::from_millis(10));
+    let hedged = hedged(&local, &remote, "");
+    assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
+    let snapshot = hedged.remotes().snapshot();
+    assert_eq!(
+        (snapshot.stats.remote.empty, snapshot.stats.remote.failures),
+        (1, 0)
+    );
+    assert_eq!(snapshot.breaker, Some("closed"));
+}

@@ -1,0 +1,148 @@
+//! Which requests may go remote: the user's policy, checked per request. The
+//! deny-list wins over everything; background work (prefetches, warming) never
+//! leaves the machine.
+
+use inkling_core::generate::CompletionRequest;
+use inkling_core::postprocess::Trigger;
+use inkling_core::workspace::file_path;
+
+use crate::config::{Lines, Resolved};
+
+/// Why a request stays local.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Local {
+    /// Its path matches a glob of `denyPaths`.
+    Denied,
+    /// The policy does not send this kind of request (trigger, lines, language,
+    /// workspace, background work).
+    NotAllowed,
+}
+
+/// The document's path: the file path of a `file:` URI, else the URI itself.
+pub fn document_path(document: &str) -> String {
+    file_path(document).map_or_else(|| document.to_owned(), |p| p.to_string_lossy().into_owned())
+}
+
+/// Whether `request` may go remote under `policy`.
+pub fn check(policy: &Resolved, request: &CompletionRequest) -> Result<(), Local> {
+    let absolute = document_path(&request.document);
+    let relative = &request.context.preamble.path;
+    if policy.deny.path(&absolute) || (!relative.is_empty() && policy.deny.path(relative)) {
+        return Err(Local::Denied);
+    }
+    let multi_line = request.stop.multi_line();
+    let allowed = !request.background
+        && request.max_tokens > 0
+        && (policy.automatic || request.trigger == Trigger::Invoked)
+        && match policy.lines {
+            Lines::Any => true,
+            Lines::Single => !multi_line,
+            Lines::Multi => multi_line,
+        }
+        && (policy.languages.is_empty()
+            || policy
+                .languages
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(&request.context.language_id)))
+        && (policy.workspaces.is_empty()
+            || policy.workspaces.iter().any(|folder| {
+                let folder = folder.trim_end_matches('/');
+                absolute
+                    .strip_prefix(folder)
+                    .is_some_and(|rest| rest.starts_with('/'))
+            }));
+    if allowed {
+        Ok(())
+    } else {
+        Err(Local::NotAllowed)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use inkling_core::context;
+    use inkling_core::generate::CancelFlag;
+    use inkling_core::postprocess::{self, Options, StopRules};
+    use std::time::Duration;
+
+    use crate::config::RemoteConfig;
+
+    pub(crate) fn request(document: &str, trigger: Trigger, suffix: &str) -> CompletionRequest {
+        let context = context::from_parts("fn main() {\n    ", suffix, "rust");
+        let options = Options {
+            enabled: true,
+            in_comments: false,
+        };
+        let plan = postprocess::plan(&context, trigger, options).unwrap();
+        CompletionRequest {
+            stop: StopRules::new(&context, &plan, options),
+            context,
+            max_tokens: 64,
+            prompt_time_limit: None,
+            generation_time_limit: Duration::from_secs(1),
+            cancel: CancelFlag::default(),
+            document: document.into(),
+            partial: None,
+            background: false,
+            trigger,
+        }
+    }
+
+    fn policy(json: &str) -> Resolved {
+        json.parse::<RemoteConfig>().unwrap().resolve().unwrap()
+    }
+
+    #[test]
+    fn only_invoked_requests_go_remote_by_default() {
+        let policy = policy(r#"{"url": "http://h"}"#);
+        let invoked = request("file:///w/a.rs", Trigger::Invoked, "\n}\n");
+        assert_eq!(check(&policy, &invoked), Ok(()));
+        let automatic = request("file:///w/a.rs", Trigger::Automatic, "\n}\n");
+        assert_eq!(check(&policy, &automatic), Err(Local::NotAllowed));
+        let mut background = invoked.clone();
+        background.background = true;
+        assert_eq!(check(&policy, &background), Err(Local::NotAllowed));
+    }
+
+    #[test]
+    fn the_deny_list_wins_over_everything() {
+        let policy = policy(
+            r#"{"url": "http://h", "triggers": "all", "languages": ["rust"], "denyPaths": ["**/secrets/**", "*.env"]}"#,
+        );
+        for uri in ["file:///w/secrets/key.rs", "file:///w/prod.env"] {
+            let request = request(uri, Trigger::Invoked, "\n}\n");
+            assert_eq!(check(&policy, &request), Err(Local::Denied), "{uri}");
+        }
+        let mut relative = request("file:///w/a.rs", Trigger::Invoked, "\n}\n");
+        relative.context.preamble.path = "secrets/a.rs".into();
+        assert_eq!(check(&policy, &relative), Err(Local::Denied));
+        assert_eq!(
+            check(
+                &policy,
+                &request("file:///w/a.rs", Trigger::Automatic, "\n}\n")
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn languages_workspaces_and_lines_narrow_it() {
+        let policy = policy(
+            r#"{"url": "http://h", "languages": ["python"], "workspaces": ["/team/"], "lines": "multi"}"#,
+        );
+        let rust = request("file:///team/a.rs", Trigger::Invoked, "\n}\n");
+        assert_eq!(check(&policy, &rust), Err(Local::NotAllowed));
+        let mut python = rust.clone();
+        python.context.language_id = "python".into();
+        assert_eq!(check(&policy, &python), Ok(()));
+        python.document = "file:///teammate/a.py".into();
+        assert_eq!(check(&policy, &python), Err(Local::NotAllowed));
+        // Code right of the cursor: a single-line completion.
+        let single = request("file:///team/a.rs", Trigger::Invoked, "x }\n");
+        let mut single_python = single.clone();
+        single_python.context.language_id = "python".into();
+        assert!(!single_python.stop.multi_line());
+        assert_eq!(check(&policy, &single_python), Err(Local::NotAllowed));
+    }
+}
