@@ -85,6 +85,7 @@ pub(crate) mod tests {
             document: document.into(),
             partial: None,
             background: false,
+            keeps_cache: false,
             trigger,
         }
     }
