@@ -10,7 +10,9 @@
 //! tests notice. They are cached under the target directory (picking runs the tests
 //! some hundred times).
 //!
-//! Each row is one server, started with the row's flags, on every task:
+//! Each row is one server, started with the row's flags (`invoked-single`: one
+//! candidate; `invoked-candidates`: three, not rescored; `invoked`, `automatic`: the
+//! defaults), on every task:
 //! - **invoked**: the module is open in the editor; the line's code is deleted (the
 //!   cursor at its indentation, the lines after it still there) and a completion is
 //!   invoked, as a user who asks for one;
@@ -34,7 +36,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use inkling_benches::quantile;
-use inkling_harness::{LspClient, Launch, inline_items, vscode_capabilities};
+use inkling_harness::{Launch, LspClient, inline_items, vscode_capabilities};
 use serde_json::{Value, json};
 
 /// Modules whose tests run in about a second and notice removed lines.
@@ -94,7 +96,19 @@ struct Row {
     args: &'static [&'static str],
 }
 
+/// Each technique off, then on (the defaults). Automatic requests offer one
+/// candidate and are not rescored, so the defaults are their only row.
 const ROWS: &[Row] = &[
+    Row {
+        name: "invoked-single",
+        invoked: true,
+        args: &["--candidates", "1"],
+    },
+    Row {
+        name: "invoked-candidates",
+        invoked: true,
+        args: &["--suffix-rescoring", "false"],
+    },
     Row {
         name: "invoked",
         invoked: true,
@@ -186,7 +200,11 @@ fn uri_of(module: &str) -> String {
 }
 
 /// The first item's text of each task, and the request's latency.
-fn ask_all(row: &Row, tasks: &[Task], sources: &HashMap<String, String>) -> Vec<(String, Duration)> {
+fn ask_all(
+    row: &Row,
+    tasks: &[Task],
+    sources: &HashMap<String, String>,
+) -> Vec<(String, Duration)> {
     let mut client = LspClient::launch(&Launch {
         args: row.args.iter().map(|a| a.to_string()).collect(),
         env: Vec::new(),
@@ -223,12 +241,23 @@ fn ask_all(row: &Row, tasks: &[Task], sources: &HashMap<String, String>) -> Vec<
             client.edit(&uri, *version, (line, indent), (line, end), "");
             answers[i] = Some(ask(&mut client, &uri, task, 1));
             *version += 1;
-            client.edit(&uri, *version, (line, indent), (line, indent), code.trim_start());
+            client.edit(
+                &uri,
+                *version,
+                (line, indent),
+                (line, indent),
+                code.trim_start(),
+            );
         }
     } else {
         // The modules take turns, so that no opening finds its module's cache warm.
         let mut order: Vec<usize> = (0..tasks.len()).collect();
-        let rank = |i: usize| tasks[..i].iter().filter(|t| t.module == tasks[i].module).count();
+        let rank = |i: usize| {
+            tasks[..i]
+                .iter()
+                .filter(|t| t.module == tasks[i].module)
+                .count()
+        };
         order.sort_by_key(|&i| (rank(i), i));
         for i in order {
             let task = &tasks[i];
@@ -245,7 +274,10 @@ fn ask_all(row: &Row, tasks: &[Task], sources: &HashMap<String, String>) -> Vec<
         }
     }
     client.shutdown_and_exit();
-    answers.into_iter().map(|a| a.expect("every task asked")).collect()
+    answers
+        .into_iter()
+        .map(|a| a.expect("every task asked"))
+        .collect()
 }
 
 #[derive(Default)]
@@ -339,6 +371,10 @@ fn main() {
             }
         }
         score.report(&format!("{} {}", row.name, row.args.join(" ")));
-        eprintln!("({} took {:.0} s)", row.name, started.elapsed().as_secs_f64());
+        eprintln!(
+            "({} took {:.0} s)",
+            row.name,
+            started.elapsed().as_secs_f64()
+        );
     }
 }

@@ -217,6 +217,8 @@ fn complete(
         document: "quality".into(),
         partial: None,
         background: false,
+        candidates: 1,
+        suffix_rescoring: false,
     };
     let generation = runtime.block_on(engine.generate(request));
     let Some(text) = generation
