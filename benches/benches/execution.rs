@@ -11,8 +11,9 @@
 //! some hundred times).
 //!
 //! Each row is one server, started with the row's flags (`invoked-single`: one
-//! candidate; `invoked-candidates`: three, not rescored; `invoked`, `automatic`: the
-//! defaults), on every task:
+//! candidate; `invoked`, `automatic`: the defaults, three candidates for invoked
+//! requests; `invoked-rescored`: those rescored by the text after the cursor), on
+//! every task:
 //! - **invoked**: the module is open in the editor; the line's code is deleted (the
 //!   cursor at its indentation, the lines after it still there) and a completion is
 //!   invoked, as a user who asks for one;
@@ -96,8 +97,8 @@ struct Row {
     args: &'static [&'static str],
 }
 
-/// Each technique off, then on (the defaults). Automatic requests offer one
-/// candidate and are not rescored, so the defaults are their only row.
+/// Each technique off, then on. Automatic requests offer one candidate and are not
+/// rescored, so the defaults are their only row.
 const ROWS: &[Row] = &[
     Row {
         name: "invoked-single",
@@ -105,14 +106,14 @@ const ROWS: &[Row] = &[
         args: &["--candidates", "1"],
     },
     Row {
-        name: "invoked-candidates",
-        invoked: true,
-        args: &["--suffix-rescoring", "false"],
-    },
-    Row {
         name: "invoked",
         invoked: true,
         args: &[],
+    },
+    Row {
+        name: "invoked-rescored",
+        invoked: true,
+        args: &["--suffix-rescoring", "true"],
     },
     Row {
         name: "automatic",
