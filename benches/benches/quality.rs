@@ -219,6 +219,8 @@ fn complete(
         background: false,
         keeps_cache: false,
         trigger: Trigger::Automatic,
+        candidates: 1,
+        suffix_rescoring: false,
     };
     let generation = runtime.block_on(engine.generate(request));
     let Some(text) = generation

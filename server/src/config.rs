@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use inkling_core::candidates::MAX_CANDIDATES;
 use inkling_core::postprocess::{self, Trigger};
 use inkling_core::prompt::Budget;
 use inkling_core::workspace::{self, DisabledFiles};
@@ -106,6 +107,15 @@ pub struct Overrides {
     /// and asking again is answered from memory [default: true]
     #[arg(long, value_name = "BOOL")]
     pub prefetch: Option<bool>,
+    /// Items an invoked request offers, best first (1–3; the others begin with the
+    /// model's next most likely first tokens); automatic requests offer one [default: 3]
+    #[arg(long, value_name = "N")]
+    pub candidates: Option<u32>,
+    /// Order an invoked request's candidates by how likely the model finds the rest
+    /// of the line and the next three non-blank lines after each, within its time
+    /// limit [default: false]
+    #[arg(long, value_name = "BOOL")]
+    pub suffix_rescoring: Option<bool>,
     /// Layers offloaded to the GPU; needs a build with a GPU backend (see README's
     /// build section) [default: all (GPU builds), 0 (CPU builds)]
     #[arg(long, value_name = "N")]
@@ -261,6 +271,10 @@ pub struct Settings {
     pub index_workspace: bool,
     /// Whether the answer after accepting a suggestion is prefetched.
     pub prefetch: bool,
+    /// Items an invoked request offers (automatic requests offer one).
+    pub candidates: u32,
+    /// Whether an invoked request's candidates are ordered by the text after the cursor.
+    pub suffix_rescoring: bool,
     /// Files that get no suggestions and are never material for other files.
     pub disabled: DisabledFiles,
     /// The remote engine, when one is configured (its settings checked).
@@ -432,6 +446,16 @@ impl Settings {
             MAX_TIME_LIMIT_MS,
             "",
         );
+        let candidates = within(
+            "candidates",
+            overrides.candidates.is_some(),
+            overrides
+                .candidates
+                .map_or(MAX_CANDIDATES as u64, u64::from),
+            1,
+            MAX_CANDIDATES as u64,
+            "",
+        ) as u32;
         let disabled = DisabledFiles::new(
             overrides.disabled_languages.unwrap_or_default(),
             overrides
@@ -488,6 +512,8 @@ impl Settings {
             },
             index_workspace: overrides.index_workspace.unwrap_or(true),
             prefetch: overrides.prefetch.unwrap_or(true),
+            candidates,
+            suffix_rescoring: overrides.suffix_rescoring.unwrap_or(false),
             disabled,
             remote: overrides.remote.filter(|remote| match remote.resolve() {
                 Ok(_) => true,

@@ -177,7 +177,7 @@ impl ContextSources {
 
 /// A suggestion for one cursor position, in the document's coordinates.
 struct Suggestion {
-    /// The texts to offer, best first (the full answer, then its first line alone).
+    /// The texts to offer, best first (see `suggest::Answer`).
     texts: Vec<String>,
     cursor: Position,
     /// The cursor, a char index into the document.

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use inkling_core::candidates;
 use inkling_core::context::CompletionContext;
 use inkling_core::generate::{
     Backend, BackendError, CancelFlag, CompletionRequest, Generation, StopReason, TextSink,
@@ -55,8 +56,9 @@ pub struct Ask {
     pub assembly_time: Duration,
 }
 
-/// The texts to offer at a position, best first: the full answer, then (for invoked
-/// multi-line answers) its first line alone.
+/// The texts to offer at a position, best first: the model's candidates (several for
+/// invoked requests), then, when there is room, the first line alone of a multi-line
+/// first answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
     /// The suggestions.
@@ -414,6 +416,8 @@ impl<B: Backend> Suggester<B> {
             background: true,
             keeps_cache: true,
             trigger: Trigger::Automatic,
+            candidates: 1,
+            suffix_rescoring: false,
         };
         let Some(generation) = self.run_in_background(request).await else {
             return false;
@@ -455,6 +459,8 @@ impl<B: Backend> Suggester<B> {
             background: true,
             keeps_cache: false,
             trigger: Trigger::Automatic,
+            candidates: 1,
+            suffix_rescoring: false,
         };
         if self.run_in_background(request).await.is_some() {
             self.warmed_prompts.fetch_add(1, Ordering::Relaxed);
@@ -585,6 +591,11 @@ impl<B: Backend> Suggester<B> {
             background: false,
             keeps_cache: false,
             trigger: ask.trigger,
+            candidates: match ask.trigger {
+                Trigger::Invoked => settings.candidates,
+                Trigger::Automatic => 1,
+            },
+            suffix_rescoring: ask.trigger == Trigger::Invoked && settings.suffix_rescoring,
         };
         *at_backend = true;
         let at_backend = AtBackend::enter(&self.prefetch);
@@ -609,10 +620,22 @@ impl<B: Backend> Suggester<B> {
         let Some(text) = finished else {
             return Ok(None);
         };
-        let mut texts = vec![text];
+        let others = contain_panic(|| {
+            generation
+                .alternatives
+                .iter()
+                .filter_map(|raw| postprocess::finish(raw, &ask.context, &stop))
+                .collect::<Vec<_>>()
+        })?;
+        let mut texts = candidates::distinct(std::iter::once(text).chain(others));
         let first_line = texts[0].lines().next().unwrap_or_default().trim_end();
-        if plan.alternatives && texts[0].contains('\n') && first_line.trim().chars().count() >= 2 {
-            texts.push(first_line.to_owned());
+        if plan.alternatives
+            && texts.len() < candidates::MAX_CANDIDATES
+            && texts[0].contains('\n')
+            && first_line.trim().chars().count() >= 2
+        {
+            let first_line = first_line.to_owned();
+            texts = candidates::distinct(texts.into_iter().chain([first_line]));
         }
         Ok(Some(Answer {
             texts,
@@ -644,6 +667,8 @@ mod tests {
         ready: Arc<watch::Sender<bool>>,
         /// Whether prompts run out of time (nothing is generated).
         out_of_time: Arc<AtomicBool>,
+        /// The other candidates' raw texts, given with every answer.
+        alternatives: Arc<Mutex<Vec<String>>>,
     }
 
     impl Fake {
@@ -655,6 +680,7 @@ mod tests {
                 held: Arc::new(watch::Sender::new(false)),
                 ready: Arc::new(watch::Sender::new(true)),
                 out_of_time: Arc::default(),
+                alternatives: Arc::default(),
             }
         }
 
@@ -702,6 +728,7 @@ mod tests {
             }
             Ok(Generation {
                 text: text.to_owned(),
+                alternatives: lock(&self.alternatives).clone(),
                 prompt_tokens: 1,
                 reused_tokens: 0,
                 generated_tokens: 1,
@@ -776,6 +803,32 @@ mod tests {
 
     fn texts(answer: Result<Option<Answer>, SuggestError>) -> Vec<String> {
         answer.unwrap().map(|a| a.texts).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn invoked_requests_offer_the_distinct_candidates_and_automatic_ones_ask_for_one() {
+        let fake = Fake::new("a + b\n");
+        *lock(&fake.alternatives) = ["a + b  \n", "b + a\n", "\n", "a - b\n", "a * b\n"]
+            .map(String::from)
+            .to_vec();
+        let suggester = pipeline(&fake);
+        let cancel = CancelFlag::default();
+        let invoked = Ask {
+            trigger: Trigger::Invoked,
+            ..ask(PREFIX, &cancel)
+        };
+        assert_eq!(
+            texts(suggester.suggest(invoked).await),
+            ["a + b", "b + a", "a - b"]
+        );
+        let automatic = ask("def sub(a, b):\n    return ", &cancel);
+        assert!(suggester.suggest(automatic).await.is_ok());
+        let asked: Vec<(u32, bool)> = lock(&fake.requests)
+            .iter()
+            .map(|r| (r.candidates, r.suffix_rescoring))
+            .collect();
+        // Rescoring is off by default.
+        assert_eq!(asked, [(3, false), (1, false)]);
     }
 
     #[tokio::test]

@@ -32,7 +32,7 @@ fn python_and_rust_prefixes_get_completions() {
     for (uri, line, character) in [("file:///w/fib.py", 3, 11), ("file:///w/add.rs", 6, 18)] {
         let response = client.inline_completion(uri, line, character);
         let items = inline_items(&response);
-        assert_eq!(items.len(), 1, "{uri}: {response}");
+        assert!((1..=3).contains(&items.len()), "{uri}: {response}");
         let text = items[0]["insertText"].as_str().unwrap();
         assert!(!text.trim().is_empty(), "{uri}: empty suggestion");
         let cursor = json!({"line": line, "character": character});
@@ -133,7 +133,8 @@ fn a_helix_like_client_gets_stale_completions_dropped_without_cancelling() {
         "a stale answer was sent: {first}"
     );
     let items = second["result"]["items"].as_array().expect("items");
-    assert_eq!(items.len(), 1, "{second}");
+    // An invoked request's candidates, one item each.
+    assert!((1..=3).contains(&items.len()), "{second}");
     assert_eq!(items[0]["filterText"], "    return t");
     let detail = items[0]["detail"].as_str().unwrap();
     assert_eq!(items[0]["textEdit"]["newText"].as_str(), Some(detail));
@@ -151,7 +152,7 @@ fn a_cancelled_request_answers_32800_and_the_next_still_works() {
 
     let response = client.inline_completion("file:///w/stack.py", 5, 8);
     let items = inline_items(&response);
-    assert_eq!(items.len(), 1, "{response}");
+    assert!((1..=3).contains(&items.len()), "{response}");
     let stats = client.stats();
     assert!(stats["cancelled"].as_u64().unwrap() >= 1, "{stats}");
 }
@@ -167,7 +168,7 @@ fn a_newer_request_for_the_same_document_supersedes_the_older() {
     let first = client.response(first, ANSWER_TIMEOUT);
     let second = client.response(second, ANSWER_TIMEOUT);
     assert_eq!(inline_items(&first), Vec::<Value>::new(), "{first}");
-    assert_eq!(inline_items(&second).len(), 1, "{second}");
+    assert!(!inline_items(&second).is_empty(), "{second}");
 }
 
 #[test]
@@ -199,7 +200,7 @@ fn non_ascii_text_before_the_cursor_gives_correct_ranges_in_both_encodings() {
 
         let response = client.inline_completion("file:///w/shout.py", 1, column);
         let items = inline_items(&response);
-        assert_eq!(items.len(), 1, "{encoding}: {response}");
+        assert!((1..=3).contains(&items.len()), "{encoding}: {response}");
         assert_eq!(items[0]["range"]["start"], cursor, "{encoding}");
     }
 }
@@ -223,7 +224,7 @@ fn a_request_while_the_model_loads_waits_for_it() {
     );
     let response = client.inline_completion("file:///w/square.py", 1, 11);
     assert!(response.get("error").is_none(), "{response}");
-    assert_eq!(inline_items(&response).len(), 1, "{response}");
+    assert!(!inline_items(&response).is_empty(), "{response}");
     assert_eq!(client.stats()["modelState"], "ready");
 }
 

@@ -331,7 +331,9 @@ fn the_cursor_a_client_reports_is_warmed_before_the_first_keystroke() {
 
 #[test]
 fn partial_answers_stream_to_clients_that_ask() {
-    let mut client = server_with(json!({"streamPartial": true, "postprocess": false}));
+    // One candidate: with several, a rescored one may replace the streamed text at the end.
+    let mut client =
+        server_with(json!({"streamPartial": true, "postprocess": false, "candidates": 1}));
     let text = "def mean(values):\n    total = sum(values)\n    return ";
     client.open("file:///w/mean.py", "python", text);
     let id = client.send_inline_completion("file:///w/mean.py", 2, 11);

@@ -121,7 +121,9 @@ fn a_changed_pipeline_option_applies_to_the_next_request() {
 
     change_settings(&mut client, json!({"inkling": {"maxTokens": 1}}));
     let (_, generated) = body_of(&mut client, "file:///w/fact.py", "def factorial(n):");
-    assert_eq!(generated, 1);
+    // One token for each first token an invoked request tries (three candidates and
+    // two spare, for candidates that come out blank or equal).
+    assert!((1..=5).contains(&generated), "{generated}");
 
     client.drain_backlog();
     change_settings(&mut client, json!({"inkling": {"maxTokens": "lots"}}));
@@ -131,7 +133,10 @@ fn a_changed_pipeline_option_applies_to_the_next_request() {
     assert!(message.contains("kept"), "{message}");
     assert_eq!(warning["params"]["type"], 2, "{warning}");
     let (_, generated) = body_of(&mut client, "file:///w/gcd.py", "def gcd(a, b):");
-    assert_eq!(generated, 1, "the settings in use were not kept");
+    assert!(
+        (1..=5).contains(&generated),
+        "the settings in use were not kept: {generated}"
+    );
 
     change_settings(
         &mut client,

@@ -94,6 +94,12 @@ pub struct CompletionRequest {
     pub keeps_cache: bool,
     /// How the request was triggered (a remote backend's policy depends on it).
     pub trigger: Trigger,
+    /// Answers to generate (1: the greedy one alone); the others begin with the next
+    /// most likely first tokens, within the same generation time limit.
+    pub candidates: u32,
+    /// Put the candidates in the order of how likely the model finds each followed by
+    /// the text after the cursor (`candidates::following_text`).
+    pub suffix_rescoring: bool,
 }
 
 /// Why a generation ended.
@@ -116,8 +122,11 @@ pub enum StopReason {
 /// The raw result of a generation, before post-processing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Generation {
-    /// Generated text (invalid UTF-8 at a cut is dropped).
+    /// Generated text (invalid UTF-8 at a cut is dropped): the best candidate.
     pub text: String,
+    /// The other candidates' texts, next best first (see
+    /// [`CompletionRequest::candidates`]); each is cut where the stop rules end it.
+    pub alternatives: Vec<String>,
     /// Tokens in the prompt.
     pub prompt_tokens: usize,
     /// Prompt tokens whose KV entries were reused from the previous request.

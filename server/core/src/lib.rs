@@ -6,6 +6,7 @@
 //! [`typed_through`] remembers recent answers. Positions here are char and byte
 //! offsets only; line/column encodings belong to the protocol edge.
 
+pub mod candidates;
 pub mod context;
 pub mod documents;
 pub mod generate;

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use inkling_core::candidates;
 use inkling_core::context::CompletionContext;
 use inkling_core::generate::{BackendError, CompletionRequest, Generation, StopReason};
 use inkling_core::prompt::{self, CachingTokenizer, Prompt};
 use inkling_core::template::Template;
 use inkling_core::tokens::Token;
+use inkling_core::tokens::Tokenizer;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::vocab::LlamaVocab;
 
@@ -33,16 +35,37 @@ struct Output<'r> {
     request: &'r CompletionRequest,
     text: Utf8Stream,
     generated: usize,
+    /// Whether the text goes to the request's partial sink (the first candidate's).
+    streamed: bool,
 }
 
-impl Output<'_> {
+impl<'r> Output<'r> {
+    fn new(request: &'r CompletionRequest, streamed: bool) -> Output<'r> {
+        Output {
+            request,
+            text: Utf8Stream::default(),
+            generated: 0,
+            streamed,
+        }
+    }
+
+    /// The text up to where the stop rules end it, generation being over.
+    fn answer(&self) -> &str {
+        let text = self.text.as_str();
+        &text[..self
+            .request
+            .stop
+            .end_of_answer(text, true)
+            .unwrap_or(text.len())]
+    }
+
     /// Adds a token's text; returns why generation must end now, if it must.
     fn push(&mut self, piece: &[u8]) -> Option<StopReason> {
         self.text.push(piece);
         self.generated += 1;
         let text = self.text.as_str();
         let end = self.request.stop.end_of_answer(text, false);
-        if let Some(partial) = &self.request.partial {
+        if let Some(partial) = self.request.partial.as_ref().filter(|_| self.streamed) {
             let so_far = &text[..end.unwrap_or(text.len())];
             partial.send(so_far);
         }
@@ -196,13 +219,45 @@ impl<'m> Session<'m> {
         let build_time = started.elapsed();
         let (reuse, filled) = self.bring_in(request, &prompt, started);
         let prompt_done = started.elapsed();
-        let mut output = Output {
-            request,
-            text: Utf8Stream::default(),
-            generated: 0,
-        };
+        let mut output = Output::new(request, true);
+        let mut alternatives: Vec<String> = Vec::new();
         let stop_reason = match filled? {
-            None => self.answer(request, &prompt, &heal, &mut output, started + prompt_done)?,
+            None => {
+                let generation_started = started + prompt_done;
+                let firsts = self.first_tokens(&heal, request.candidates);
+                // Rescoring needs the prompt's own logits, which generating overwrites.
+                let first_logits = (request.suffix_rescoring && firsts.len() > 1)
+                    .then(|| self.target.context.get_logits_ith(-1).to_vec());
+                let reason = self.answer(
+                    request,
+                    &prompt,
+                    &heal,
+                    &mut output,
+                    generation_started,
+                    None,
+                )?;
+                if firsts.len() > 1 {
+                    let greedy = output.answer().to_owned();
+                    let (answers, order) = self.candidates(
+                        request,
+                        &prompt,
+                        &heal,
+                        &firsts[1..],
+                        greedy,
+                        first_logits.as_deref(),
+                        generation_started,
+                    )?;
+                    if order[0] != 0 {
+                        // Another candidate won: it replaces the streamed one.
+                        if let Some(partial) = &request.partial {
+                            partial.send(&answers[order[0]]);
+                        }
+                        output.text.text = answers[order[0]].clone();
+                    }
+                    alternatives = order[1..].iter().map(|&i| answers[i].clone()).collect();
+                }
+                reason
+            }
             Some(Interrupt::Cancelled) => return Err(BackendError::Cancelled),
             // What was decoded stays cached: the next request carries on from there.
             Some(Interrupt::OutOfTime) => StopReason::PromptTimeLimit,
@@ -233,6 +288,7 @@ impl<'m> Session<'m> {
         );
         Ok(Generation {
             text: output.text.text,
+            alternatives,
             prompt_tokens: prompt.len(),
             reused_tokens: reuse.kept,
             generated_tokens: output.generated,
@@ -348,12 +404,14 @@ impl<'m> Session<'m> {
         heal: &[u8],
         output: &mut Output<'_>,
         generation_started: Instant,
+        first: Option<LlamaToken>,
     ) -> Result<StopReason, BackendError> {
         let n_ctx = self.target.n_ctx();
         let mut history = prompt.to_vec();
         let mut logits = LogitsAt(-1);
-        // The next token, when verifying drafts already revealed it.
-        let mut known_next: Option<LlamaToken> = None;
+        // The next token, when verifying drafts already revealed it (or the caller
+        // chose the first).
+        let mut known_next: Option<LlamaToken> = first;
         loop {
             if request.cancel.is_cancelled() {
                 return Err(BackendError::Cancelled);
@@ -441,6 +499,142 @@ impl<'m> Session<'m> {
         }
     }
 
+    /// The first tokens of up to `n` candidates, best first: the most likely tokens
+    /// after the prompt whose text starts with `heal` (see token healing). Empty when
+    /// one candidate is asked for: the greedy answer picks its own.
+    fn first_tokens(&self, heal: &[u8], n: u32) -> Vec<LlamaToken> {
+        if n <= 1 {
+            return Vec::new();
+        }
+        // More than the candidates wanted: some lead to the same answer.
+        let wanted = n as usize + FIRST_TOKENS_SPARE;
+        let logits = self.target.context.get_logits_ith(-1);
+        let mut best: Vec<(f32, usize)> = Vec::with_capacity(wanted + 1);
+        for (id, &logit) in logits.iter().enumerate() {
+            if best.len() == wanted && logit <= best[wanted - 1].0 {
+                continue;
+            }
+            if !self.pieces[id].starts_with(heal) {
+                continue;
+            }
+            let at = best.partition_point(|&(l, _)| l >= logit);
+            best.insert(at, (logit, id));
+            best.truncate(wanted);
+        }
+        best.into_iter()
+            .map(|(_, id)| LlamaToken(id as i32))
+            .collect()
+    }
+
+    /// Generates the other candidates after the `greedy` one (its text cut by the stop
+    /// rules), each from the prompt with the next of `firsts` as its first token,
+    /// until `request.candidates` distinct ones are found or the generation time is
+    /// over (with rescoring, two thirds of it); candidates cut by the time limit are
+    /// dropped. Returns the candidates (the greedy one first) and their order, best
+    /// first: by their likelihood followed by the text after the cursor when
+    /// `first_logits` (the prompt's last logits) are given and all are scored within
+    /// the time limit, else as generated. The cache is left holding the prompt.
+    #[allow(clippy::too_many_arguments)]
+    fn candidates(
+        &mut self,
+        request: &CompletionRequest,
+        prompt: &[Token],
+        heal: &[u8],
+        firsts: &[LlamaToken],
+        greedy: String,
+        first_logits: Option<&[f32]>,
+        generation_started: Instant,
+    ) -> Result<(Vec<String>, Vec<usize>), BackendError> {
+        let limit = request.generation_time_limit;
+        let out_of_time = || generation_started.elapsed() >= limit;
+        // With rescoring, the last third of the time is kept for it.
+        let generating_until = if first_logits.is_some() {
+            limit * 2 / 3
+        } else {
+            limit
+        };
+        let mut answers = vec![greedy];
+        for &first in firsts {
+            if answers.len() >= request.candidates as usize
+                || generation_started.elapsed() >= generating_until
+            {
+                break;
+            }
+            self.rewind_to(prompt.len())?;
+            let mut other = Output::new(request, false);
+            let reason = self.answer(
+                request,
+                prompt,
+                heal,
+                &mut other,
+                generation_started,
+                Some(first),
+            )?;
+            self.counters()
+                .generated_tokens
+                .fetch_add(other.generated as u64, Ordering::Relaxed);
+            let text = other.answer();
+            let cut_short = matches!(reason, StopReason::TimeLimit | StopReason::ContextFull);
+            let known = answers.iter().any(|a| a.trim_end() == text.trim_end());
+            if !cut_short && !known && !text.trim().is_empty() {
+                answers.push(text.to_owned());
+            }
+        }
+        self.rewind_to(prompt.len())?;
+        let generated_order: Vec<usize> = (0..answers.len()).collect();
+        let Some(first_logits) = first_logits.filter(|_| answers.len() > 1) else {
+            return Ok((answers, generated_order));
+        };
+        let following = candidates::following_text(&request.context);
+        let heal = String::from_utf8_lossy(heal);
+        let mut scores = Vec::with_capacity(answers.len());
+        for answer in &answers {
+            if request.cancel.is_cancelled() {
+                return Err(BackendError::Cancelled);
+            }
+            if out_of_time() {
+                // Some candidates unscored: they cannot be compared.
+                return Ok((answers, generated_order));
+            }
+            let text = format!("{heal}{answer}{following}");
+            scores.push(self.log_likelihood(prompt.len(), first_logits, &text)?);
+        }
+        tracing::debug!(?answers, ?scores, "candidates rescored");
+        let order = candidates::best_first(&scores);
+        Ok((answers, order))
+    }
+
+    /// The log-probability the model gives `text` right after the prompt (its first
+    /// `prompt_len` cached tokens), whose last token's logits are `first_logits`. The
+    /// cache is left holding the prompt.
+    fn log_likelihood(
+        &mut self,
+        prompt_len: usize,
+        first_logits: &[f32],
+        text: &str,
+    ) -> Result<f64, BackendError> {
+        let mut tokens = self.tokenizer.tokenize(text);
+        let room = self.target.n_ctx().saturating_sub(prompt_len + 2);
+        tokens.truncate(room.min(MAX_SCORED_TOKENS));
+        let Some(&first) = tokens.first() else {
+            return Ok(0.0);
+        };
+        let mut total = log_probability(first_logits, first);
+        self.rewind_to(prompt_len)?;
+        let mut position = 1;
+        for chunk in tokens.chunks(SCORE_CHUNK) {
+            self.target.decode(chunk, true)?;
+            for i in 0..chunk.len() {
+                if let Some(&next) = tokens.get(position) {
+                    total += log_probability(self.target.context.get_logits_ith(i as i32), next);
+                }
+                position += 1;
+            }
+        }
+        self.rewind_to(prompt_len)?;
+        Ok(total)
+    }
+
     /// Drops the cache after `len` tokens, or fails the request when the model's
     /// cache cannot remove its end (recurrent models): generating on from an
     /// emptied cache would produce nonsense.
@@ -474,6 +668,27 @@ impl<'m> Session<'m> {
         // The healed token itself always qualifies, so `best` is set.
         LlamaToken(best.map_or(0, |(id, _)| id as i32))
     }
+}
+
+/// First tokens considered beyond the candidates wanted (some lead to the same answer).
+const FIRST_TOKENS_SPARE: usize = 2;
+
+/// Most tokens of a candidate and the text after it that rescoring decodes.
+const MAX_SCORED_TOKENS: usize = 64;
+
+/// Tokens per decode call when rescoring (every one's logits are read).
+const SCORE_CHUNK: usize = 32;
+
+/// `log p(token)` under `logits`: the logit minus the log of the sum of exponentials.
+fn log_probability(logits: &[f32], token: Token) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    let logit = usize::try_from(token)
+        .ok()
+        .and_then(|i| logits.get(i))
+        .copied()
+        .unwrap_or(f32::NEG_INFINITY);
+    f64::from(logit - max) - sum.ln()
 }
 
 /// Generated text, decoded as token bytes arrive. A token may end inside a character
@@ -523,6 +738,17 @@ impl Utf8Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_probability_is_the_log_softmax_of_the_token() {
+        let logits = [1.0f32, 2.0, 3.0];
+        let sum: f64 = logits.iter().map(|&l| f64::from(l).exp()).sum();
+        for (token, &logit) in logits.iter().enumerate() {
+            let expected = f64::from(logit) - sum.ln();
+            assert!((log_probability(&logits, token as Token) - expected).abs() < 1e-9);
+        }
+        assert_eq!(log_probability(&logits, 7), f64::NEG_INFINITY);
+    }
 
     #[test]
     fn utf8_split_across_tokens_is_joined_and_invalid_bytes_replaced() {

@@ -280,6 +280,7 @@ pub async fn stream(
             build_time: Duration::ZERO,
             prompt_time: first_token,
             generation_time: first_text_at.elapsed(),
+            alternatives: Vec::new(),
         },
         first_token,
     })

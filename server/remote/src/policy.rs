@@ -87,6 +87,8 @@ pub(crate) mod tests {
             background: false,
             keeps_cache: false,
             trigger,
+            candidates: 1,
+            suffix_rescoring: false,
         }
     }
 

@@ -186,6 +186,7 @@ fn generation(text: &str) -> Generation {
         build_time: Duration::ZERO,
         prompt_time: Duration::ZERO,
         generation_time: Duration::ZERO,
+        alternatives: Vec::new(),
     }
 }
 

@@ -1,0 +1,381 @@
+//! Completion quality scored by execution, on real code that nobody here wrote: one
+//! line of a Python standard-library function is removed, inkling (the real binary,
+//! the default model, over LSP) is asked for it, its suggestion is put in, and the
+//! module's own tests (`test.test_MODULE` of the same Python) run against the
+//! modified module, copied into a directory that shadows the standard library.
+//!
+//! The tasks come from `benches/execution/tasks.py`: simple one-line statements in
+//! function bodies, picked with a fixed seed, each kept only if the tests fail with
+//! it replaced by `pass` (and pass without the change), so every task is one the
+//! tests notice. They are cached under the target directory (picking runs the tests
+//! some hundred times).
+//!
+//! Each row is one server, started with the row's flags (`invoked-single`: one
+//! candidate; `invoked`, `automatic`: the defaults, three candidates for invoked
+//! requests; `invoked-rescored`: those rescored by the text after the cursor), on
+//! every task:
+//! - **invoked**: the module is open in the editor; the line's code is deleted (the
+//!   cursor at its indentation, the lines after it still there) and a completion is
+//!   invoked, as a user who asks for one;
+//! - **automatic**: the masked module is opened fresh, the user looks at it for 2 s
+//!   (the server warms it meanwhile), then an automatic request comes, as an editor
+//!   sends it while typing. The modules take turns, so each opening is cold.
+//!
+//! Reported per row: **pass@1** (the first item makes the tests pass), **line
+//! exact** (the first item's first line is the removed code), items shown, and the
+//! p50/p95 latency of the requests.
+//!
+//! `cargo bench -p inkling-benches --bench execution`; environment:
+//! `INKLING_EXEC_PER_MODULE` (tasks per module, default 3), `INKLING_EXEC_SEED`
+//! (default 14), `INKLING_EXEC_ROWS` (comma-separated subset of the row names),
+//! `INKLING_EXEC_VERBOSE=1` (every suggestion, on stderr).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use inkling_benches::quantile;
+use inkling_harness::{Launch, LspClient, inline_items, vscode_capabilities};
+use serde_json::{Value, json};
+
+/// Modules whose tests run in about a second and notice removed lines.
+const MODULES: &[&str] = &[
+    "textwrap",
+    "shlex",
+    "fnmatch",
+    "colorsys",
+    "heapq",
+    "bisect",
+    "string",
+    "glob",
+    "difflib",
+    "base64",
+    "ipaddress",
+    "fractions",
+    "quopri",
+    "reprlib",
+    "graphlib",
+    "configparser",
+    "netrc",
+    "getopt",
+    "optparse",
+    "mimetypes",
+    "copy",
+    "pprint",
+];
+
+/// How long the user looks at a freshly opened file before an automatic request.
+const LOOK: Duration = Duration::from_secs(2);
+
+/// One removed line.
+struct Task {
+    module: String,
+    file: String,
+    /// 0-based.
+    line: usize,
+    /// The line as the module has it, with its indentation and line break.
+    text: String,
+}
+
+impl Task {
+    fn indent(&self) -> &str {
+        &self.text[..self.text.len() - self.text.trim_start().len()]
+    }
+
+    /// What was removed: the line's code.
+    fn code(&self) -> &str {
+        self.text.trim()
+    }
+}
+
+/// One server configuration and how it is asked.
+struct Row {
+    name: &'static str,
+    invoked: bool,
+    args: &'static [&'static str],
+}
+
+/// Each technique off, then on. Automatic requests offer one candidate and are not
+/// rescored, so the defaults are their only row.
+const ROWS: &[Row] = &[
+    Row {
+        name: "invoked-single",
+        invoked: true,
+        args: &["--candidates", "1"],
+    },
+    Row {
+        name: "invoked",
+        invoked: true,
+        args: &[],
+    },
+    Row {
+        name: "invoked-rescored",
+        invoked: true,
+        args: &["--suffix-rescoring", "true"],
+    },
+    Row {
+        name: "automatic",
+        invoked: false,
+        args: &[],
+    },
+];
+
+fn tasks_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("execution/tasks.py")
+}
+
+/// The tasks for `seed`, picked by `tasks.py` or read from the cache it left.
+fn tasks(seed: &str, per_module: usize) -> Vec<Task> {
+    let key = format!("{seed}-{per_module}-{}", MODULES.join(","));
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("execution-tasks.json");
+    let cached: Option<Value> = std::fs::read_to_string(&cache)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .filter(|value: &Value| value["key"] == key.as_str());
+    let list = match cached {
+        Some(value) => value["tasks"].clone(),
+        None => {
+            eprintln!("picking tasks (runs the modules' tests, a few minutes)…");
+            let output = Command::new("python3")
+                .arg(tasks_script())
+                .arg(seed)
+                .arg(per_module.to_string())
+                .args(MODULES)
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .expect("python3 runs");
+            assert!(output.status.success(), "tasks.py failed");
+            let list: Value = serde_json::from_slice(&output.stdout).expect("tasks.py JSON");
+            let _ = std::fs::write(&cache, json!({"key": key, "tasks": list}).to_string());
+            list
+        }
+    };
+    list.as_array()
+        .expect("a list of tasks")
+        .iter()
+        .map(|t| Task {
+            module: t["module"].as_str().expect("module").to_owned(),
+            file: t["file"].as_str().expect("file").to_owned(),
+            line: t["line"].as_u64().expect("line") as usize,
+            text: t["text"].as_str().expect("text").to_owned(),
+        })
+        .collect()
+}
+
+/// Whether the module's tests pass with the task's line replaced by its indentation
+/// and `suggestion` (all its lines).
+fn passes(task: &Task, suggestion: &str) -> bool {
+    if suggestion.trim_end() == task.code() {
+        // The unmodified module: its tests passed when the task was picked.
+        return true;
+    }
+    Command::new("python3")
+        .arg(tasks_script())
+        .args(["--run", &task.module, &task.file, &task.line.to_string()])
+        .arg(format!("{}{suggestion}", task.indent()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The module's text with the task's line reduced to its indentation.
+fn masked(source: &str, task: &Task) -> String {
+    source
+        .split_inclusive('\n')
+        .enumerate()
+        .map(|(i, line)| {
+            if i == task.line {
+                format!("{}\n", task.indent())
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect()
+}
+
+fn uri_of(module: &str) -> String {
+    format!("file:///bench/execution/{module}.py")
+}
+
+/// The first item's text of each task, and the request's latency.
+fn ask_all(
+    row: &Row,
+    tasks: &[Task],
+    sources: &HashMap<String, String>,
+) -> Vec<(String, Duration)> {
+    let mut client = LspClient::launch(&Launch {
+        args: row.args.iter().map(|a| a.to_string()).collect(),
+        env: Vec::new(),
+    });
+    client.initialize(vscode_capabilities(), json!({}));
+    client.wait_until_ready(Duration::from_secs(600));
+    let mut answers: Vec<Option<(String, Duration)>> = vec![None; tasks.len()];
+    let mut versions: HashMap<&str, i32> = HashMap::new();
+    let ask = |client: &mut LspClient, uri: &str, task: &Task, kind: u32| {
+        let column = task.indent().encode_utf16().count() as u32;
+        let asked = Instant::now();
+        let id = client.send_inline_completion_triggered(uri, task.line as u32, column, kind);
+        let response = client.response(id, Duration::from_secs(120));
+        let latency = asked.elapsed();
+        let first = inline_items(&response)
+            .first()
+            .and_then(|item| item["insertText"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        (first, latency)
+    };
+    if row.invoked {
+        // Module by module, each opened once and edited: the line deleted, asked, put back.
+        for (i, task) in tasks.iter().enumerate() {
+            let uri = uri_of(&task.module);
+            let version = versions.entry(&task.module).or_insert_with(|| {
+                client.open(&uri, "python", &sources[&task.module]);
+                1
+            });
+            let line = task.line as u32;
+            let indent = task.indent().encode_utf16().count() as u32;
+            let code = task.text.trim_end_matches(['\n', '\r']);
+            let end = code.encode_utf16().count() as u32;
+            *version += 1;
+            client.edit(&uri, *version, (line, indent), (line, end), "");
+            answers[i] = Some(ask(&mut client, &uri, task, 1));
+            *version += 1;
+            client.edit(
+                &uri,
+                *version,
+                (line, indent),
+                (line, indent),
+                code.trim_start(),
+            );
+        }
+    } else {
+        // The modules take turns, so that no opening finds its module's cache warm.
+        let mut order: Vec<usize> = (0..tasks.len()).collect();
+        let rank = |i: usize| {
+            tasks[..i]
+                .iter()
+                .filter(|t| t.module == tasks[i].module)
+                .count()
+        };
+        order.sort_by_key(|&i| (rank(i), i));
+        for i in order {
+            let task = &tasks[i];
+            let uri = uri_of(&task.module);
+            if versions.insert(&task.module, 1).is_some() {
+                client.notify(
+                    "textDocument/didClose",
+                    json!({"textDocument": {"uri": uri}}),
+                );
+            }
+            client.open(&uri, "python", &masked(&sources[&task.module], task));
+            sleep(LOOK);
+            answers[i] = Some(ask(&mut client, &uri, task, 2));
+        }
+    }
+    client.shutdown_and_exit();
+    answers
+        .into_iter()
+        .map(|a| a.expect("every task asked"))
+        .collect()
+}
+
+#[derive(Default)]
+struct Score {
+    tasks: usize,
+    passed: usize,
+    exact: usize,
+    shown: usize,
+    latencies: Vec<Duration>,
+}
+
+impl Score {
+    fn report(&mut self, label: &str) {
+        self.latencies.sort();
+        let pct = |n: usize| 100.0 * n as f64 / self.tasks.max(1) as f64;
+        let ms = |q: f64| quantile(&self.latencies, q).as_millis();
+        println!(
+            "  {label:<28} pass@1 {:.3} ({}/{})  line exact {:>5.1}% ({})  shown {:>5.1}%  latency p50 {} ms  p95 {} ms",
+            self.passed as f64 / self.tasks.max(1) as f64,
+            self.passed,
+            self.tasks,
+            pct(self.exact),
+            self.exact,
+            pct(self.shown),
+            ms(0.5),
+            ms(0.95),
+        );
+    }
+}
+
+fn main() {
+    let per_module: usize = std::env::var("INKLING_EXEC_PER_MODULE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let seed = std::env::var("INKLING_EXEC_SEED").unwrap_or_else(|_| "14".into());
+    let wanted: Option<Vec<String>> = std::env::var("INKLING_EXEC_ROWS")
+        .ok()
+        .map(|v| v.split(',').map(str::to_owned).collect());
+    let verbose = std::env::var_os("INKLING_EXEC_VERBOSE").is_some();
+    let tasks = tasks(&seed, per_module);
+    let sources: HashMap<String, String> = tasks
+        .iter()
+        .map(|t| {
+            let text = std::fs::read_to_string(&t.file).expect("read the module");
+            (t.module.clone(), text)
+        })
+        .collect();
+    println!(
+        "{} tasks in {} modules (seed {seed}); python: {}",
+        tasks.len(),
+        sources.len(),
+        tasks.first().map_or("", |t| t.file.as_str())
+    );
+    // Test runs, by task and suggestion: rows that suggest the same text share them.
+    let mut verdicts: HashMap<(usize, String), bool> = HashMap::new();
+    for row in ROWS {
+        if wanted
+            .as_ref()
+            .is_some_and(|w| !w.iter().any(|n| n == row.name))
+        {
+            continue;
+        }
+        let started = Instant::now();
+        let answers = ask_all(row, &tasks, &sources);
+        let mut score = Score::default();
+        for (i, (task, (text, latency))) in tasks.iter().zip(answers).enumerate() {
+            score.tasks += 1;
+            score.latencies.push(latency);
+            if text.is_empty() {
+                continue;
+            }
+            score.shown += 1;
+            let first_line = text.lines().next().unwrap_or_default().trim_end();
+            let exact = first_line == task.code();
+            let passed = *verdicts
+                .entry((i, text.clone()))
+                .or_insert_with(|| passes(task, &text));
+            score.exact += usize::from(exact);
+            score.passed += usize::from(passed);
+            if verbose {
+                eprintln!(
+                    "{} {}:{} {} expected {:?} got {:?}",
+                    row.name,
+                    task.module,
+                    task.line + 1,
+                    if passed { "PASS" } else { "fail" },
+                    task.code(),
+                    text
+                );
+            }
+        }
+        score.report(&format!("{} {}", row.name, row.args.join(" ")));
+        eprintln!(
+            "({} took {:.0} s)",
+            row.name,
+            started.elapsed().as_secs_f64()
+        );
+    }
+}

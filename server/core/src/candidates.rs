@@ -1,0 +1,97 @@
+//! Several candidate answers at one position: which of them are distinct, and the
+//! text after the cursor that rescoring asks the model to read after each one.
+//!
+//! A prefix-only model never sees the code after the cursor while it generates. To
+//! let that code inform the answer anyway, each candidate is followed by the rest of
+//! its line and the next [`SCORED_LINES`] non-blank lines of the file, and the
+//! candidates are ordered by how likely the model finds that whole text (the sum of
+//! its tokens' log-probabilities): a candidate that makes the following lines
+//! natural wins over one that makes them surprising.
+
+use crate::context::CompletionContext;
+
+/// Most items an invoked request offers.
+pub const MAX_CANDIDATES: usize = 3;
+
+/// Non-blank lines after the cursor line that rescoring reads after each candidate.
+pub const SCORED_LINES: usize = 3;
+
+/// The text a candidate is followed by in the file: the rest of the cursor line, its
+/// line break, and the following lines up to and including the [`SCORED_LINES`]th
+/// non-blank one (blank lines between them as they are).
+pub fn following_text(context: &CompletionContext) -> String {
+    let after_line = context
+        .suffix
+        .strip_prefix(context.line_suffix.as_str())
+        .unwrap_or(&context.suffix);
+    let mut text = context.line_suffix.clone();
+    let mut non_blank = 0;
+    for line in after_line.split_inclusive('\n') {
+        if non_blank == SCORED_LINES {
+            break;
+        }
+        text.push_str(line);
+        non_blank += usize::from(!line.trim().is_empty());
+    }
+    text
+}
+
+/// `texts` without empty ones and repetitions (texts equal once trailing white space
+/// is ignored), in their order, at most [`MAX_CANDIDATES`].
+pub fn distinct(texts: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut kept: Vec<String> = Vec::new();
+    for text in texts {
+        if kept.len() == MAX_CANDIDATES {
+            break;
+        }
+        let same = |k: &String| k.trim_end() == text.trim_end();
+        if !text.trim().is_empty() && !kept.iter().any(same) {
+            kept.push(text);
+        }
+    }
+    kept
+}
+
+/// The order of `scores` from best (highest) to worst; ties keep their order, so
+/// that the greedy answer (first) wins a tie.
+pub fn best_first(scores: &[f64]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(suffix: &str, line_suffix: &str) -> CompletionContext {
+        CompletionContext {
+            suffix: suffix.into(),
+            line_suffix: line_suffix.into(),
+            ..CompletionContext::default()
+        }
+    }
+
+    #[test]
+    fn following_text_is_the_rest_of_the_line_and_three_non_blank_lines() {
+        let ctx = context(")\n    a = 1\n\n    b = 2\n    c = 3\n    d = 4\n", ")");
+        assert_eq!(
+            following_text(&ctx),
+            ")\n    a = 1\n\n    b = 2\n    c = 3\n"
+        );
+        let short = context("\nreturn x", "");
+        assert_eq!(following_text(&short), "\nreturn x");
+        assert_eq!(following_text(&context("", "")), "");
+    }
+
+    #[test]
+    fn distinct_drops_empty_and_repeated_texts_and_keeps_three() {
+        let texts = ["a", "a  ", " ", "b", "c", "d"].map(String::from);
+        assert_eq!(distinct(texts), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn best_first_orders_by_score_and_keeps_ties_in_order() {
+        assert_eq!(best_first(&[-3.0, -1.0, -3.0, -2.0]), [1, 3, 0, 2]);
+    }
+}

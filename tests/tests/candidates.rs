@@ -1,0 +1,65 @@
+//! Several candidates, end to end: the real binary and the default model. An invoked
+//! request offers several distinct items where the model has real alternatives;
+//! an automatic one at the same position offers one.
+
+use std::time::Duration;
+
+use inkling_harness::{LspClient, inline_items, vscode_capabilities};
+use serde_json::{Value, json};
+
+const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The items' texts at `line`:`character` of `text`, asked with `trigger_kind` (1
+/// invoked, 2 automatic) from a server started with `options`.
+fn texts(options: Value, text: &str, line: u32, character: u32, trigger_kind: u32) -> Vec<String> {
+    let mut client = LspClient::start();
+    client.initialize(vscode_capabilities(), options);
+    client.wait_until_ready(LOAD_TIMEOUT);
+    let uri = "file:///w/stats.py";
+    client.open(uri, "python", text);
+    // The prompt is decoded whole for both kinds: automatic requests get no prompt
+    // time limit here, so that the test is about candidates, not the machine's speed.
+    let id = client.send_inline_completion_triggered(uri, line, character, trigger_kind);
+    let response = client.response(id, ANSWER_TIMEOUT);
+    assert!(client.shutdown_and_exit().success());
+    inline_items(&response)
+        .iter()
+        .map(|item| item["insertText"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+const TEXT: &str = "def mean(values):\n    total = sum(values)\n    return \n";
+
+#[test]
+fn an_invoked_request_offers_several_distinct_candidates_and_an_automatic_one_one() {
+    let options = json!({
+        "promptTimeLimitMs": 0,
+        "generationTimeLimitMs": 3000,
+        "suffixRescoring": true,
+    });
+    let invoked = texts(options.clone(), TEXT, 2, 11, 1);
+    assert!(invoked.len() > 1, "one candidate only: {invoked:?}");
+    assert!(invoked.len() <= 3, "{invoked:?}");
+    for (i, text) in invoked.iter().enumerate() {
+        assert!(!text.trim().is_empty(), "{invoked:?}");
+        assert!(
+            invoked[..i].iter().all(|t| t.trim_end() != text.trim_end()),
+            "repeated: {invoked:?}"
+        );
+    }
+    let automatic = texts(options.clone(), TEXT, 2, 11, 2);
+    assert_eq!(automatic.len(), 1, "{automatic:?}");
+
+    // One candidate asked for: one item, the greedy answer, which the automatic
+    // request (greedy too) also gives.
+    let single = texts(
+        json!({"promptTimeLimitMs": 0, "generationTimeLimitMs": 3000, "candidates": 1}),
+        TEXT,
+        2,
+        11,
+        1,
+    );
+    assert_eq!(single.len(), 1, "{single:?}");
+    assert_eq!(single, automatic);
+}
