@@ -33,6 +33,8 @@ struct Output<'r> {
     request: &'r CompletionRequest,
     text: Utf8Stream,
     generated: usize,
+    /// The text's length after each token.
+    token_ends: Vec<usize>,
 }
 
 impl Output<'_> {
@@ -41,6 +43,7 @@ impl Output<'_> {
         self.text.push(piece);
         self.generated += 1;
         let text = self.text.as_str();
+        self.token_ends.push(text.len());
         let end = self.request.stop.end_of_answer(text, false);
         if let Some(partial) = &self.request.partial {
             let so_far = &text[..end.unwrap_or(text.len())];
@@ -200,6 +203,7 @@ impl<'m> Session<'m> {
             request,
             text: Utf8Stream::default(),
             generated: 0,
+            token_ends: Vec::new(),
         };
         let stop_reason = match filled? {
             None => self.answer(request, &prompt, &heal, &mut output, started + prompt_done)?,
@@ -236,6 +240,7 @@ impl<'m> Session<'m> {
             prompt_tokens: prompt.len(),
             reused_tokens: reuse.kept,
             generated_tokens: output.generated,
+            token_ends: output.token_ends,
             stop_reason,
             build_time,
             prompt_time: prompt_done,
