@@ -16,6 +16,9 @@
 //!   lines below are in the document already, a suggestion of several lines would
 //!   duplicate them and never counts.
 //!
+//! - **tokens shown**: the share of generated tokens the suggestions were made of
+//!   (the rest was generated past where post-processing cut).
+//!
 //! `cargo bench -p inkling-benches --bench quality`; `INKLING_QUALITY_POSITIONS`
 //! sets positions per file (default 12); `INKLING_QUALITY_VERBOSE=1` prints every
 //! suggestion next to what was expected, on stderr.
@@ -163,6 +166,8 @@ struct Score {
     line_exact: usize,
     chars_saved: usize,
     chars_removed: usize,
+    tokens_generated: usize,
+    tokens_shown: usize,
 }
 
 impl Score {
@@ -172,12 +177,14 @@ impl Score {
         self.line_exact += other.line_exact;
         self.chars_saved += other.chars_saved;
         self.chars_removed += other.chars_removed;
+        self.tokens_generated += other.tokens_generated;
+        self.tokens_shown += other.tokens_shown;
     }
 
     fn report(&self, label: &str) {
         let pct = |a: usize, b: usize| 100.0 * a as f64 / b.max(1) as f64;
         println!(
-            "  {label:<24} line exact {:>5.1}% ({}/{})  chars saved {:>5.1}% ({}/{})  shown {:>3}",
+            "  {label:<24} line exact {:>5.1}% ({}/{})  chars saved {:>5.1}% ({}/{})  shown {:>3}  tokens shown {:>5.1}% ({}/{})",
             pct(self.line_exact, self.positions),
             self.line_exact,
             self.positions,
@@ -185,6 +192,9 @@ impl Score {
             self.chars_saved,
             self.chars_removed,
             self.shown,
+            pct(self.tokens_shown, self.tokens_generated),
+            self.tokens_shown,
+            self.tokens_generated,
         );
     }
 }
@@ -222,11 +232,13 @@ fn complete(
         candidates: 1,
         suffix_rescoring: false,
     };
-    let generation = runtime.block_on(engine.generate(request));
-    let Some(text) = generation
-        .ok()
-        .and_then(|g| postprocess::finish(&g.text, &ctx, &stop))
-    else {
+    let Ok(generation) = runtime.block_on(engine.generate(request)) else {
+        return score;
+    };
+    score.tokens_generated = generation.generated_tokens;
+    score.tokens_shown =
+        generation.tokens_for(postprocess::shown_len(&generation.text, &ctx, &stop));
+    let Some(text) = postprocess::finish(&generation.text, &ctx, &stop) else {
         return score;
     };
     score.shown = 1;

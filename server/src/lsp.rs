@@ -630,6 +630,7 @@ impl LspServer {
                 counters: wire::Counters::default(),
                 latency: wire::Latency::default(),
                 prompt_assembly: wire::Latency::default(),
+                shown_tokens: wire::ShownTokens::default(),
                 prefetch: wire::Prefetch::default(),
                 workspace: workspace.into(),
                 acceptance: self.acceptance.stats().into(),
@@ -646,6 +647,7 @@ impl LspServer {
                     ),
                     latency: suggester.latency().into(),
                     prompt_assembly: suggester.assembly_latency().into(),
+                    shown_tokens: suggester.answer_tokens().into(),
                     prefetch: wire::Prefetch::new(
                         engine.background_counters(),
                         suggester.prefetch_stats(),

@@ -157,6 +157,9 @@ pub struct Suggester<B> {
     typed_through_hits: AtomicU64,
     /// Requests cancelled before they reached the backend.
     cancelled_before_backend: AtomicU64,
+    /// Tokens generated for requests that got their generation, and those of them
+    /// the suggestions were made of.
+    answer_tokens: AnswerTokens,
     latencies: Mutex<LatencyLog>,
     assembly: Mutex<LatencyLog>,
     prefetch: Mutex<PrefetchState>,
@@ -167,6 +170,17 @@ pub struct Suggester<B> {
     /// The context (and document) of the last request that ran out of time on its
     /// prompt, for [`Suggester::warm_unfinished`].
     unfinished: Mutex<Option<(CompletionContext, String)>>,
+}
+
+/// Tokens generated for requests (not prefetches) that got their generation, and
+/// how many of them the suggestions shown were made of: the rest was generated for
+/// nothing, past where post-processing cut.
+#[derive(Debug, Default)]
+pub struct AnswerTokens {
+    /// Tokens generated.
+    pub generated: AtomicU64,
+    /// Tokens the suggestions were made of.
+    pub shown: AtomicU64,
 }
 
 /// Prefetching's shared state, changed only under its lock, so that a prefetch
@@ -242,6 +256,7 @@ impl<B: Backend> Suggester<B> {
             typed_through: Mutex::new(TypedThrough::default()),
             typed_through_hits: AtomicU64::new(0),
             cancelled_before_backend: AtomicU64::new(0),
+            answer_tokens: AnswerTokens::default(),
             latencies: Mutex::new(LatencyLog::default()),
             assembly: Mutex::new(LatencyLog::default()),
             prefetch: Mutex::new(PrefetchState::default()),
@@ -277,6 +292,11 @@ impl<B: Backend> Suggester<B> {
     /// tokenization in the backend), over requests that reached the backend.
     pub fn assembly_latency(&self) -> Latency {
         lock(&self.assembly).percentiles()
+    }
+
+    /// Tokens generated for requests, and those the suggestions were made of.
+    pub fn answer_tokens(&self) -> &AnswerTokens {
+        &self.answer_tokens
     }
 
     /// Requests answered from the typed-through cache, without the backend.
@@ -326,6 +346,15 @@ impl<B: Backend> Suggester<B> {
     ) -> Result<Option<String>, SuggestError> {
         contain_panic(|| {
             let text = postprocess::finish(&generation.text, context, stop);
+            if !prefetched {
+                let shown = postprocess::shown_len(&generation.text, context, stop);
+                let counts = &self.answer_tokens;
+                let tokens = [generation.generated_tokens, generation.tokens_for(shown)];
+                for (counter, tokens) in [&counts.generated, &counts.shown].into_iter().zip(tokens)
+                {
+                    counter.fetch_add(tokens as u64, Ordering::Relaxed);
+                }
+            }
             let cut_by_time = matches!(
                 generation.stop_reason,
                 StopReason::TimeLimit | StopReason::PromptTimeLimit
@@ -731,7 +760,9 @@ mod tests {
                 alternatives: lock(&self.alternatives).clone(),
                 prompt_tokens: 1,
                 reused_tokens: 0,
-                generated_tokens: 1,
+                // One token per byte.
+                generated_tokens: text.len(),
+                token_ends: (1..=text.len()).collect(),
                 stop_reason: if out_of_time {
                     StopReason::PromptTimeLimit
                 } else {
@@ -851,6 +882,20 @@ mod tests {
         assert_eq!(fake.seen().len(), 1);
         assert_eq!(suggester.typed_through_hits(), 1);
         assert_eq!(suggester.latency().samples, 2);
+    }
+
+    #[tokio::test]
+    async fn the_tokens_generated_and_those_shown_are_counted() {
+        let fake = Fake::new("a + b\nnext()\n");
+        let suggester = pipeline(&fake);
+        let cancel = CancelFlag::default();
+        assert_eq!(
+            texts(suggester.suggest(ask(PREFIX, &cancel)).await),
+            ["a + b"]
+        );
+        let tokens = suggester.answer_tokens();
+        assert_eq!(tokens.generated.load(Ordering::Relaxed), 13);
+        assert_eq!(tokens.shown.load(Ordering::Relaxed), 5);
     }
 
     #[tokio::test]

@@ -155,6 +155,31 @@ impl From<WorkspaceStats> for Workspace {
     }
 }
 
+/// The tokens generated for requests (not prefetches) that got their generation,
+/// and how many of them the suggestions were made of.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShownTokens {
+    /// Tokens generated.
+    pub generated: u64,
+    /// Tokens the suggestions were made of (the rest was cut by post-processing).
+    pub shown: u64,
+    /// `shown / generated` (0 before any).
+    pub share: f64,
+}
+
+impl From<&suggest::AnswerTokens> for ShownTokens {
+    fn from(tokens: &suggest::AnswerTokens) -> ShownTokens {
+        let generated = tokens.generated.load(std::sync::atomic::Ordering::Relaxed);
+        let shown = tokens.shown.load(std::sync::atomic::Ordering::Relaxed);
+        ShownTokens {
+            generated,
+            shown,
+            share: shown as f64 / generated.max(1) as f64,
+        }
+    }
+}
+
 /// The answer to `inkling/stats`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -168,6 +193,8 @@ pub struct Stats {
     pub latency: Latency,
     /// Time to assemble a prompt (context, preamble, layout and tokens).
     pub prompt_assembly: Latency,
+    /// The share of generated tokens that reached the user.
+    pub shown_tokens: ShownTokens,
     /// The answers computed ahead, for when a suggestion is accepted.
     pub prefetch: Prefetch,
     /// The workspace index and the ring of chunks.
@@ -551,6 +578,7 @@ mod tests {
             counters: Counters::default(),
             latency: Latency::default(),
             prompt_assembly: Latency::default(),
+            shown_tokens: ShownTokens::default(),
             prefetch: Prefetch::default(),
             workspace: Workspace::default(),
             acceptance: Acceptance::default(),
@@ -563,6 +591,7 @@ mod tests {
             "modelState",
             "latency",
             "promptAssembly",
+            "shownTokens",
             "prefetch",
             "indexedFiles",
             "indexedNames",
@@ -573,6 +602,10 @@ mod tests {
         assert_eq!(
             fields(Latency::default()),
             sorted(&["samples", "p50Ms", "p95Ms", "p99Ms"])
+        );
+        assert_eq!(
+            fields(ShownTokens::default()),
+            sorted(&["generated", "shown", "share"])
         );
         let mut prefetch = COUNTERS.to_vec();
         prefetch.extend(["answers", "hits", "warmed"]);

@@ -133,6 +133,9 @@ pub struct Generation {
     pub reused_tokens: usize,
     /// Tokens generated.
     pub generated_tokens: usize,
+    /// The length of `text` after each generated token, when the backend knows its
+    /// tokens (empty otherwise): how many tokens the part of the text shown cost.
+    pub token_ends: Vec<usize>,
     /// Why generation ended.
     pub stop_reason: StopReason,
     /// Time spent building the prompt (layout and tokenization).
@@ -141,6 +144,23 @@ pub struct Generation {
     pub prompt_time: Duration,
     /// Time spent generating.
     pub generation_time: Duration,
+}
+
+impl Generation {
+    /// How many of the generated tokens made the first `len` bytes of the text:
+    /// counted from [`Generation::token_ends`], or in proportion to the text's
+    /// length when the backend did not say.
+    pub fn tokens_for(&self, len: usize) -> usize {
+        if len == 0 {
+            return 0;
+        }
+        let tokens = if self.token_ends.is_empty() {
+            (self.generated_tokens * len).div_ceil(self.text.len().max(1))
+        } else {
+            self.token_ends.partition_point(|&end| end < len) + 1
+        };
+        tokens.min(self.generated_tokens)
+    }
 }
 
 /// Why a request got no generation.
@@ -187,6 +207,31 @@ pub trait Backend: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_for_a_length_count_the_tokens_that_made_it() {
+        let generation = Generation {
+            text: "abc\ndef".into(),
+            prompt_tokens: 0,
+            reused_tokens: 0,
+            generated_tokens: 3,
+            token_ends: vec![2, 4, 7],
+            stop_reason: StopReason::StopRule,
+            build_time: Duration::ZERO,
+            prompt_time: Duration::ZERO,
+            generation_time: Duration::ZERO,
+        };
+        assert_eq!(generation.tokens_for(0), 0);
+        assert_eq!(generation.tokens_for(2), 1);
+        assert_eq!(generation.tokens_for(3), 2);
+        assert_eq!(generation.tokens_for(7), 3);
+        let unknown = Generation {
+            token_ends: Vec::new(),
+            ..generation
+        };
+        assert_eq!(unknown.tokens_for(3), 2); // 3 tokens over 7 bytes, rounded up.
+        assert_eq!(unknown.tokens_for(7), 3);
+    }
 
     #[test]
     fn cancel_flag_is_shared_between_clones() {

@@ -2,12 +2,14 @@
 //! model and no protocol (see `ARCHITECTURE.md`).
 //!
 //! [`documents`] → [`context`] (with [`syntax`] and [`workspace`]) → [`prompt`]
-//! (with [`template`] and [`tokens`]) → a [`generate::Backend`] → [`postprocess`];
+//! (with [`template`] and [`tokens`]) → a [`generate::Backend`] → [`postprocess`]
+//! (with [`degenerate`]);
 //! [`typed_through`] remembers recent answers. Positions here are char and byte
 //! offsets only; line/column encodings belong to the protocol edge.
 
 pub mod candidates;
 pub mod context;
+pub mod degenerate;
 pub mod documents;
 pub mod generate;
 pub mod postprocess;

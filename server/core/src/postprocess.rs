@@ -13,6 +13,7 @@
 //! compares the two.
 
 use crate::context::CompletionContext;
+use crate::degenerate::{self, Strings};
 
 /// How the request was triggered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,18 +149,23 @@ fn starts_block_or_statement(context: &CompletionContext) -> bool {
     if !line.trim().is_empty() {
         return opens_block(line);
     }
-    let previous = context
-        .prefix
-        .lines()
-        .rev()
-        .skip(1)
-        .find(|l| !l.trim().is_empty());
+    let previous = line_above(context);
     let next = next_code_line(context);
     let block_start = previous.is_some_and(opens_block);
     let block_end = next.is_none_or(|next| {
         indent_of(next) < line.len() || next.trim_start().starts_with(['}', ')', ']'])
     });
     block_start || block_end
+}
+
+/// The last line with code before the cursor line.
+fn line_above(context: &CompletionContext) -> Option<&str> {
+    context
+        .prefix
+        .lines()
+        .rev()
+        .skip(1)
+        .find(|l| !l.trim().is_empty())
 }
 
 /// The first line after the cursor line that has code.
@@ -189,6 +195,15 @@ pub struct StopRules {
     /// Closing brackets the suggestion may emit, innermost first: brackets opened
     /// before the cursor that the text after it does not close.
     closers_needed: Vec<char>,
+    /// The cursor line up to the cursor: the answer's first line continues it.
+    line_prefix: String,
+    /// The last line with code above the cursor line, which the answer must not repeat.
+    line_above: Option<String>,
+    /// The string lexer at the start of the cursor line, when the language's strings
+    /// end on their line, nothing is right of the cursor, and the lexer reading the
+    /// line prefix sees the string or comment tree-sitter puts the cursor in (one
+    /// opened lines above would fool it).
+    strings: Option<Strings>,
 }
 
 impl StopRules {
@@ -216,6 +231,15 @@ impl StopRules {
                 .unwrap_or(0),
             next_line: next_code_line(context).map(|l| l.trim().to_owned()),
             closers_needed: closers_needed(&context.prefix, &context.suffix),
+            line_prefix: line.clone(),
+            line_above: line_above(context).map(str::to_owned),
+            strings: Strings::new(&context.language_id).filter(|strings| {
+                let (string, comment) = strings.in_string_or_comment(line);
+                let syntax = &context.syntax;
+                !context.has_text_right_of_cursor()
+                    && (string || !syntax.in_string)
+                    && (comment || !syntax.in_comment)
+            }),
         }
     }
 
@@ -226,61 +250,86 @@ impl StopRules {
 
     /// Where the answer within `generated` ends, if it is already known to be complete.
     /// With `finished`, generation has ended, so the last line counts as complete.
+    /// [`finish`] cuts here too: whatever it would cut, generation need not produce.
     pub fn end_of_answer(&self, generated: &str, finished: bool) -> Option<usize> {
-        if !self.multi_line {
-            return generated.find('\n').or(finished.then_some(generated.len()));
-        }
         if !self.smart {
-            return finished.then_some(generated.len());
+            return if self.multi_line {
+                finished.then_some(generated.len())
+            } else {
+                generated.find('\n').or(finished.then_some(generated.len()))
+            };
         }
-        let scoped = self.within_scope(generated);
+        // (One line is cut by `balance` in `finish`, after trimming what repeats the
+        // text right of the cursor: only the whole line says where.)
+        let scoped = if self.multi_line {
+            self.within_scope(generated)
+        } else {
+            generated
+        };
         if scoped.len() < generated.len() {
             return Some(self.end_of_answer(scoped, true).unwrap_or(scoped.len()));
         }
-        let mut lines: Vec<&str> = Vec::new();
+        // The lines so far, the first with the line prefix it continues, after the
+        // line above the cursor (which the answer must not repeat either).
+        let mut lines: Vec<String> = self.line_above.iter().cloned().collect();
+        let above = lines.len();
         let mut starts: Vec<usize> = Vec::new();
+        let mut strings = self.strings;
         let mut start = 0usize;
-        for line in generated.split_inclusive('\n') {
+        for (number, line) in generated.split_inclusive('\n').enumerate() {
             let complete = line.ends_with('\n') || finished;
             let text = line.trim_end_matches(['\n', '\r']);
+            // Before this line and the line break that precedes it.
+            let before_line = start.saturating_sub(1);
+            if number > 0 && !self.multi_line {
+                return Some(before_line);
+            }
+            let (whole, typed) = if number == 0 {
+                (
+                    format!("{}{text}", self.line_prefix),
+                    self.line_prefix.len(),
+                )
+            } else {
+                (text.to_owned(), 0)
+            };
+            if degenerate::runaway_repetition(&whole, typed) {
+                return Some(before_line);
+            }
             if !complete {
                 break;
             }
-            if !lines.is_empty() {
-                let drop = self.lines_to_drop(text, &lines);
-                if drop > 0 {
-                    // Before the first dropped line and the line break that precedes it.
-                    let cut = if drop == 1 {
-                        start
-                    } else {
-                        starts[lines.len() + 1 - drop]
-                    };
-                    return Some(cut.saturating_sub(1));
-                }
+            if number > 0 && self.ends_answer(text, number) {
+                return Some(before_line);
             }
-            lines.push(text);
+            if strings
+                .as_mut()
+                .is_some_and(|strings| !strings.line(&whole))
+            {
+                return Some(before_line);
+            }
+            lines.push(whole);
             starts.push(start);
+            let drop = degenerate::repeated_lines(&lines).min(lines.len() - above);
+            if drop > 0 {
+                return Some(starts[starts.len() - drop].saturating_sub(1));
+            }
             start += line.len();
         }
         finished.then_some(generated.len())
     }
 
-    /// How many lines, ending with `text` (a line after the first), must not be part of
-    /// the answer: 0 when `text` may stay.
-    fn lines_to_drop(&self, text: &str, previous: &[&str]) -> usize {
+    /// Whether `text`, the answer's line `number` (after the first), is past its end:
+    /// a blank line, a line past the most lines, one left of the block or the scope,
+    /// or one like the line below the cursor.
+    fn ends_answer(&self, text: &str, number: usize) -> bool {
         let trimmed = text.trim();
-        let ends = trimmed.is_empty()
-            || previous.len() >= self.max_lines
+        trimmed.is_empty()
+            || number >= self.max_lines
             || indent_of(text) < self.block_indent.max(self.scope_indent)
             || self
                 .next_line
                 .as_deref()
-                .is_some_and(|next| similar(trimmed, next));
-        if ends {
-            1
-        } else {
-            repetition(previous, trimmed)
-        }
+                .is_some_and(|next| similar(trimmed, next))
     }
 
     /// The longest prefix of `text` that does not close a bracket the code after the
@@ -446,34 +495,6 @@ fn similar(a: &str, b: &str) -> bool {
     row[b.len()] * 5 <= longest
 }
 
-/// How many lines, ending with `line`, repeat the lines just before them: 1 when
-/// `line` equals the line before it, `size` when the last `size` lines (2–4)
-/// equal the `size` before them, else 0.
-fn repetition(previous: &[&str], line: &str) -> usize {
-    if line.len() < 4 {
-        return 0;
-    }
-    if previous.last().is_some_and(|p| p.trim() == line) {
-        return 1;
-    }
-    let trimmed = |lines: &[&str]| {
-        lines
-            .iter()
-            .map(|l| l.trim().to_owned())
-            .collect::<Vec<_>>()
-    };
-    (2..=4)
-        .find(|&size| {
-            previous.len() >= 2 * size - 1 && {
-                let mut recent = trimmed(&previous[previous.len() + 1 - size..]);
-                recent.push(line.to_owned());
-                recent
-                    == trimmed(&previous[previous.len() + 1 - 2 * size..previous.len() + 1 - size])
-            }
-        })
-        .unwrap_or(0)
-}
-
 /// The document's indentation: a tab, or a number of spaces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum IndentStyle {
@@ -576,14 +597,15 @@ fn suffix_overlap(text: &str, suffix: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// Turns generated text into the suggestion to show, or `None` when nothing useful is left.
-pub fn finish(generated: &str, context: &CompletionContext, rules: &StopRules) -> Option<String> {
+/// The start of `generated` the suggestion is made of (before its indentation is
+/// adjusted), or `None` when nothing useful is left.
+fn kept<'g>(generated: &'g str, context: &CompletionContext, rules: &StopRules) -> Option<&'g str> {
     let end = rules
         .end_of_answer(generated, true)
         .unwrap_or(generated.len());
     let mut text = generated[..end].trim_end();
     if !rules.smart {
-        return (!text.trim().is_empty()).then(|| text.to_owned());
+        return (!text.trim().is_empty()).then_some(text);
     }
     if !rules.multi_line {
         text = &text[..text.len() - suffix_overlap(text, &context.line_suffix)];
@@ -593,10 +615,22 @@ pub fn finish(generated: &str, context: &CompletionContext, rules: &StopRules) -
     if text.trim().chars().count() < 2 || already_there {
         return None;
     }
+    Some(text)
+}
+
+/// Turns generated text into the suggestion to show, or `None` when nothing useful is left.
+pub fn finish(generated: &str, context: &CompletionContext, rules: &StopRules) -> Option<String> {
+    let text = kept(generated, context, rules)?;
     Some(match indent_style(&context.prefix) {
         Some(style) if text.contains('\n') => normalize_indentation(text, style),
         _ => text.to_owned(),
     })
+}
+
+/// How many bytes at the start of `generated` the suggestion [`finish`] makes of it
+/// comes from (0 when there is none): the rest was generated for nothing.
+pub fn shown_len(generated: &str, context: &CompletionContext, rules: &StopRules) -> usize {
+    kept(generated, context, rules).map_or(0, str::len)
 }
 
 #[cfg(test)]
@@ -866,6 +900,96 @@ mod tests {
             finish("upper())\nx", &single, &rules).as_deref(),
             Some("upper())")
         );
+    }
+
+    #[test]
+    fn a_runaway_run_ends_the_answer_while_it_streams() {
+        let ctx = context("    inventory.add(Item(\"", "\n");
+        let plan = plan(&ctx, Trigger::Invoked, Options::default()).unwrap();
+        let rules = StopRules::new(&ctx, &plan, Options::default());
+        let zeros = format!("1{}", "0".repeat(12));
+        assert_eq!(rules.end_of_answer(&zeros, false), None);
+        let zeros = format!("1{}", "0".repeat(21));
+        assert_eq!(rules.end_of_answer(&zeros, false), Some(0));
+        assert_eq!(finish(&zeros, &ctx, &rules), None);
+        // In a later line, the lines before it stay.
+        let generated = format!("x = 1\n    y = \"{}\"\n", "ab".repeat(30));
+        assert_eq!(
+            suggest("def f():\n    ", "\n", &generated).as_deref(),
+            Some("x = 1")
+        );
+    }
+
+    #[test]
+    fn repeating_the_line_above_the_cursor_is_no_answer() {
+        let before = "def f():\n    total = compute(1)\n    ";
+        assert_eq!(suggest(before, "\n", "total = compute(1)\n"), None);
+        let before = "def f():\n    total = compute(1)\n    total = ";
+        assert_eq!(suggest(before, "\n", "compute(1)\n"), None);
+        assert_eq!(
+            suggest(before, "\n", "compute(2)\n").as_deref(),
+            Some("compute(2)")
+        );
+    }
+
+    #[test]
+    fn a_string_left_open_at_the_line_end_ends_the_answer() {
+        // The first line, once finished, and a later line.
+        assert_eq!(suggest("    x = f(\"", "\n", "1"), None);
+        assert_eq!(
+            suggest("    x = f(\"", "\n", "a.txt\")").as_deref(),
+            Some("a.txt\")")
+        );
+        let generated = "a = 1\n    b = \"oops\n    c = 2\n";
+        assert_eq!(
+            suggest("def f():\n    ", "\n", generated).as_deref(),
+            Some("a = 1")
+        );
+        // Inside a docstring opened lines above, the lexer cannot tell: no rule.
+        let mut ctx = context("def f():\n    \"\"\"Explain\n    it", "\n");
+        ctx.syntax.in_string = true;
+        let plan = plan(&ctx, Trigger::Invoked, Options::default()).unwrap();
+        let rules = StopRules::new(&ctx, &plan, Options::default());
+        assert_eq!(finish("'s use\n", &ctx, &rules).as_deref(), Some("'s use"));
+    }
+
+    #[test]
+    fn streaming_stops_only_where_finish_cuts() {
+        // Wherever generation stops, the suggestion is the one the whole text gives.
+        let cases = [
+            (
+                "def f(x):\n    ",
+                "\n",
+                "y = x * 2\n    return y\n\ndef g():\n    pass\n",
+            ),
+            ("def main(", "\n", "):\n    run()\n    run()\n    stop()\n"),
+            ("x = foo(", ")\n", "a, b)\nmore()\n"),
+            ("    x = f(\"", "\n", "1000000000000000000000000000\n"),
+            (
+                "fn main() {",
+                "\n}\n",
+                "\n    let s = \"abc\";\n}\nfn other() {}\n",
+            ),
+        ];
+        for (before, after, generated) in cases {
+            let ctx = context(before, after);
+            let plan = plan(&ctx, Trigger::Invoked, Options::default()).unwrap();
+            let rules = StopRules::new(&ctx, &plan, Options::default());
+            let whole = finish(generated, &ctx, &rules);
+            let stop = (1..=generated.len())
+                .filter(|&n| generated.is_char_boundary(n))
+                .find(|&n| rules.end_of_answer(&generated[..n], false).is_some());
+            let n = stop.unwrap_or_else(|| panic!("never stopped: {generated:?}"));
+            assert!(
+                n < generated.len(),
+                "stopped at the very end: {generated:?}"
+            );
+            assert_eq!(
+                finish(&generated[..n], &ctx, &rules),
+                whole,
+                "{generated:?}"
+            );
+        }
     }
 
     #[test]

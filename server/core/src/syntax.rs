@@ -45,6 +45,9 @@ pub struct Grammar {
     query: Query,
     /// Starts a line comment in this language.
     pub comment: &'static str,
+    /// A statement that stands for the one being typed when the scopes around an
+    /// unfinished statement are read from a repaired copy (see [`enclosing_scopes`]).
+    placeholder: &'static str,
 }
 
 /// The comment marker of a language without a grammar: `#` for the common
@@ -128,6 +131,8 @@ pub fn grammar(language_id: &str) -> Option<&'static Grammar> {
             };
             // A broken query is a bug caught by the tests; in a release it costs that
             // language its tree, not the server.
+            // Python's blocks need a statement; in the others an empty line will do.
+            let placeholder = if key == "python" { "pass" } else { "" };
             Query::new(&language, source)
                 .inspect_err(|e| tracing::error!("query for {key} does not compile: {e}"))
                 .ok()
@@ -135,6 +140,7 @@ pub fn grammar(language_id: &str) -> Option<&'static Grammar> {
                     language,
                     query,
                     comment,
+                    placeholder,
                 })
         })
         .as_ref()
@@ -429,8 +435,62 @@ pub struct Definition {
     pub line: usize,
 }
 
-/// The scopes enclosing byte `byte`, outermost first.
+/// The scopes enclosing byte `byte`, outermost first. Where the tree is broken —
+/// the statement being typed is unfinished, and tree-sitter's error recovery may then
+/// fold the whole enclosing function into an error node — they are read from a
+/// repaired copy: the text before the cursor line, a placeholder statement at the
+/// cursor line's indentation, and the braces still open closed.
 pub fn enclosing_scopes(grammar: &Grammar, tree: &Tree, text: &Rope, byte: usize) -> Vec<Scope> {
+    // An error anywhere may be the one that swallowed the scope around the cursor.
+    if tree.root_node().has_error()
+        && let Some(scopes) = repaired_scopes(grammar, text, byte)
+    {
+        return scopes;
+    }
+    scopes_in(grammar, tree, text, byte)
+}
+
+/// The scopes at the cursor line (the line of byte `byte`) in a copy of the text
+/// before it, followed by the grammar's placeholder statement at the line's
+/// indentation; `None` when the copy cannot be parsed in time.
+fn repaired_scopes(grammar: &Grammar, text: &Rope, byte: usize) -> Option<Vec<Scope>> {
+    let line = text.byte_to_line(byte);
+    let indent: String = text
+        .line(line)
+        .chars()
+        .take_while(|c| matches!(c, ' ' | '\t'))
+        .collect();
+    let mut repaired = text.slice(..text.line_to_char(line)).to_string();
+    repaired.push_str(&indent);
+    repaired.push_str(grammar.placeholder);
+    let cursor = repaired.len();
+    repaired.push('\n');
+    // The braces left open, closed (counted roughly: braces in strings and comments
+    // are usually balanced).
+    let open = repaired
+        .matches('{')
+        .count()
+        .saturating_sub(repaired.matches('}').count());
+    repaired.push_str(&"}\n".repeat(open));
+    let repaired = Rope::from_str(&repaired);
+    let tree = parse(grammar, &repaired, None)?;
+    Some(scopes_in(grammar, &tree, &repaired, cursor))
+}
+
+/// The scopes of `tree` enclosing byte `byte`, outermost first.
+fn scopes_in(grammar: &Grammar, tree: &Tree, text: &Rope, byte: usize) -> Vec<Scope> {
+    // White space typed after code (`return |`) is not part of the statement's node,
+    // nor of the function's when the statement is its last: look where the code ends.
+    let line_start = text.line_to_byte(text.byte_to_line(byte));
+    let mut code_end = byte;
+    while code_end > line_start && matches!(text.byte(code_end - 1), b' ' | b'\t') {
+        code_end -= 1;
+    }
+    let byte = if code_end > line_start {
+        code_end
+    } else {
+        byte
+    };
     let mut scopes: Vec<Scope> = Vec::new();
     // A scope that ends at the cursor still holds it (the end of a function's last
     // line), unless it ends with its closing brace.
@@ -509,6 +569,45 @@ pub fn references(
     names
         .into_iter()
         .filter_map(|(_, name)| seen.insert(name.clone()).then_some(name))
+        .collect()
+}
+
+/// A call written in code: the callee's name, and the name that qualifies it
+/// (`geometry` in `geometry.polygon_area(`, `shapes` in `shapes::area(`), if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    /// What qualifies the callee: a module, package, namespace or object.
+    pub qualifier: Option<String>,
+    /// The callee.
+    pub name: String,
+}
+
+/// The calls written in `text`, in order, read from the text itself rather than the
+/// tree: a call still being typed, which tree-sitter's error recovery may not make a
+/// call node of, counts too. A name before `(`, with what stands before a `.`, `::`
+/// or `->` in front of it as its qualifier.
+pub fn calls(text: &str) -> Vec<Call> {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let is_name = |s: &str| {
+        s.chars()
+            .next()
+            .is_some_and(|c| word(c) && !c.is_ascii_digit())
+    };
+    text.match_indices('(')
+        .filter_map(|(at, _)| {
+            let before = &text[..at];
+            let rest = before.trim_end_matches(word);
+            let name = &before[rest.len()..];
+            let qualifier = [".", "::", "->"]
+                .iter()
+                .find_map(|separator| rest.strip_suffix(separator))
+                .map(|q| &q[q.trim_end_matches(word).len()..])
+                .filter(|q| is_name(q));
+            is_name(name).then(|| Call {
+                qualifier: qualifier.map(str::to_owned),
+                name: name.to_owned(),
+            })
+        })
         .collect()
 }
 
@@ -750,6 +849,122 @@ mod tests {
                 let _ = definitions(grammar, &tree, &text);
             }
         }
+    }
+
+    #[test]
+    fn the_enclosing_function_is_found_while_its_last_statement_is_unfinished() {
+        // The function starts 400 lines up; the file ends in the statement being typed.
+        let body = |line: &str| {
+            (0..400)
+                .map(|i| line.replace('N', &i.to_string()))
+                .collect::<String>()
+        };
+        let cases = [
+            (
+                "python",
+                format!(
+                    "import os\n\ndef report(rows):\n{}    return ",
+                    body("    xN = rows[N]\n")
+                ),
+                "def report(rows):",
+            ),
+            (
+                "rust",
+                format!(
+                    "use std::fmt;\n\nfn report(rows: &[u8]) -> u8 {{\n{}    return ",
+                    body("    let xN = rows[N];\n")
+                ),
+                "fn report(rows: &[u8]) -> u8 {",
+            ),
+            (
+                "c",
+                format!(
+                    "#include <stdio.h>\n\nint report(int *rows) {{\n{}    return ",
+                    body("    int xN = rows[N];\n")
+                ),
+                "int report(int *rows) {",
+            ),
+            (
+                "cpp",
+                format!(
+                    "#include <vector>\n\nint report(std::vector<int> rows) {{\n{}    return ",
+                    body("    int xN = rows[N];\n")
+                ),
+                "int report(std::vector<int> rows) {",
+            ),
+            (
+                "go",
+                format!(
+                    "package main\n\nfunc report(rows []int) int {{\n{}\treturn ",
+                    body("\txN := rows[N]\n")
+                ),
+                "func report(rows []int) int {",
+            ),
+            (
+                "javascript",
+                format!(
+                    "import fs from 'fs';\n\nfunction report(rows) {{\n{}  return ",
+                    body("  const xN = rows[N];\n")
+                ),
+                "function report(rows) {",
+            ),
+            (
+                "typescript",
+                format!(
+                    "import fs from 'fs';\n\nfunction report(rows: number[]): number {{\n{}  return ",
+                    body("  const xN = rows[N];\n")
+                ),
+                "function report(rows: number[]): number {",
+            ),
+        ];
+        for (language_id, source, header) in cases {
+            // Unfinished as tree-sitter still parses it, and as it cannot.
+            for source in [source.clone(), format!("{source}total(rows, ")] {
+                let (grammar, tree, text) = parsed(language_id, &source);
+                let scopes = enclosing_scopes(grammar, &tree, &text, source.len());
+                let headers: Vec<&str> = scopes.iter().map(|s| s.header.as_str()).collect();
+                assert_eq!(
+                    headers,
+                    [header],
+                    "{language_id}: {:?}",
+                    &source[source.len() - 30..]
+                );
+                assert_eq!(scopes[0].line, 2, "{language_id}");
+            }
+        }
+        // A method in a class, with an unfinished call in the middle of the file.
+        let source = "class Report:\n    def render(self, rows):\n        total = sum(\n\ndef other():\n    pass\n";
+        let (grammar, tree, text) = parsed("python", source);
+        let cursor = source.find("sum(").unwrap() + 4;
+        let headers: Vec<String> = enclosing_scopes(grammar, &tree, &text, cursor)
+            .into_iter()
+            .map(|s| s.header)
+            .collect();
+        assert_eq!(headers, ["class Report:", "    def render(self, rows):"]);
+    }
+
+    #[test]
+    fn calls_are_read_from_the_text_with_their_qualifiers() {
+        let call = |qualifier: Option<&str>, name: &str| Call {
+            qualifier: qualifier.map(str::to_owned),
+            name: name.to_owned(),
+        };
+        assert_eq!(
+            calls("    area = geometry.polygon_area("),
+            [call(Some("geometry"), "polygon_area")]
+        );
+        assert_eq!(
+            calls("let a = shapes::area(&p, f(x)) + p->norm(1);"),
+            [
+                call(Some("shapes"), "area"),
+                call(None, "f"),
+                call(Some("p"), "norm")
+            ]
+        );
+        assert_eq!(
+            calls("x = geo.Area(pts) + (1 + 2) * g()(3)"),
+            [call(Some("geo"), "Area"), call(None, "g")]
+        );
     }
 
     fn parsed(language_id: &str, source: &str) -> (&'static Grammar, Tree, Rope) {

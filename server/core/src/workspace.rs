@@ -581,13 +581,31 @@ impl Workspace {
                 let to = (cursor_line + REFERENCE_LINES_BELOW + 1).min(text.len_lines());
                 text.line_to_byte(from)..text.line_to_byte(to)
             };
-            let names = syntax::references(grammar, tree, text, near);
+            let mut names = syntax::references(grammar, tree, text, near.clone());
+            // The call being typed, which tree-sitter may not see as a call yet, is
+            // the nearest name of all.
+            for call in syntax::calls(&context.line_prefix) {
+                names.retain(|name| *name != call.name);
+                names.push(call.name);
+            }
+            let near_text = text
+                .slice(text.byte_to_char(near.start)..text.byte_to_char(near.end))
+                .to_string();
+            let mut qualifiers: HashMap<String, HashSet<String>> = HashMap::new();
+            for call in syntax::calls(&near_text)
+                .into_iter()
+                .chain(syntax::calls(&context.line_prefix))
+            {
+                if let Some(qualifier) = call.qualifier {
+                    qualifiers.entry(call.name).or_default().insert(qualifier);
+                }
+            }
             let own = syntax::definitions(grammar, tree, text);
             let visible = |d: &Definition| (first_line..=last_line).contains(&d.line);
             preamble.snippets.extend(self.signatures(
                 uri,
                 &preamble.path,
-                &names,
+                &Referred { names, qualifiers },
                 &own,
                 &visible,
                 others(),
@@ -685,7 +703,7 @@ impl Workspace {
         &self,
         uri: &str,
         path: &str,
-        names: &[String],
+        referred: &Referred,
         own: &[Definition],
         visible: &dyn Fn(&Definition) -> bool,
         others: &[(String, Document)],
@@ -706,7 +724,7 @@ impl Workspace {
         let index = self.index.read().unwrap_or_else(|e| e.into_inner()).clone();
         let mut found: Vec<(String, String)> = Vec::new();
         // Names nearest the cursor (the last ones) are looked up first.
-        for name in names.iter().rev() {
+        for name in referred.names.iter().rev() {
             if found.len() >= MAX_SYMBOLS || own.iter().any(|d| d.name == *name && visible(d)) {
                 continue;
             }
@@ -726,11 +744,24 @@ impl Workspace {
                 .flatten()
                 .filter(|(p, _)| p != path && !open_paths.contains(p.as_str()))
                 .cloned();
-            let candidates: Vec<_> = here
+            let mut candidates: Vec<_> = here
                 .chain(in_open)
                 .chain(indexed)
                 .take(MAX_DEFINITIONS_PER_NAME + 1)
                 .collect();
+            // A call through a module (`geometry.polygon_area(`, `shapes::area(`,
+            // `geo.Area(`) means that module's definition, when one is a candidate.
+            if let Some(modules) = referred.qualifiers.get(name) {
+                let of_module: Vec<_> = candidates
+                    .iter()
+                    .filter(|(path, _)| module_names(path).any(|m| modules.contains(m)))
+                    .cloned()
+                    .collect();
+                if !of_module.is_empty() {
+                    candidates = of_module;
+                    candidates.truncate(MAX_DEFINITIONS_PER_NAME);
+                }
+            }
             // A name defined in many places is too common to guess which is meant.
             if candidates.len() <= MAX_DEFINITIONS_PER_NAME {
                 found.extend(candidates);
@@ -770,6 +801,26 @@ impl Workspace {
             .insert(uri.to_owned(), (document.version, definitions.clone()));
         definitions
     }
+}
+
+/// What the code near the cursor refers to: names, nearest last, and for names
+/// called through a module (`geometry.polygon_area(`), the qualifiers.
+struct Referred {
+    names: Vec<String>,
+    qualifiers: HashMap<String, HashSet<String>>,
+}
+
+/// The names code calls the module at `path` by: its file's stem (`geometry` for
+/// `geometry.py` or `src/geometry.rs`) and its folder's name (a Go package, a Python
+/// package's `__init__.py`, a Rust `mod.rs`, a JavaScript `index.js`).
+fn module_names(path: &str) -> impl Iterator<Item = &str> {
+    let path = Path::new(path);
+    let stem = path.file_stem().and_then(|s| s.to_str());
+    let folder = path
+        .parent()
+        .and_then(|folder| folder.file_name())
+        .and_then(|s| s.to_str());
+    stem.into_iter().chain(folder)
 }
 
 /// The walk's entry for `target` (a path under `root`), found with the rules of the
@@ -877,6 +928,90 @@ mod tests {
             "{preamble:#?}"
         );
         assert!(!signatures[0].text.contains("unused"));
+    }
+
+    /// The other-file signatures in the preamble of `main` (cursor at its end, in
+    /// `language_id`) with `others` open, as `(path, text)`.
+    fn signatures_for(
+        main: &str,
+        language_id: &str,
+        others: &[(&str, &str)],
+    ) -> Vec<(String, String)> {
+        let workspace = Workspace::new(Some("/w".into()));
+        let others: Vec<(String, Document)> = others
+            .iter()
+            .map(|(path, text)| (format!("file:///w/{path}"), doc(text, language_id)))
+            .collect();
+        let context = workspace.context(
+            "file:///w/main",
+            &doc(main, language_id),
+            main.chars().count(),
+            Window::default(),
+            256,
+            &|| others.clone(),
+        );
+        context
+            .preamble
+            .snippets
+            .into_iter()
+            .map(|s| (s.path, s.text))
+            .collect()
+    }
+
+    #[test]
+    fn a_call_through_a_module_brings_that_modules_definition() {
+        let area = |language: &str| match language {
+            "python" => "def polygon_area(points):\n    return 0.0\n".to_owned(),
+            "rust" => "pub fn polygon_area(points: &[f64]) -> f64 {\n    0.0\n}\n".to_owned(),
+            "go" => {
+                "package geometry\n\nfunc PolygonArea(points []float64) float64 {\n\treturn 0\n}\n"
+                    .to_owned()
+            }
+            _ => "export function polygonArea(points) {\n  return 0;\n}\n".to_owned(),
+        };
+        let cases = [
+            (
+                "python",
+                "import geometry\n\ndef main(pts):\n    return geometry.polygon_area(",
+                ["geometry.py", "shapes.py", "plots.py"],
+            ),
+            (
+                "python",
+                "from pkg import geometry\n\ndef main(pts):\n    return geometry.polygon_area(",
+                ["pkg/geometry.py", "shapes.py", "plots.py"],
+            ),
+            (
+                "rust",
+                "mod geometry;\n\nfn main() {\n    let a = geometry::polygon_area(",
+                ["src/geometry.rs", "src/shapes.rs", "src/plots.rs"],
+            ),
+            (
+                "go",
+                "package main\n\nimport \"w/geometry\"\n\nfunc main() {\n\ta := geometry.PolygonArea(",
+                ["geometry/area.go", "shapes/area.go", "plots/area.go"],
+            ),
+            (
+                "javascript",
+                "import * as geometry from './geometry.js';\n\nfunction main(pts) {\n  return geometry.polygonArea(",
+                ["geometry.js", "shapes.js", "plots.js"],
+            ),
+        ];
+        for (language_id, main, paths) in cases {
+            // Three files define the name: too common to show without the module.
+            let source = area(language_id);
+            let others: Vec<(&str, &str)> = paths.iter().map(|p| (*p, source.as_str())).collect();
+            let found = signatures_for(main, language_id, &others);
+            let paths_found: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+            assert_eq!(paths_found, [paths[0]], "{language_id}: {found:?}");
+            assert!(found[0].1.to_lowercase().contains("polygon"), "{found:?}");
+        }
+        // Called bare, while being typed, a name defined once is found too.
+        let found = signatures_for(
+            "from geometry import polygon_area\n\ndef main(pts):\n    return polygon_area(",
+            "python",
+            &[("geometry.py", &area("python"))],
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
     }
 
     #[test]

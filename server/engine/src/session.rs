@@ -37,6 +37,8 @@ struct Output<'r> {
     generated: usize,
     /// Whether the text goes to the request's partial sink (the first candidate's).
     streamed: bool,
+    /// The text's length after each token.
+    token_ends: Vec<usize>,
 }
 
 impl<'r> Output<'r> {
@@ -46,6 +48,7 @@ impl<'r> Output<'r> {
             text: Utf8Stream::default(),
             generated: 0,
             streamed,
+            token_ends: Vec::new(),
         }
     }
 
@@ -64,6 +67,7 @@ impl<'r> Output<'r> {
         self.text.push(piece);
         self.generated += 1;
         let text = self.text.as_str();
+        self.token_ends.push(text.len());
         let end = self.request.stop.end_of_answer(text, false);
         if let Some(partial) = self.request.partial.as_ref().filter(|_| self.streamed) {
             let so_far = &text[..end.unwrap_or(text.len())];
@@ -253,6 +257,8 @@ impl<'m> Session<'m> {
                             partial.send(&answers[order[0]]);
                         }
                         output.text.text = answers[order[0]].clone();
+                        // Its tokens' ends are not known here: counted in proportion.
+                        output.token_ends.clear();
                     }
                     alternatives = order[1..].iter().map(|&i| answers[i].clone()).collect();
                 }
@@ -292,6 +298,7 @@ impl<'m> Session<'m> {
             prompt_tokens: prompt.len(),
             reused_tokens: reuse.kept,
             generated_tokens: output.generated,
+            token_ends: output.token_ends,
             stop_reason,
             build_time,
             prompt_time: prompt_done,

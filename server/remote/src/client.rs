@@ -281,6 +281,7 @@ pub async fn stream(
             prompt_time: first_token,
             generation_time: first_text_at.elapsed(),
             alternatives: Vec::new(),
+            token_ends: Vec::new(),
         },
         first_token,
     })

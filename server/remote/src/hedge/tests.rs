@@ -187,6 +187,7 @@ fn generation(text: &str) -> Generation {
         prompt_time: Duration::ZERO,
         generation_time: Duration::ZERO,
         alternatives: Vec::new(),
+        token_ends: Vec::new(),
     }
 }
 
