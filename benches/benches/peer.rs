@@ -411,6 +411,9 @@ impl LlamaServer {
     }
 }
 
+/// One change to how inkling is asked, with the second file's text at hand.
+type Change = fn(&mut Inkling, &str);
+
 /// What a replay measured.
 #[derive(Default)]
 struct Tally {
@@ -688,7 +691,7 @@ fn main() {
 
     // inkling alone, changed one way at a time, on the same keystrokes.
     let second = std::fs::read_to_string(python_stdlib_file("difflib")).expect("difflib.py");
-    let variants: [(&str, fn(&mut Inkling, &str)); 2] = [
+    let variants: [(&str, Change); 2] = [
         (
             "without inkling/didFocus (a file just opened is warmed at its first screen)",
             |i, _| i.report_focus = false,

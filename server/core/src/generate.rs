@@ -212,6 +212,7 @@ mod tests {
     fn tokens_for_a_length_count_the_tokens_that_made_it() {
         let generation = Generation {
             text: "abc\ndef".into(),
+            alternatives: Vec::new(),
             prompt_tokens: 0,
             reused_tokens: 0,
             generated_tokens: 3,
