@@ -80,7 +80,8 @@ fn completion_item_has_the_helix_shape() {
     let result = &response["result"];
     assert_eq!(result["isIncomplete"], true, "{response}");
     let items = result["items"].as_array().expect("a completion list");
-    assert_eq!(items.len(), 1, "{response}");
+    // An invoked request's candidates, one item each.
+    assert!((1..=3).contains(&items.len()), "{response}");
     let item = &items[0];
     let new_text = item["textEdit"]["newText"].as_str().unwrap();
     assert!(!new_text.trim().is_empty());
@@ -408,7 +409,10 @@ fn the_demo_item_position_gets_a_sensible_string_or_nothing_in_time() {
         .position(|l| l.contains("Item(\"apple\""))
         .unwrap();
     let line = lines[number];
-    let mut client = ready_server();
+    // One candidate: the generated tokens counted are those of the stream the rules stop.
+    let mut client = LspClient::start();
+    client.initialize(vscode_capabilities(), json!({"candidates": 1}));
+    client.wait_until_ready(LOAD_TIMEOUT);
     let uri = "file:///w/sample.py";
     client.open(uri, "python", "");
     for (version, typed) in [(2, "Item("), (3, "Item(\"")] {
