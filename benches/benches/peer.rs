@@ -166,11 +166,7 @@ impl Editor for Inkling {
         let stats = self.client.stats();
         let from_memory = stats["typedThrough"].as_u64() > self.stats["typedThrough"].as_u64();
         self.stats = stats;
-        let source = match (&shown, from_memory) {
-            (None, _) => Source::Nothing,
-            (Some(_), true) => Source::Cache,
-            (Some(_), false) => Source::Server,
-        };
+        let source = Source::of(&shown, from_memory);
         Keystroke {
             shown,
             latency,

@@ -627,6 +627,18 @@ pub enum Source {
     Nothing,
 }
 
+impl Source {
+    /// Where a keystroke's suggestion came from: nothing shown, or shown from memory
+    /// or from the server.
+    pub fn of(shown: &Option<String>, from_memory: bool) -> Source {
+        match (shown, from_memory) {
+            (None, _) => Source::Nothing,
+            (Some(_), true) => Source::Cache,
+            (Some(_), false) => Source::Server,
+        }
+    }
+}
+
 /// What a keystroke led to.
 #[derive(Clone, Debug)]
 pub struct Keystroke {
@@ -779,11 +791,7 @@ impl<T: Transport> LlamaVim<T> {
             .as_ref()
             .filter(|h| h.can_accept)
             .map(|h| text_of(&join_lines(&h.content)));
-        let source = match (&shown, from_cache) {
-            (None, _) => Source::Nothing,
-            (Some(_), true) => Source::Cache,
-            (Some(_), false) => Source::Server,
-        };
+        let source = Source::of(&shown, from_cache);
         Keystroke {
             shown,
             latency,

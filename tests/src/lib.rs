@@ -423,6 +423,15 @@ pub fn inline_items(response: &Value) -> Vec<Value> {
     items.as_array().cloned().unwrap_or_default()
 }
 
+/// The first item's text of an inline completion response, or "".
+pub fn first_text(response: &Value) -> String {
+    inline_items(response)
+        .first()
+        .and_then(|item| item["insertText"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// Client capabilities like VS Code's, as far as inkling cares.
 pub fn vscode_capabilities() -> Value {
     json!({

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use inkling_harness::{LspClient, inline_items, vscode_capabilities};
+use inkling_harness::{LspClient, first_text, inline_items, vscode_capabilities};
 use serde_json::{Value, json};
 
 const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
@@ -41,15 +41,6 @@ fn counter(stats: &Value, name: &str) -> u64 {
 /// The first suggestion at `line`:`character`, or "" when there is none.
 fn first_suggestion(client: &mut LspClient, uri: &str, line: u32, character: u32) -> String {
     first_text(&client.inline_completion(uri, line, character))
-}
-
-/// The first item's text of an inline completion response, or "".
-fn first_text(response: &Value) -> String {
-    inline_items(response)
-        .first()
-        .and_then(|item| item["insertText"].as_str())
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// Raw answers (no post-processing, generous limits) at the starts of new methods.

@@ -321,21 +321,7 @@ impl<L: Backend> Hedged<L> {
         loop {
             tokio::select! {
                 result = &mut remote_leg, if !remote_failed => match result {
-                    // Nothing to show (a server out of time, say): healthy, but no
-                    // good answer, so the local engine's counts.
-                    Ok(streamed) if streamed.generation.text.trim().is_empty() => {
-                        lock(&remote.breaker).succeeded();
-                        self.remotes.record(|s| s.remote.empty += 1);
-                        remote_failed = true;
-                        owner.store(LOCAL, Ordering::Relaxed);
-                        if let Some(error) = local_failed.take() {
-                            return Err(error);
-                        }
-                        if local_leg.is_none() {
-                            local_leg = self.start_local(&mut local_request);
-                        }
-                    }
-                    Ok(streamed) => {
+                    Ok(streamed) if !streamed.generation.text.trim().is_empty() => {
                         lock(&remote.breaker).succeeded();
                         self.remotes.record(|s| {
                             s.remote.wins += 1;
@@ -349,8 +335,16 @@ impl<L: Backend> Hedged<L> {
                         lock(&remote.breaker).inconclusive(Instant::now());
                         return Err(BackendError::Cancelled);
                     }
-                    Err(failure) => {
-                        self.remotes.remote_failed(&remote, &failure);
+                    // No good answer: the local engine's counts.
+                    outcome => {
+                        match outcome {
+                            // Nothing to show (a server out of time, say): healthy.
+                            Ok(_) => {
+                                lock(&remote.breaker).succeeded();
+                                self.remotes.record(|s| s.remote.empty += 1);
+                            }
+                            Err(failure) => self.remotes.remote_failed(&remote, &failure),
+                        }
                         remote_failed = true;
                         owner.store(LOCAL, Ordering::Relaxed);
                         if let Some(error) = local_failed.take() {
