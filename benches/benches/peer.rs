@@ -42,7 +42,9 @@
 //! `INKLING_BENCH_KEYSTROKES` (per file, default 160, rounded up to whole lines),
 //! `INKLING_BENCH_MODEL` (a GGUF for both; default: inkling's default model),
 //! `INKLING_LLAMA_SERVER` (a llama-server binary; default: built by
-//! `scripts/llama-server`), `INKLING_BENCH_VERBOSE=1` (each keystroke on stderr).
+//! `scripts/llama-server`), `INKLING_BENCH_VERBOSE=1` (each keystroke on stderr),
+//! `INKLING_BENCH_OPTIONS` (a JSON object of inkling options, e.g.
+//! `{"prefixTokens": 384}`).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -55,7 +57,7 @@ use std::time::{Duration, Instant};
 use inkling_benches::llama_vim::{
     Buffer, InfillBudget, Keystroke, LlamaVim, Random, Source, Transport, completion_without_fim,
 };
-use inkling_benches::{Replay, python_stdlib_file, quantile};
+use inkling_benches::{Replay, python_stdlib_file, quantile, with_bench_options};
 use inkling_harness::http::try_post;
 use inkling_harness::{LspClient, default_model_path, inline_items, vscode_capabilities};
 use serde_json::{Value, json};
@@ -650,7 +652,7 @@ fn main() {
     // Built (or found) first, so that a build never runs during a measurement.
     let binary = llama_server_binary();
 
-    let mut inkling = Inkling::start(json!({"model": model, "threads": 2}));
+    let mut inkling = Inkling::start(with_bench_options(json!({"model": model, "threads": 2})));
     let inkling_tally = replay(&mut inkling, &replays, &pauses);
     inkling.client.shutdown_and_exit();
 
@@ -715,7 +717,7 @@ fn main() {
     };
     line("as above", &inkling_tally);
     for (label, change) in variants {
-        let mut inkling = Inkling::start(json!({"model": model, "threads": 2}));
+        let mut inkling = Inkling::start(with_bench_options(json!({"model": model, "threads": 2})));
         change(&mut inkling, &second);
         let tally = replay(&mut inkling, &replays, &pauses);
         inkling.client.shutdown_and_exit();

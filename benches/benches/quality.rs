@@ -21,13 +21,14 @@
 //!
 //! `cargo bench -p inkling-benches --bench quality`; `INKLING_QUALITY_POSITIONS`
 //! sets positions per file (default 12); `INKLING_QUALITY_VERBOSE=1` prints every
-//! suggestion next to what was expected, on stderr.
+//! suggestion next to what was expected, on stderr; `INKLING_BENCH_OPTIONS` (a JSON
+//! object of inkling options, e.g. `{"prefixTokens": 384}`) changes settings.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use inkling::config::{Overrides, Settings};
-use inkling_benches::python_stdlib_file;
+use inkling_benches::{python_stdlib_file, with_bench_options};
 use inkling_core::context::{self, Window};
 use inkling_core::documents::Document;
 use inkling_core::generate::{Backend, CancelFlag, CompletionRequest};
@@ -286,7 +287,9 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let engine = Engine::start(Settings::resolve(Overrides::default()).0.engine);
+    let overrides: Overrides =
+        serde_json::from_value(with_bench_options(serde_json::json!({}))).expect("options");
+    let engine = Engine::start(Settings::resolve(overrides).0.engine);
     while !engine.is_ready() {
         if let EngineState::Failed(e) = &*engine.subscribe().borrow() {
             panic!("model failed to load: {e}");

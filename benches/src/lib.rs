@@ -19,6 +19,22 @@ pub fn python_stdlib_file(module: &str) -> String {
         .to_owned()
 }
 
+/// `options` (an object, as `initializationOptions`) with the options of
+/// `INKLING_BENCH_OPTIONS` (a JSON object) set over them: to measure a setting
+/// without editing a benchmark.
+pub fn with_bench_options(mut options: serde_json::Value) -> serde_json::Value {
+    let Ok(extra) = std::env::var("INKLING_BENCH_OPTIONS") else {
+        return options;
+    };
+    let extra: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&extra).expect("INKLING_BENCH_OPTIONS is a JSON object");
+    options
+        .as_object_mut()
+        .expect("options are an object")
+        .extend(extra);
+    options
+}
+
 /// The `q` quantile (0..=1) of `values`, which must be sorted and non-empty.
 pub fn quantile(values: &[Duration], q: f64) -> Duration {
     values[((values.len() - 1) as f64 * q).round() as usize]

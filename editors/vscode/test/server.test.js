@@ -12,6 +12,7 @@ const { spawn } = require('node:child_process');
 const path = require('node:path');
 const protocol = require('vscode-languageserver-protocol/node');
 const { AcceptanceReporter, ACCEPT_COMMAND } = require('../dist/acceptance.js');
+const { statusView } = require('../dist/status.js');
 
 const SERVER =
   process.env.INKLING_BIN ?? path.join(__dirname, '..', '..', '..', 'target', 'release', 'inkling');
@@ -332,6 +333,28 @@ test(
     console.log(`accepted ${JSON.stringify(word)} + ${JSON.stringify(rest.insertText)}`);
   },
 );
+
+test('the status item says where the last suggestion came from, only with a remote engine', () => {
+  // This server has no remote engine: after all the completions above, no status
+  // named a source, and the item shows the model alone.
+  assert.ok(statuses.length > 0);
+  assert.ok(
+    statuses.every((s) => s.lastAnswerFrom === undefined),
+    JSON.stringify(statuses),
+  );
+  const ready = statuses.at(-1);
+  assert.equal(statusView(ready, undefined, true).text, '$(sparkle) inkling');
+  // The server's status after a remote answer (tests/tests/remote.rs checks it sends
+  // this), then the local model's again.
+  const remote = statusView({ ...ready, lastAnswerFrom: 'remote' }, 'remote', true);
+  assert.equal(remote.text, '$(sparkle) inkling $(cloud)');
+  assert.match(remote.tooltip, /last suggestion from the remote engine/);
+  const local = statusView(ready, 'local', true);
+  assert.equal(local.text, '$(sparkle) inkling');
+  assert.match(local.tooltip, /last suggestion from the local model/);
+  assert.equal(statusView(ready, 'remote', false).text, '$(circle-slash) inkling');
+  assert.ok(statusView({ state: 'failed', message: 'x', percent: null }, undefined, true).error);
+});
 
 test('shutdown and exit end the server with status 0', async () => {
   const exited = new Promise((resolve) => server.once('exit', (code) => resolve(code)));

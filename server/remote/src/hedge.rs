@@ -132,6 +132,13 @@ impl Remotes {
         }
     }
 
+    /// Where the last answer came from, when a remote is configured (without one,
+    /// every answer is local and there is nothing to tell).
+    pub fn last_answer_source(&self) -> Option<Source> {
+        lock(&self.remote).as_ref()?;
+        lock(&self.stats).last_source
+    }
+
     /// The remote `request` goes to, if any (counting why not).
     fn route(&self, request: &CompletionRequest) -> Option<Arc<Remote>> {
         let remote = lock(&self.remote).clone()?;

@@ -338,8 +338,60 @@ local function accept_part_native(bufnr, part)
   })
 end
 
+-- The latest `inkling/status` of each client (by id): state, message, percent, and
+-- lastAnswerFrom kept from an earlier status when a later one does not say.
+local statuses = {}
+
+local function on_status(err, status, ctx)
+  if err or type(status) ~= 'table' then
+    return
+  end
+  local previous = statuses[ctx.client_id]
+  status.lastAnswerFrom = status.lastAnswerFrom or (previous and previous.lastAnswerFrom)
+  statuses[ctx.client_id] = status
+  vim.api.nvim_exec_autocmds('User', { pattern = 'InklingStatus', modeline = false })
+  pcall(vim.cmd.redrawstatus)
+end
+
+--- inkling's state for a statusline, for buffer `bufnr` (default: the current one):
+--- 'inkling' (ready), 'inkling 40%' (loading), 'inkling failed', with ' (remote)'
+--- while the last suggestion came from a remote engine; '' when not attached.
+function M.statusline(bufnr)
+  local client = vim.lsp.get_clients({ bufnr = bufnr or 0, name = 'inkling' })[1]
+  local status = client and statuses[client.id]
+  if not status then
+    return client and 'inkling' or ''
+  end
+  local text = 'inkling'
+  if status.state == 'loading' then
+    text = text .. (type(status.percent) == 'number' and (' %d%%'):format(status.percent) or ' loading')
+  elseif status.state == 'failed' then
+    text = text .. ' failed'
+  end
+  if status.lastAnswerFrom == 'remote' then
+    text = text .. ' (remote)'
+  end
+  return text
+end
+
+--- The latest `inkling/status` the server of buffer `bufnr` sent (see M.statusline).
+function M.status(bufnr)
+  local client = vim.lsp.get_clients({ bufnr = bufnr or 0, name = 'inkling' })[1]
+  return client and statuses[client.id]
+end
+
 -- Starts inkling for the filetypes of lsp/inkling.lua, with `config` merged in.
 local function start(config)
+  -- Our status handler runs first; a handler of the user's for it runs after.
+  config = vim.deepcopy(config)
+  config.handlers = config.handlers or {}
+  local theirs = config.handlers['inkling/status']
+  config.handlers['inkling/status'] = function(err, status, ctx, ...)
+    on_status(err, status, ctx)
+    if theirs then
+      return theirs(err, status, ctx, ...)
+    end
+  end
   if vim.lsp.config then
     vim.lsp.config('inkling', config)
     vim.lsp.enable('inkling')
