@@ -98,7 +98,7 @@ impl Breaker {
     }
 
     /// A request admitted as the probe ended without a verdict (cancelled, or it
-    /// lost the race before its first byte): another request may probe.
+    /// lost the race while streaming): another request may probe.
     pub fn inconclusive(&mut self, now: Instant) {
         if self.state == State::HalfOpen {
             self.state = State::Open { until: now };

@@ -26,6 +26,10 @@ pub enum Failure {
     Status(u16, String),
     /// No first token within the first-token timeout.
     FirstTokenTimeout,
+    /// No first token before the local engine, started after the hedge delay, had
+    /// its whole answer: a remote that stalls (or cannot beat local) is skipped for a
+    /// while like a failing one, instead of costing every request the hedge delay.
+    Outrun,
     /// An event that is not the format's JSON.
     Malformed(String),
     /// The stream ended (or broke) before the server said the answer was complete.
@@ -48,6 +52,7 @@ impl std::fmt::Display for Failure {
             Failure::Connect(e) => write!(f, "cannot connect: {e}"),
             Failure::Status(status, body) => write!(f, "status {status}: {body}"),
             Failure::FirstTokenTimeout => write!(f, "no first token in time"),
+            Failure::Outrun => write!(f, "no first token before the local engine answered"),
             Failure::Malformed(e) => write!(f, "malformed stream: {e}"),
             Failure::Truncated(e) => write!(f, "the stream ended early: {e}"),
             Failure::Cancelled => write!(f, "cancelled"),

@@ -369,8 +369,12 @@ impl<L: Backend> Hedged<L> {
                 result = async { local_leg.as_mut().expect("enabled only when started").await }, if local_leg.is_some() && local_failed.is_none() => match result {
                     Ok(generation) => {
                         if !remote_failed {
-                            // The remote lost before a verdict: a probe may go again.
-                            lock(&remote.breaker).inconclusive(Instant::now());
+                            if *first_seen.borrow() {
+                                // The remote was answering, only slower: no verdict.
+                                lock(&remote.breaker).inconclusive(Instant::now());
+                            } else {
+                                self.remotes.remote_failed(&remote, &Failure::Outrun);
+                            }
                         }
                         self.remotes.record(|s| {
                             s.local.wins += 1;

@@ -71,7 +71,8 @@ pub struct BackendStats {
     pub requests: u64,
     /// Answers of it that were used.
     pub wins: u64,
-    /// Requests that failed (connection, status, timeout, malformed stream).
+    /// Requests that failed (connection, status, timeout, malformed stream, no first
+    /// token before the local engine answered).
     pub failures: u64,
     /// Requests answered with no text (the other backend's answer is used).
     pub empty: u64,

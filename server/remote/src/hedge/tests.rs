@@ -17,6 +17,8 @@ enum Behaviour {
     Answer(Duration, Vec<&'static str>),
     /// Answers this status.
     Status(u16),
+    /// Streams these texts, each after this delay.
+    Trickle(Duration, Vec<&'static str>),
     /// Accepts and never answers.
     Stall,
     /// Sends one event, then closes the connection mid-stream.
@@ -81,6 +83,16 @@ impl FakeRemote {
                             tokio::time::sleep(delay).await;
                             let _ = socket.write_all(sse.as_bytes()).await;
                             for (i, text) in texts.iter().enumerate() {
+                                let event = serde_json::json!({"content": text, "stop": i + 1 == texts.len()});
+                                let _ = socket
+                                    .write_all(format!("data: {event}\n\n").as_bytes())
+                                    .await;
+                            }
+                        }
+                        Behaviour::Trickle(delay, texts) => {
+                            let _ = socket.write_all(sse.as_bytes()).await;
+                            for (i, text) in texts.iter().enumerate() {
+                                tokio::time::sleep(delay).await;
                                 let event = serde_json::json!({"content": text, "stop": i + 1 == texts.len()});
                                 let _ = socket
                                     .write_all(format!("data: {event}\n\n").as_bytes())
@@ -234,7 +246,39 @@ async fn a_stalled_remote_loses_to_local_soon_after_the_hedge_delay() {
     );
     let snapshot = hedged.remotes().snapshot();
     assert_eq!((snapshot.stats.hedges, snapshot.stats.local.wins), (1, 1));
-    // Losing a race is no failure of the remote.
+    // Not even a first token before local answered: a failure, as a timeout would be.
+    assert_eq!(snapshot.stats.remote.failures, 1);
+    assert_eq!(snapshot.breaker, Some("closed"));
+    // The second such race opens the breaker: the next request goes local at once,
+    // without waiting the hedge delay for a remote that does not answer.
+    hedged.generate(invoked()).await.unwrap();
+    assert_eq!(hedged.remotes().snapshot().breaker, Some("open"));
+    let started = Instant::now();
+    assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(remote.requests(), 2);
+}
+
+#[tokio::test]
+async fn a_remote_that_streams_but_loses_the_race_is_no_failure() {
+    // Its first token after the hedge delay (100 ms) but before local's answer
+    // (at 200 ms), its whole answer after that.
+    let remote = FakeRemote::start(Behaviour::Trickle(
+        Duration::from_millis(120),
+        vec!["remote(", "slowly", ")"],
+    ))
+    .await;
+    let local = FakeLocal::new(Duration::from_millis(100));
+    let hedged = hedged(&local, &remote, "");
+    for _ in 0..3 {
+        hedged.generate(invoked()).await.unwrap();
+    }
+    let snapshot = hedged.remotes().snapshot();
+    assert_eq!(snapshot.stats.remote.failures, 0);
     assert_eq!(snapshot.breaker, Some("closed"));
 }
 
