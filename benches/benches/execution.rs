@@ -17,9 +17,11 @@
 //! - **invoked**: the module is open in the editor; the line's code is deleted (the
 //!   cursor at its indentation, the lines after it still there) and a completion is
 //!   invoked, as a user who asks for one;
-//! - **automatic**: the masked module is opened fresh, the user looks at it for 2 s
-//!   (the server warms it meanwhile), then an automatic request comes, as an editor
-//!   sends it while typing. The modules take turns, so each opening is cold.
+//! - **automatic**: the masked module is opened fresh with the cursor at the line
+//!   (`inkling/didFocus`, as our VS Code extension and Neovim plugin send it), the
+//!   user looks at it for 2 s (the server warms the prompt there meanwhile), then an
+//!   automatic request comes, as an editor sends it while typing. The modules take
+//!   turns, so each opening is cold.
 //!
 //! Reported per row: **pass@1** (the first item makes the tests pass), **line
 //! exact** (the first item's first line is the removed code), items shown, and the
@@ -28,7 +30,8 @@
 //! `cargo bench -p inkling-benches --bench execution`; environment:
 //! `INKLING_EXEC_PER_MODULE` (tasks per module, default 3), `INKLING_EXEC_SEED`
 //! (default 14), `INKLING_EXEC_ROWS` (comma-separated subset of the row names),
-//! `INKLING_EXEC_VERBOSE=1` (every suggestion, on stderr).
+//! `INKLING_EXEC_VERBOSE=1` (every suggestion, on stderr), `INKLING_BENCH_OPTIONS` (a
+//! JSON object of inkling options for every row, e.g. `{"promptTimeLimitMs": 1500}`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,7 +39,7 @@ use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use inkling_benches::quantile;
+use inkling_benches::{quantile, with_bench_options};
 use inkling_harness::{Launch, LspClient, inline_items, vscode_capabilities};
 use serde_json::{Value, json};
 
@@ -210,7 +213,7 @@ fn ask_all(
         args: row.args.iter().map(|a| a.to_string()).collect(),
         env: Vec::new(),
     });
-    client.initialize(vscode_capabilities(), json!({}));
+    client.initialize(vscode_capabilities(), with_bench_options(json!({})));
     client.wait_until_ready(Duration::from_secs(600));
     let mut answers: Vec<Option<(String, Duration)>> = vec![None; tasks.len()];
     let mut versions: HashMap<&str, i32> = HashMap::new();
@@ -270,6 +273,16 @@ fn ask_all(
                 );
             }
             client.open(&uri, "python", &masked(&sources[&task.module], task));
+            // Where the cursor is, as our VS Code extension and Neovim plugin say when
+            // a file becomes active: the server warms the prompt there.
+            let column = task.indent().encode_utf16().count() as u32;
+            client.notify(
+                "inkling/didFocus",
+                json!({
+                    "textDocument": {"uri": uri},
+                    "position": {"line": task.line, "character": column},
+                }),
+            );
             sleep(LOOK);
             answers[i] = Some(ask(&mut client, &uri, task, 2));
         }
