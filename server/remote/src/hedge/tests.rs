@@ -15,6 +15,8 @@ use crate::policy::tests::request;
 enum Behaviour {
     /// Waits, then streams these llama.cpp infill texts (the last one ends the answer).
     Answer(Duration, Vec<&'static str>),
+    /// Streams these texts at once, then waits, then ends the answer with one more.
+    SlowEnd(Vec<&'static str>, Duration, &'static str),
     /// Answers this status.
     Status(u16),
     /// Accepts and never answers.
@@ -86,6 +88,20 @@ impl FakeRemote {
                                     .write_all(format!("data: {event}\n\n").as_bytes())
                                     .await;
                             }
+                        }
+                        Behaviour::SlowEnd(texts, pause, last) => {
+                            let _ = socket.write_all(sse.as_bytes()).await;
+                            for text in texts {
+                                let event = serde_json::json!({"content": text, "stop": false});
+                                let _ = socket
+                                    .write_all(format!("data: {event}\n\n").as_bytes())
+                                    .await;
+                            }
+                            tokio::time::sleep(pause).await;
+                            let event = serde_json::json!({"content": last, "stop": true});
+                            let _ = socket
+                                .write_all(format!("data: {event}\n\n").as_bytes())
+                                .await;
                         }
                         Behaviour::Status(status) => {
                             let body = "{\"error\": \"no\"}";
@@ -251,6 +267,23 @@ async fn a_slow_remote_that_answers_first_wins_and_cancels_local() {
     assert_eq!(answer.text, "remote()");
     assert_eq!(local.calls.load(Ordering::SeqCst), 1);
     assert_eq!(local.cancelled(), 1);
+}
+
+#[tokio::test]
+async fn a_remote_whose_first_token_came_in_time_is_not_hedged_while_it_streams() {
+    // First token at once, the rest after the hedge delay: no local leg.
+    let remote = FakeRemote::start(Behaviour::SlowEnd(
+        vec!["remote"],
+        Duration::from_millis(300),
+        "()",
+    ))
+    .await;
+    let local = FakeLocal::new(Duration::from_millis(10));
+    let hedged = hedged(&local, &remote, "");
+    let answer = hedged.generate(invoked()).await.unwrap();
+    assert_eq!(answer.text, "remote()");
+    assert_eq!(local.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(hedged.remotes().snapshot().stats.hedges, 0);
 }
 
 #[tokio::test]
