@@ -21,25 +21,11 @@
 
 use std::time::{Duration, Instant};
 
-use inkling_benches::{Replay, python_stdlib_file, quantile};
+use inkling_benches::{
+    Replay, ask_automatic, counter, delta, env_number, python_stdlib_file, quantile,
+};
 use inkling_harness::{LspClient, default_model_path, inline_items, vscode_capabilities};
 use serde_json::{Value, json};
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn counter(stats: &Value, name: &str) -> u64 {
-    stats[name].as_u64().unwrap_or(0)
-}
-
-/// Counter deltas between two `inkling/stats` answers.
-fn delta(after: &Value, before: &Value, name: &str) -> u64 {
-    counter(after, name) - counter(before, name)
-}
 
 /// One engine configuration's results over all replays.
 #[derive(Default)]
@@ -96,32 +82,12 @@ fn replay(options: &Value, replays: &[Replay]) -> Results {
             "python",
             &format!("{}\n{}", replay.before, replay.after),
         );
-        let (mut line, mut column) = (replay.first_line as u32, 0u32);
         let started = Instant::now();
-        client.inline_completion(&uri, line, column);
+        client.inline_completion(&uri, replay.first_line as u32, 0);
         results.first_completion.push(started.elapsed());
-        let mut version = 1;
         let mut previous = client.stats();
-        for &ch in &replay.typed {
-            version += 1;
-            client.edit(
-                &uri,
-                version,
-                (line, column),
-                (line, column),
-                &ch.to_string(),
-            );
-            if ch == '\n' {
-                line += 1;
-                column = 0;
-            } else {
-                column += ch.len_utf16() as u32;
-            }
-            let asked = Instant::now();
-            // Automatic, as an editor asks while the user types.
-            let id = client.send_inline_completion_triggered(&uri, line, column, 2);
-            let response = client.response(id, Duration::from_secs(120));
-            let latency = asked.elapsed();
+        replay.type_into(&mut client, &uri, |client, line, column| {
+            let (latency, response) = ask_automatic(client, &uri, line, column);
             results.latencies.push(latency);
             results.requests += 1;
             results.answered += usize::from(!inline_items(&response).is_empty());
@@ -143,7 +109,7 @@ fn replay(options: &Value, replays: &[Replay]) -> Results {
             results.prompt_tokens += prompt_tokens;
             results.prompt_unchanged += delta(&stats, &previous, "promptTokensUnchanged");
             previous = stats;
-        }
+        });
     }
     results.assembly = client.stats()["promptAssembly"].clone();
     results.peak_rss_kib = peak_rss_kib(client.pid());
@@ -199,10 +165,8 @@ fn accept_latency(options: &Value, text: &str, lines: &[usize]) -> (Vec<Duration
         let end_column =
             if answer.contains('\n') { 0 } else { column } + last.encode_utf16().count() as u32;
         let before = client.stats();
-        let asked = Instant::now();
-        let id = client.send_inline_completion_triggered(&uri, end_line, end_column, 2);
-        let next = client.response(id, Duration::from_secs(120));
-        latencies.push(asked.elapsed());
+        let (latency, next) = ask_automatic(&mut client, &uri, end_line, end_column);
+        latencies.push(latency);
         let stats = client.stats();
         from_memory += delta(&stats, &before, "typedThrough");
         if std::env::var_os("INKLING_BENCH_VERBOSE").is_some() {

@@ -1,9 +1,45 @@
 //! Shared helpers of inkling's benchmarks.
 
 pub mod llama_vim;
+pub mod proxy;
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use inkling_harness::LspClient;
+use serde_json::Value;
+
+/// The number in environment variable `name`, or `default`.
+pub fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A counter of an `inkling/stats` answer (0 when absent).
+pub fn counter(stats: &Value, name: &str) -> u64 {
+    stats[name].as_u64().unwrap_or(0)
+}
+
+/// A counter's growth between two `inkling/stats` answers.
+pub fn delta(after: &Value, before: &Value, name: &str) -> u64 {
+    counter(after, name) - counter(before, name)
+}
+
+/// Asks for an automatic inline completion at `line`:`column` of `uri`, as an editor
+/// does while the user types, and waits for it: the time to the answer, and the answer.
+pub fn ask_automatic(
+    client: &mut LspClient,
+    uri: &str,
+    line: u32,
+    column: u32,
+) -> (Duration, Value) {
+    let asked = Instant::now();
+    let id = client.send_inline_completion_triggered(uri, line, column, 2);
+    let response = client.response(id, Duration::from_secs(120));
+    (asked.elapsed(), response)
+}
 
 /// The path of a module of the Python standard library on this machine: real code that
 /// nobody here wrote, present wherever `python3` is.
@@ -78,6 +114,34 @@ impl Replay {
                 .collect(),
             after: lines[last_line..].concat(),
             first_line,
+        }
+    }
+
+    /// Types the lines into document `uri` (open at version 1, the cursor at the
+    /// start of the first typed line) one keystroke at a time, calling `after` with
+    /// the client and the cursor's line and column after each.
+    pub fn type_into(
+        &self,
+        client: &mut LspClient,
+        uri: &str,
+        mut after: impl FnMut(&mut LspClient, u32, u32),
+    ) {
+        let (mut line, mut column) = (self.first_line as u32, 0u32);
+        for (version, &ch) in (2..).zip(&self.typed) {
+            client.edit(
+                uri,
+                version,
+                (line, column),
+                (line, column),
+                &ch.to_string(),
+            );
+            if ch == '\n' {
+                line += 1;
+                column = 0;
+            } else {
+                column += ch.len_utf16() as u32;
+            }
+            after(client, line, column);
         }
     }
 }

@@ -319,6 +319,9 @@ impl<L: Backend> Hedged<L> {
         let mut remote_failed = false;
         let mut local_failed: Option<BackendError> = None;
         let hedge_at = tokio::time::Instant::from_std(started + delay);
+        // A branch's guard is read once per `select!`, and the remote leg's poll that
+        // sees the first token does not end the `select!`: the timer checks it itself.
+        let mut hedge_pending = true;
         let cancelled = async {
             while !user_cancel.is_cancelled() {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -362,9 +365,12 @@ impl<L: Backend> Hedged<L> {
                         }
                     }
                 },
-                () = tokio::time::sleep_until(hedge_at), if local_leg.is_none() && !*first_seen.borrow() => {
-                    self.remotes.record(|s| s.hedges += 1);
-                    local_leg = self.start_local(&mut local_request);
+                () = tokio::time::sleep_until(hedge_at), if hedge_pending && local_leg.is_none() => {
+                    hedge_pending = false;
+                    if !*first_seen.borrow() {
+                        self.remotes.record(|s| s.hedges += 1);
+                        local_leg = self.start_local(&mut local_request);
+                    }
                 }
                 result = async { local_leg.as_mut().expect("enabled only when started").await }, if local_leg.is_some() && local_failed.is_none() => match result {
                     Ok(generation) => {

@@ -17,8 +17,9 @@ enum Behaviour {
     Answer(Duration, Vec<&'static str>),
     /// Answers this status.
     Status(u16),
-    /// Streams these texts, each after this delay.
-    Trickle(Duration, Vec<&'static str>),
+    /// Streams these texts, each after its delay in milliseconds (the last one ends
+    /// the answer).
+    Paced(Vec<(u64, &'static str)>),
     /// Accepts and never answers.
     Stall,
     /// Sends one event, then closes the connection mid-stream.
@@ -89,11 +90,11 @@ impl FakeRemote {
                                     .await;
                             }
                         }
-                        Behaviour::Trickle(delay, texts) => {
+                        Behaviour::Paced(events) => {
                             let _ = socket.write_all(sse.as_bytes()).await;
-                            for (i, text) in texts.iter().enumerate() {
-                                tokio::time::sleep(delay).await;
-                                let event = serde_json::json!({"content": text, "stop": i + 1 == texts.len()});
+                            for (i, (delay, text)) in events.iter().enumerate() {
+                                tokio::time::sleep(Duration::from_millis(*delay)).await;
+                                let event = serde_json::json!({"content": text, "stop": i + 1 == events.len()});
                                 let _ = socket
                                     .write_all(format!("data: {event}\n\n").as_bytes())
                                     .await;
@@ -267,10 +268,11 @@ async fn a_stalled_remote_loses_to_local_soon_after_the_hedge_delay() {
 async fn a_remote_that_streams_but_loses_the_race_is_no_failure() {
     // Its first token after the hedge delay (100 ms) but before local's answer
     // (at 200 ms), its whole answer after that.
-    let remote = FakeRemote::start(Behaviour::Trickle(
-        Duration::from_millis(120),
-        vec!["remote(", "slowly", ")"],
-    ))
+    let remote = FakeRemote::start(Behaviour::Paced(vec![
+        (120, "remote("),
+        (120, "slowly"),
+        (120, ")"),
+    ]))
     .await;
     let local = FakeLocal::new(Duration::from_millis(100));
     let hedged = hedged(&local, &remote, "");
@@ -295,6 +297,18 @@ async fn a_slow_remote_that_answers_first_wins_and_cancels_local() {
     assert_eq!(answer.text, "remote()");
     assert_eq!(local.calls.load(Ordering::SeqCst), 1);
     assert_eq!(local.cancelled(), 1);
+}
+
+#[tokio::test]
+async fn a_remote_whose_first_token_came_in_time_is_not_hedged_while_it_streams() {
+    // First token at once, the rest after the hedge delay: no local leg.
+    let remote = FakeRemote::start(Behaviour::Paced(vec![(0, "remote"), (300, "()")])).await;
+    let local = FakeLocal::new(Duration::from_millis(10));
+    let hedged = hedged(&local, &remote, "");
+    let answer = hedged.generate(invoked()).await.unwrap();
+    assert_eq!(answer.text, "remote()");
+    assert_eq!(local.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(hedged.remotes().snapshot().stats.hedges, 0);
 }
 
 #[tokio::test]
