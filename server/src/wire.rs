@@ -287,7 +287,7 @@ pub struct Backends {
     pub hedge_delay_ms: f64,
     /// Local engines started because the remote had no first token in time.
     pub hedges: u64,
-    /// Answers from the local engine after the remote failed.
+    /// Answers from the local engine after the remote failed or answered nothing.
     pub fallbacks: u64,
     /// Requests the policy kept local.
     pub kept_local: u64,

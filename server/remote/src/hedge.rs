@@ -349,9 +349,14 @@ impl<L: Backend> Hedged<L> {
                     outcome => {
                         match outcome {
                             // Nothing to show (a server out of time, say): healthy.
-                            Ok(_) => {
+                            Ok(streamed) => {
                                 lock(&remote.breaker).succeeded();
-                                self.remotes.record(|s| s.remote.empty += 1);
+                                // Its time to an empty answer counts for the hedge
+                                // delay too: a slow remote must not look fast.
+                                self.remotes.record(|s| {
+                                    s.remote.empty += 1;
+                                    s.remote.first_token.record(streamed.first_token);
+                                });
                             }
                             Err(failure) => self.remotes.remote_failed(&remote, &failure),
                         }

@@ -76,7 +76,7 @@ pub struct BackendStats {
     pub failures: u64,
     /// Requests answered with no text (the other backend's answer is used).
     pub empty: u64,
-    /// Time to first token of its requests.
+    /// Time to first token of its requests (to the end, for answers with no text).
     pub first_token: Samples,
     /// Time to the whole answer of its requests that answered.
     pub total: Samples,
@@ -98,7 +98,8 @@ pub struct HedgeStats {
     /// Times the local engine was started because the remote had no first token
     /// within the hedge delay.
     pub hedges: u64,
-    /// Requests the local engine answered after the remote failed.
+    /// Requests the local engine answered after the remote failed or answered
+    /// nothing.
     pub fallbacks: u64,
     /// Where the last answer came from.
     pub last_source: Option<Source>,
