@@ -57,7 +57,7 @@ use std::time::{Duration, Instant};
 use inkling_benches::llama_vim::{
     Buffer, InfillBudget, Keystroke, LlamaVim, Random, Source, Transport, completion_without_fim,
 };
-use inkling_benches::{Replay, python_stdlib_file, quantile, with_bench_options};
+use inkling_benches::{Latencies, Replay, python_stdlib_file, with_bench_options};
 use inkling_harness::http::try_post;
 use inkling_harness::{LspClient, default_model_path, inline_items, vscode_capabilities};
 use serde_json::{Value, json};
@@ -123,7 +123,7 @@ impl Inkling {
 impl Editor for Inkling {
     fn open(&mut self, n: usize, replay: &Replay) {
         self.uri = format!("file:///bench/peer{n}.py");
-        let text = format!("{}\n{}", replay.before, replay.after);
+        let text = replay.opened_text();
         self.client.open(&self.uri, "python", &text);
         (self.version, self.line, self.column) = (1, replay.first_line as u32, 0);
         if self.report_focus {
@@ -276,7 +276,7 @@ struct Peer {
 
 impl Editor for Peer {
     fn open(&mut self, n: usize, replay: &Replay) {
-        let text = format!("{}\n{}", replay.before, replay.after);
+        let text = replay.opened_text();
         let name = format!("peer{n}.py");
         self.vim
             .open(Buffer::new(&name, &text, replay.first_line as i64 + 1, 0));
@@ -487,13 +487,12 @@ struct Summary {
 }
 
 fn summarize(tally: &Tally) -> Summary {
-    let mut latencies: Vec<Duration> = tally.keystrokes.iter().map(|k| k.latency).collect();
-    latencies.sort();
+    let latency = Latencies::of(tally.keystrokes.iter().map(|k| k.latency));
     Summary {
-        mean: latencies.iter().sum::<Duration>() / latencies.len() as u32,
-        p50: quantile(&latencies, 0.5),
-        p95: quantile(&latencies, 0.95),
-        max: latencies[latencies.len() - 1],
+        mean: latency.mean,
+        p50: latency.p50,
+        p95: latency.p95,
+        max: latency.max,
         from_memory: tally
             .keystrokes
             .iter()
@@ -641,11 +640,7 @@ fn main() {
     let model = std::env::var("INKLING_BENCH_MODEL").unwrap_or_else(|_| default_model_path());
     println!(
         "peer benchmark: {} ({typed} characters to type), pauses after opening {:?} ms; model {model}",
-        replays
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        Replay::names(&replays),
         pauses.iter().map(Duration::as_millis).collect::<Vec<_>>(),
     );
 

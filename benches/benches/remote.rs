@@ -48,7 +48,7 @@
 use std::time::Duration;
 
 use inkling_benches::proxy::{Counts, Network, Proxy};
-use inkling_benches::{Replay, ask_automatic, counter, delta, env_number, quantile};
+use inkling_benches::{Latencies, Replay, ask_automatic, counter, delta, env_number, quantile};
 use inkling_harness::http::HttpServer;
 use inkling_harness::{Launch, LspClient, inline_items, vscode_capabilities};
 use serde_json::{Value, json};
@@ -157,11 +157,7 @@ fn run(config: &Config, replays: &[Replay], verbose: bool) -> Run {
     let mut keystrokes = Vec::new();
     for (n, replay) in replays.iter().enumerate() {
         let uri = format!("file:///bench/remote{n}.py");
-        client.open(
-            &uri,
-            "python",
-            &format!("{}\n{}", replay.before, replay.after),
-        );
+        client.open(&uri, "python", &replay.opened_text());
         client.notify(
             "inkling/didFocus",
             json!({
@@ -228,8 +224,7 @@ struct Summary {
 }
 
 fn summarize(run: &Run) -> Summary {
-    let mut latencies: Vec<Duration> = run.keystrokes.iter().map(|k| k.latency).collect();
-    latencies.sort();
+    let latency = Latencies::of(run.keystrokes.iter().map(|k| k.latency));
     let count = |from| run.keystrokes.iter().filter(|k| k.from == from).count();
     let mut served: Vec<Duration> = run
         .keystrokes
@@ -239,12 +234,12 @@ fn summarize(run: &Run) -> Summary {
         .collect();
     served.sort();
     Summary {
-        requests: latencies.len(),
+        requests: run.keystrokes.len(),
         answered: run.keystrokes.iter().filter(|k| k.answered).count(),
-        p50: quantile(&latencies, 0.5),
-        p95: quantile(&latencies, 0.95),
-        mean: latencies.iter().sum::<Duration>() / latencies.len() as u32,
-        max: latencies[latencies.len() - 1],
+        p50: latency.p50,
+        p95: latency.p95,
+        mean: latency.mean,
+        max: latency.max,
         remote: count(Answerer::Remote),
         local: count(Answerer::Local),
         memory: count(Answerer::Memory),
@@ -435,11 +430,7 @@ fn main() {
     };
     println!(
         "remote engines while typing: {} ({keystrokes} keystrokes each), automatic requests, one at a time; every engine {threads}, local and remote on this machine's {} cores",
-        replays
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        Replay::names(&replays),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
     let results: Vec<(&Config, Run, Summary)> = configs

@@ -77,11 +77,7 @@ fn replay(options: &Value, replays: &[Replay]) -> Results {
     let mut client = start(options);
     for (n, replay) in replays.iter().enumerate() {
         let uri = format!("file:///bench/typed{n}.py");
-        client.open(
-            &uri,
-            "python",
-            &format!("{}\n{}", replay.before, replay.after),
-        );
+        client.open(&uri, "python", &replay.opened_text());
         let started = Instant::now();
         client.inline_completion(&uri, replay.first_line as u32, 0);
         results.first_completion.push(started.elapsed());
@@ -236,11 +232,7 @@ fn main() {
 
     println!(
         "typing replay: {} ({} keystrokes each), automatic requests, one at a time",
-        replays
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        Replay::names(&replays),
         keystrokes
     );
     let parts =

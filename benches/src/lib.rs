@@ -76,6 +76,33 @@ pub fn quantile(values: &[Duration], q: f64) -> Duration {
     values[((values.len() - 1) as f64 * q).round() as usize]
 }
 
+/// Mean, median, 95th percentile and maximum of some latencies.
+#[derive(Clone, Copy, Debug)]
+pub struct Latencies {
+    /// The mean.
+    pub mean: Duration,
+    /// The median.
+    pub p50: Duration,
+    /// The 95th percentile.
+    pub p95: Duration,
+    /// The largest.
+    pub max: Duration,
+}
+
+impl Latencies {
+    /// Of `values`, in any order; there must be some.
+    pub fn of(values: impl IntoIterator<Item = Duration>) -> Latencies {
+        let mut sorted: Vec<Duration> = values.into_iter().collect();
+        sorted.sort();
+        Latencies {
+            mean: sorted.iter().sum::<Duration>() / sorted.len() as u32,
+            p50: quantile(&sorted, 0.5),
+            p95: quantile(&sorted, 0.95),
+            max: sorted[sorted.len() - 1],
+        }
+    }
+}
+
 /// What is typed: a file's text before and after the typed lines, and those lines.
 pub struct Replay {
     /// The module and the first typed line, for reports.
@@ -91,6 +118,20 @@ pub struct Replay {
 }
 
 impl Replay {
+    /// The file as opened, before the first keystroke.
+    pub fn opened_text(&self) -> String {
+        format!("{}\n{}", self.before, self.after)
+    }
+
+    /// The names of `replays`, for a report's first line.
+    pub fn names(replays: &[Replay]) -> String {
+        replays
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Whole lines from the middle of `module`'s file, as when writing new code into an
     /// existing file: the lines after them exist, the rest of the typed line does not.
     pub fn of(module: &str, keystrokes: usize) -> Replay {
