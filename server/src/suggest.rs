@@ -345,9 +345,15 @@ impl<B: Backend> Suggester<B> {
         prefetched: bool,
     ) -> Result<Option<String>, SuggestError> {
         contain_panic(|| {
-            let text = postprocess::finish(&generation.text, context, stop);
+            let generated = match generation.stop_reason {
+                StopReason::TokenLimit | StopReason::TimeLimit => {
+                    postprocess::whole_lines(&generation.text)
+                }
+                _ => &generation.text,
+            };
+            let text = postprocess::finish(generated, context, stop);
             if !prefetched {
-                let shown = postprocess::shown_len(&generation.text, context, stop);
+                let shown = postprocess::shown_len(generated, context, stop);
                 let counts = &self.answer_tokens;
                 let tokens = [generation.generated_tokens, generation.tokens_for(shown)];
                 for (counter, tokens) in [&counts.generated, &counts.shown].into_iter().zip(tokens)
@@ -698,6 +704,8 @@ mod tests {
         out_of_time: Arc<AtomicBool>,
         /// The other candidates' raw texts, given with every answer.
         alternatives: Arc<Mutex<Vec<String>>>,
+        /// Whether answers end at the token limit.
+        token_limit: Arc<AtomicBool>,
     }
 
     impl Fake {
@@ -710,6 +718,7 @@ mod tests {
                 ready: Arc::new(watch::Sender::new(true)),
                 out_of_time: Arc::default(),
                 alternatives: Arc::default(),
+                token_limit: Arc::default(),
             }
         }
 
@@ -765,6 +774,8 @@ mod tests {
                 token_ends: (1..=text.len()).collect(),
                 stop_reason: if out_of_time {
                     StopReason::PromptTimeLimit
+                } else if self.token_limit.load(Ordering::Relaxed) {
+                    StopReason::TokenLimit
                 } else {
                     StopReason::EndOfGeneration
                 },
@@ -834,6 +845,24 @@ mod tests {
 
     fn texts(answer: Result<Option<Answer>, SuggestError>) -> Vec<String> {
         answer.unwrap().map(|a| a.texts).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn the_last_line_a_limit_cut_is_not_shown() {
+        let fake = Fake::new("x = a + b\n    y = x * 2\n    z = fo");
+        let prefix = "def add(a, b):\n    ";
+        for (cut, expected) in [
+            (false, "x = a + b\n    y = x * 2\n    z = fo"),
+            (true, "x = a + b\n    y = x * 2"),
+        ] {
+            fake.token_limit.store(cut, Ordering::Relaxed);
+            let answer = pipeline(&fake)
+                .suggest(ask(prefix, &CancelFlag::default()))
+                .await
+                .unwrap()
+                .expect("an answer");
+            assert_eq!(answer.texts[0], expected, "cut by the token limit: {cut}");
+        }
     }
 
     #[tokio::test]

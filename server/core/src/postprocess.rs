@@ -618,6 +618,15 @@ fn kept<'g>(generated: &'g str, context: &CompletionContext, rules: &StopRules) 
     Some(text)
 }
 
+/// `generated` without its last line when it has several: for a generation a limit
+/// (tokens or time) cut, whose last line stopped where the limit fell, not where
+/// the code does.
+pub fn whole_lines(generated: &str) -> &str {
+    generated
+        .rfind('\n')
+        .map_or(generated, |end| &generated[..end])
+}
+
 /// Turns generated text into the suggestion to show, or `None` when nothing useful is left.
 pub fn finish(generated: &str, context: &CompletionContext, rules: &StopRules) -> Option<String> {
     let text = kept(generated, context, rules)?;
