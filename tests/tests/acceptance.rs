@@ -144,7 +144,8 @@ fn the_request_after_a_partial_accept_is_answered_from_memory() {
         count(before, "generatedTokens"),
         "the model was asked: {after}"
     );
-    assert!(client.shutdown_and_exit().success());
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]
@@ -250,5 +251,6 @@ fn reports_are_counted_by_trigger_and_line_kind() {
             );
         }
     }
-    assert!(client.shutdown_and_exit().success());
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
 }

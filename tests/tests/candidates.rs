@@ -22,7 +22,8 @@ fn texts(options: Value, text: &str, line: u32, character: u32, trigger_kind: u3
     // time limit here, so that the test is about candidates, not the machine's speed.
     let id = client.send_inline_completion_triggered(uri, line, character, trigger_kind);
     let response = client.response(id, ANSWER_TIMEOUT);
-    assert!(client.shutdown_and_exit().success());
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
     inline_items(&response)
         .iter()
         .map(|item| item["insertText"].as_str().unwrap().to_owned())

@@ -44,7 +44,8 @@ fn python_and_rust_prefixes_get_completions() {
     }
     let stats = client.stats();
     assert!(stats["generatedTokens"].as_u64().unwrap() > 0, "{stats}");
-    assert!(client.shutdown_and_exit().success());
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]
@@ -301,7 +302,8 @@ fn bad_input_gets_errors_and_loses_nothing() {
         let end = json!({"line": 2, "character": utf16_len(line_prefix)});
         assert_eq!(item["range"]["start"], end, "{response}");
     }
-    assert!(client.shutdown_and_exit().success());
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]
@@ -339,7 +341,8 @@ fn assert_model_failure_is_reported(model: &std::path::Path, expected: &str) {
     let response = client.inline_completion("file:///w/kept.py", 1, 4);
     assert!(response.get("error").is_none(), "{response}");
     assert_eq!(inline_items(&response), Vec::<Value>::new());
-    assert!(client.shutdown_and_exit().success());
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]

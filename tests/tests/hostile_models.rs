@@ -602,7 +602,8 @@ fn time_to_ready(model: &Path, cache: &Path) -> Duration {
     let mut client = start(model, cache);
     client.wait_until_ready(TIMEOUT);
     let elapsed = started.elapsed();
-    assert!(client.shutdown_and_exit().success());
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
     elapsed
 }
 

@@ -172,7 +172,8 @@ fn a_changed_pipeline_option_applies_to_the_next_request() {
     assert!(!inline_items(&response).is_empty(), "{response}");
     assert!(counter(&mut client, "requests") > requests);
     assert!(generated > 1, "{generated}");
-    assert!(client.shutdown_and_exit().success());
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
 }
 
 /// A client that sends no settings (`null`, or none at all) is asked for them with
@@ -206,7 +207,8 @@ fn settings_left_out_are_asked_for() {
     client.notify("workspace/didChangeConfiguration", json!({}));
     client.wait_for(ANSWER_TIMEOUT, |m| m["method"] == "workspace/configuration");
     assert!(answers_until(&mut client, uri, true), "python not answered");
-    assert!(client.shutdown_and_exit().success());
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
 }
 
 /// Asks for the body at `uri`'s second line until an answer comes (or not, as
@@ -278,7 +280,8 @@ fn an_engine_option_change_reloads_the_model_and_documents_survive() {
     let answer = client.inline_completion(uri, 4, 21);
     assert!(!inline_items(&answer).is_empty(), "{answer}");
     assert_eq!(client.stats()["modelState"], "ready");
-    assert!(client.shutdown_and_exit().success());
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
 }
 
 /// A changed `httpPort` moves the HTTP endpoint: the new port answers with the
@@ -315,7 +318,8 @@ fn a_changed_http_port_moves_the_endpoint() {
     assert!(until(&|| !listening(first)), "{first} still listens");
     change_settings(&mut client, json!({}));
     assert!(until(&|| !listening(second)), "{second} still listens");
-    assert!(client.shutdown_and_exit().success());
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
 }
 
 /// With a client that watches files, the server registers for the source files the
@@ -373,7 +377,8 @@ fn files_changed_outside_the_editor_keep_the_index_current() {
     let without = prompt_until(&mut client, &main_uri, cursor, |t| !t.contains(signature));
     assert!(!without.contains(signature), "{without}");
     assert_eq!(client.stats()["indexedFiles"], 1);
-    assert!(client.shutdown_and_exit().success());
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
 }
 
 /// `disabledPaths` and `disabledLanguages`: the disabled documents get empty
@@ -446,7 +451,8 @@ fn disabled_files_get_no_answers_and_stay_out_of_other_prompts() {
     assert!(!prompt.contains("swordfish"), "{prompt}");
     let response = client.inline_completion(&secret_uri, 4, 11);
     assert!(!inline_items(&response).is_empty(), "{response}");
-    assert!(client.shutdown_and_exit().success());
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
 }
 
 /// The HTTP endpoint honours the same options where a request says which file it is

@@ -377,7 +377,8 @@ fn initialization_options_take_names_too() {
         message.starts_with("no Ollama model `gemma3:latest`; found: ollama:gemma3:270m, "),
         "{message}"
     );
-    assert!(client.shutdown_and_exit().success());
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
 
     let mut client = machine.launch();
     client.initialize(
@@ -396,7 +397,8 @@ fn initialization_options_take_names_too() {
         )),
         "{status}"
     );
-    assert!(client.shutdown_and_exit().success());
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]
@@ -446,5 +448,6 @@ fn an_unknown_name_is_refused_with_the_names_there_are() {
         ))
     );
     assert_eq!(client.stats()["modelState"], "failed");
-    assert!(client.shutdown_and_exit().success());
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
 }

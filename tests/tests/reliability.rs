@@ -45,7 +45,8 @@ fn a_frame_with_a_repeated_key_is_refused_and_the_server_keeps_serving() {
         prompt["text"].as_str().unwrap().contains("x = 1"),
         "{prompt}"
     );
-    assert!(client.shutdown_and_exit().success());
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]
@@ -57,7 +58,8 @@ fn requests_without_parameters_accept_an_empty_object() {
     assert!(stats["result"]["modelState"].is_string(), "{stats}");
     let stats = client.request("inkling/stats", json!([]), ANSWER_TIMEOUT);
     assert!(stats["result"]["modelState"].is_string(), "{stats}");
-    assert!(client.shutdown_and_exit().success());
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]
@@ -105,7 +107,8 @@ fn absurd_settings_are_named_in_a_message_and_bounded() {
     );
     let response = client.inline_completion("file:///w/square.py", 1, 11);
     assert!(response.get("error").is_none(), "{response}");
-    assert!(client.shutdown_and_exit().success());
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]
@@ -123,7 +126,8 @@ fn a_context_larger_than_the_model_was_trained_on_is_reduced_with_a_message() {
     assert_eq!(warning["params"]["type"], 2, "{warning}");
     // The default model was trained on 32k tokens: its cache, not 18 GB.
     assert!(rss_kib(pid) < 2 << 20, "resident {} KiB", rss_kib(pid));
-    assert!(client.shutdown_and_exit().success());
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]
@@ -213,7 +217,8 @@ fn error_replies_do_not_echo_oversized_params() {
     );
     let message = reply["error"]["message"].as_str().unwrap();
     assert!(message.len() < 2048, "{} bytes echoed", message.len());
-    assert!(client.shutdown_and_exit().success());
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]

@@ -275,7 +275,8 @@ fn without_the_endpoint_the_server_has_no_socket() {
             describe(sample)
         );
     }
-    assert!(client.shutdown_and_exit().success());
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
 }
 
 /// With the endpoint: one listener on 127.0.0.1, and connections to it are from
@@ -359,7 +360,8 @@ fn assert_loopback_only(launch: Launch, options: Value) {
     // The LSP side still serves.
     let stats = client.stats();
     assert_eq!(stats["modelState"], "ready", "{stats}");
-    assert!(client.shutdown_and_exit().success());
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]
