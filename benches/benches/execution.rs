@@ -276,13 +276,7 @@ fn ask_all(
             // Where the cursor is, as our VS Code extension and Neovim plugin say when
             // a file becomes active: the server warms the prompt there.
             let column = task.indent().encode_utf16().count() as u32;
-            client.notify(
-                "inkling/didFocus",
-                json!({
-                    "textDocument": {"uri": uri},
-                    "position": {"line": task.line, "character": column},
-                }),
-            );
+            client.focus(&uri, task.line as u32, column);
             sleep(LOOK);
             answers[i] = Some(ask(&mut client, &uri, task, 2));
         }

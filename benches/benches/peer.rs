@@ -108,16 +108,6 @@ impl Inkling {
             second_file: None,
         }
     }
-
-    fn focus(&mut self, uri: &str, line: u32, character: u32) {
-        self.client.notify(
-            "inkling/didFocus",
-            json!({
-                "textDocument": {"uri": uri},
-                "position": {"line": line, "character": character},
-            }),
-        );
-    }
 }
 
 impl Editor for Inkling {
@@ -128,7 +118,7 @@ impl Editor for Inkling {
         (self.version, self.line, self.column) = (1, replay.first_line as u32, 0);
         if self.report_focus {
             // What our VS Code extension and Neovim plugin say when a file becomes active.
-            self.focus(&self.uri.clone(), self.line, self.column);
+            self.client.focus(&self.uri, self.line, self.column);
         }
     }
 
@@ -141,7 +131,7 @@ impl Editor for Inkling {
             let uri = format!("{}.second.py", self.uri);
             let middle = second.lines().count() as u32 / 2;
             self.client.open(&uri, "python", &second.clone());
-            self.focus(&uri, middle, 0);
+            self.client.focus(&uri, middle, 0);
         }
         self.version += 1;
         let at = (self.line, self.column);

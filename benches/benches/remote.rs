@@ -158,13 +158,7 @@ fn run(config: &Config, replays: &[Replay], verbose: bool) -> Run {
     for (n, replay) in replays.iter().enumerate() {
         let uri = format!("file:///bench/remote{n}.py");
         client.open(&uri, "python", &replay.opened_text());
-        client.notify(
-            "inkling/didFocus",
-            json!({
-                "textDocument": {"uri": uri},
-                "position": {"line": replay.first_line, "character": 0},
-            }),
-        );
+        client.focus(&uri, replay.first_line as u32, 0);
         std::thread::sleep(LOOK);
         let mut previous = client.stats();
         replay.type_into(&mut client, &uri, |client, line, column| {

@@ -160,6 +160,18 @@ impl LspClient {
         self.send(&message);
     }
 
+    /// `inkling/didFocus`: the cursor of the active editor is at `line`:`character`
+    /// of `uri`, as our VS Code extension and Neovim plugin report it.
+    pub fn focus(&mut self, uri: &str, line: u32, character: u32) {
+        self.notify(
+            "inkling/didFocus",
+            json!({
+                "textDocument": {"uri": uri},
+                "position": {"line": line, "character": character},
+            }),
+        );
+    }
+
     /// Waits for the first message that `wanted` accepts, keeping the others.
     pub fn wait_for(&mut self, timeout: Duration, wanted: impl Fn(&Value) -> bool) -> Value {
         if let Some(i) = self.backlog.iter().position(&wanted) {

@@ -302,10 +302,7 @@ fn the_cursor_a_client_reports_is_warmed_before_the_first_keystroke() {
     let line = text.matches('\n').count() as u32;
     client.open(uri, "python", &text);
     stats_when(&mut client, |s| counter(&s["prefetch"], "warmed") >= 1);
-    client.notify(
-        "inkling/didFocus",
-        json!({"textDocument": {"uri": uri}, "position": {"line": line, "character": 0}}),
-    );
+    client.focus(uri, line, 0);
     stats_when(&mut client, |s| counter(&s["prefetch"], "warmed") >= 2);
     client.edit(uri, 2, (line, 0), (line, 0), "def step_");
     let before = client.stats();
