@@ -16,7 +16,8 @@
 //!
 //! The remote policy is `triggers: "all"`, so automatic requests go remote; the rest
 //! is the defaults (the hedge delay adapts to the remote's p90 time to first token,
-//! 300 ms until five are measured). Each configuration starts fresh processes, so no
+//! 300 ms until five are measured, zero while that exceeds the local engine's median
+//! time to an answer). Each configuration starts fresh processes, so no
 //! cache carries over. The file is opened with `inkling/didFocus` at the typing
 //! position and looked at for 2 s, as in the `peer` benchmark: the local engine warms
 //! its prompt (warming never goes remote, so the remote's first prompt is cold).
@@ -27,7 +28,12 @@
 //! has a core of its own, as if on two machines, and a hedge does not make the two
 //! fight over the same cores (with all cores each, a hedged request runs two
 //! two-thread engines on two cores). The bench's client, the proxy and the local
-//! engine's background work (prefetch, warming) still share the CPU.
+//! engine's background work (prefetch, warming) still share the CPU, and so would
+//! the remote's work on requests the local engine won (it runs until the remote
+//! notices the dropped connection): the remote's threads get the lowest CPU
+//! priority (`nice` 19), so they take no CPU time the local side wants, as on a
+//! machine of their own (`INKLING_BENCH_REMOTE_NICE=0` to not; memory bandwidth
+//! stays shared).
 //!
 //! Reported per configuration: requests, latency per keystroke (keystroke to answer:
 //! p50, p95, mean, max), where the answers came from (`inkling/stats` `backends`:
@@ -42,8 +48,8 @@
 //! (comma-separated stdlib modules, default `textwrap`), `INKLING_BENCH_KEYSTROKES`
 //! (per file, default 120, rounded up to whole lines), `INKLING_BENCH_CONFIGS`
 //! (comma-separated subset of `local,remote50,remote300,failing`),
-//! `INKLING_BENCH_THREADS` (default 1), `INKLING_BENCH_VERBOSE=1` (each keystroke on
-//! stderr).
+//! `INKLING_BENCH_THREADS` (default 1), `INKLING_BENCH_REMOTE_NICE` (default 1),
+//! `INKLING_BENCH_VERBOSE=1` (each keystroke on stderr).
 
 use std::time::Duration;
 
@@ -133,12 +139,30 @@ fn thread_flags() -> Vec<String> {
     }
 }
 
+/// Gives every thread of process `pid` the lowest CPU priority: its work then takes
+/// no CPU time the local engine and the client want, as on a machine of its own.
+fn lowest_priority(pid: u32) {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the remote's threads");
+    for task in tasks.map_while(Result::ok) {
+        let status = std::process::Command::new("renice")
+            .args(["-n", "19", "-p"])
+            .arg(task.file_name())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("renice");
+        assert!(status.success(), "renice failed");
+    }
+}
+
 fn run(config: &Config, replays: &[Replay], verbose: bool) -> Run {
     let flags = thread_flags();
     // Declared before the client, so dropped after it: the remote outlives its user.
     let remote = config.network.map(|network| {
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let server = HttpServer::start_with(&flags, &[]);
+        if env_number("INKLING_BENCH_REMOTE_NICE", 1) != 0 {
+            lowest_priority(server.pid());
+        }
         let proxy = Proxy::start(server.address, network);
         (server, proxy)
     });

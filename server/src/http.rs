@@ -20,7 +20,9 @@
 //! - The listener is bound to 127.0.0.1 only: code never leaves the machine, and
 //!   nothing on the network can use the model.
 //! - A newer request supersedes the one in flight (editors ask once per keystroke),
-//!   and a request whose client hung up is cancelled.
+//!   and a request whose client hung up is cancelled (a stream with nothing to say
+//!   sends an SSE comment every [`KEEP_ALIVE`], so the hang-up is noticed while the
+//!   prompt decodes, not at the first token).
 //! - A malformed request gets a 4xx answer with a JSON error; the server keeps serving.
 //! - At most [`MAX_CONNECTIONS`] connections are open at once; one that has not sent
 //!   its request's headers within [`HEADER_TIMEOUT`] or its body within
@@ -499,12 +501,9 @@ impl Events {
                 let _ = sender.send(event);
             }
         });
-        let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
-            let data = receiver.recv().await?;
-            Some((
-                Ok::<_, std::convert::Infallible>(format!("data: {data}\n\n")),
-                receiver,
-            ))
+        let body = futures_util::stream::unfold(receiver, |receiver| async move {
+            let (chunk, receiver) = next_chunk(receiver).await?;
+            Some((Ok::<_, std::convert::Infallible>(chunk), receiver))
         });
         (
             [
@@ -514,6 +513,22 @@ impl Events {
             Body::from_stream(body),
         )
             .into_response()
+    }
+}
+
+/// How long a stream stays silent before a comment line: writing is how a hung-up
+/// client is noticed, and the prompt before the first token can take seconds that
+/// the model would spend for nobody (a hedging inkling drops the request it lost).
+const KEEP_ALIVE: Duration = Duration::from_millis(100);
+
+/// The next chunk of a stream's body: its next event, or an SSE comment after
+/// [`KEEP_ALIVE`] without one; `None` once the events end.
+async fn next_chunk(
+    mut receiver: mpsc::UnboundedReceiver<String>,
+) -> Option<(String, mpsc::UnboundedReceiver<String>)> {
+    match tokio::time::timeout(KEEP_ALIVE, receiver.recv()).await {
+        Ok(data) => Some((format!("data: {}\n\n", data?), receiver)),
+        Err(_) => Some((":\n\n".to_owned(), receiver)),
     }
 }
 
@@ -656,6 +671,18 @@ fn infill_body(answer: &Option<Answer>, pipeline: &Pipeline, max_tokens: Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_silent_stream_sends_comments_until_its_events_end() {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let (chunk, receiver) = next_chunk(receiver).await.unwrap();
+        assert_eq!(chunk, ":\n\n");
+        sender.send("{}".to_owned()).unwrap();
+        let (chunk, receiver) = next_chunk(receiver).await.unwrap();
+        assert_eq!(chunk, "data: {}\n\n");
+        drop(sender);
+        assert!(next_chunk(receiver).await.is_none());
+    }
 
     #[test]
     fn fim_prompts_are_split_at_the_cursor() {

@@ -107,6 +107,11 @@ impl HttpServer {
         }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends `POST path` with `body` to this server.
     pub fn post(&self, path: &str, body: &str) -> HttpResponse {
         post(self.address, path, body)

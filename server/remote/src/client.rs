@@ -26,9 +26,10 @@ pub enum Failure {
     Status(u16, String),
     /// No first token within the first-token timeout.
     FirstTokenTimeout,
-    /// No first token before the local engine, started after the hedge delay, had
-    /// its whole answer: a remote that stalls (or cannot beat local) is skipped for a
-    /// while like a failing one, instead of costing every request the hedge delay.
+    /// No first token before the local engine, started after a configured hedge
+    /// delay, had its whole answer: a remote that stalls (or cannot beat local) is
+    /// skipped for a while like a failing one, instead of costing every request the
+    /// hedge delay.
     Outrun,
     /// An event that is not the format's JSON.
     Malformed(String),
@@ -166,14 +167,14 @@ where
     ))
 }
 
-/// Sends `request` to the remote and reads its answer, telling `first_token` when
-/// the first text arrives. Text goes to `request.partial` as it grows; the request
+/// Sends `request` to the remote and reads its answer, telling `first_token` how
+/// long the first text took when it arrives. Text goes to `request.partial` as it grows; the request
 /// is dropped once the stop rules say the answer is complete.
 pub async fn stream(
     http: &reqwest::Client,
     policy: &Resolved,
     request: &CompletionRequest,
-    first_token: &watch::Sender<bool>,
+    first_token: &watch::Sender<Option<Duration>>,
 ) -> Result<Streamed, Failure> {
     let started = Instant::now();
     let first_deadline = started + policy.first_token_timeout;
@@ -256,7 +257,7 @@ pub async fn stream(
         if first.is_none() && (!chunk.text.is_empty() || chunk.done) {
             first_text_at = Instant::now();
             first = Some(first_text_at - started);
-            first_token.send_replace(true);
+            first_token.send_replace(first);
         }
         if !chunk.text.is_empty()
             && let Some(partial) = &request.partial

@@ -2,13 +2,22 @@
 //! remote first, the local engine started too when the remote has no first token
 //! within the hedge delay (or at once when the remote fails or answers nothing),
 //! the first good (non-empty) answer wins and the loser is cancelled (its HTTP request dropped, its decode stopped at
-//! the next token).
+//! the next token). The default hedge delay is the remote's p90 time to first token,
+//! or zero while that is longer than the local engine's median time to a whole
+//! answer: waiting for a remote slower than local would only add its delay to
+//! local's time.
 //!
 //! Invariants:
 //! - Nothing leaves the machine unless a remote is configured and its policy (with
 //!   the deny-list first) allows the request; background work never does.
 //! - A request never waits on the remote longer than the hedge delay before the
 //!   local engine starts, nor at all once the remote failed.
+//! - A remote outrun (no first token when local's answer is ready) counts as failed
+//!   only under a configured hedge delay, the time the user gave it. Under the
+//!   adaptive delay it was slow: the time it had goes into its samples (a lower
+//!   bound), which raises the delay, then races a remote slower than local at once,
+//!   so a stalled or cold remote costs a few hedge delays, then nothing, without
+//!   being locked out.
 //! - The user's cancel flag stops both legs; dropping the future stops both too.
 //! - Only one leg streams partial text to the client: the first to produce any,
 //!   or local after the remote failed.
@@ -29,7 +38,7 @@ use crate::breaker::{Admission, Breaker};
 use crate::client::{self, Failure};
 use crate::config::{RemoteConfig, Resolved};
 use crate::policy::{self, Local};
-use crate::stats::{BackendStats, HedgeStats, Source};
+use crate::stats::{HedgeStats, Source};
 
 /// The hedge delay before the remote has answered enough requests to measure it.
 pub const DEFAULT_HEDGE_DELAY: Duration = Duration::from_millis(300);
@@ -118,7 +127,7 @@ impl Remotes {
         let stats = lock(&self.stats).clone();
         let hedge_delay = remote
             .as_ref()
-            .map_or(Duration::ZERO, |r| hedge_delay(&r.policy, &stats.remote));
+            .map_or(Duration::ZERO, |r| hedge_delay(&r.policy, &stats));
         let breaker = remote.as_ref().map(|r| lock(&r.breaker).state().name());
         Snapshot {
             endpoint: remote.as_ref().map(|r| r.policy.endpoint.clone()),
@@ -194,17 +203,18 @@ impl Remotes {
     }
 }
 
-/// The hedge delay for a remote whose time to first token so far is `remote`.
-fn hedge_delay(policy: &Resolved, remote: &BackendStats) -> Duration {
+/// The hedge delay, given what the remote and the local engine took so far.
+fn hedge_delay(policy: &Resolved, stats: &HedgeStats) -> Duration {
     policy.hedge_delay.unwrap_or_else(|| {
-        if remote.first_token.len() < ADAPT_AFTER {
-            DEFAULT_HEDGE_DELAY.min(policy.first_token_timeout)
-        } else {
-            remote
-                .first_token
-                .quantile(0.9)
-                .clamp(MIN_HEDGE_DELAY, policy.first_token_timeout)
+        let (remote, local) = (&stats.remote.first_token, &stats.local.total);
+        if remote.len() < ADAPT_AFTER {
+            return DEFAULT_HEDGE_DELAY.min(policy.first_token_timeout);
         }
+        let remote_p90 = remote.quantile(0.9);
+        if local.len() >= ADAPT_AFTER && remote_p90 > local.quantile(0.5) {
+            return Duration::ZERO;
+        }
+        remote_p90.clamp(MIN_HEDGE_DELAY, policy.first_token_timeout)
     })
 }
 
@@ -278,10 +288,16 @@ impl<L: Backend> Hedged<L> {
         result
     }
 
-    /// Starts the local leg of a race with `request`, unless it was started already.
-    fn start_local(&self, request: &mut Option<CompletionRequest>) -> Option<LocalLeg<'_>> {
+    /// Starts the local leg of a race with `request`, unless it was started already;
+    /// notes when in `started`.
+    fn start_local(
+        &self,
+        request: &mut Option<CompletionRequest>,
+        started: &mut Option<Instant>,
+    ) -> Option<LocalLeg<'_>> {
         let request = request.take()?;
         self.remotes.record(|s| s.local.requests += 1);
+        *started = Some(Instant::now());
         Some(Box::pin(self.local.generate(request)))
     }
 
@@ -292,7 +308,7 @@ impl<L: Backend> Hedged<L> {
         request: CompletionRequest,
     ) -> Result<Generation, BackendError> {
         let started = Instant::now();
-        let delay = hedge_delay(&remote.policy, &lock(&self.remotes.stats).remote);
+        let delay = hedge_delay(&remote.policy, &lock(&self.remotes.stats));
         let owner = Arc::new(AtomicU8::new(NOBODY));
         let local_cancel = CancelFlag::default();
         let _stop_local = CancelOnDrop(local_cancel.clone());
@@ -306,7 +322,7 @@ impl<L: Backend> Hedged<L> {
             cancel: local_cancel.clone(),
             ..request
         };
-        let (first_token, first_seen) = watch::channel(false);
+        let (first_token, first_seen) = watch::channel(None);
         self.remotes.record(|s| s.remote.requests += 1);
         let mut remote_leg = pin!(client::stream(
             &remote.http,
@@ -316,6 +332,7 @@ impl<L: Backend> Hedged<L> {
         ));
         let mut local_leg: Option<LocalLeg<'_>> = None;
         let mut local_request = Some(local_request);
+        let mut local_started = None;
         let mut remote_failed = false;
         let mut local_failed: Option<BackendError> = None;
         let hedge_at = tokio::time::Instant::from_std(started + delay);
@@ -366,30 +383,34 @@ impl<L: Backend> Hedged<L> {
                             return Err(error);
                         }
                         if local_leg.is_none() {
-                            local_leg = self.start_local(&mut local_request);
+                            local_leg = self.start_local(&mut local_request, &mut local_started);
                         }
                     }
                 },
                 () = tokio::time::sleep_until(hedge_at), if hedge_pending && local_leg.is_none() => {
                     hedge_pending = false;
-                    if !*first_seen.borrow() {
+                    if first_seen.borrow().is_none() {
                         self.remotes.record(|s| s.hedges += 1);
-                        local_leg = self.start_local(&mut local_request);
+                        local_leg = self.start_local(&mut local_request, &mut local_started);
                     }
                 }
                 result = async { local_leg.as_mut().expect("enabled only when started").await }, if local_leg.is_some() && local_failed.is_none() => match result {
                     Ok(generation) => {
+                        let remote_first_token = *first_seen.borrow();
                         if !remote_failed {
-                            if *first_seen.borrow() {
-                                // The remote was answering, only slower: no verdict.
-                                lock(&remote.breaker).inconclusive(Instant::now());
-                            } else {
+                            if remote_first_token.is_none() && remote.policy.hedge_delay.is_some() {
                                 self.remotes.remote_failed(&remote, &Failure::Outrun);
+                            } else {
+                                // Answering or merely slow: no verdict.
+                                lock(&remote.breaker).inconclusive(Instant::now());
+                                let waited = remote_first_token.unwrap_or_else(|| started.elapsed());
+                                self.remotes.record(|s| s.remote.first_token.record(waited));
                             }
                         }
+                        let local_time = local_started.map_or(Duration::ZERO, |at| at.elapsed());
                         self.remotes.record(|s| {
                             s.local.wins += 1;
-                            s.local.total.record(started.elapsed());
+                            s.local.total.record(local_time);
                             s.fallbacks += u64::from(remote_failed);
                             s.last_source = Some(Source::Local);
                         });

@@ -76,9 +76,11 @@ pub struct BackendStats {
     pub failures: u64,
     /// Requests answered with no text (the other backend's answer is used).
     pub empty: u64,
-    /// Time to first token of its requests (to the end, for answers with no text).
+    /// Time to first token of its requests (to the end, for answers with no text; at
+    /// least the time it had, for a remote that lost the race before its first token).
     pub first_token: Samples,
-    /// Time to the whole answer of its requests that answered.
+    /// Time to the whole answer of its requests that answered, from its own start
+    /// (a local leg started after the hedge delay counts from then).
     pub total: Samples,
 }
 

@@ -204,14 +204,20 @@ fn generation(text: &str) -> Generation {
     }
 }
 
-fn hedged(local: &FakeLocal, remote: &FakeRemote, extra: &str) -> Hedged<FakeLocal> {
+/// `local` hedged against `remote` configured with `fields` (JSON object members).
+fn configured(local: &FakeLocal, remote: &FakeRemote, fields: &str) -> Hedged<FakeLocal> {
     let remotes = Arc::new(Remotes::default());
-    let json = format!(
-        r#"{{"url": "{}", "triggers": "all", "hedgeDelayMs": 100, "firstTokenTimeoutMs": 1000, "breakerFailures": 2, "breakerOpenMs": 400{extra}}}"#,
-        remote.url
-    );
+    let json = format!(r#"{{"url": "{}"{fields}}}"#, remote.url);
     remotes.configure(Some(&json.parse().unwrap())).unwrap();
     Hedged::new(local.clone(), remotes)
+}
+
+/// With a fixed, short hedge delay and a quick breaker, and `extra` fields.
+fn hedged(local: &FakeLocal, remote: &FakeRemote, extra: &str) -> Hedged<FakeLocal> {
+    let fields = format!(
+        r#", "triggers": "all", "hedgeDelayMs": 100, "firstTokenTimeoutMs": 1000, "breakerFailures": 2, "breakerOpenMs": 400{extra}"#
+    );
+    configured(local, remote, &fields)
 }
 
 /// Asks once; the local engine answers without a hedge delay waited.
@@ -258,7 +264,8 @@ async fn a_stalled_remote_loses_to_local_soon_after_the_hedge_delay() {
     );
     let snapshot = hedged.remotes().snapshot();
     assert_eq!((snapshot.stats.hedges, snapshot.stats.local.wins), (1, 1));
-    // Not even a first token before local answered: a failure, as a timeout would be.
+    // Not even a first token before local answered, under the configured hedge delay:
+    // a failure, as a timeout would be.
     assert_eq!(snapshot.stats.remote.failures, 1);
     assert_eq!(snapshot.breaker, Some("closed"));
     // The second such race opens the breaker: the next request goes local at once,
@@ -287,6 +294,64 @@ async fn a_remote_that_streams_but_loses_the_race_is_no_failure() {
     let snapshot = hedged.remotes().snapshot();
     assert_eq!(snapshot.stats.remote.failures, 0);
     assert_eq!(snapshot.breaker, Some("closed"));
+    // Its first tokens still tell how fast it is.
+    assert_eq!(snapshot.stats.remote.first_token.len(), 3);
+}
+
+#[tokio::test]
+async fn a_remote_slower_than_local_is_raced_at_once_and_not_blamed_for_it() {
+    let remote = FakeRemote::start(Behaviour::Answer(
+        Duration::from_millis(150),
+        vec!["remote()"],
+    ))
+    .await;
+    let local = FakeLocal::new(Duration::from_millis(20));
+    let fields = r#", "triggers": "all", "breakerFailures": 2, "denyPaths": ["**/secret/**"]"#;
+    let hedged = configured(&local, &remote, fields);
+    // The remote answers within the default hedge delay: local never starts.
+    for _ in 0..ADAPT_AFTER {
+        assert_eq!(hedged.generate(invoked()).await.unwrap().text, "remote()");
+    }
+    assert_eq!(local.calls.load(Ordering::SeqCst), 0);
+    let remote_p90 = hedged.remotes().snapshot().hedge_delay;
+    assert!(remote_p90 >= Duration::from_millis(150), "{remote_p90:?}");
+    // Local answers (here for files the deny-list keeps local) show it is faster.
+    for _ in 0..ADAPT_AFTER {
+        let denied = request("file:///w/secret/a.rs", Trigger::Invoked, "\n}\n");
+        hedged.generate(denied).await.unwrap();
+    }
+    assert_eq!(hedged.remotes().snapshot().hedge_delay, Duration::ZERO);
+    // Waiting for the remote would only add its p90 to local's time.
+    for _ in 0..3 {
+        local_answers_at_once(&hedged).await;
+    }
+    let snapshot = hedged.remotes().snapshot();
+    assert_eq!(remote.requests(), ADAPT_AFTER + 3);
+    // Outrun under the adaptive delay: slower, not failed.
+    assert_eq!(snapshot.stats.remote.failures, 0);
+    assert_eq!(snapshot.breaker, Some("closed"));
+}
+
+#[tokio::test]
+async fn a_stalled_remote_under_the_adaptive_delay_costs_a_few_hedge_delays_then_none() {
+    let remote = FakeRemote::start(Behaviour::Stall).await;
+    let local = FakeLocal::new(Duration::from_millis(20));
+    let hedged = configured(&local, &remote, r#", "triggers": "all""#);
+    for _ in 0..ADAPT_AFTER {
+        let started = Instant::now();
+        hedged.generate(invoked()).await.unwrap();
+        assert!(started.elapsed() >= DEFAULT_HEDGE_DELAY);
+    }
+    // What it was given, at least, is its time to first token: slower than local.
+    assert_eq!(hedged.remotes().snapshot().hedge_delay, Duration::ZERO);
+    local_answers_at_once(&hedged).await;
+    let snapshot = hedged.remotes().snapshot();
+    // Not locked out: it still gets every request, and wins any it is faster at.
+    assert_eq!(remote.requests(), ADAPT_AFTER + 1);
+    assert_eq!(
+        (snapshot.stats.remote.failures, snapshot.breaker),
+        (0, Some("closed"))
+    );
 }
 
 #[tokio::test]
@@ -410,10 +475,7 @@ async fn the_hedge_delay_adapts_to_the_remotes_first_tokens() {
     ))
     .await;
     let local = FakeLocal::new(Duration::from_secs(5));
-    let remotes = Arc::new(Remotes::default());
-    let json = format!(r#"{{"url": "{}"}}"#, remote.url);
-    remotes.configure(Some(&json.parse().unwrap())).unwrap();
-    let hedged = Hedged::new(local.clone(), remotes);
+    let hedged = configured(&local, &remote, "");
     assert_eq!(hedged.remotes().snapshot().hedge_delay, DEFAULT_HEDGE_DELAY);
     for _ in 0..ADAPT_AFTER {
         hedged.generate(invoked()).await.unwrap();
