@@ -17,7 +17,7 @@
 //! Settings and files that change while the editor runs are in [`live`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use inkling_core::context::{self, CompletionContext, Window};
@@ -120,6 +120,10 @@ pub struct LspServer {
     remotes: Arc<Remotes>,
     /// Where the last answer came from, as last told to the client.
     announced_source: Mutex<Option<Source>>,
+    /// Counts warms asked for: one that gets to run after a newer was asked for
+    /// (a just-opened file's first screen, computed after the cursor it was then
+    /// focused at) does not run.
+    warms_asked: Arc<AtomicU64>,
 }
 
 /// What `initialize` decided.
@@ -228,6 +232,7 @@ pub fn service(
     let (service, socket) = LspService::build(move |client| LspServer {
         remotes: remotes_reporting_to(&client),
         announced_source: Mutex::new(None),
+        warms_asked: Arc::new(AtomicU64::new(0)),
         client,
         flag_overrides: flags.clone(),
         session: OnceLock::new(),
@@ -382,7 +387,8 @@ impl LspServer {
     /// does not wait for a prompt decoded from scratch. `position` is where the client
     /// said the cursor is ([`DID_FOCUS_METHOD`]); without it (just opened: LSP does not
     /// say where the cursor is) [`context::opening_cursor`] guesses. Requests stop it at
-    /// once; what it decoded stays cached, and a newer warm supersedes it.
+    /// once; what it decoded stays cached, and a newer warm supersedes it (also one
+    /// asked for later that gets to run first).
     fn warm_at(&self, key: &str, position: Option<Position>) {
         if self.completions_disabled(key) {
             return;
@@ -393,6 +399,8 @@ impl LspServer {
         let (sources, key) = (self.context_sources(), key.to_owned());
         let prefix_tokens = self.settings().engine.budget.prefix_tokens;
         let encoding = self.encoding();
+        let warms_asked = self.warms_asked.clone();
+        let ticket = warms_asked.fetch_add(1, Ordering::SeqCst) + 1;
         tokio::spawn(async move {
             if !suggester.backend().ready_within(WARM_LOAD_WAIT).await {
                 return;
@@ -410,7 +418,8 @@ impl LspServer {
                 };
                 sources.context(&key, &document, cursor)
             });
-            if let Ok(context) = warmed {
+            let superseded = warms_asked.load(Ordering::SeqCst) != ticket;
+            if let (Ok(context), false) = (warmed, superseded) {
                 suggester.warm(context, key).await;
             }
         });

@@ -168,7 +168,7 @@ pub struct Suggester<B> {
     /// Prompts brought into the backend's cache by [`Suggester::warm`].
     warmed_prompts: AtomicU64,
     /// The context (and document) of the last request that ran out of time on its
-    /// prompt, for [`Suggester::warm_unfinished`].
+    /// prompt or was answered from a short one, for [`Suggester::warm_unfinished`].
     unfinished: Mutex<Option<(CompletionContext, String)>>,
 }
 
@@ -420,7 +420,9 @@ impl<B: Backend> Suggester<B> {
     /// already or a request is at the backend. Cancelled by the next request that needs
     /// the backend. Says whether it ran to the end (or had nothing to do).
     pub async fn prefetch(&self, context: CompletionContext, document: String) -> bool {
-        if !self.may_prefetch() {
+        // The prompt the last request could not finish is warmed first: a prefetch
+        // would run out of time on it too.
+        if !self.may_prefetch() || lock(&self.unfinished).is_some() {
             return false;
         }
         let settings = self.settings();
@@ -467,20 +469,20 @@ impl<B: Backend> Suggester<B> {
     /// (nothing is generated), so that the next request there decodes only what
     /// changed: for a document just opened, and for a prompt a request ran out of
     /// time on. Yields to requests exactly as a prefetch does; what it decoded before
-    /// a request stopped it stays cached.
-    pub async fn warm(&self, context: CompletionContext, document: String) {
+    /// a request stopped it stays cached. Says whether it ran to the end.
+    pub async fn warm(&self, context: CompletionContext, document: String) -> bool {
         if !self.may_prefetch() {
-            return;
+            return false;
         }
         let settings = self.settings();
         let options = settings.postprocess;
         let Ok(Ok(plan)) =
             contain_panic(|| postprocess::plan(&context, Trigger::Automatic, options))
         else {
-            return;
+            return false;
         };
         let Ok(stop) = contain_panic(|| StopRules::new(&context, &plan, options)) else {
-            return;
+            return false;
         };
         let request = CompletionRequest {
             context,
@@ -497,17 +499,24 @@ impl<B: Backend> Suggester<B> {
             candidates: 1,
             suffix_rescoring: false,
         };
-        if self.run_in_background(request).await.is_some() {
+        let warmed = self.run_in_background(request).await.is_some();
+        if warmed {
             self.warmed_prompts.fetch_add(1, Ordering::Relaxed);
         }
+        warmed
     }
 
     /// Warms the prompt the last request ran out of time on, if it did (see
     /// [`Suggester::warm`]): the front ends call this after each request.
     pub async fn warm_unfinished(&self) {
-        let unfinished = lock(&self.unfinished).take();
-        if let Some((context, document)) = unfinished {
-            self.warm(context, document).await;
+        let unfinished = lock(&self.unfinished).clone();
+        if let Some((context, document)) = unfinished
+            && self.warm(context, document.clone()).await
+        {
+            let mut unfinished = lock(&self.unfinished);
+            if unfinished.as_ref().is_some_and(|(_, d)| *d == document) {
+                *unfinished = None;
+            }
         }
     }
 
@@ -639,9 +648,9 @@ impl<B: Backend> Suggester<B> {
         let generation = match completed {
             Ok(generation) => {
                 lock(&self.assembly).record(assembly_time + generation.build_time);
-                if generation.stop_reason == StopReason::PromptTimeLimit {
-                    *lock(&self.unfinished) = Some((ask.context.clone(), document));
-                }
+                let unfinished = generation.stop_reason == StopReason::PromptTimeLimit
+                    || generation.short_prompt;
+                *lock(&self.unfinished) = unfinished.then(|| (ask.context.clone(), document));
                 generation
             }
             Err(BackendError::NotReady) => return Ok(None),
@@ -706,6 +715,8 @@ mod tests {
         alternatives: Arc<Mutex<Vec<String>>>,
         /// Whether answers end at the token limit.
         token_limit: Arc<AtomicBool>,
+        /// Answers as if from a short prompt.
+        short_prompt: Arc<AtomicBool>,
     }
 
     impl Fake {
@@ -719,6 +730,7 @@ mod tests {
                 out_of_time: Arc::default(),
                 alternatives: Arc::default(),
                 token_limit: Arc::default(),
+                short_prompt: Arc::default(),
             }
         }
 
@@ -782,6 +794,7 @@ mod tests {
                 build_time: Duration::ZERO,
                 prompt_time: Duration::ZERO,
                 generation_time: Duration::ZERO,
+                short_prompt: self.short_prompt.load(Ordering::Relaxed),
             })
         }
     }
@@ -1018,6 +1031,28 @@ mod tests {
         // Once warmed, nothing is left to warm.
         suggester.warm_unfinished().await;
         assert_eq!(lock(&fake.requests).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_answer_from_a_short_prompt_has_its_full_prompt_warmed_before_any_prefetch() {
+        let fake = Fake::new("a + b\n");
+        fake.short_prompt.store(true, Ordering::Relaxed);
+        let suggester = pipeline(&fake);
+        let answer = suggester.suggest(ask(PREFIX, &CancelFlag::default())).await;
+        assert_eq!(texts(answer), ["a + b"]);
+        // A prefetch would run out of time on the same cold prompt: none runs…
+        spawn_background(&suggester, "def other(a):\n    ", false)
+            .await
+            .unwrap();
+        assert_eq!(lock(&fake.requests).len(), 1);
+        // …until the full prompt is warm.
+        suggester.warm_unfinished().await;
+        let warm = lock(&fake.requests)[1].clone();
+        assert_eq!((warm.max_tokens, warm.context.prefix.as_str()), (0, PREFIX));
+        spawn_background(&suggester, "def other(a):\n    ", false)
+            .await
+            .unwrap();
+        assert_eq!(lock(&fake.requests).len(), 3);
     }
 
     #[tokio::test]

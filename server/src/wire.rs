@@ -50,6 +50,9 @@ pub struct Counters {
     pub prompt_tokens_unchanged: u64,
     /// Time spent building prompts (layout and tokenization), in microseconds.
     pub prompt_build_micros: u64,
+    /// Requests answered from a short prompt while the full one was not decoded far
+    /// enough (a document just opened).
+    pub short_prompts: u64,
 }
 
 impl Counters {
@@ -73,6 +76,7 @@ impl Counters {
             prompt_tokens: engine.prompt_tokens,
             prompt_tokens_unchanged: engine.prompt_tokens_unchanged,
             prompt_build_micros: engine.prompt_build_micros,
+            short_prompts: engine.short_prompts,
         }
     }
 }
@@ -561,7 +565,7 @@ mod tests {
         names
     }
 
-    const COUNTERS: [&str; 15] = [
+    const COUNTERS: [&str; 16] = [
         "requests",
         "cancelled",
         "promptTokensEvaluated",
@@ -577,6 +581,7 @@ mod tests {
         "promptTokens",
         "promptTokensUnchanged",
         "promptBuildMicros",
+        "shortPrompts",
     ];
 
     #[test]

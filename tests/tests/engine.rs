@@ -318,6 +318,56 @@ fn the_cursor_a_client_reports_is_warmed_before_the_first_keystroke() {
 }
 
 #[test]
+fn a_file_just_opened_is_answered_from_a_short_prompt_until_the_full_one_is_warm() {
+    let mut client = server_with(Value::Null);
+    let uri = "file:///w/fresh.py";
+    // A full prompt of ~1,000 tokens: seconds to decode here; its short prompt ~250.
+    let text: String = (0..200)
+        .map(|i| {
+            format!(
+                "def step_{i}(value):\n    return value * {} - {i}\n\n",
+                i * 7 % 31
+            )
+        })
+        .collect();
+    let line = text.matches('\n').count() as u32;
+    client.open(uri, "python", &text);
+    // Its first screen is warmed at a guess (nothing in common with its end).
+    let opened = stats_when(&mut client, |s| counter(&s["prefetch"], "warmed") >= 1);
+    let evaluated = counter(&opened["prefetch"], "promptTokensEvaluated");
+    client.focus(uri, line, 0);
+    // The short prompt is warmed first: once more than it is decoded, the warm is
+    // on the full one, far from done.
+    let warming = stats_when(&mut client, |s| {
+        counter(&s["prefetch"], "promptTokensEvaluated") >= evaluated + 300
+    });
+    assert_eq!(counter(&warming["prefetch"], "warmed"), 1, "{warming}");
+    client.edit(uri, 2, (line, 0), (line, 0), "def step_");
+    let first = automatic_suggestion(&mut client, uri, line, 9);
+    let answered = client.stats();
+    assert!(
+        !first.is_empty(),
+        "the first keystroke got nothing: {answered}"
+    );
+    assert_eq!(counter(&answered, "shortPrompts"), 1, "{answered}");
+    // The full prompt is warmed on in the background (no prefetch stops it); then it
+    // answers, decoding only the line typed since.
+    stats_when(&mut client, |s| counter(&s["prefetch"], "warmed") >= 2);
+    client.edit(uri, 3, (line, 0), (line, 9), "class Step");
+    let before = client.stats();
+    let second = automatic_suggestion(&mut client, uri, line, 10);
+    let after = client.stats();
+    assert!(!second.is_empty(), "{after}");
+    assert_eq!(counter(&after, "shortPrompts"), 1, "{after}");
+    let evaluated =
+        counter(&after, "promptTokensEvaluated") - counter(&before, "promptTokensEvaluated");
+    assert!(
+        evaluated <= 16,
+        "decoded {evaluated} prompt tokens: {after}"
+    );
+}
+
+#[test]
 fn partial_answers_stream_to_clients_that_ask() {
     // One candidate: with several, a rescored one may replace the streamed text at the end.
     let mut client =

@@ -144,6 +144,10 @@ pub struct Generation {
     pub prompt_time: Duration,
     /// Time spent generating.
     pub generation_time: Duration,
+    /// Whether the answer came from a shorter prompt, because too much of the full
+    /// one was left to decode within the prompt time limit: the full one still wants
+    /// warming.
+    pub short_prompt: bool,
 }
 
 impl Generation {
@@ -221,6 +225,7 @@ mod tests {
             build_time: Duration::ZERO,
             prompt_time: Duration::ZERO,
             generation_time: Duration::ZERO,
+            short_prompt: false,
         };
         assert_eq!(generation.tokens_for(0), 0);
         assert_eq!(generation.tokens_for(2), 1);

@@ -233,14 +233,18 @@ fn fit_snippets(
 }
 
 /// Tokens of the longest tail of `prefix` that fits `budget`, cut at a line that is a
-/// multiple of [`WINDOW_STEP_LINES`] from the start; a single line over budget keeps
-/// its last `budget` tokens. Complete lines and the cursor line are tokenized apart.
+/// multiple of the window's step from the start: [`WINDOW_STEP_LINES`], fewer for a
+/// budget under 768 tokens (a step drops about a third of the budget at ~8 tokens a
+/// line, so a short window is not cut to a few lines); a single line over budget
+/// keeps its last `budget` tokens. Complete lines and the cursor line are tokenized
+/// apart.
 fn fit_prefix(prefix: &str, budget: usize, tokenizer: &impl Tokenizer) -> Vec<Token> {
+    let step = (budget / 24).clamp(4, WINDOW_STEP_LINES);
     let lines = by_line(prefix, tokenizer);
     let mut total: usize = lines.iter().map(Vec::len).sum();
     let mut first = 0;
     while total > budget && first + 1 < lines.len() {
-        let next = (first + WINDOW_STEP_LINES).min(lines.len() - 1);
+        let next = (first + step).min(lines.len() - 1);
         total -= lines[first..next].iter().map(Vec::len).sum::<usize>();
         first = next;
     }
@@ -416,15 +420,23 @@ pub(crate) mod tests {
 
     #[test]
     fn over_budget_prefix_loses_lines_in_steps() {
-        // 100 lines of 4 chars ("xxx\n") then the cursor line "abc".
-        let prefix = format!("{}abc", "xxx\n".repeat(100));
-        let tokens = fit_prefix(&prefix, 300, &CharTokenizer);
-        // 403 tokens; dropping 32 lines (128 tokens) leaves 275 <= 300.
-        assert_eq!(tokens.len(), 275);
+        // 250 lines of 4 chars ("xxx\n") then the cursor line "abc".
+        let prefix = format!("{}abc", "xxx\n".repeat(250));
+        let tokens = fit_prefix(&prefix, 768, &CharTokenizer);
+        // 1003 tokens; dropping 32 lines (128 tokens) twice leaves 747 <= 768.
+        assert_eq!(tokens.len(), 747);
         assert!(text(&tokens).ends_with("xxx\nabc"));
         // Typing more on the cursor line keeps the same start.
-        let longer = fit_prefix(&format!("{prefix}def"), 300, &CharTokenizer);
+        let longer = fit_prefix(&format!("{prefix}def"), 768, &CharTokenizer);
         assert_eq!(&longer[..tokens.len()], &tokens[..]);
+    }
+
+    #[test]
+    fn a_short_window_loses_lines_in_smaller_steps() {
+        let prefix = format!("{}abc", "xxx\n".repeat(100));
+        // 403 tokens; steps of 10 lines (40 tokens) leave 243 <= 256, where steps of
+        // 32 lines would leave 147.
+        assert_eq!(fit_prefix(&prefix, 256, &CharTokenizer).len(), 243);
     }
 
     /// Merges a line break with the indentation after it, as byte-pair tokenizers do:

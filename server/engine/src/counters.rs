@@ -37,6 +37,9 @@ pub struct Counters {
     pub prompt_tokens_unchanged: AtomicU64,
     /// Time spent building prompts (layout and tokenization), in microseconds.
     pub prompt_build_micros: AtomicU64,
+    /// Requests answered from a short prompt while the full one was not decoded far
+    /// enough.
+    pub short_prompts: AtomicU64,
 }
 
 /// The engine's counters, kept twice: for requests someone waits for, and for
@@ -90,6 +93,8 @@ pub struct CountersSnapshot {
     pub prompt_tokens_unchanged: u64,
     /// Time spent building prompts (layout and tokenization), in microseconds.
     pub prompt_build_micros: u64,
+    /// Requests answered from a short prompt.
+    pub short_prompts: u64,
 }
 
 impl Counters {
@@ -112,6 +117,7 @@ impl Counters {
             prompt_tokens: get(&self.prompt_tokens),
             prompt_tokens_unchanged: get(&self.prompt_tokens_unchanged),
             prompt_build_micros: get(&self.prompt_build_micros),
+            short_prompts: get(&self.short_prompts),
         }
     }
 }

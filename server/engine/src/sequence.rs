@@ -139,6 +139,12 @@ impl<'m> Sequence<'m> {
         plan
     }
 
+    /// How many tokens of `prompt` would be left to decode after [`Sequence::reuse`]
+    /// of a cache holding `cached`.
+    pub(crate) fn missing(&self, cached: &[Token], prompt: &[Token]) -> usize {
+        prompt.len() - kv_plan::plan(cached, prompt, self.can_shift, MIN_SHIFT_RUN).kept
+    }
+
     /// Decodes `tokens` after the cached ones, asking for the logits of the last one,
     /// or of every one when `all_logits` (to verify drafts).
     pub(crate) fn decode(

@@ -30,6 +30,27 @@ use crate::vocab::VocabTokenizer;
 /// Most cached tokens a background job (a prefetch) may discard from its slot.
 pub const MAX_BACKGROUND_DISCARD: usize = 256;
 
+/// Most tokens of the window before the cursor in a short prompt: one that a fresh
+/// document's warming brings in within about a second here, so that its first
+/// keystrokes are answered while the full prompt is still being decoded.
+const SHORT_PREFIX_TOKENS: usize = 256;
+
+/// Prompt decoding speed assumed until one is measured, in tokens per second (this
+/// machine's is about 200 with the default model).
+const ASSUMED_PROMPT_RATE: f64 = 150.0;
+
+/// A request answered from a short prompt first spends this share (1/n) of its
+/// prompt time limit on the full prompt.
+const FULL_PROMPT_SHARE: u32 = 3;
+
+/// Fewest tokens a fill must decode for its speed to count.
+const RATE_SAMPLE_TOKENS: usize = 32;
+
+/// The slot of `document`'s short prompt.
+fn short_slot(document: &str) -> String {
+    format!("{document}\u{0}short")
+}
+
 /// The answer as it is generated: its text, and the request's stop rules and limits.
 struct Output<'r> {
     request: &'r CompletionRequest,
@@ -93,6 +114,10 @@ pub(crate) struct Session<'m> {
     pieces: Vec<Box<[u8]>>,
     template: Template,
     budget: prompt::Budget,
+    /// The budget of a short prompt (see [`SHORT_PREFIX_TOKENS`]).
+    short_budget: prompt::Budget,
+    /// Measured prompt decoding speed, tokens per second.
+    prompt_rate: f64,
     /// Which document's cache `target` holds, and the others' saved caches.
     slots: Slots,
     /// Each document's last prompt, to count the tokens a keystroke left unchanged.
@@ -125,6 +150,12 @@ impl<'m> Session<'m> {
             pieces,
             template,
             budget: options.budget,
+            short_budget: prompt::Budget {
+                prefix_tokens: options.budget.prefix_tokens.min(SHORT_PREFIX_TOKENS),
+                extra_tokens: 0,
+                ..options.budget
+            },
+            prompt_rate: ASSUMED_PROMPT_RATE,
             slots: Slots::new(options.warm_states),
             previous_prompts: HashMap::new(),
             tallies,
@@ -219,9 +250,42 @@ impl<'m> Session<'m> {
 
     fn generate(&mut self, request: &CompletionRequest) -> Result<Generation, BackendError> {
         let started = Instant::now();
-        let (prompt, heal) = self.prepare(request)?;
+        if self.background && !request.keeps_cache && request.max_tokens == 0 {
+            self.warm_short_first(request)?;
+        }
+        let (mut prompt, mut heal) = self.prepare(request)?;
         let build_time = started.elapsed();
-        let (reuse, filled) = self.bring_in(request, &prompt, started);
+        let mut short_prompt = false;
+        let limit = request.prompt_time_limit;
+        let (reuse, filled) = match self.short_instead(request, &prompt, started) {
+            Some(short) => {
+                // The full prompt gets a share of the time, in background-sized
+                // chunks to keep to it (it may be done by then); what it lacks after
+                // that, the next requests and the warming decode.
+                let share = limit.map(|limit| limit / FULL_PROMPT_SHARE);
+                let (reuse, filled) =
+                    self.bring_in(request, &prompt, started, share, BACKGROUND_CHUNK);
+                if let Ok(Some(Interrupt::OutOfTime)) = filled {
+                    self.switch_to(&short_slot(&request.document));
+                    (prompt, heal) = short;
+                    short_prompt = true;
+                    self.counters()
+                        .short_prompts
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.bring_in(request, &prompt, started, limit, PROMPT_CHUNK)
+                } else {
+                    (reuse, filled)
+                }
+            }
+            None => {
+                let chunk = if self.background {
+                    BACKGROUND_CHUNK
+                } else {
+                    PROMPT_CHUNK
+                };
+                self.bring_in(request, &prompt, started, limit, chunk)
+            }
+        };
         let prompt_done = started.elapsed();
         let mut output = Output::new(request, true);
         let mut alternatives: Vec<String> = Vec::new();
@@ -303,7 +367,87 @@ impl<'m> Session<'m> {
             build_time,
             prompt_time: prompt_done,
             generation_time,
+            short_prompt,
         })
+    }
+
+    /// Makes `slot` (a document's, or its short prompt's) the one in the context.
+    fn switch_to(&mut self, slot: &str) {
+        if self.slots.switch_to(slot, &mut self.target) {
+            self.counters()
+                .warm_restores
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The prompt for `context` within `budget`: its tokens, and the text the first
+    /// generated token must start with (see `Prompt::healed`).
+    fn build(&self, context: &CompletionContext, budget: prompt::Budget) -> (Vec<Token>, Vec<u8>) {
+        let Prompt { tokens, healed } =
+            prompt::build(context, &self.template, budget, &self.tokenizer);
+        let heal = healed.map_or(&[][..], |t| self.piece(t)).to_vec();
+        (tokens, heal)
+    }
+
+    /// How long decoding `tokens` prompt tokens should take.
+    fn decode_time(&self, tokens: usize) -> Duration {
+        Duration::from_secs_f64(tokens as f64 / self.prompt_rate)
+    }
+
+    /// The short prompt to answer `request` from, should `prompt` not be decoded in
+    /// its share of the time limit (see [`FULL_PROMPT_SHARE`]): when the cache lacks more of `prompt` than the limit can
+    /// decode and the short prompt's own cache lacks what half of it can (a fresh
+    /// document being warmed: an answer from less context beats none). Only with
+    /// several warm states, so the full prompt's cache stays.
+    fn short_instead(
+        &self,
+        request: &CompletionRequest,
+        prompt: &[Token],
+        started: Instant,
+    ) -> Option<(Vec<Token>, Vec<u8>)> {
+        if self.background || !self.slots.keeps_several() {
+            return None;
+        }
+        let left = request.prompt_time_limit?.saturating_sub(started.elapsed());
+        if self.decode_time(self.target.missing(&self.target.cached, prompt)) <= left {
+            return None;
+        }
+        let (short, heal) = self.build(&request.context, self.short_budget);
+        let cached = self
+            .slots
+            .tokens_of(&short_slot(&request.document), &self.target);
+        let fits = self.decode_time(self.target.missing(cached, &short)) <= left / 2;
+        (fits && short.len() < prompt.len()).then_some((short, heal))
+    }
+
+    /// For a warm whose full prompt lacks more than a short prompt's worth of tokens:
+    /// brings the short prompt in first (see [`Session::short_instead`]).
+    fn warm_short_first(&mut self, request: &CompletionRequest) -> Result<(), BackendError> {
+        if !self.slots.keeps_several() {
+            return Ok(());
+        }
+        self.switch_to(&request.document);
+        let (full, _) = self.build(&request.context, self.budget);
+        let (short, _) = self.build(&request.context, self.short_budget);
+        if self.target.missing(&self.target.cached, &full) <= SHORT_PREFIX_TOKENS
+            || short.len() >= full.len()
+        {
+            return Ok(());
+        }
+        tracing::debug!(
+            short = short.len(),
+            full = full.len(),
+            cached = self.target.cached.len(),
+            "warming a short prompt first"
+        );
+        self.switch_to(&short_slot(&request.document));
+        match self
+            .bring_in(request, &short, Instant::now(), None, BACKGROUND_CHUNK)
+            .1?
+        {
+            Some(Interrupt::Cancelled) => Err(BackendError::Cancelled),
+            _ => Ok(()),
+        }
     }
 
     /// Makes the request's document the one in the context and builds its prompt:
@@ -315,22 +459,9 @@ impl<'m> Session<'m> {
         request: &CompletionRequest,
     ) -> Result<(Vec<Token>, Vec<u8>), BackendError> {
         let started = Instant::now();
-        if self.slots.switch_to(&request.document, &mut self.target) {
-            self.counters()
-                .warm_restores
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        let Prompt {
-            tokens: prompt,
-            healed,
-        } = prompt::build(
-            &request.context,
-            &self.template,
-            self.budget,
-            &self.tokenizer,
-        );
+        self.switch_to(&request.document);
+        let (prompt, heal) = self.build(&request.context, self.budget);
         self.count_prompt(&request.document, &prompt, started.elapsed());
-        let heal = healed.map_or(&[][..], |t| self.piece(t)).to_vec();
         let n_ctx = self.target.n_ctx();
         if prompt.len() + 1 >= n_ctx {
             return Err(BackendError::Failed(format!(
@@ -351,13 +482,15 @@ impl<'m> Session<'m> {
     }
 
     /// Brings the cache in line with `prompt` (the reuse plan) and decodes what it
-    /// lacks, in chunks, until done, cancelled or out of the prompt's time (counted
-    /// from `started`). Returns the plan applied and why decoding stopped early, if it did.
+    /// lacks, in chunks, until done, cancelled or out of `limit` (counted from
+    /// `started`). Returns the plan applied and why decoding stopped early, if it did.
     fn bring_in(
         &mut self,
         request: &CompletionRequest,
         prompt: &[Token],
         started: Instant,
+        limit: Option<Duration>,
+        chunk_size: usize,
     ) -> (ReusePlan, Result<Option<Interrupt>, BackendError>) {
         let reuse = self.target.reuse(prompt);
         self.counters()
@@ -370,18 +503,12 @@ impl<'m> Session<'m> {
         // At least one chunk is decoded whatever the time limit, so that a run of
         // requests that each run out of time still makes progress.
         let mut first_chunk = true;
-        let chunk_size = if background {
-            BACKGROUND_CHUNK
-        } else {
-            PROMPT_CHUNK
-        };
+        let (fill_started, cached_before) = (Instant::now(), self.target.cached.len());
         let filled = self.target.fill(
             prompt,
             chunk_size,
             || {
-                let out_of_time = request
-                    .prompt_time_limit
-                    .is_some_and(|limit| started.elapsed() >= limit);
+                let out_of_time = limit.is_some_and(|limit| started.elapsed() >= limit);
                 if request.cancel.is_cancelled() {
                     Some(Interrupt::Cancelled)
                 } else if out_of_time && !std::mem::take(&mut first_chunk) {
@@ -398,6 +525,11 @@ impl<'m> Session<'m> {
                     .fetch_add(n as u64, Ordering::Relaxed);
             },
         );
+        let decoded = self.target.cached.len().saturating_sub(cached_before);
+        if decoded >= RATE_SAMPLE_TOKENS {
+            let rate = decoded as f64 / fill_started.elapsed().as_secs_f64().max(1e-6);
+            self.prompt_rate = (self.prompt_rate + rate) / 2.0;
+        }
         (reuse, filled)
     }
 

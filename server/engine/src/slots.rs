@@ -38,6 +38,22 @@ impl Slots {
         }
     }
 
+    /// Whether caches of several documents are kept (else switching forgets one).
+    pub(crate) fn keeps_several(&self) -> bool {
+        self.saved.is_some()
+    }
+
+    /// The tokens cached for `document`, whose cache `target` holds or is saved.
+    pub(crate) fn tokens_of<'s>(&'s self, document: &str, target: &'s Sequence<'_>) -> &'s [Token] {
+        if self.current == document {
+            return &target.cached;
+        }
+        self.saved
+            .as_ref()
+            .and_then(|saved| saved.peek(document))
+            .map_or(&[], |warm| &warm.tokens)
+    }
+
     /// Makes `document` the one in `target`: saves the current document's cache and
     /// restores `document`'s, if it was saved. Says whether a cache was restored.
     pub(crate) fn switch_to(&mut self, document: &str, target: &mut Sequence<'_>) -> bool {

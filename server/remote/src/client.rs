@@ -288,6 +288,7 @@ pub async fn stream(
             generation_time: first_text_at.elapsed(),
             alternatives: Vec::new(),
             token_ends: Vec::new(),
+            short_prompt: false,
         },
         first_token,
     })

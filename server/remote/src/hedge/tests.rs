@@ -201,6 +201,7 @@ fn generation(text: &str) -> Generation {
         generation_time: Duration::ZERO,
         alternatives: Vec::new(),
         token_ends: Vec::new(),
+        short_prompt: false,
     }
 }
 
