@@ -283,6 +283,18 @@ fn the_prompt_time_limit_ends_an_automatic_request_and_the_background_carries_on
     );
 }
 
+/// `n` small functions, no two alike: windows far apart in it share no text.
+fn distinct_functions(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "def step_{i}(value):\n    return value * {} - {i}\n\n",
+                i * 7 % 31
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn the_cursor_a_client_reports_is_warmed_before_the_first_keystroke() {
     // A slice too short for the whole prompt (~560 tokens: over 2 s here).
@@ -291,14 +303,7 @@ fn the_cursor_a_client_reports_is_warmed_before_the_first_keystroke() {
     // Long enough, and without repetition, so that the window at its end shares
     // nothing with the one at its start, which is what opening the file warms (LSP does
     // not say where the cursor is).
-    let text: String = (0..120)
-        .map(|i| {
-            format!(
-                "def step_{i}(value):\n    return value * {} - {i}\n\n",
-                i * 7 % 31
-            )
-        })
-        .collect();
+    let text = distinct_functions(120);
     let line = text.matches('\n').count() as u32;
     client.open(uri, "python", &text);
     stats_when(&mut client, |s| counter(&s["prefetch"], "warmed") >= 1);
@@ -322,14 +327,7 @@ fn a_file_just_opened_is_answered_from_a_short_prompt_until_the_full_one_is_warm
     let mut client = server_with(Value::Null);
     let uri = "file:///w/fresh.py";
     // A full prompt of ~1,000 tokens: seconds to decode here; its short prompt ~250.
-    let text: String = (0..200)
-        .map(|i| {
-            format!(
-                "def step_{i}(value):\n    return value * {} - {i}\n\n",
-                i * 7 % 31
-            )
-        })
-        .collect();
+    let text = distinct_functions(200);
     let line = text.matches('\n').count() as u32;
     client.open(uri, "python", &text);
     // Its first screen is warmed at a guess (nothing in common with its end).
