@@ -365,7 +365,10 @@ impl<B: Backend> Suggester<B> {
                 generation.stop_reason,
                 StopReason::TimeLimit | StopReason::PromptTimeLimit
             );
+            // An answer from a short prompt stands in until the full prompt is warm:
+            // the keystrokes after it ask again rather than type through it.
             let remembered = match &text {
+                _ if generation.short_prompt => None,
                 Some(text) => Some(text.as_str()),
                 None if !cut_by_time => Some(""),
                 None => None,
@@ -1053,6 +1056,25 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(lock(&fake.requests).len(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_answer_from_a_short_prompt_is_not_typed_through() {
+        let fake = Fake::new("a + b\n");
+        let suggester = pipeline(&fake);
+        let typed = format!("{PREFIX}a");
+        for (short, requests) in [(true, 2), (false, 3)] {
+            fake.short_prompt.store(short, Ordering::Relaxed);
+            let cancel = CancelFlag::default();
+            assert_eq!(
+                texts(suggester.suggest(ask(PREFIX, &cancel)).await),
+                ["a + b"]
+            );
+            // Typing its first character asks the model again after a short prompt's
+            // answer (the full prompt may be warm by then), not after a full one's.
+            suggester.suggest(ask(&typed, &cancel)).await.unwrap();
+            assert_eq!(lock(&fake.requests).len(), requests, "short: {short}");
+        }
     }
 
     #[tokio::test]
