@@ -286,6 +286,11 @@ impl<'m> Session<'m> {
                 self.bring_in(request, &prompt, started, limit, chunk)
             }
         };
+        if !short_prompt && matches!(filled, Ok(None)) {
+            // The full prompt is cached: its stand-in would only hold a warm state
+            // another document could use.
+            self.slots.discard(&short_slot(&request.document));
+        }
         let prompt_done = started.elapsed();
         let mut output = Output::new(request, true);
         let mut alternatives: Vec<String> = Vec::new();

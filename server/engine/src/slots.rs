@@ -54,6 +54,13 @@ impl Slots {
             .map_or(&[], |warm| &warm.tokens)
     }
 
+    /// Drops the saved cache of `document`, if there is one.
+    pub(crate) fn discard(&mut self, document: &str) {
+        if let Some(saved) = &mut self.saved {
+            saved.pop(document);
+        }
+    }
+
     /// Makes `document` the one in `target`: saves the current document's cache and
     /// restores `document`'s, if it was saved. Says whether a cache was restored.
     pub(crate) fn switch_to(&mut self, document: &str, target: &mut Sequence<'_>) -> bool {
