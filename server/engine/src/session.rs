@@ -250,10 +250,10 @@ impl<'m> Session<'m> {
 
     fn generate(&mut self, request: &CompletionRequest) -> Result<Generation, BackendError> {
         let started = Instant::now();
-        if self.background && !request.keeps_cache && request.max_tokens == 0 {
-            self.warm_short_first(request)?;
-        }
         let (mut prompt, mut heal) = self.prepare(request)?;
+        if self.background && !request.keeps_cache && request.max_tokens == 0 {
+            self.warm_short_first(request, &prompt)?;
+        }
         let build_time = started.elapsed();
         let mut short_prompt = false;
         let limit = request.prompt_time_limit;
@@ -400,10 +400,11 @@ impl<'m> Session<'m> {
     }
 
     /// The short prompt to answer `request` from, should `prompt` not be decoded in
-    /// its share of the time limit (see [`FULL_PROMPT_SHARE`]): when the cache lacks more of `prompt` than the limit can
-    /// decode and the short prompt's own cache lacks what half of it can (a fresh
-    /// document being warmed: an answer from less context beats none). Only with
-    /// several warm states, so the full prompt's cache stays.
+    /// its share of the time limit (see [`FULL_PROMPT_SHARE`]): when the cache lacks
+    /// more of `prompt` than the limit can decode and the short prompt's own cache
+    /// lacks what half of it can (a fresh document being warmed: an answer from less
+    /// context beats none). Only with several warm states, so the full prompt's
+    /// cache stays.
     fn short_instead(
         &self,
         request: &CompletionRequest,
@@ -414,7 +415,11 @@ impl<'m> Session<'m> {
             return None;
         }
         let left = request.prompt_time_limit?.saturating_sub(started.elapsed());
-        if self.decode_time(self.target.missing(&self.target.cached, prompt)) <= left {
+        // At most what the common prefix leaves: enough to decide while typing on.
+        let at_most = prompt.len() - common_prefix(&self.target.cached, prompt);
+        if self.decode_time(at_most) <= left
+            || self.decode_time(self.target.missing(&self.target.cached, prompt)) <= left
+        {
             return None;
         }
         let (short, heal) = self.build(&request.context, self.short_budget);
@@ -425,16 +430,19 @@ impl<'m> Session<'m> {
         (fits && short.len() < prompt.len()).then_some((short, heal))
     }
 
-    /// For a warm whose full prompt lacks more than a short prompt's worth of tokens:
-    /// brings the short prompt in first (see [`Session::short_instead`]).
-    fn warm_short_first(&mut self, request: &CompletionRequest) -> Result<(), BackendError> {
+    /// For a warm whose full prompt `full` lacks more than a short prompt's worth of
+    /// tokens: brings the short prompt in first (see [`Session::short_instead`]), then
+    /// makes the document's slot current again.
+    fn warm_short_first(
+        &mut self,
+        request: &CompletionRequest,
+        full: &[Token],
+    ) -> Result<(), BackendError> {
         if !self.slots.keeps_several() {
             return Ok(());
         }
-        self.switch_to(&request.document);
-        let (full, _) = self.build(&request.context, self.budget);
         let (short, _) = self.build(&request.context, self.short_budget);
-        if self.target.missing(&self.target.cached, &full) <= SHORT_PREFIX_TOKENS
+        if self.target.missing(&self.target.cached, full) <= SHORT_PREFIX_TOKENS
             || short.len() >= full.len()
         {
             return Ok(());
@@ -446,10 +454,9 @@ impl<'m> Session<'m> {
             "warming a short prompt first"
         );
         self.switch_to(&short_slot(&request.document));
-        match self
-            .bring_in(request, &short, Instant::now(), None, BACKGROUND_CHUNK)
-            .1?
-        {
+        let (_, filled) = self.bring_in(request, &short, Instant::now(), None, BACKGROUND_CHUNK);
+        self.switch_to(&request.document);
+        match filled? {
             Some(Interrupt::Cancelled) => Err(BackendError::Cancelled),
             _ => Ok(()),
         }

@@ -397,18 +397,22 @@ impl<L: Backend> Hedged<L> {
                 result = async { local_leg.as_mut().expect("enabled only when started").await }, if local_leg.is_some() && local_failed.is_none() => match result {
                     Ok(generation) => {
                         let remote_first_token = *first_seen.borrow();
+                        // The remote's time to first token, at least, when it gets no verdict.
+                        let mut remote_waited = None;
                         if !remote_failed {
                             if remote_first_token.is_none() && remote.policy.hedge_delay.is_some() {
                                 self.remotes.remote_failed(&remote, &Failure::Outrun);
                             } else {
                                 // Answering or merely slow: no verdict.
                                 lock(&remote.breaker).inconclusive(Instant::now());
-                                let waited = remote_first_token.unwrap_or_else(|| started.elapsed());
-                                self.remotes.record(|s| s.remote.first_token.record(waited));
+                                remote_waited = Some(remote_first_token.unwrap_or_else(|| started.elapsed()));
                             }
                         }
                         let local_time = local_started.map_or(Duration::ZERO, |at| at.elapsed());
                         self.remotes.record(|s| {
+                            if let Some(waited) = remote_waited {
+                                s.remote.first_token.record(waited);
+                            }
                             s.local.wins += 1;
                             s.local.total.record(local_time);
                             s.fallbacks += u64::from(remote_failed);
