@@ -16,8 +16,9 @@
 //!
 //! The remote policy is `triggers: "all"`, so automatic requests go remote; the rest
 //! is the defaults (the hedge delay adapts to the remote's p90 time to first token,
-//! 300 ms until five are measured, zero while that exceeds the local engine's median
-//! time to an answer). Each configuration starts fresh processes, so no
+//! 300 ms until five are measured; while that exceeds the local engine's median time
+//! to an answer, local goes first and the remote hedges local's tail). Each
+//! configuration starts fresh processes, so no
 //! cache carries over. The file is opened with `inkling/didFocus` at the typing
 //! position and looked at for 2 s, as in the `peer` benchmark: the local engine warms
 //! its prompt (warming never goes remote, so the remote's first prompt is cold).
@@ -42,13 +43,18 @@
 //! delay, and what the proxy saw; then the targets: with a healthy remote, p95
 //! no worse than local alone; with a failing remote, no request waiting longer than
 //! the hedge delay plus the local engine's time (local alone's p95 and max stand for
-//! it); then a table.
+//! it); then a table. The configurations run in passes (`INKLING_BENCH_ROUNDS`,
+//! default 2), each in the reverse order of the one before, and the targets and the
+//! table pool a configuration's passes: this machine drifts by tens of ms in p95 over
+//! a few minutes, and a fixed order would hand the drift to the later
+//! configurations.
 //!
 //! `cargo bench -p inkling-benches --bench remote`; environment: `INKLING_BENCH_FILES`
 //! (comma-separated stdlib modules, default `textwrap`), `INKLING_BENCH_KEYSTROKES`
 //! (per file, default 120, rounded up to whole lines), `INKLING_BENCH_CONFIGS`
 //! (comma-separated subset of `local,remote50,remote300,failing`),
 //! `INKLING_BENCH_THREADS` (default 1), `INKLING_BENCH_REMOTE_NICE` (default 1),
+//! `INKLING_BENCH_ROUNDS` (default 2),
 //! `INKLING_BENCH_VERBOSE=1` (each keystroke on stderr).
 
 use std::time::Duration;
@@ -241,19 +247,24 @@ struct Summary {
     trips: u64,
 }
 
-fn summarize(run: &Run) -> Summary {
-    let latency = Latencies::of(run.keystrokes.iter().map(|k| k.latency));
-    let count = |from| run.keystrokes.iter().filter(|k| k.from == from).count();
-    let mut served: Vec<Duration> = run
-        .keystrokes
-        .iter()
+/// The keystrokes of some runs.
+fn all_keystrokes(runs: &[Run]) -> impl Iterator<Item = &Keystroke> {
+    runs.iter().flat_map(|run| &run.keystrokes)
+}
+
+/// The numbers of some runs of one configuration, pooled.
+fn summarize(runs: &[Run]) -> Summary {
+    let latency = Latencies::of(all_keystrokes(runs).map(|k| k.latency));
+    let count = |from| all_keystrokes(runs).filter(|k| k.from == from).count();
+    let total = |name| runs.iter().map(|run| counter(&run.backends, name)).sum();
+    let mut served: Vec<Duration> = all_keystrokes(runs)
         .filter(|k| matches!(k.from, Answerer::Remote | Answerer::Local))
         .map(|k| k.latency)
         .collect();
     served.sort();
     Summary {
-        requests: run.keystrokes.len(),
-        answered: run.keystrokes.iter().filter(|k| k.answered).count(),
+        requests: all_keystrokes(runs).count(),
+        answered: all_keystrokes(runs).filter(|k| k.answered).count(),
         p50: latency.p50,
         p95: latency.p95,
         mean: latency.mean,
@@ -262,9 +273,9 @@ fn summarize(run: &Run) -> Summary {
         local: count(Answerer::Local),
         memory: count(Answerer::Memory),
         served: (!served.is_empty()).then(|| (quantile(&served, 0.5), quantile(&served, 0.95))),
-        hedges: counter(&run.backends, "hedges"),
-        fallbacks: counter(&run.backends, "fallbacks"),
-        trips: counter(&run.backends, "breakerTrips"),
+        hedges: total("hedges"),
+        fallbacks: total("fallbacks"),
+        trips: total("breakerTrips"),
     }
 }
 
@@ -276,8 +287,8 @@ fn pct(part: usize, whole: usize) -> f64 {
     100.0 * part as f64 / whole.max(1) as f64
 }
 
-fn report(config: &Config, run: &Run, s: &Summary) {
-    println!("\n[{}]", config.label);
+fn report(config: &Config, pass: usize, run: &Run, s: &Summary) {
+    println!("\n[{}, pass {pass}]", config.label);
     println!(
         "  latency per keystroke: p50 {} ms, p95 {} ms, mean {} ms, max {} ms ({} requests; {} answered)",
         ms(s.p50),
@@ -310,7 +321,8 @@ fn report(config: &Config, run: &Run, s: &Summary) {
     };
     let b = &run.backends;
     println!(
-        "  hedges {}, fallbacks {}, remote failures {}, remote empty answers {}, breaker trips {} ({} requests kept local by it; {} now), hedge delay {} ms at the end",
+        "  races local first {}, hedges {}, fallbacks {}, remote failures {}, remote empty answers {}, breaker trips {} ({} requests kept local by it; {} now), at the end {} first with a hedge delay of {} ms",
+        b["localFirst"],
         s.hedges,
         s.fallbacks,
         b["remote"]["failures"],
@@ -318,6 +330,7 @@ fn report(config: &Config, run: &Run, s: &Summary) {
         s.trips,
         b["skippedByBreaker"],
         b["breaker"].as_str().unwrap_or("-"),
+        b["firstLeg"].as_str().unwrap_or("-"),
         ms(hedge_delay(b)),
     );
     println!(
@@ -350,7 +363,7 @@ fn report(config: &Config, run: &Run, s: &Summary) {
 /// The targets, against local alone: a healthy remote's p95 per keystroke
 /// no worse; no request waiting longer than the hedge delay plus the local engine's
 /// time (local alone's p95 and max over the requests its engine answered).
-fn check(local: &Summary, results: &[(&Config, Run, Summary)]) {
+fn check(local: &Summary, results: &[(&Config, Vec<Run>, Summary)]) {
     let (_, local_p95) = local.served.unwrap_or_default();
     println!(
         "\ntargets (local alone: p95 per keystroke {} ms; of the requests its engine answered p95 {} ms, max {} ms):",
@@ -358,7 +371,7 @@ fn check(local: &Summary, results: &[(&Config, Run, Summary)]) {
         ms(local_p95),
         ms(local.max)
     );
-    for (config, run, s) in results {
+    for (config, runs, s) in results {
         let Some(network) = config.network else {
             continue;
         };
@@ -375,15 +388,11 @@ fn check(local: &Summary, results: &[(&Config, Run, Summary)]) {
                 }
             );
         }
-        let worst = run
-            .keystrokes
-            .iter()
+        let worst = all_keystrokes(runs)
             .max_by_key(|k| k.latency)
             .expect("a keystroke");
         let over = |local_time: Duration| {
-            run.keystrokes
-                .iter()
-                .filter(move |k| k.latency > k.hedge_delay + local_time)
+            all_keystrokes(runs).filter(move |k| k.latency > k.hedge_delay + local_time)
         };
         println!(
             "  {}: worst request {}: its hedge delay + local p95 = {} ms, + local max = {} ms; requests over the first bound: {}, over the second: {} (of {})",
@@ -404,6 +413,7 @@ fn check(local: &Summary, results: &[(&Config, Run, Summary)]) {
 fn main() {
     let modules = std::env::var("INKLING_BENCH_FILES").unwrap_or_else(|_| "textwrap".into());
     let keystrokes = env_number("INKLING_BENCH_KEYSTROKES", 120);
+    let rounds = env_number("INKLING_BENCH_ROUNDS", 2).max(1);
     let wanted = std::env::var("INKLING_BENCH_CONFIGS")
         .unwrap_or_else(|_| "local,remote50,remote300,failing".into());
     let verbose = std::env::var_os("INKLING_BENCH_VERBOSE").is_some();
@@ -447,18 +457,39 @@ fn main() {
         n => format!("--threads {n}"),
     };
     println!(
-        "remote engines while typing: {} ({keystrokes} keystrokes each), automatic requests, one at a time; every engine {threads}, local and remote on this machine's {} cores",
+        "remote engines while typing: {} ({keystrokes} keystrokes each), automatic requests, one at a time; every engine {threads}, local and remote on this machine's {} cores; {rounds} passes over the configurations, each pass in the reverse order of the one before, pooled in the targets and the table",
         Replay::names(&replays),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
-    let results: Vec<(&Config, Run, Summary)> = configs
+    let chosen: Vec<&Config> = configs
         .iter()
         .filter(|c| wanted.split(',').any(|w| w.trim() == c.key))
-        .map(|config| {
-            let run = run(config, &replays, verbose);
-            let summary = summarize(&run);
-            report(config, &run, &summary);
-            (config, run, summary)
+        .collect();
+    // Passes alternate the order (A B C D, then D C B A, ...): a machine that drifts
+    // (it does, by tens of ms in p95 over a few minutes) favours no configuration.
+    let mut runs: Vec<Vec<Run>> = chosen.iter().map(|_| Vec::new()).collect();
+    for pass in 0..rounds {
+        let mut order: Vec<usize> = (0..chosen.len()).collect();
+        if pass % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let run = run(chosen[i], &replays, verbose);
+            report(
+                chosen[i],
+                pass + 1,
+                &run,
+                &summarize(std::slice::from_ref(&run)),
+            );
+            runs[i].push(run);
+        }
+    }
+    let results: Vec<(&Config, Vec<Run>, Summary)> = chosen
+        .into_iter()
+        .zip(runs)
+        .map(|(config, runs)| {
+            let summary = summarize(&runs);
+            (config, runs, summary)
         })
         .collect();
     if let Some((_, _, local)) = results.iter().find(|(c, _, _)| c.network.is_none()) {

@@ -287,10 +287,16 @@ pub struct Backends {
     pub breaker_trips: u64,
     /// Whether a configuration mistake keeps requests local.
     pub misconfigured: bool,
-    /// The hedge delay in use, in milliseconds.
+    /// `remote` or `local`: which engine a race starts first now (local while the
+    /// remote is measured slower than local); `null` without a remote.
+    pub first_leg: Option<String>,
+    /// The hedge delay in use, in milliseconds: before the other engine starts too.
     pub hedge_delay_ms: f64,
-    /// Local engines started because the remote had no first token in time.
+    /// Second engines started because the first had no first token (remote) or no
+    /// answer (local) within the hedge delay.
     pub hedges: u64,
+    /// Races started with the local engine.
+    pub local_first: u64,
     /// Answers from the local engine after the remote failed or answered nothing.
     pub fallbacks: u64,
     /// Requests the policy kept local.
@@ -313,8 +319,10 @@ impl From<Snapshot> for Backends {
             breaker: snapshot.breaker.map(str::to_owned),
             breaker_trips: snapshot.breaker_trips,
             misconfigured: snapshot.misconfigured,
-            hedge_delay_ms: ms(snapshot.hedge_delay),
+            first_leg: snapshot.order.map(|o| o.first().to_owned()),
+            hedge_delay_ms: ms(snapshot.hedge_delay()),
             hedges: stats.hedges,
+            local_first: stats.local_first,
             fallbacks: stats.fallbacks,
             kept_local: stats.kept_local,
             denied: stats.denied,
@@ -632,8 +640,10 @@ mod tests {
                 "breaker",
                 "breakerTrips",
                 "misconfigured",
+                "firstLeg",
                 "hedgeDelayMs",
                 "hedges",
+                "localFirst",
                 "fallbacks",
                 "keptLocal",
                 "denied",

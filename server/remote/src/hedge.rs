@@ -1,23 +1,32 @@
 //! The hedging backend: local first unless the policy sends a request remote; then
 //! remote first, the local engine started too when the remote has no first token
 //! within the hedge delay (or at once when the remote fails or answers nothing),
-//! the first good (non-empty) answer wins and the loser is cancelled (its HTTP request dropped, its decode stopped at
-//! the next token). The default hedge delay is the remote's p90 time to first token,
-//! or zero while that is longer than the local engine's median time to a whole
-//! answer: waiting for a remote slower than local would only add its delay to
-//! local's time.
+//! the first good (non-empty) answer wins and the loser is cancelled (its HTTP request
+//! dropped, its decode stopped at the next token). The default hedge delay is the
+//! remote's p90 time to first token (zero until it is measured: both start at once).
+//! While that is no shorter than the local engine's median time to a whole answer,
+//! the order turns: local first, the remote started too when local has not answered
+//! within its own p90 (the remote hedges local's tail). Waiting for a remote slower than local would only add its delay to local's
+//! time, and running both on every request costs local the CPU and memory bandwidth
+//! the remote's answers rarely repay; every [`PROBE_EVERY`]th such request starts
+//! both at once, so the remote's speed is measured again and a remote that became
+//! fast goes first again.
 //!
 //! Invariants:
 //! - Nothing leaves the machine unless a remote is configured and its policy (with
 //!   the deny-list first) allows the request; background work never does.
 //! - A request never waits on the remote longer than the hedge delay before the
-//!   local engine starts, nor at all once the remote failed.
+//!   local engine starts, nor at all once the remote failed; with local first it
+//!   never waits on the remote.
 //! - A remote outrun (no first token when local's answer is ready) counts as failed
 //!   only under a configured hedge delay, the time the user gave it. Under the
 //!   adaptive delay it was slow: the time it had goes into its samples (a lower
-//!   bound), which raises the delay, then races a remote slower than local at once,
-//!   so a stalled or cold remote costs a few hedge delays, then nothing, without
-//!   being locked out.
+//!   bound), which turns the order for a remote slower than local, so a stalled or
+//!   cold remote costs local nothing and is not locked out (the probes measure it
+//!   again).
+//! - The remote's time to first token is sampled only when it started first or with
+//!   local: one started late for local's tail is outrun by design, and its wins are
+//!   the fast ones.
 //! - The user's cancel flag stops both legs; dropping the future stops both too.
 //! - Only one leg streams partial text to the client: the first to produce any,
 //!   or local after the remote failed.
@@ -40,12 +49,18 @@ use crate::config::{RemoteConfig, Resolved};
 use crate::policy::{self, Local};
 use crate::stats::{HedgeStats, Source};
 
-/// The hedge delay before the remote has answered enough requests to measure it.
-pub const DEFAULT_HEDGE_DELAY: Duration = Duration::from_millis(300);
-/// Time-to-first-token samples needed before the hedge delay adapts to them.
+/// Time-to-first-token samples needed before the order and the hedge delay adapt to
+/// them; until then both legs start at once.
 const ADAPT_AFTER: usize = 5;
 /// The adapted hedge delay is never shorter than this (a local start costs CPU).
 const MIN_HEDGE_DELAY: Duration = Duration::from_millis(20);
+/// How many recent samples of the remote the adapted order and delay are computed
+/// from: its speed changes (a cold cache warms, a cluster gets busy) and the hedge
+/// follows. The local engine's are many and steadier: all of its window count.
+const RECENT: usize = 10;
+/// While local goes first, every this many requests start both legs at once, to
+/// measure the remote again.
+pub const PROBE_EVERY: u64 = 16;
 
 /// Called with a sentence for the user (a configuration mistake of the remote).
 pub type Reporter = Arc<dyn Fn(String) + Send + Sync>;
@@ -81,10 +96,17 @@ pub struct Snapshot {
     pub breaker: Option<&'static str>,
     /// Times the breaker opened.
     pub breaker_trips: u64,
-    /// The hedge delay in use.
-    pub hedge_delay: Duration,
+    /// The order of races and the hedge delay in use, when a remote is configured.
+    pub order: Option<Order>,
     /// Whether a configuration mistake keeps requests local.
     pub misconfigured: bool,
+}
+
+impl Snapshot {
+    /// The delay before the second leg of a race starts (zero without a remote).
+    pub fn hedge_delay(&self) -> Duration {
+        self.order.map_or(Duration::ZERO, Order::delay)
+    }
 }
 
 impl Remotes {
@@ -125,15 +147,13 @@ impl Remotes {
     pub fn snapshot(&self) -> Snapshot {
         let remote = lock(&self.remote).clone();
         let stats = lock(&self.stats).clone();
-        let hedge_delay = remote
-            .as_ref()
-            .map_or(Duration::ZERO, |r| hedge_delay(&r.policy, &stats));
+        let order = remote.as_ref().map(|r| order(&r.policy, &stats));
         let breaker = remote.as_ref().map(|r| lock(&r.breaker).state().name());
         Snapshot {
             endpoint: remote.as_ref().map(|r| r.policy.endpoint.clone()),
             breaker,
             breaker_trips: remote.as_ref().map_or(0, |r| lock(&r.breaker).trips()),
-            hedge_delay,
+            order,
             misconfigured: remote
                 .as_ref()
                 .is_some_and(|r| r.misconfigured.load(Ordering::Relaxed)),
@@ -203,19 +223,47 @@ impl Remotes {
     }
 }
 
-/// The hedge delay, given what the remote and the local engine took so far.
-fn hedge_delay(policy: &Resolved, stats: &HedgeStats) -> Duration {
-    policy.hedge_delay.unwrap_or_else(|| {
-        let (remote, local) = (&stats.remote.first_token, &stats.local.total);
-        if remote.len() < ADAPT_AFTER {
-            return DEFAULT_HEDGE_DELAY.min(policy.first_token_timeout);
+/// Which leg of a race starts first, and when the other starts too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// The remote; the local engine after this delay without a first token.
+    RemoteFirst(Duration),
+    /// The local engine; the remote after this delay without local's answer.
+    LocalFirst(Duration),
+}
+
+impl Order {
+    /// The delay before the second leg starts.
+    pub fn delay(self) -> Duration {
+        match self {
+            Order::RemoteFirst(delay) | Order::LocalFirst(delay) => delay,
         }
-        let remote_p90 = remote.quantile(0.9);
-        if local.len() >= ADAPT_AFTER && remote_p90 > local.quantile(0.5) {
-            return Duration::ZERO;
+    }
+
+    /// The name of the leg that starts first, for `inkling/stats`.
+    pub fn first(self) -> &'static str {
+        match self {
+            Order::RemoteFirst(_) => Source::Remote.name(),
+            Order::LocalFirst(_) => Source::Local.name(),
         }
-        remote_p90.clamp(MIN_HEDGE_DELAY, policy.first_token_timeout)
-    })
+    }
+}
+
+/// The order of a race, given what the remote and the local engine took lately.
+fn order(policy: &Resolved, stats: &HedgeStats) -> Order {
+    if let Some(delay) = policy.hedge_delay {
+        return Order::RemoteFirst(delay);
+    }
+    let (remote, local) = (&stats.remote.first_token, &stats.local.total);
+    if remote.len() < ADAPT_AFTER {
+        // Unmeasured: waiting for it could only add to local's time.
+        return Order::RemoteFirst(Duration::ZERO);
+    }
+    let remote_p90 = remote.recent_quantile(0.9, RECENT);
+    if local.len() >= ADAPT_AFTER && remote_p90 >= local.quantile(0.5) {
+        return Order::LocalFirst(local.quantile(0.9).max(MIN_HEDGE_DELAY));
+    }
+    Order::RemoteFirst(remote_p90.clamp(MIN_HEDGE_DELAY, policy.first_token_timeout))
 }
 
 /// Which leg owns the partial text stream.
@@ -301,6 +349,24 @@ impl<L: Backend> Hedged<L> {
         Some(Box::pin(self.local.generate(request)))
     }
 
+    /// The order of a race now, counting the requests that find the remote slower
+    /// and turning every [`PROBE_EVERY`]th of them into a race of both at once.
+    fn order_now(&self, remote: &Remote) -> Order {
+        let mut stats = lock(&self.remotes.stats);
+        match order(&remote.policy, &stats) {
+            Order::LocalFirst(delay) => {
+                stats.remote_slower += 1;
+                if stats.remote_slower.is_multiple_of(PROBE_EVERY) {
+                    Order::RemoteFirst(Duration::ZERO)
+                } else {
+                    stats.local_first += 1;
+                    Order::LocalFirst(delay)
+                }
+            }
+            remote_first => remote_first,
+        }
+    }
+
     /// Races `remote` against the local engine for `request`.
     async fn race(
         &self,
@@ -308,7 +374,7 @@ impl<L: Backend> Hedged<L> {
         request: CompletionRequest,
     ) -> Result<Generation, BackendError> {
         let started = Instant::now();
-        let delay = hedge_delay(&remote.policy, &lock(&self.remotes.stats));
+        let order = self.order_now(&remote);
         let owner = Arc::new(AtomicU8::new(NOBODY));
         let local_cancel = CancelFlag::default();
         let _stop_local = CancelOnDrop(local_cancel.clone());
@@ -323,19 +389,34 @@ impl<L: Backend> Hedged<L> {
             ..request
         };
         let (first_token, first_seen) = watch::channel(None);
-        self.remotes.record(|s| s.remote.requests += 1);
+        // Polled (so sent) only once started.
         let mut remote_leg = pin!(client::stream(
             &remote.http,
             &remote.policy,
             &remote_request,
             &first_token
         ));
+        let mut remote_started: Option<Instant> = None;
         let mut local_leg: Option<LocalLeg<'_>> = None;
         let mut local_request = Some(local_request);
         let mut local_started = None;
         let mut remote_failed = false;
         let mut local_failed: Option<BackendError> = None;
-        let hedge_at = tokio::time::Instant::from_std(started + delay);
+        let second_at = tokio::time::Instant::from_std(started + order.delay());
+        // When the remote leg starts unless started already (then: never again).
+        let mut remote_at = second_at;
+        match order {
+            Order::RemoteFirst(_) => {
+                // Before local, even at a zero delay: the time it had is then at least local's.
+                remote_started = Some(started);
+                self.remotes.record(|s| s.remote.requests += 1);
+            }
+            Order::LocalFirst(_) => {
+                local_leg = self.start_local(&mut local_request, &mut local_started);
+            }
+        }
+        // Whether the remote's time to first token is sampled (see the module docs).
+        let samples_remote = matches!(order, Order::RemoteFirst(_));
         // A branch's guard is read once per `select!`, and the remote leg's poll that
         // sees the first token does not end the `select!`: the timer checks it itself.
         let mut hedge_pending = true;
@@ -347,13 +428,25 @@ impl<L: Backend> Hedged<L> {
         let mut cancelled = pin!(cancelled);
         loop {
             tokio::select! {
-                result = &mut remote_leg, if !remote_failed => match result {
+                () = tokio::time::sleep_until(remote_at), if remote_started.is_none() => {
+                    remote_started = Some(Instant::now());
+                    // Local went first: the remote is its hedge, unless local failed.
+                    let hedge = local_failed.is_none();
+                    self.remotes.record(|s| {
+                        s.remote.requests += 1;
+                        s.hedges += u64::from(hedge);
+                    });
+                }
+                result = &mut remote_leg, if remote_started.is_some() && !remote_failed => match result {
                     Ok(streamed) if !streamed.generation.text.trim().is_empty() => {
                         lock(&remote.breaker).succeeded();
+                        let remote_time = remote_started.map_or(Duration::ZERO, |at| at.elapsed());
                         self.remotes.record(|s| {
                             s.remote.wins += 1;
-                            s.remote.first_token.record(streamed.first_token);
-                            s.remote.total.record(started.elapsed());
+                            if samples_remote {
+                                s.remote.first_token.record(streamed.first_token);
+                            }
+                            s.remote.total.record(remote_time);
                             s.last_source = Some(Source::Remote);
                         });
                         return Ok(streamed.generation);
@@ -372,7 +465,9 @@ impl<L: Backend> Hedged<L> {
                                 // delay too: a slow remote must not look fast.
                                 self.remotes.record(|s| {
                                     s.remote.empty += 1;
-                                    s.remote.first_token.record(streamed.first_token);
+                                    if samples_remote {
+                                        s.remote.first_token.record(streamed.first_token);
+                                    }
                                 });
                             }
                             Err(failure) => self.remotes.remote_failed(&remote, &failure),
@@ -387,7 +482,7 @@ impl<L: Backend> Hedged<L> {
                         }
                     }
                 },
-                () = tokio::time::sleep_until(hedge_at), if hedge_pending && local_leg.is_none() => {
+                () = tokio::time::sleep_until(second_at), if hedge_pending && local_leg.is_none() => {
                     hedge_pending = false;
                     if first_seen.borrow().is_none() {
                         self.remotes.record(|s| s.hedges += 1);
@@ -400,12 +495,17 @@ impl<L: Backend> Hedged<L> {
                         // The remote's time to first token, at least, when it gets no verdict.
                         let mut remote_waited = None;
                         if !remote_failed {
-                            if remote_first_token.is_none() && remote.policy.hedge_delay.is_some() {
-                                self.remotes.remote_failed(&remote, &Failure::Outrun);
+                            if let Some(remote_started) = remote_started.filter(|_| samples_remote) {
+                                if remote_first_token.is_none() && remote.policy.hedge_delay.is_some() {
+                                    self.remotes.remote_failed(&remote, &Failure::Outrun);
+                                } else {
+                                    // Answering or merely slow: no verdict.
+                                    lock(&remote.breaker).inconclusive(Instant::now());
+                                    remote_waited = Some(remote_first_token.unwrap_or_else(|| remote_started.elapsed()));
+                                }
                             } else {
-                                // Answering or merely slow: no verdict.
+                                // Not asked, or asked late for local's tail: no verdict.
                                 lock(&remote.breaker).inconclusive(Instant::now());
-                                remote_waited = Some(remote_first_token.unwrap_or_else(|| started.elapsed()));
                             }
                         }
                         let local_time = local_started.map_or(Duration::ZERO, |at| at.elapsed());
@@ -422,7 +522,10 @@ impl<L: Backend> Hedged<L> {
                     }
                     Err(error) if remote_failed || error == BackendError::Cancelled => return Err(error),
                     // The model is not loaded (or failed): the remote may still answer.
-                    Err(error) => local_failed = Some(error),
+                    Err(error) => {
+                        local_failed = Some(error);
+                        remote_at = tokio::time::Instant::now();
+                    }
                 },
                 () = &mut cancelled => {
                     lock(&remote.breaker).inconclusive(Instant::now());

@@ -36,13 +36,27 @@ impl Samples {
 
     /// The `p` quantile (0..=1), nearest rank; zero without samples.
     pub fn quantile(&self, p: f64) -> Duration {
-        let mut sorted = self.values.clone();
-        sorted.sort_unstable();
-        sorted
-            .get(((sorted.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or_default()
+        nearest_rank(self.values.clone(), p)
     }
+
+    /// The `p` quantile of the `n` most recent samples.
+    pub fn recent_quantile(&self, p: f64, n: usize) -> Duration {
+        let len = self.values.len();
+        let n = n.min(len);
+        // `next` follows the newest once the window is full; before, the end does.
+        let end = if len < WINDOW { len } else { self.next };
+        let recent = (0..n).map(|back| self.values[(end + len - 1 - back) % len]);
+        nearest_rank(recent.collect(), p)
+    }
+}
+
+/// The `p` quantile of `values`, nearest rank; zero without values.
+fn nearest_rank(mut values: Vec<Duration>, p: f64) -> Duration {
+    values.sort_unstable();
+    values
+        .get(((values.len() as f64 - 1.0) * p).round() as usize)
+        .copied()
+        .unwrap_or_default()
 }
 
 /// Where an answer came from.
@@ -97,12 +111,47 @@ pub struct HedgeStats {
     pub denied: u64,
     /// Requests the open breaker kept local.
     pub skipped_by_breaker: u64,
-    /// Times the local engine was started because the remote had no first token
-    /// within the hedge delay.
+    /// Times the second leg of a race was started: the local engine because the
+    /// remote had no first token within the hedge delay, or (local first) the remote
+    /// because local had no answer within it.
     pub hedges: u64,
+    /// Races the local engine started first (a remote measured slower than local).
+    pub local_first: u64,
+    /// Requests while the remote was measured slower than local, probes included.
+    pub remote_slower: u64,
     /// Requests the local engine answered after the remote failed or answered
     /// nothing.
     pub fallbacks: u64,
     /// Where the last answer came from.
     pub last_source: Option<Source>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn recent_quantiles_follow_the_newest_samples_across_the_wrap() {
+        let mut samples = Samples::default();
+        for n in 1..=10 {
+            samples.record(ms(n));
+        }
+        assert_eq!(samples.recent_quantile(0.0, 3), ms(8));
+        assert_eq!(samples.recent_quantile(1.0, 30), ms(10));
+        assert_eq!(samples.recent_quantile(0.0, 30), ms(1));
+        // Past the window the oldest are overwritten: the newest are found after the
+        // write position wrapped.
+        for n in 11..=(WINDOW as u64 + 5) {
+            samples.record(ms(n));
+        }
+        let newest = WINDOW as u64 + 5;
+        assert_eq!(samples.recent_quantile(0.0, 4), ms(newest - 3));
+        assert_eq!(samples.recent_quantile(1.0, 4), ms(newest));
+        assert_eq!(samples.recent_quantile(0.5, WINDOW), samples.quantile(0.5));
+        assert_eq!(Samples::default().recent_quantile(0.9, 5), Duration::ZERO);
+    }
 }

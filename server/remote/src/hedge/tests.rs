@@ -300,55 +300,99 @@ async fn a_remote_that_streams_but_loses_the_race_is_no_failure() {
 }
 
 #[tokio::test]
-async fn a_remote_slower_than_local_is_raced_at_once_and_not_blamed_for_it() {
+async fn a_remote_slower_than_local_hedges_locals_tail_and_is_probed_now_and_then() {
     let remote = FakeRemote::start(Behaviour::Answer(
         Duration::from_millis(150),
         vec!["remote()"],
     ))
     .await;
     let local = FakeLocal::new(Duration::from_millis(20));
-    let fields = r#", "triggers": "all", "breakerFailures": 2, "denyPaths": ["**/secret/**"]"#;
-    let hedged = configured(&local, &remote, fields);
-    // The remote answers within the default hedge delay: local never starts.
+    let hedged = configured(&local, &remote, r#", "triggers": "all""#);
+    // Unmeasured, the remote races local at once: local wins, and the remote's time
+    // to first token is at least what it had.
+    assert_eq!(hedged.remotes().snapshot().hedge_delay(), Duration::ZERO);
     for _ in 0..ADAPT_AFTER {
-        assert_eq!(hedged.generate(invoked()).await.unwrap().text, "remote()");
+        local_answers_at_once(&hedged).await;
     }
-    assert_eq!(local.calls.load(Ordering::SeqCst), 0);
-    let remote_p90 = hedged.remotes().snapshot().hedge_delay;
-    assert!(remote_p90 >= Duration::from_millis(150), "{remote_p90:?}");
-    // Local answers (here for files the deny-list keeps local) show it is faster.
-    for _ in 0..ADAPT_AFTER {
-        let denied = request("file:///w/secret/a.rs", Trigger::Invoked, "\n}\n");
-        hedged.generate(denied).await.unwrap();
-    }
-    assert_eq!(hedged.remotes().snapshot().hedge_delay, Duration::ZERO);
-    // Waiting for the remote would only add its p90 to local's time.
-    for _ in 0..3 {
+    assert_eq!(
+        hedged.remotes().snapshot().stats.remote.requests,
+        ADAPT_AFTER as u64
+    );
+    // Slower than local: local goes first, the remote after local's p90.
+    let Some(Order::LocalFirst(local_p90)) = hedged.remotes().snapshot().order else {
+        panic!("{:?}", hedged.remotes().snapshot().order);
+    };
+    assert!(local_p90 >= Duration::from_millis(20) && local_p90 < Duration::from_millis(100));
+    for _ in 0..PROBE_EVERY {
         local_answers_at_once(&hedged).await;
     }
     let snapshot = hedged.remotes().snapshot();
-    assert_eq!(remote.requests(), ADAPT_AFTER + 3);
+    assert_eq!(snapshot.stats.local_first, PROBE_EVERY - 1);
+    // The probe raced both at once (the tail hedges may have asked it too, when
+    // local was slower than its p90): local won, and the remote's time was sampled.
+    assert!(snapshot.stats.remote.requests > ADAPT_AFTER as u64);
+    assert_eq!(snapshot.stats.remote.first_token.len(), ADAPT_AFTER + 1);
     // Outrun under the adaptive delay: slower, not failed.
     assert_eq!(snapshot.stats.remote.failures, 0);
     assert_eq!(snapshot.breaker, Some("closed"));
 }
 
 #[tokio::test]
-async fn a_stalled_remote_under_the_adaptive_delay_costs_a_few_hedge_delays_then_none() {
+async fn a_slow_remote_that_became_fast_goes_first_again() {
+    let remote = FakeRemote::start(Behaviour::Answer(
+        Duration::from_millis(150),
+        vec!["remote()"],
+    ))
+    .await;
+    let local = FakeLocal::new(Duration::from_millis(20));
+    let hedged = configured(&local, &remote, r#", "triggers": "all""#);
+    for _ in 0..ADAPT_AFTER {
+        hedged.generate(invoked()).await.unwrap();
+    }
+    assert!(matches!(
+        hedged.remotes().snapshot().order,
+        Some(Order::LocalFirst(_))
+    ));
+    remote.set(Behaviour::Answer(Duration::ZERO, vec!["remote()"]));
+    // The probes measure it again; once its recent p90 is under local's median it
+    // goes first.
+    let mut requests = 0;
+    while matches!(
+        hedged.remotes().snapshot().order,
+        Some(Order::LocalFirst(_))
+    ) {
+        hedged.generate(invoked()).await.unwrap();
+        requests += 1;
+        assert!(requests <= 2 * RECENT as u64 * PROBE_EVERY, "{requests}");
+    }
+    assert!(matches!(
+        hedged.remotes().snapshot().order,
+        Some(Order::RemoteFirst(_))
+    ));
+    assert_eq!(hedged.generate(invoked()).await.unwrap().text, "remote()");
+}
+
+#[tokio::test]
+async fn a_stalled_remote_under_the_adaptive_delay_costs_local_nothing_and_is_not_locked_out() {
     let remote = FakeRemote::start(Behaviour::Stall).await;
     let local = FakeLocal::new(Duration::from_millis(20));
     let hedged = configured(&local, &remote, r#", "triggers": "all""#);
     for _ in 0..ADAPT_AFTER {
-        let started = Instant::now();
-        hedged.generate(invoked()).await.unwrap();
-        assert!(started.elapsed() >= DEFAULT_HEDGE_DELAY);
+        local_answers_at_once(&hedged).await;
     }
-    // What it was given, at least, is its time to first token: slower than local.
-    assert_eq!(hedged.remotes().snapshot().hedge_delay, Duration::ZERO);
-    local_answers_at_once(&hedged).await;
+    // What it was given, at least, is its time to first token: no faster than local,
+    // which now goes first.
+    assert!(matches!(
+        hedged.remotes().snapshot().order,
+        Some(Order::LocalFirst(_))
+    ));
+    for _ in 0..PROBE_EVERY {
+        local_answers_at_once(&hedged).await;
+    }
     let snapshot = hedged.remotes().snapshot();
-    // Not locked out: it still gets every request, and wins any it is faster at.
-    assert_eq!(remote.requests(), ADAPT_AFTER + 1);
+    // Not locked out: the probe asked it again, and it would win any race it is
+    // faster at.
+    assert!(snapshot.stats.remote.requests > ADAPT_AFTER as u64);
     assert_eq!(
         (snapshot.stats.remote.failures, snapshot.breaker),
         (0, Some("closed"))
@@ -477,11 +521,11 @@ async fn the_hedge_delay_adapts_to_the_remotes_first_tokens() {
     .await;
     let local = FakeLocal::new(Duration::from_secs(5));
     let hedged = configured(&local, &remote, "");
-    assert_eq!(hedged.remotes().snapshot().hedge_delay, DEFAULT_HEDGE_DELAY);
+    assert_eq!(hedged.remotes().snapshot().hedge_delay(), Duration::ZERO);
     for _ in 0..ADAPT_AFTER {
         hedged.generate(invoked()).await.unwrap();
     }
-    let adapted = hedged.remotes().snapshot().hedge_delay;
+    let adapted = hedged.remotes().snapshot().hedge_delay();
     assert!(
         adapted >= Duration::from_millis(40) && adapted < Duration::from_millis(200),
         "{adapted:?}"
