@@ -252,7 +252,7 @@ pub struct Backend {
     pub failures: u64,
     /// Its answers with no text (remote: the local engine's answer is used).
     pub empty: u64,
-    /// Time to first token (remote only).
+    /// Time to first token (local: of its answers used, the time before it generated).
     pub first_token: Times,
     /// Time to its answers.
     pub total: Times,
@@ -292,8 +292,9 @@ pub struct Backends {
     pub first_leg: Option<String>,
     /// The hedge delay in use, in milliseconds: before the other engine starts too.
     pub hedge_delay_ms: f64,
-    /// Second engines started because the first had no first token (remote) or no
-    /// answer (local) within the hedge delay.
+    /// Races in which the second engine started too: local because the remote had
+    /// no first token within the hedge delay (zero while the remote is unmeasured,
+    /// and in probes), the remote because local had no answer within it.
     pub hedges: u64,
     /// Races started with the local engine.
     pub local_first: u64,

@@ -156,6 +156,37 @@ fn a_stalled_remote_loses_to_local_within_the_hedge_delay() {
 }
 
 #[test]
+fn under_the_default_hedge_a_stalled_remote_costs_nothing_and_soon_goes_second() {
+    let remote = FaultServer::start(Fault::Stall);
+    // No hedge delay set: adapted. The first-token timeout is longer than the local
+    // engine can take, so only the hedge can start local.
+    let mut client = server_with(json!({"url": remote.url(), "firstTokenTimeoutMs": 25000}));
+    let asked = 7;
+    for n in 0..asked {
+        // Another file each time, so that no answer comes from memory.
+        let uri = format!("file:///project/src/f{n}.py");
+        let text = TEXT.replace("fibonacci", &format!("fibonacci_{n}"));
+        client.open(&uri, "python", &text);
+        let started = Instant::now();
+        let answer = client.inline_completion(&uri, LINE, CHARACTER);
+        let took = started.elapsed();
+        // Answered (by the model's judgement, maybe with nothing to suggest) in
+        // local's time, not the stall's.
+        assert!(answer.get("error").is_none(), "{answer}");
+        assert!(took < Duration::from_secs(20), "{took:?}");
+    }
+    let stats = backends(&mut client);
+    // Unmeasured, the remote raced local at once (5 times); what it had is its time to
+    // first token at least, no shorter than local's: local goes first since.
+    assert_eq!(stats["firstLeg"], "local", "{stats}");
+    assert_eq!(stats["localFirst"], asked - 5, "{stats}");
+    assert_eq!(stats["remote"]["failures"], 0, "{stats}");
+    assert_eq!(stats["local"]["wins"], asked, "{stats}");
+    // Then asked only if local was slower than its own p90 (a tail hedge).
+    assert!(remote.requests() >= 5, "{}", remote.requests());
+}
+
+#[test]
 fn a_remote_dying_mid_stream_falls_back_to_local() {
     let remote = FaultServer::start(Fault::DieMidStream);
     let mut client = server_with(json!({"url": remote.url(), "hedgeDelayMs": 10000}));

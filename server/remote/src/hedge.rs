@@ -1,16 +1,18 @@
 //! The hedging backend: local first unless the policy sends a request remote; then
 //! remote first, the local engine started too when the remote has no first token
 //! within the hedge delay (or at once when the remote fails or answers nothing),
-//! the first good (non-empty) answer wins and the loser is cancelled (its HTTP request
-//! dropped, its decode stopped at the next token). The default hedge delay is the
-//! remote's p90 time to first token (zero until it is measured: both start at once).
-//! While that is no shorter than the local engine's median time to a whole answer,
-//! the order turns: local first, the remote started too when local has not answered
-//! within its own p90 (the remote hedges local's tail). Waiting for a remote slower than local would only add its delay to local's
-//! time, and running both on every request costs local the CPU and memory bandwidth
-//! the remote's answers rarely repay; every [`PROBE_EVERY`]th such request starts
-//! both at once, so the remote's speed is measured again and a remote that became
-//! fast goes first again.
+//! the first good (non-empty) answer wins and the loser is cancelled (its HTTP
+//! request dropped, its decode stopped at the next token). The default hedge delay
+//! is the remote's p90 time to first token over its last [`RECENT`] samples (zero
+//! until it is measured: both start at once). While that is no shorter than the
+//! local engine's median time to a whole answer, the order turns: local first, the
+//! remote started too when local has not answered within its own p90 (the remote
+//! hedges local's tail). Waiting for a remote slower than local would only add its
+//! delay to local's time, and running both on every request costs local the CPU and
+//! memory bandwidth the remote's answers rarely repay. Every [`PROBE_EVERY`]th such
+//! request, and the breaker's half-open probe, start both at once, so the remote's
+//! speed is measured again: a remote that became fast goes first again once most
+//! of its recent samples say so.
 //!
 //! Invariants:
 //! - Nothing leaves the machine unless a remote is configured and its policy (with
@@ -27,7 +29,8 @@
 //! - The remote's time to first token is sampled only when it started first or with
 //!   local: one started late for local's tail is outrun by design, and its wins are
 //!   the fast ones.
-//! - The user's cancel flag stops both legs; dropping the future stops both too.
+//! - The user's cancel flag stops both legs; dropping the future stops both too,
+//!   and tells the breaker the race gave no verdict (a probe out is released).
 //! - Only one leg streams partial text to the client: the first to produce any,
 //!   or local after the remote failed.
 
@@ -47,7 +50,7 @@ use crate::breaker::{Admission, Breaker};
 use crate::client::{self, Failure};
 use crate::config::{RemoteConfig, Resolved};
 use crate::policy::{self, Local};
-use crate::stats::{HedgeStats, Source};
+use crate::stats::{HedgeStats, Samples, Source};
 
 /// Time-to-first-token samples needed before the order and the hedge delay adapt to
 /// them; until then both legs start at once.
@@ -128,6 +131,11 @@ impl Remotes {
             .build()
             .map_err(|e| format!("cannot start an HTTP client: {e}"))?;
         tracing::info!("remote engine: {} ({:?})", policy.endpoint, policy.format);
+        // Another remote: how fast the last one was says nothing about it.
+        self.record(|s| {
+            s.remote.first_token = Samples::default();
+            s.remote_slower = 0;
+        });
         *remote = Some(Arc::new(Remote {
             config: config.clone(),
             breaker: Mutex::new(Breaker::new(policy.breaker_failures, policy.breaker_open)),
@@ -168,8 +176,9 @@ impl Remotes {
         lock(&self.stats).last_source
     }
 
-    /// The remote `request` goes to, if any (counting why not).
-    fn route(&self, request: &CompletionRequest) -> Option<Arc<Remote>> {
+    /// The remote `request` goes to, if any (counting why not), and whether as the
+    /// half-open breaker's probe.
+    fn route(&self, request: &CompletionRequest) -> Option<(Arc<Remote>, bool)> {
         let remote = lock(&self.remote).clone()?;
         if request.background {
             return None;
@@ -191,7 +200,8 @@ impl Remotes {
             return None;
         }
         match lock(&remote.breaker).admit(Instant::now()) {
-            Admission::Allowed | Admission::Probe => Some(remote.clone()),
+            Admission::Allowed => Some((remote.clone(), false)),
+            Admission::Probe => Some((remote.clone(), true)),
             Admission::Refused => {
                 stats.skipped_by_breaker += 1;
                 None
@@ -263,7 +273,12 @@ fn order(policy: &Resolved, stats: &HedgeStats) -> Order {
     if local.len() >= ADAPT_AFTER && remote_p90 >= local.quantile(0.5) {
         return Order::LocalFirst(local.quantile(0.9).max(MIN_HEDGE_DELAY));
     }
-    Order::RemoteFirst(remote_p90.clamp(MIN_HEDGE_DELAY, policy.first_token_timeout))
+    // Not `clamp`: a first-token timeout may be set under the minimum.
+    Order::RemoteFirst(
+        remote_p90
+            .max(MIN_HEDGE_DELAY)
+            .min(policy.first_token_timeout),
+    )
 }
 
 /// Which leg owns the partial text stream.
@@ -287,6 +302,17 @@ fn owned_sink(sink: &Option<TextSink>, owner: &Arc<AtomicU8>, me: u8) -> Option<
 
 /// Sets a flag when dropped: stops the local leg whatever way the race ends.
 struct CancelOnDrop(CancelFlag);
+
+/// Tells the remote's breaker a race ended without a verdict, when dropped.
+struct InconclusiveOnDrop(Option<Arc<Remote>>);
+
+impl Drop for InconclusiveOnDrop {
+    fn drop(&mut self) {
+        if let Some(remote) = self.0.take() {
+            lock(&remote.breaker).inconclusive(Instant::now());
+        }
+    }
+}
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
@@ -326,9 +352,8 @@ impl<L: Backend> Hedged<L> {
         if counted {
             self.remotes.record(|s| {
                 s.local.requests += 1;
-                if result.is_ok() {
-                    s.local.wins += 1;
-                    s.local.total.record(started.elapsed());
+                if let Ok(generation) = &result {
+                    s.local.answered(started.elapsed(), generation);
                     s.last_source = Some(Source::Local);
                 }
             });
@@ -350,10 +375,12 @@ impl<L: Backend> Hedged<L> {
     }
 
     /// The order of a race now, counting the requests that find the remote slower
-    /// and turning every [`PROBE_EVERY`]th of them into a race of both at once.
-    fn order_now(&self, remote: &Remote) -> Order {
+    /// and turning every [`PROBE_EVERY`]th of them into a race of both at once (and
+    /// the breaker's probe: it must reach the remote).
+    fn order_now(&self, remote: &Remote, breaker_probe: bool) -> Order {
         let mut stats = lock(&self.remotes.stats);
         match order(&remote.policy, &stats) {
+            Order::LocalFirst(_) if breaker_probe => Order::RemoteFirst(Duration::ZERO),
             Order::LocalFirst(delay) => {
                 stats.remote_slower += 1;
                 if stats.remote_slower.is_multiple_of(PROBE_EVERY) {
@@ -371,10 +398,11 @@ impl<L: Backend> Hedged<L> {
     async fn race(
         &self,
         remote: Arc<Remote>,
+        breaker_probe: bool,
         request: CompletionRequest,
     ) -> Result<Generation, BackendError> {
         let started = Instant::now();
-        let order = self.order_now(&remote);
+        let order = self.order_now(&remote, breaker_probe);
         let owner = Arc::new(AtomicU8::new(NOBODY));
         let local_cancel = CancelFlag::default();
         let _stop_local = CancelOnDrop(local_cancel.clone());
@@ -407,7 +435,8 @@ impl<L: Backend> Hedged<L> {
         let mut remote_at = second_at;
         match order {
             Order::RemoteFirst(_) => {
-                // Before local, even at a zero delay: the time it had is then at least local's.
+                // Counted from before local's start, even at a zero delay: the time it
+                // had is then at least local's.
                 remote_started = Some(started);
                 self.remotes.record(|s| s.remote.requests += 1);
             }
@@ -513,9 +542,9 @@ impl<L: Backend> Hedged<L> {
                             if let Some(waited) = remote_waited {
                                 s.remote.first_token.record(waited);
                             }
-                            s.local.wins += 1;
-                            s.local.total.record(local_time);
-                            s.fallbacks += u64::from(remote_failed);
+                            s.local.answered(local_time, &generation);
+                            // Local went first anyway when the remote was its hedge.
+                            s.fallbacks += u64::from(remote_failed && samples_remote);
                             s.last_source = Some(Source::Local);
                         });
                         return Ok(generation);
@@ -547,7 +576,14 @@ impl<L: Backend> Backend for Hedged<L> {
 
     async fn generate(&self, request: CompletionRequest) -> Result<Generation, BackendError> {
         match self.remotes.route(&request) {
-            Some(remote) => self.race(remote, request).await,
+            Some((remote, probe)) => {
+                // A race dropped before its end (a cancelled request) gives the
+                // breaker no verdict: a probe out must not keep it half-open.
+                let mut verdict_pending = InconclusiveOnDrop(Some(remote.clone()));
+                let result = self.race(remote, probe, request).await;
+                verdict_pending.0 = None;
+                result
+            }
             None => self.local_only(request).await,
         }
     }

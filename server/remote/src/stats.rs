@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use inkling_core::generate::Generation;
+
 /// How many recent samples the percentiles are computed over.
 const WINDOW: usize = 500;
 
@@ -90,12 +92,25 @@ pub struct BackendStats {
     pub failures: u64,
     /// Requests answered with no text (the other backend's answer is used).
     pub empty: u64,
-    /// Time to first token of its requests (to the end, for answers with no text; at
-    /// least the time it had, for a remote that lost the race before its first token).
+    /// Time to first token of its requests. Remote: to the end, for answers with no
+    /// text; at least the time it had, for a remote that lost the race before its
+    /// first token; only from races it started first or with local. Local: of its
+    /// answers used, the time before it generated.
     pub first_token: Samples,
     /// Time to the whole answer of its requests that answered, from its own start
     /// (a local leg started after the hedge delay counts from then).
     pub total: Samples,
+}
+
+impl BackendStats {
+    /// Counts an answer of the local engine used, `took` from its start: its time to
+    /// first token is what it took before generating.
+    pub fn answered(&mut self, took: Duration, generation: &Generation) {
+        self.wins += 1;
+        self.total.record(took);
+        self.first_token
+            .record(took.saturating_sub(generation.generation_time));
+    }
 }
 
 /// What the hedging backend did.
@@ -111,9 +126,10 @@ pub struct HedgeStats {
     pub denied: u64,
     /// Requests the open breaker kept local.
     pub skipped_by_breaker: u64,
-    /// Times the second leg of a race was started: the local engine because the
-    /// remote had no first token within the hedge delay, or (local first) the remote
-    /// because local had no answer within it.
+    /// Races in which the second leg started too: the local engine because the
+    /// remote had no first token within the hedge delay (zero while the remote is
+    /// unmeasured, and in probes), or (local first) the remote because local had no
+    /// answer within it.
     pub hedges: u64,
     /// Races the local engine started first (a remote measured slower than local).
     pub local_first: u64,

@@ -144,7 +144,9 @@ impl FakeRemote {
 /// flag even after the future awaiting it is dropped).
 #[derive(Clone)]
 struct FakeLocal {
-    delay: Duration,
+    delay: Arc<Mutex<Duration>>,
+    /// Answers `NotReady` (a model not loaded) while set.
+    not_ready: Arc<AtomicBool>,
     calls: Arc<AtomicUsize>,
     flags: Arc<Mutex<Vec<CancelFlag>>>,
 }
@@ -152,10 +154,15 @@ struct FakeLocal {
 impl FakeLocal {
     fn new(delay: Duration) -> FakeLocal {
         FakeLocal {
-            delay,
+            delay: Arc::new(Mutex::new(delay)),
+            not_ready: Arc::default(),
             calls: Arc::default(),
             flags: Arc::default(),
         }
+    }
+
+    fn set_delay(&self, delay: Duration) {
+        *lock(&self.delay) = delay;
     }
 
     fn cancelled(&self) -> usize {
@@ -177,8 +184,11 @@ impl Backend for FakeLocal {
 
     async fn generate(&self, request: CompletionRequest) -> Result<Generation, BackendError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.not_ready.load(Ordering::SeqCst) {
+            return Err(BackendError::NotReady);
+        }
         lock(&self.flags).push(request.cancel.clone());
-        let until = Instant::now() + self.delay;
+        let until = Instant::now() + *lock(&self.delay);
         while Instant::now() < until {
             if request.cancel.is_cancelled() {
                 return Err(BackendError::Cancelled);
@@ -299,6 +309,34 @@ async fn a_remote_that_streams_but_loses_the_race_is_no_failure() {
     assert_eq!(snapshot.stats.remote.first_token.len(), 3);
 }
 
+/// Runs local requests (for files the deny-list keeps local) until local's median
+/// is measured.
+async fn measure_local(hedged: &Hedged<FakeLocal>) {
+    for _ in 0..ADAPT_AFTER {
+        let denied = request("file:///w/secret/a.rs", Trigger::Invoked, "\n}\n");
+        hedged.generate(denied).await.unwrap();
+    }
+}
+
+/// A remote measured at 150 ms to its answer, and local at 40 ms: local goes first.
+async fn remote_measured_slower(local: &FakeLocal, remote: &FakeRemote) -> Hedged<FakeLocal> {
+    let fields = r#", "triggers": "all", "denyPaths": ["**/secret/**"]"#;
+    let hedged = configured(local, remote, fields);
+    // Unmeasured, the remote races local at once: with local slow here, it wins.
+    assert_eq!(hedged.remotes().snapshot().hedge_delay(), Duration::ZERO);
+    local.set_delay(Duration::from_secs(5));
+    for _ in 0..ADAPT_AFTER {
+        assert_eq!(hedged.generate(invoked()).await.unwrap().text, "remote()");
+    }
+    local.set_delay(Duration::from_millis(40));
+    measure_local(&hedged).await;
+    let Some(Order::LocalFirst(local_p90)) = hedged.remotes().snapshot().order else {
+        panic!("{:?}", hedged.remotes().snapshot().order);
+    };
+    assert!(local_p90 >= Duration::from_millis(40) && local_p90 < Duration::from_millis(150));
+    hedged
+}
+
 #[tokio::test]
 async fn a_remote_slower_than_local_hedges_locals_tail_and_is_probed_now_and_then() {
     let remote = FakeRemote::start(Behaviour::Answer(
@@ -306,35 +344,125 @@ async fn a_remote_slower_than_local_hedges_locals_tail_and_is_probed_now_and_the
         vec!["remote()"],
     ))
     .await;
-    let local = FakeLocal::new(Duration::from_millis(20));
-    let hedged = configured(&local, &remote, r#", "triggers": "all""#);
-    // Unmeasured, the remote races local at once: local wins, and the remote's time
-    // to first token is at least what it had.
-    assert_eq!(hedged.remotes().snapshot().hedge_delay(), Duration::ZERO);
-    for _ in 0..ADAPT_AFTER {
-        local_answers_at_once(&hedged).await;
-    }
-    assert_eq!(
-        hedged.remotes().snapshot().stats.remote.requests,
-        ADAPT_AFTER as u64
-    );
-    // Slower than local: local goes first, the remote after local's p90.
-    let Some(Order::LocalFirst(local_p90)) = hedged.remotes().snapshot().order else {
-        panic!("{:?}", hedged.remotes().snapshot().order);
-    };
-    assert!(local_p90 >= Duration::from_millis(20) && local_p90 < Duration::from_millis(100));
+    let local = FakeLocal::new(Duration::ZERO);
+    let hedged = remote_measured_slower(&local, &remote).await;
+    let before = hedged.remotes().snapshot().stats;
+    // Local answers well within its p90: the remote is not asked, but by the probe.
+    local.set_delay(Duration::from_millis(5));
     for _ in 0..PROBE_EVERY {
         local_answers_at_once(&hedged).await;
     }
     let snapshot = hedged.remotes().snapshot();
     assert_eq!(snapshot.stats.local_first, PROBE_EVERY - 1);
-    // The probe raced both at once (the tail hedges may have asked it too, when
-    // local was slower than its p90): local won, and the remote's time was sampled.
-    assert!(snapshot.stats.remote.requests > ADAPT_AFTER as u64);
-    assert_eq!(snapshot.stats.remote.first_token.len(), ADAPT_AFTER + 1);
+    assert_eq!(snapshot.stats.remote.requests, before.remote.requests + 1);
+    // The probe raced both at once: local won, and the remote's time was sampled
+    // (at least what it had).
+    assert_eq!(
+        snapshot.stats.remote.first_token.len(),
+        before.remote.first_token.len() + 1
+    );
     // Outrun under the adaptive delay: slower, not failed.
     assert_eq!(snapshot.stats.remote.failures, 0);
     assert_eq!(snapshot.breaker, Some("closed"));
+    // Local slower than its p90: the remote starts too, and wins when it is faster
+    // by then; its time is not sampled (a late start is outrun by design, and its
+    // wins would be the fast ones).
+    local.set_delay(Duration::from_secs(5));
+    let started = Instant::now();
+    assert_eq!(hedged.generate(invoked()).await.unwrap().text, "remote()");
+    assert!(started.elapsed() < Duration::from_millis(1000));
+    let after = hedged.remotes().snapshot().stats;
+    assert_eq!(after.hedges, snapshot.stats.hedges + 1);
+    assert_eq!(
+        after.remote.first_token.len(),
+        snapshot.stats.remote.first_token.len()
+    );
+}
+
+#[tokio::test]
+async fn with_local_first_a_local_engine_not_ready_leaves_the_request_to_the_remote_at_once() {
+    let remote = FakeRemote::start(Behaviour::Answer(
+        Duration::from_millis(150),
+        vec!["remote()"],
+    ))
+    .await;
+    let local = FakeLocal::new(Duration::ZERO);
+    let hedged = remote_measured_slower(&local, &remote).await;
+    remote.set(Behaviour::Answer(Duration::ZERO, vec!["remote()"]));
+    local.not_ready.store(true, Ordering::SeqCst);
+    let hedges = hedged.remotes().snapshot().stats.hedges;
+    let started = Instant::now();
+    assert_eq!(hedged.generate(invoked()).await.unwrap().text, "remote()");
+    // Not after local's p90 (>= 40 ms): at once.
+    assert!(
+        started.elapsed() < Duration::from_millis(35),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(hedged.remotes().snapshot().stats.hedges, hedges);
+}
+
+#[tokio::test]
+async fn the_breakers_probe_reaches_the_remote_even_when_local_would_go_first() {
+    let remote = FakeRemote::start(Behaviour::Answer(
+        Duration::from_millis(150),
+        vec!["remote()"],
+    ))
+    .await;
+    let local = FakeLocal::new(Duration::ZERO);
+    let hedged = remote_measured_slower(&local, &remote).await;
+    let configured = lock(&hedged.remotes().remote).clone().unwrap();
+    assert!(matches!(
+        hedged.order_now(&configured, false),
+        Order::LocalFirst(_)
+    ));
+    assert_eq!(
+        hedged.order_now(&configured, true),
+        Order::RemoteFirst(Duration::ZERO)
+    );
+}
+
+#[tokio::test]
+async fn a_race_dropped_while_it_probes_the_breaker_leaves_no_probe_out() {
+    let remote = FakeRemote::start(Behaviour::Status(500)).await;
+    let local = FakeLocal::new(Duration::from_millis(10));
+    let hedged = hedged(&local, &remote, "");
+    for _ in 0..2 {
+        hedged.generate(invoked()).await.unwrap();
+    }
+    assert_eq!(hedged.remotes().snapshot().breaker, Some("open"));
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    // The probe's request is dropped (a newer keystroke cancelled it) before either
+    // engine answered.
+    remote.set(Behaviour::Stall);
+    local.set_delay(Duration::from_secs(5));
+    let dropped = tokio::time::timeout(Duration::from_millis(50), hedged.generate(invoked()));
+    assert!(dropped.await.is_err());
+    // The next request probes.
+    remote.set(Behaviour::Answer(Duration::ZERO, vec!["remote()"]));
+    assert_eq!(hedged.generate(invoked()).await.unwrap().text, "remote()");
+    assert_eq!(hedged.remotes().snapshot().breaker, Some("closed"));
+}
+
+#[tokio::test]
+async fn the_measurements_of_a_replaced_remote_are_forgotten() {
+    let remote = FakeRemote::start(Behaviour::Answer(
+        Duration::from_millis(150),
+        vec!["remote()"],
+    ))
+    .await;
+    let local = FakeLocal::new(Duration::ZERO);
+    let hedged = remote_measured_slower(&local, &remote).await;
+    let other = FakeRemote::start(Behaviour::Answer(Duration::ZERO, vec!["remote()"])).await;
+    let json = format!(r#"{{"url": "{}", "triggers": "all"}}"#, other.url);
+    hedged
+        .remotes()
+        .configure(Some(&json.parse().unwrap()))
+        .unwrap();
+    assert_eq!(
+        hedged.remotes().snapshot().order,
+        Some(Order::RemoteFirst(Duration::ZERO))
+    );
 }
 
 #[tokio::test]
@@ -344,16 +472,10 @@ async fn a_slow_remote_that_became_fast_goes_first_again() {
         vec!["remote()"],
     ))
     .await;
-    let local = FakeLocal::new(Duration::from_millis(20));
-    let hedged = configured(&local, &remote, r#", "triggers": "all""#);
-    for _ in 0..ADAPT_AFTER {
-        hedged.generate(invoked()).await.unwrap();
-    }
-    assert!(matches!(
-        hedged.remotes().snapshot().order,
-        Some(Order::LocalFirst(_))
-    ));
+    let local = FakeLocal::new(Duration::ZERO);
+    let hedged = remote_measured_slower(&local, &remote).await;
     remote.set(Behaviour::Answer(Duration::ZERO, vec!["remote()"]));
+    local.set_delay(Duration::from_millis(10));
     // The probes measure it again; once its recent p90 is under local's median it
     // goes first.
     let mut requests = 0;
