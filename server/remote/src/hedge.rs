@@ -4,15 +4,18 @@
 //! the first good (non-empty) answer wins and the loser is cancelled (its HTTP
 //! request dropped, its decode stopped at the next token). The default hedge delay
 //! is the remote's p90 time to first token over its last [`RECENT`] samples (zero
-//! until it is measured: both start at once). While that is no shorter than the
-//! local engine's median time to a whole answer, the order turns: local first, the
-//! remote started too when local has not answered within its own p90 (the remote
-//! hedges local's tail). Waiting for a remote slower than local would only add its
-//! delay to local's time, and running both on every request costs local the CPU and
-//! memory bandwidth the remote's answers rarely repay. Every [`PROBE_EVERY`]th such
-//! request, and the breaker's half-open probe, start both at once, so the remote's
-//! speed is measured again: a remote that became fast goes first again once most
-//! of its recent samples say so.
+//! until it is measured, and while it is no shorter than local's median time to a
+//! whole answer: both start at once). While the remote's recent median time to a
+//! whole answer is no shorter than the local engine's, the order turns: local
+//! first, the remote started too when local has not answered within its own p95
+//! (the remote hedges local's tail; at the 95th percentile, as "The Tail at Scale"
+//! advises, about one race in twenty starts both). Waiting for a remote slower than
+//! local would only add its delay to local's time, and running both on every
+//! request costs local the CPU and memory bandwidth the remote's answers rarely
+//! repay. Every [`PROBE_EVERY`]th such request, and the breaker's half-open probe,
+//! start both at once, so the remote's speed is measured again: a remote that
+//! became fast goes first again once half of its last answers came sooner than
+//! local's median.
 //!
 //! Invariants:
 //! - Nothing leaves the machine unless a remote is configured and its policy (with
@@ -134,6 +137,7 @@ impl Remotes {
         // Another remote: how fast the last one was says nothing about it.
         self.record(|s| {
             s.remote.first_token = Samples::default();
+            s.remote_answers = Samples::default();
             s.remote_slower = 0;
         });
         *remote = Some(Arc::new(Remote {
@@ -269,9 +273,16 @@ fn order(policy: &Resolved, stats: &HedgeStats) -> Order {
         // Unmeasured: waiting for it could only add to local's time.
         return Order::RemoteFirst(Duration::ZERO);
     }
+    // Who goes first: whoever usually has the whole answer first.
+    let remote_answer = stats.remote_answers.recent_quantile(0.5, RECENT);
+    if local.len() >= ADAPT_AFTER && remote_answer >= local.quantile(0.5) {
+        return Order::LocalFirst(local.quantile(0.95).max(MIN_HEDGE_DELAY));
+    }
     let remote_p90 = remote.recent_quantile(0.9, RECENT);
     if local.len() >= ADAPT_AFTER && remote_p90 >= local.quantile(0.5) {
-        return Order::LocalFirst(local.quantile(0.9).max(MIN_HEDGE_DELAY));
+        // It usually answers first, but waiting for its slow first tokens would
+        // hold local's answers back: both at once.
+        return Order::RemoteFirst(Duration::ZERO);
     }
     // Not `clamp`: a first-token timeout may be set under the minimum.
     Order::RemoteFirst(
@@ -474,6 +485,7 @@ impl<L: Backend> Hedged<L> {
                             s.remote.wins += 1;
                             if samples_remote {
                                 s.remote.first_token.record(streamed.first_token);
+                                s.remote_answers.record(remote_time);
                             }
                             s.remote.total.record(remote_time);
                             s.last_source = Some(Source::Remote);
@@ -492,10 +504,12 @@ impl<L: Backend> Hedged<L> {
                                 lock(&remote.breaker).succeeded();
                                 // Its time to an empty answer counts for the hedge
                                 // delay too: a slow remote must not look fast.
+                                let remote_time = remote_started.map_or(Duration::ZERO, |at| at.elapsed());
                                 self.remotes.record(|s| {
                                     s.remote.empty += 1;
                                     if samples_remote {
                                         s.remote.first_token.record(streamed.first_token);
+                                        s.remote_answers.record(remote_time);
                                     }
                                 });
                             }
@@ -521,8 +535,10 @@ impl<L: Backend> Hedged<L> {
                 result = async { local_leg.as_mut().expect("enabled only when started").await }, if local_leg.is_some() && local_failed.is_none() => match result {
                     Ok(generation) => {
                         let remote_first_token = *first_seen.borrow();
-                        // The remote's time to first token, at least, when it gets no verdict.
+                        // The remote's times to first token and to an answer, at
+                        // least, when it gets no verdict.
                         let mut remote_waited = None;
+                        let mut remote_answer_after = None;
                         if !remote_failed {
                             if let Some(remote_started) = remote_started.filter(|_| samples_remote) {
                                 if remote_first_token.is_none() && remote.policy.hedge_delay.is_some() {
@@ -531,6 +547,7 @@ impl<L: Backend> Hedged<L> {
                                     // Answering or merely slow: no verdict.
                                     lock(&remote.breaker).inconclusive(Instant::now());
                                     remote_waited = Some(remote_first_token.unwrap_or_else(|| remote_started.elapsed()));
+                                    remote_answer_after = Some(remote_started.elapsed());
                                 }
                             } else {
                                 // Not asked, or asked late for local's tail: no verdict.
@@ -541,6 +558,9 @@ impl<L: Backend> Hedged<L> {
                         self.remotes.record(|s| {
                             if let Some(waited) = remote_waited {
                                 s.remote.first_token.record(waited);
+                            }
+                            if let Some(after) = remote_answer_after {
+                                s.remote_answers.record(after);
                             }
                             s.local.answered(local_time, &generation);
                             // Local went first anyway when the remote was its hedge.

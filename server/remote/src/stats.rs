@@ -133,6 +133,10 @@ pub struct HedgeStats {
     pub hedges: u64,
     /// Races the local engine started first (a remote measured slower than local).
     pub local_first: u64,
+    /// The remote's time to a whole answer (with text or not) in races it started
+    /// first or with local; when local answered first, the time it had (a lower
+    /// bound). What decides which goes first.
+    pub remote_answers: Samples,
     /// Requests while the remote was measured slower than local, probes included.
     pub remote_slower: u64,
     /// Requests the local engine answered after the remote failed or answered

@@ -330,10 +330,10 @@ async fn remote_measured_slower(local: &FakeLocal, remote: &FakeRemote) -> Hedge
     }
     local.set_delay(Duration::from_millis(40));
     measure_local(&hedged).await;
-    let Some(Order::LocalFirst(local_p90)) = hedged.remotes().snapshot().order else {
+    let Some(Order::LocalFirst(local_p95)) = hedged.remotes().snapshot().order else {
         panic!("{:?}", hedged.remotes().snapshot().order);
     };
-    assert!(local_p90 >= Duration::from_millis(40) && local_p90 < Duration::from_millis(150));
+    assert!(local_p95 >= Duration::from_millis(40) && local_p95 < Duration::from_millis(150));
     hedged
 }
 
@@ -347,7 +347,7 @@ async fn a_remote_slower_than_local_hedges_locals_tail_and_is_probed_now_and_the
     let local = FakeLocal::new(Duration::ZERO);
     let hedged = remote_measured_slower(&local, &remote).await;
     let before = hedged.remotes().snapshot().stats;
-    // Local answers well within its p90: the remote is not asked, but by the probe.
+    // Local answers well within its p95: the remote is not asked, but by the probe.
     local.set_delay(Duration::from_millis(5));
     for _ in 0..PROBE_EVERY {
         local_answers_at_once(&hedged).await;
@@ -364,7 +364,7 @@ async fn a_remote_slower_than_local_hedges_locals_tail_and_is_probed_now_and_the
     // Outrun under the adaptive delay: slower, not failed.
     assert_eq!(snapshot.stats.remote.failures, 0);
     assert_eq!(snapshot.breaker, Some("closed"));
-    // Local slower than its p90: the remote starts too, and wins when it is faster
+    // Local slower than its p95: the remote starts too, and wins when it is faster
     // by then; its time is not sampled (a late start is outrun by design, and its
     // wins would be the fast ones).
     local.set_delay(Duration::from_secs(5));
@@ -377,6 +377,32 @@ async fn a_remote_slower_than_local_hedges_locals_tail_and_is_probed_now_and_the
         after.remote.first_token.len(),
         snapshot.stats.remote.first_token.len()
     );
+}
+
+#[tokio::test]
+async fn a_remote_quick_to_its_first_token_but_slow_to_answer_goes_second() {
+    // Its first token at once, its whole answer after 200 ms; local's in 40 ms.
+    let remote = FakeRemote::start(Behaviour::Paced(vec![(0, "remote"), (200, "()")])).await;
+    let local = FakeLocal::new(Duration::from_millis(40));
+    let hedged = configured(&local, &remote, r#", "triggers": "all""#);
+    for _ in 0..ADAPT_AFTER {
+        assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
+    }
+    // Going first on its first token, it would hold every answer for 200 ms.
+    assert!(
+        hedged
+            .remotes()
+            .snapshot()
+            .stats
+            .remote
+            .first_token
+            .quantile(0.9)
+            < Duration::from_millis(40)
+    );
+    assert!(matches!(
+        hedged.remotes().snapshot().order,
+        Some(Order::LocalFirst(_))
+    ));
 }
 
 #[tokio::test]
@@ -393,7 +419,7 @@ async fn with_local_first_a_local_engine_not_ready_leaves_the_request_to_the_rem
     let hedges = hedged.remotes().snapshot().stats.hedges;
     let started = Instant::now();
     assert_eq!(hedged.generate(invoked()).await.unwrap().text, "remote()");
-    // Not after local's p90 (>= 40 ms): at once.
+    // Not after local's p95 (>= 40 ms): at once.
     assert!(
         started.elapsed() < Duration::from_millis(35),
         "{:?}",
