@@ -177,12 +177,12 @@ fn under_the_default_hedge_a_stalled_remote_costs_nothing_and_soon_goes_second()
     }
     let stats = backends(&mut client);
     // Unmeasured, the remote raced local at once (5 times); what it had is its time to
-    // first token at least, no shorter than local's: local goes first since.
-    assert_eq!(stats["firstLeg"], "local", "{stats}");
-    assert_eq!(stats["localFirst"], asked - 5, "{stats}");
+    // a whole answer at least, no shorter than local's: the next race went local
+    // first. (Later ones may race both again while a cold prompt makes local's
+    // median longer than the stall's samples so far.)
+    assert!(stats["localFirst"].as_u64() >= Some(1), "{stats}");
     assert_eq!(stats["remote"]["failures"], 0, "{stats}");
     assert_eq!(stats["local"]["wins"], asked, "{stats}");
-    // Then asked only if local was slower than its own p90 (a tail hedge).
     assert!(remote.requests() >= 5, "{}", remote.requests());
 }
 
