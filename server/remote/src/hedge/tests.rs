@@ -319,9 +319,15 @@ async fn measure_local(hedged: &Hedged<FakeLocal>) {
 }
 
 /// A remote measured at 150 ms to its answer, and local at 40 ms: local goes first.
-async fn remote_measured_slower(local: &FakeLocal, remote: &FakeRemote) -> Hedged<FakeLocal> {
+async fn remote_measured_slower() -> (FakeRemote, FakeLocal, Hedged<FakeLocal>) {
+    let remote = FakeRemote::start(Behaviour::Answer(
+        Duration::from_millis(150),
+        vec!["remote()"],
+    ))
+    .await;
+    let local = FakeLocal::new(Duration::ZERO);
     let fields = r#", "triggers": "all", "denyPaths": ["**/secret/**"]"#;
-    let hedged = configured(local, remote, fields);
+    let hedged = configured(&local, &remote, fields);
     // Unmeasured, the remote races local at once: with local slow here, it wins.
     assert_eq!(hedged.remotes().snapshot().hedge_delay(), Duration::ZERO);
     local.set_delay(Duration::from_secs(5));
@@ -334,18 +340,12 @@ async fn remote_measured_slower(local: &FakeLocal, remote: &FakeRemote) -> Hedge
         panic!("{:?}", hedged.remotes().snapshot().order);
     };
     assert!(local_p95 >= Duration::from_millis(40) && local_p95 < Duration::from_millis(150));
-    hedged
+    (remote, local, hedged)
 }
 
 #[tokio::test]
 async fn a_remote_slower_than_local_hedges_locals_tail_and_is_probed_now_and_then() {
-    let remote = FakeRemote::start(Behaviour::Answer(
-        Duration::from_millis(150),
-        vec!["remote()"],
-    ))
-    .await;
-    let local = FakeLocal::new(Duration::ZERO);
-    let hedged = remote_measured_slower(&local, &remote).await;
+    let (_remote, local, hedged) = remote_measured_slower().await;
     let before = hedged.remotes().snapshot().stats;
     // Local answers well within its p95: the remote is not asked, but by the probe.
     local.set_delay(Duration::from_millis(5));
@@ -407,13 +407,7 @@ async fn a_remote_quick_to_its_first_token_but_slow_to_answer_goes_second() {
 
 #[tokio::test]
 async fn with_local_first_a_local_engine_not_ready_leaves_the_request_to_the_remote_at_once() {
-    let remote = FakeRemote::start(Behaviour::Answer(
-        Duration::from_millis(150),
-        vec!["remote()"],
-    ))
-    .await;
-    let local = FakeLocal::new(Duration::ZERO);
-    let hedged = remote_measured_slower(&local, &remote).await;
+    let (remote, local, hedged) = remote_measured_slower().await;
     remote.set(Behaviour::Answer(Duration::ZERO, vec!["remote()"]));
     local.not_ready.store(true, Ordering::SeqCst);
     let hedges = hedged.remotes().snapshot().stats.hedges;
@@ -430,13 +424,7 @@ async fn with_local_first_a_local_engine_not_ready_leaves_the_request_to_the_rem
 
 #[tokio::test]
 async fn the_breakers_probe_reaches_the_remote_even_when_local_would_go_first() {
-    let remote = FakeRemote::start(Behaviour::Answer(
-        Duration::from_millis(150),
-        vec!["remote()"],
-    ))
-    .await;
-    let local = FakeLocal::new(Duration::ZERO);
-    let hedged = remote_measured_slower(&local, &remote).await;
+    let (_remote, _local, hedged) = remote_measured_slower().await;
     let configured = lock(&hedged.remotes().remote).clone().unwrap();
     assert!(matches!(
         hedged.order_now(&configured, false),
@@ -472,13 +460,7 @@ async fn a_race_dropped_while_it_probes_the_breaker_leaves_no_probe_out() {
 
 #[tokio::test]
 async fn the_measurements_of_a_replaced_remote_are_forgotten() {
-    let remote = FakeRemote::start(Behaviour::Answer(
-        Duration::from_millis(150),
-        vec!["remote()"],
-    ))
-    .await;
-    let local = FakeLocal::new(Duration::ZERO);
-    let hedged = remote_measured_slower(&local, &remote).await;
+    let (_remote, _local, hedged) = remote_measured_slower().await;
     let other = FakeRemote::start(Behaviour::Answer(Duration::ZERO, vec!["remote()"])).await;
     let json = format!(r#"{{"url": "{}", "triggers": "all"}}"#, other.url);
     hedged
@@ -493,13 +475,7 @@ async fn the_measurements_of_a_replaced_remote_are_forgotten() {
 
 #[tokio::test]
 async fn a_slow_remote_that_became_fast_goes_first_again() {
-    let remote = FakeRemote::start(Behaviour::Answer(
-        Duration::from_millis(150),
-        vec!["remote()"],
-    ))
-    .await;
-    let local = FakeLocal::new(Duration::ZERO);
-    let hedged = remote_measured_slower(&local, &remote).await;
+    let (remote, local, hedged) = remote_measured_slower().await;
     remote.set(Behaviour::Answer(Duration::ZERO, vec!["remote()"]));
     local.set_delay(Duration::from_millis(10));
     // The probes measure it again; once its recent p90 is under local's median it
