@@ -273,16 +273,18 @@ fn order(policy: &Resolved, stats: &HedgeStats) -> Order {
         // Unmeasured: waiting for it could only add to local's time.
         return Order::RemoteFirst(Duration::ZERO);
     }
-    // Who goes first: whoever usually has the whole answer first.
-    let remote_answer = stats.remote_answers.recent_quantile(0.5, RECENT);
-    if local.len() >= ADAPT_AFTER && remote_answer >= local.quantile(0.5) {
-        return Order::LocalFirst(local.quantile(0.95).max(MIN_HEDGE_DELAY));
-    }
     let remote_p90 = remote.recent_quantile(0.9, RECENT);
-    if local.len() >= ADAPT_AFTER && remote_p90 >= local.quantile(0.5) {
-        // It usually answers first, but waiting for its slow first tokens would
-        // hold local's answers back: both at once.
-        return Order::RemoteFirst(Duration::ZERO);
+    if local.len() >= ADAPT_AFTER {
+        let local_median = local.quantile(0.5);
+        // Who goes first: whoever usually has the whole answer first.
+        if stats.remote_answers.recent_quantile(0.5, RECENT) >= local_median {
+            return Order::LocalFirst(local.quantile(0.95).max(MIN_HEDGE_DELAY));
+        }
+        if remote_p90 >= local_median {
+            // It usually answers first, but waiting for its slow first tokens would
+            // hold local's answers back: both at once.
+            return Order::RemoteFirst(Duration::ZERO);
+        }
     }
     // Not `clamp`: a first-token timeout may be set under the minimum.
     Order::RemoteFirst(
@@ -314,14 +316,14 @@ fn owned_sink(sink: &Option<TextSink>, owner: &Arc<AtomicU8>, me: u8) -> Option<
 /// Sets a flag when dropped: stops the local leg whatever way the race ends.
 struct CancelOnDrop(CancelFlag);
 
-/// Tells the remote's breaker a race ended without a verdict, when dropped.
-struct InconclusiveOnDrop(Option<Arc<Remote>>);
+/// Tells the remote's breaker, when dropped, that the race gave no verdict unless it
+/// gave one (after a success or a failure `inconclusive` changes nothing): however
+/// a race ends, returned or dropped (a cancelled request), no probe stays out.
+struct InconclusiveOnDrop(Arc<Remote>);
 
 impl Drop for InconclusiveOnDrop {
     fn drop(&mut self) {
-        if let Some(remote) = self.0.take() {
-            lock(&remote.breaker).inconclusive(Instant::now());
-        }
+        lock(&self.0.breaker).inconclusive(Instant::now());
     }
 }
 
@@ -417,6 +419,7 @@ impl<L: Backend> Hedged<L> {
         let owner = Arc::new(AtomicU8::new(NOBODY));
         let local_cancel = CancelFlag::default();
         let _stop_local = CancelOnDrop(local_cancel.clone());
+        let _no_verdict = InconclusiveOnDrop(remote.clone());
         let user_cancel = request.cancel.clone();
         let remote_request = CompletionRequest {
             partial: owned_sink(&request.partial, &owner, REMOTE),
@@ -492,10 +495,7 @@ impl<L: Backend> Hedged<L> {
                         });
                         return Ok(streamed.generation);
                     }
-                    Err(Failure::Cancelled) => {
-                        lock(&remote.breaker).inconclusive(Instant::now());
-                        return Err(BackendError::Cancelled);
-                    }
+                    Err(Failure::Cancelled) => return Err(BackendError::Cancelled),
                     // No good answer: the local engine's counts.
                     outcome => {
                         match outcome {
@@ -539,19 +539,15 @@ impl<L: Backend> Hedged<L> {
                         // least, when it gets no verdict.
                         let mut remote_waited = None;
                         let mut remote_answer_after = None;
-                        if !remote_failed {
-                            if let Some(remote_started) = remote_started.filter(|_| samples_remote) {
-                                if remote_first_token.is_none() && remote.policy.hedge_delay.is_some() {
-                                    self.remotes.remote_failed(&remote, &Failure::Outrun);
-                                } else {
-                                    // Answering or merely slow: no verdict.
-                                    lock(&remote.breaker).inconclusive(Instant::now());
-                                    remote_waited = Some(remote_first_token.unwrap_or_else(|| remote_started.elapsed()));
-                                    remote_answer_after = Some(remote_started.elapsed());
-                                }
+                        // Not asked, or asked late for local's tail: no verdict.
+                        let raced = remote_started.filter(|_| samples_remote && !remote_failed);
+                        if let Some(remote_started) = raced {
+                            if remote_first_token.is_none() && remote.policy.hedge_delay.is_some() {
+                                self.remotes.remote_failed(&remote, &Failure::Outrun);
                             } else {
-                                // Not asked, or asked late for local's tail: no verdict.
-                                lock(&remote.breaker).inconclusive(Instant::now());
+                                // Answering or merely slow: no verdict.
+                                remote_waited = Some(remote_first_token.unwrap_or_else(|| remote_started.elapsed()));
+                                remote_answer_after = Some(remote_started.elapsed());
                             }
                         }
                         let local_time = local_started.map_or(Duration::ZERO, |at| at.elapsed());
@@ -576,10 +572,7 @@ impl<L: Backend> Hedged<L> {
                         remote_at = tokio::time::Instant::now();
                     }
                 },
-                () = &mut cancelled => {
-                    lock(&remote.breaker).inconclusive(Instant::now());
-                    return Err(BackendError::Cancelled);
-                }
+                () = &mut cancelled => return Err(BackendError::Cancelled),
             }
         }
     }
@@ -596,14 +589,7 @@ impl<L: Backend> Backend for Hedged<L> {
 
     async fn generate(&self, request: CompletionRequest) -> Result<Generation, BackendError> {
         match self.remotes.route(&request) {
-            Some((remote, probe)) => {
-                // A race dropped before its end (a cancelled request) gives the
-                // breaker no verdict: a probe out must not keep it half-open.
-                let mut verdict_pending = InconclusiveOnDrop(Some(remote.clone()));
-                let result = self.race(remote, probe, request).await;
-                verdict_pending.0 = None;
-                result
-            }
+            Some((remote, probe)) => self.race(remote, probe, request).await,
             None => self.local_only(request).await,
         }
     }
