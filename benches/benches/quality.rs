@@ -232,6 +232,7 @@ fn complete(
         trigger: Trigger::Automatic,
         candidates: 1,
         suffix_rescoring: false,
+        unbound_seeds: false,
     };
     let Ok(generation) = runtime.block_on(engine.generate(request)) else {
         return score;

@@ -116,6 +116,11 @@ pub struct Overrides {
     /// limit [default: false]
     #[arg(long, value_name = "BOOL")]
     pub suffix_rescoring: Option<bool>,
+    /// On a blank line, start a one-line candidate with each name (at most two) the
+    /// code below reads that nothing above it in the function defines, and offer a
+    /// candidate that defines one first (invoked and automatic requests) [default: true]
+    #[arg(long, value_name = "BOOL")]
+    pub unbound_names: Option<bool>,
     /// Layers offloaded to the GPU; needs a build with a GPU backend (see README's
     /// build section) [default: all (GPU builds), 0 (CPU builds)]
     #[arg(long, value_name = "N")]
@@ -275,6 +280,8 @@ pub struct Settings {
     pub candidates: u32,
     /// Whether an invoked request's candidates are ordered by the text after the cursor.
     pub suffix_rescoring: bool,
+    /// Whether names the code below needs defined start candidates of their own.
+    pub unbound_names: bool,
     /// Files that get no suggestions and are never material for other files.
     pub disabled: DisabledFiles,
     /// The remote engine, when one is configured (its settings checked).
@@ -514,6 +521,7 @@ impl Settings {
             prefetch: overrides.prefetch.unwrap_or(true),
             candidates,
             suffix_rescoring: overrides.suffix_rescoring.unwrap_or(false),
+            unbound_names: overrides.unbound_names.unwrap_or(true),
             disabled,
             remote: overrides.remote.filter(|remote| match remote.resolve() {
                 Ok(_) => true,

@@ -142,6 +142,8 @@ struct Prefetch {
     prefix: String,
     suffix: String,
     cancel: CancelFlag,
+    /// A warm (nothing generated): where the user is now, not a guess.
+    warm: bool,
     /// Turns `true` when the prefetch has ended (answered or not).
     done: watch::Receiver<bool>,
 }
@@ -458,6 +460,7 @@ impl<B: Backend> Suggester<B> {
             trigger: Trigger::Automatic,
             candidates: 1,
             suffix_rescoring: false,
+            unbound_seeds: false,
         };
         let Some(generation) = self.run_in_background(request).await else {
             return false;
@@ -501,6 +504,7 @@ impl<B: Backend> Suggester<B> {
             trigger: Trigger::Automatic,
             candidates: 1,
             suffix_rescoring: false,
+            unbound_seeds: false,
         };
         let warmed = self.run_in_background(request).await.is_some();
         if warmed {
@@ -524,20 +528,25 @@ impl<B: Backend> Suggester<B> {
     }
 
     /// Runs `request` as the one background job in flight (replacing an older one),
-    /// unless a request is at the backend or the server is shutting down. Its
+    /// unless a request is at the backend, the server is shutting down, or `request`
+    /// is a prefetch and a warm is in flight: a warm follows the user (a file opened or
+    /// focused), a prefetch guesses, maybe for the file the user just left. Its
     /// generation, when it ran to the end.
     async fn run_in_background(&self, request: CompletionRequest) -> Option<Generation> {
         let cancel = request.cancel.clone();
         let (ended, done) = watch::channel(false);
         {
             let mut state = lock(&self.prefetch);
-            if state.at_backend > 0 || state.closed {
+            let warm = request.max_tokens == 0;
+            let warm_in_flight = state.in_flight.as_ref().is_some_and(|p| p.warm);
+            if state.at_backend > 0 || state.closed || !warm && warm_in_flight {
                 return None;
             }
             let newer = Prefetch {
                 prefix: request.context.prefix.clone(),
                 suffix: request.context.suffix.clone(),
                 cancel: cancel.clone(),
+                warm,
                 done,
             };
             if let Some(older) = state.in_flight.replace(newer) {
@@ -643,6 +652,7 @@ impl<B: Backend> Suggester<B> {
                 Trigger::Automatic => 1,
             },
             suffix_rescoring: ask.trigger == Trigger::Invoked && settings.suffix_rescoring,
+            unbound_seeds: settings.unbound_names,
         };
         *at_backend = true;
         let at_backend = AtBackend::enter(&self.prefetch);
@@ -1112,6 +1122,26 @@ mod tests {
             ["a + b"]
         );
         assert_eq!(fake.seen().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_prefetch_gives_way_to_a_warm_in_flight() {
+        let fake = Fake::new("a + b\n");
+        fake.held.send_replace(true);
+        let suggester = pipeline(&fake);
+        let warming = spawn_background(&suggester, "def other():\n    ", true);
+        until(|| fake.seen().len() == 1).await;
+        // The prefetch (for where the user was) gives way to the warm (where they
+        // are): it does not start, and the warm runs to its end.
+        let prefetching = spawn_background(&suggester, PREFIX, false);
+        tokio::time::timeout(Duration::from_secs(5), prefetching)
+            .await
+            .expect("the prefetch gives up at once")
+            .unwrap();
+        assert_eq!(fake.seen().len(), 1);
+        fake.held.send_replace(false);
+        warming.await.unwrap();
+        assert_eq!(suggester.prefetch_stats().warmed, 1);
     }
 
     #[tokio::test]

@@ -64,3 +64,28 @@ fn an_invoked_request_offers_several_distinct_candidates_and_an_automatic_one_on
     assert_eq!(single.len(), 1, "{single:?}");
     assert_eq!(single, automatic);
 }
+
+/// A blank line above code that uses `out`, which nothing above defines.
+const UNBOUND: &str = "def names(paths):\n    \"\"\"The base name of each path.\"\"\"\n    \n    for path in paths:\n        out.append(path.rsplit(\"/\", 1)[-1])\n    return out\n";
+
+/// Whether `text`'s first line assigns `out`.
+fn defines_out(text: &str) -> bool {
+    let line = text.lines().next().unwrap_or_default();
+    line.strip_prefix("out")
+        .is_some_and(|rest| rest.trim_start().starts_with('=') && !rest.contains("=="))
+}
+
+#[test]
+fn a_blank_line_above_a_use_of_an_undefined_name_is_offered_its_definition_first() {
+    let options = |on: bool| json!({"promptTimeLimitMs": 0, "generationTimeLimitMs": 3000, "unboundNames": on});
+    // Without the names, the model's greedy answer here is something else.
+    let off = texts(options(false), UNBOUND, 2, 4, 2);
+    assert!(!off.is_empty() && !defines_out(&off[0]), "{off:?}");
+    // With them, automatic and invoked requests offer the definition first, one line.
+    for trigger_kind in [2, 1] {
+        let on = texts(options(true), UNBOUND, 2, 4, trigger_kind);
+        let first = on.first().map(String::as_str).unwrap_or_default();
+        assert!(defines_out(first), "trigger {trigger_kind}: {on:?}");
+        assert!(!first.trim_end().contains('\n'), "{on:?}");
+    }
+}

@@ -60,6 +60,47 @@ pub fn best_first(scores: &[f64]) -> Vec<usize> {
     order
 }
 
+/// Whether `answer`'s first line binds one of `names`: an assignment or declaration
+/// (`x = …`, `a, b = …`, `let mut x: T = …`, `x := …`, `int x = …`) with one of
+/// them among its targets.
+pub fn binds(answer: &str, names: &[String]) -> bool {
+    let line = answer.lines().next().unwrap_or_default();
+    let bytes = line.as_bytes();
+    // The first `=` that is neither a comparison nor an operator's assignment.
+    let Some(equals) = (0..bytes.len()).find(|&i| {
+        bytes[i] == b'='
+            && bytes.get(i + 1) != Some(&b'=')
+            && (i == 0 || !b"=<>!+-*/%&|^".contains(&bytes[i - 1]))
+    }) else {
+        return false;
+    };
+    let targets = line[..equals].strip_suffix(':').unwrap_or(&line[..equals]);
+    // A type annotation after the targets (`x: int`, `let v: Vec<u8>`).
+    let targets = targets.split(':').next().unwrap_or_default();
+    let allowed = |c: char| {
+        c.is_alphanumeric() || matches!(c, '_' | ',' | '(' | ')' | '[' | ']' | ' ' | '\t')
+    };
+    // `f(x=1)`: a keyword argument, not a target.
+    let call = targets.char_indices().any(|(i, c)| {
+        c == '(' && targets[..i].ends_with(|p: char| p.is_alphanumeric() || p == '_')
+    });
+    targets.chars().all(allowed)
+        && !call
+        && targets
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .any(|word| names.iter().any(|name| name == word))
+}
+
+/// `order` (indices into `answers`) with the answers that bind one of `names` (see
+/// [`binds`]) moved to the front, each group in its order: a line that defines what
+/// the code below uses but nothing above defines is the likeliest one wanted there.
+pub fn binding_first(order: &[usize], answers: &[String], names: &[String]) -> Vec<usize> {
+    let (mut first, rest): (Vec<usize>, Vec<usize>) =
+        order.iter().partition(|&&i| binds(&answers[i], names));
+    first.extend(rest);
+    first
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +129,42 @@ mod tests {
     fn distinct_drops_empty_and_repeated_texts_and_keeps_three() {
         let texts = ["a", "a  ", " ", "b", "c", "d"].map(String::from);
         assert_eq!(distinct(texts), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn an_answer_binds_a_name_it_assigns_or_declares() {
+        let names = ["res".to_owned(), "total".to_owned()];
+        for yes in [
+            "res = []",
+            "na, res = a, b",
+            "let mut total: u32 = 0;",
+            "total := 0",
+            "int total = 0;",
+            "res: list[int] = []\nmore",
+        ] {
+            assert!(binds(yes, &names), "{yes}");
+        }
+        for no in [
+            "result = []",
+            "res == []",
+            "total += 1",
+            "self.res = []",
+            "if res:",
+            "print(total)",
+            "x = res",
+            "f(res=1)",
+            "",
+        ] {
+            assert!(!binds(no, &names), "{no}");
+        }
+    }
+
+    #[test]
+    fn binding_answers_go_first_each_group_in_its_order() {
+        let answers = ["if x:", "res = []", "pass", "res = {}"].map(String::from);
+        let names = ["res".to_owned()];
+        assert_eq!(binding_first(&[2, 0, 3, 1], &answers, &names), [3, 1, 2, 0]);
+        assert_eq!(binding_first(&[0, 2], &answers, &names), [0, 2]);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use ropey::Rope;
 
 use crate::documents::Document;
 use crate::syntax::{self, SyntaxFacts};
+use crate::unbound;
 
 /// The prefix window's first line is a multiple of this many lines.
 pub const WINDOW_STEP_LINES: usize = 32;
@@ -77,6 +78,9 @@ pub struct CompletionContext {
     pub syntax: SyntaxFacts,
     /// The first line of the prefix window.
     pub window_first_line: usize,
+    /// On a blank cursor line, names the code below it reads that nothing above it
+    /// in its function defines (see [`unbound::unbound_names`]).
+    pub unbound_names: Vec<String>,
     /// What the model sees before the window.
     pub preamble: Preamble,
 }
@@ -139,15 +143,22 @@ pub fn extract(document: &Document, cursor: usize, window: Window) -> Completion
     };
     let line_suffix = rope.slice(cursor..line_end).to_string();
     let line_suffix = line_suffix.trim_end_matches(['\n', '\r']).to_owned();
+    let line_prefix = rope.slice(line_start..cursor).to_string();
+    let blank_line = line_prefix.trim().is_empty() && line_suffix.trim().is_empty();
+    let tree = document.tree();
 
     CompletionContext {
         prefix: rope.slice(window_start..cursor).to_string(),
         suffix: rope.slice(cursor..window_end).to_string(),
-        line_prefix: rope.slice(line_start..cursor).to_string(),
+        line_prefix,
         line_suffix,
         language_id: document.language_id.clone(),
-        syntax: syntax::facts_at(document.tree().as_ref(), rope, cursor),
+        syntax: syntax::facts_at(tree.as_ref(), rope, cursor),
         window_first_line: first_line,
+        unbound_names: match &tree {
+            Some(tree) if blank_line => unbound::unbound_names(tree, rope, cursor),
+            _ => Vec::new(),
+        },
         preamble: Preamble::default(),
     }
 }

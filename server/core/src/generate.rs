@@ -100,6 +100,9 @@ pub struct CompletionRequest {
     /// Put the candidates in the order of how likely the model finds each followed by
     /// the text after the cursor (`candidates::following_text`).
     pub suffix_rescoring: bool,
+    /// Start a one-line candidate with each of the context's `unbound_names` unless
+    /// the greedy answer defines one, and offer those that define one first.
+    pub unbound_seeds: bool,
 }
 
 /// Why a generation ended.

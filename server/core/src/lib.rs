@@ -18,6 +18,7 @@ pub mod syntax;
 pub mod template;
 pub mod tokens;
 pub mod typed_through;
+pub mod unbound;
 pub mod workspace;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};

@@ -352,7 +352,7 @@ pub struct SyntaxFacts {
 }
 
 /// Node kinds that hold a scope's statements, across the supported grammars.
-const BLOCK_KINDS: [&str; 7] = [
+pub(crate) const BLOCK_KINDS: [&str; 7] = [
     "block",
     "compound_statement",
     "statement_block",

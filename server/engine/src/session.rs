@@ -60,6 +60,8 @@ struct Output<'r> {
     streamed: bool,
     /// The text's length after each token.
     token_ends: Vec<usize>,
+    /// The answer ends at its first line break (a seeded candidate: one statement).
+    one_line: bool,
 }
 
 impl<'r> Output<'r> {
@@ -70,26 +72,35 @@ impl<'r> Output<'r> {
             generated: 0,
             streamed,
             token_ends: Vec::new(),
+            one_line: false,
+        }
+    }
+
+    /// Where the answer ends in the text so far, if that is known (see
+    /// `StopRules::end_of_answer`).
+    fn end(&self, finished: bool) -> Option<usize> {
+        let text = self.text.as_str();
+        let rules = self.request.stop.end_of_answer(text, finished);
+        let line_end = text.find('\n').filter(|_| self.one_line);
+        match (rules, line_end) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
     /// The text up to where the stop rules end it, generation being over.
     fn answer(&self) -> &str {
         let text = self.text.as_str();
-        &text[..self
-            .request
-            .stop
-            .end_of_answer(text, true)
-            .unwrap_or(text.len())]
+        &text[..self.end(true).unwrap_or(text.len())]
     }
 
     /// Adds a token's text; returns why generation must end now, if it must.
     fn push(&mut self, piece: &[u8]) -> Option<StopReason> {
         self.text.push(piece);
         self.generated += 1;
+        self.token_ends.push(self.text.as_str().len());
+        let end = self.end(false);
         let text = self.text.as_str();
-        self.token_ends.push(text.len());
-        let end = self.request.stop.end_of_answer(text, false);
         if let Some(partial) = self.request.partial.as_ref().filter(|_| self.streamed) {
             let so_far = &text[..end.unwrap_or(text.len())];
             partial.send(so_far);
@@ -301,25 +312,73 @@ impl<'m> Session<'m> {
                 // Rescoring needs the prompt's own logits, which generating overwrites.
                 let first_logits = (request.suffix_rescoring && firsts.len() > 1)
                     .then(|| self.target.context.get_logits_ith(-1).to_vec());
-                let reason = self.answer(
-                    request,
-                    &prompt,
-                    &heal,
-                    &mut output,
-                    generation_started,
-                    None,
-                )?;
-                if firsts.len() > 1 {
-                    let greedy = output.answer().to_owned();
-                    let (answers, order) = self.candidates(
+                // Names the code below needs defined: unless the first answer defines
+                // one, each starts a candidate of its own.
+                let names: &[String] = if request.unbound_seeds {
+                    &request.context.unbound_names
+                } else {
+                    &[]
+                };
+                // A single answer where names are wanted is one line: the greedy one
+                // if it defines one, else the first name's if that does, else the
+                // greedy answer in full after all.
+                let single = request.candidates <= 1 && !names.is_empty();
+                let first_seed = names
+                    .first()
+                    .filter(|_| single)
+                    .and_then(|name| self.seed_tokens(name, &heal));
+                // The answers to try, in order, each (first tokens, one line only);
+                // the last is kept whatever it gives.
+                let mut attempts: Vec<(&[LlamaToken], bool)> = Vec::new();
+                if single {
+                    attempts.push((&[], true));
+                    attempts.extend(first_seed.as_deref().map(|seed| (seed, true)));
+                }
+                attempts.push((&[], false));
+                let last = attempts.len() - 1;
+                let mut reason = StopReason::StopRule;
+                for (i, (forced, one_line)) in attempts.into_iter().enumerate() {
+                    if i > 0 {
+                        self.counters()
+                            .generated_tokens
+                            .fetch_add(output.generated as u64, Ordering::Relaxed);
+                        self.rewind_to(prompt.len())?;
+                        output = Output::new(request, true);
+                    }
+                    output.one_line = one_line;
+                    reason = self.answer(
                         request,
                         &prompt,
                         &heal,
-                        &firsts[1..],
+                        &mut output,
+                        generation_started,
+                        forced,
+                    )?;
+                    if i == last || candidates::binds(output.answer(), names) {
+                        break;
+                    }
+                }
+                let greedy = output.answer().to_owned();
+                let seeds = if candidates::binds(&greedy, names) {
+                    &[][..]
+                } else {
+                    names
+                };
+                if firsts.len() > 1 || !seeds.is_empty() {
+                    let (answers, mut order) = self.candidates(
+                        request,
+                        &prompt,
+                        &heal,
+                        Alternatives {
+                            seeds,
+                            firsts: firsts.get(1..).unwrap_or_default(),
+                        },
                         greedy,
                         first_logits.as_deref(),
                         generation_started,
                     )?;
+                    order = candidates::binding_first(&order, &answers, names);
+                    order.truncate(request.candidates.max(1) as usize);
                     if order[0] != 0 {
                         // Another candidate won: it replaces the streamed one.
                         if let Some(partial) = &request.partial {
@@ -555,14 +614,17 @@ impl<'m> Session<'m> {
         heal: &[u8],
         output: &mut Output<'_>,
         generation_started: Instant,
-        first: Option<LlamaToken>,
+        forced: &[LlamaToken],
     ) -> Result<StopReason, BackendError> {
         let n_ctx = self.target.n_ctx();
         let mut history = prompt.to_vec();
         let mut logits = LogitsAt(-1);
-        // The next token, when verifying drafts already revealed it (or the caller
-        // chose the first).
-        let mut known_next: Option<LlamaToken> = first;
+        // The answer's first tokens, when the caller chose them.
+        let mut forced = forced.iter().copied();
+        // The next token, when verifying drafts already revealed it.
+        let mut known_next: Option<LlamaToken> = None;
+        // Bytes of `heal` still to drop from the tokens' text: the prompt has them.
+        let mut heal_left = heal.len();
         loop {
             if request.cancel.is_cancelled() {
                 return Err(BackendError::Cancelled);
@@ -576,7 +638,7 @@ impl<'m> Session<'m> {
             if self.target.cached.len() + 1 >= n_ctx {
                 return Ok(StopReason::ContextFull);
             }
-            let token = match known_next.take() {
+            let token = match forced.next().or_else(|| known_next.take()) {
                 Some(token) => token,
                 None if output.generated == 0 && !heal.is_empty() => {
                     self.healing_token(heal, logits)
@@ -587,18 +649,15 @@ impl<'m> Session<'m> {
                 return Ok(StopReason::EndOfGeneration);
             }
             let piece = self.piece(token.0);
-            let piece = if output.generated == 0 {
-                &piece[heal.len().min(piece.len())..]
-            } else {
-                piece
-            };
-            if let Some(reason) = output.push(piece) {
+            let healed = heal_left.min(piece.len());
+            heal_left -= healed;
+            if let Some(reason) = output.push(&piece[healed..]) {
                 return Ok(reason);
             }
             history.push(token.0);
             let room = (request.max_tokens as usize - output.generated)
                 .min(n_ctx.saturating_sub(self.target.cached.len() + 2))
-                .min(MAX_DRAFT);
+                .min(if forced.len() > 0 { 0 } else { MAX_DRAFT });
             let stop = || {
                 request.cancel.is_cancelled()
                     || generation_started.elapsed() >= request.generation_time_limit
@@ -678,8 +737,9 @@ impl<'m> Session<'m> {
     }
 
     /// Generates the other candidates after the `greedy` one (its text cut by the stop
-    /// rules), each from the prompt with the next of `firsts` as its first token,
-    /// until `request.candidates` distinct ones are found or the generation time is
+    /// rules), each from the prompt: first one line after each seed, then one after
+    /// each of the next first tokens, until `request.candidates` distinct ones (and
+    /// every seed's) are found or the generation time is
     /// over (with rescoring, two thirds of it); candidates cut by the time limit are
     /// dropped. Returns the candidates (the greedy one first) and their order, best
     /// first: by their likelihood followed by the text after the cursor when
@@ -691,7 +751,7 @@ impl<'m> Session<'m> {
         request: &CompletionRequest,
         prompt: &[Token],
         heal: &[u8],
-        firsts: &[LlamaToken],
+        alternatives: Alternatives<'_>,
         greedy: String,
         first_logits: Option<&[f32]>,
         generation_started: Instant,
@@ -705,21 +765,32 @@ impl<'m> Session<'m> {
             limit
         };
         let mut answers = vec![greedy];
-        for &first in firsts {
-            if answers.len() >= request.candidates as usize
-                || generation_started.elapsed() >= generating_until
-            {
+        let seeded: Vec<Vec<LlamaToken>> = alternatives
+            .seeds
+            .iter()
+            .filter_map(|seed| self.seed_tokens(seed, heal))
+            .collect();
+        let wanted = (request.candidates as usize).max(1 + seeded.len());
+        let starts = seeded.iter().map(|tokens| (tokens.as_slice(), true)).chain(
+            alternatives
+                .firsts
+                .iter()
+                .map(|first| (std::slice::from_ref(first), false)),
+        );
+        for (forced, one_line) in starts {
+            if answers.len() >= wanted || generation_started.elapsed() >= generating_until {
                 break;
             }
             self.rewind_to(prompt.len())?;
             let mut other = Output::new(request, false);
+            other.one_line = one_line;
             let reason = self.answer(
                 request,
                 prompt,
                 heal,
                 &mut other,
                 generation_started,
-                Some(first),
+                forced,
             )?;
             self.counters()
                 .generated_tokens
@@ -786,6 +857,24 @@ impl<'m> Session<'m> {
         Ok(total)
     }
 
+    /// The tokens an answer starting with `seed` begins with: those of the text
+    /// `heal` stands for (see token healing) and the seed; `None` when their text does
+    /// not start with `heal`.
+    fn seed_tokens(&self, seed: &str, heal: &[u8]) -> Option<Vec<LlamaToken>> {
+        let text = format!("{}{seed}", String::from_utf8_lossy(heal));
+        let tokens: Vec<LlamaToken> = self
+            .tokenizer
+            .tokenize(&text)
+            .into_iter()
+            .map(LlamaToken)
+            .collect();
+        let pieces: Vec<u8> = tokens
+            .iter()
+            .flat_map(|t| self.piece(t.0).to_vec())
+            .collect();
+        (!tokens.is_empty() && pieces.starts_with(heal)).then_some(tokens)
+    }
+
     /// Drops the cache after `len` tokens, or fails the request when the model's
     /// cache cannot remove its end (recurrent models): generating on from an
     /// emptied cache would produce nonsense.
@@ -819,6 +908,14 @@ impl<'m> Session<'m> {
         // The healed token itself always qualifies, so `best` is set.
         LlamaToken(best.map_or(0, |(id, _)| id as i32))
     }
+}
+
+/// How the candidates after the greedy one start.
+struct Alternatives<'a> {
+    /// Texts each of which starts a one-line candidate (names the code below needs).
+    seeds: &'a [String],
+    /// Next most likely first tokens, each of which starts a candidate.
+    firsts: &'a [LlamaToken],
 }
 
 /// First tokens considered beyond the candidates wanted (some lead to the same answer).

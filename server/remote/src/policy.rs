@@ -89,6 +89,7 @@ pub(crate) mod tests {
             trigger,
             candidates: 1,
             suffix_rescoring: false,
+            unbound_seeds: false,
         }
     }
 
