@@ -460,7 +460,7 @@ impl<B: Backend> Suggester<B> {
             trigger: Trigger::Automatic,
             candidates: 1,
             suffix_rescoring: false,
-            unbound_seeds: false,
+            unbound_seeds: settings.unbound_names,
         };
         let Some(generation) = self.run_in_background(request).await else {
             return false;

@@ -88,4 +88,10 @@ fn a_blank_line_above_a_use_of_an_undefined_name_is_offered_its_definition_first
         assert!(defines_out(first), "trigger {trigger_kind}: {on:?}");
         assert!(!first.trim_end().contains('\n'), "{on:?}");
     }
+    // On a line the editor left empty, the definition comes indented.
+    let empty_line = UNBOUND.replace("\n    \n", "\n\n");
+    let on = texts(options(true), &empty_line, 2, 0, 2);
+    let first = on.first().map(String::as_str).unwrap_or_default();
+    assert!(first.starts_with("    out"), "{on:?}");
+    assert!(defines_out(first.trim_start()), "{on:?}");
 }

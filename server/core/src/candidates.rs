@@ -69,7 +69,7 @@ pub fn binds(answer: &str, names: &[String]) -> bool {
     // The first `=` that is neither a comparison nor an operator's assignment.
     let Some(equals) = (0..bytes.len()).find(|&i| {
         bytes[i] == b'='
-            && bytes.get(i + 1) != Some(&b'=')
+            && !matches!(bytes.get(i + 1), Some(b'=' | b'>'))
             && (i == 0 || !b"=<>!+-*/%&|^".contains(&bytes[i - 1]))
     }) else {
         return false;
@@ -80,15 +80,32 @@ pub fn binds(answer: &str, names: &[String]) -> bool {
     let allowed = |c: char| {
         c.is_alphanumeric() || matches!(c, '_' | ',' | '(' | ')' | '[' | ']' | ' ' | '\t')
     };
-    // `f(x=1)`: a keyword argument, not a target.
+    // `f(x=1)`: a keyword argument; `x[i] = 1`: an element; neither binds a name.
     let call = targets.char_indices().any(|(i, c)| {
-        c == '(' && targets[..i].ends_with(|p: char| p.is_alphanumeric() || p == '_')
+        matches!(c, '(' | '[') && targets[..i].ends_with(|p: char| p.is_alphanumeric() || p == '_')
     });
     targets.chars().all(allowed)
         && !call
         && targets
             .split(|c: char| !(c.is_alphanumeric() || c == '_'))
             .any(|word| names.iter().any(|name| name == word))
+}
+
+/// The text a candidate for `name` starts with at `context`: the name, after the
+/// indentation the next line with code has when the cursor line has none yet (an
+/// editor leaves a blank line empty).
+pub fn seed_text(context: &CompletionContext, name: &str) -> String {
+    let next_code = context
+        .suffix
+        .lines()
+        .skip(1)
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or_default();
+    let indent = &next_code[..next_code.len() - next_code.trim_start().len()];
+    let missing = indent
+        .strip_prefix(context.line_prefix.as_str())
+        .unwrap_or_default();
+    format!("{missing}{name}")
 }
 
 /// `order` (indices into `answers`) with the answers that bind one of `names` (see
@@ -153,10 +170,22 @@ mod tests {
             "print(total)",
             "x = res",
             "f(res=1)",
+            "res[0] = 1",
+            "res => res + 1",
             "",
         ] {
             assert!(!binds(no, &names), "{no}");
         }
+    }
+
+    #[test]
+    fn a_seed_on_an_empty_line_gets_the_next_code_lines_indentation() {
+        let mut ctx = context("\n\n        out.append(x)\n", "");
+        assert_eq!(seed_text(&ctx, "out"), "        out");
+        ctx.line_prefix = "    ".into();
+        assert_eq!(seed_text(&ctx, "out"), "    out");
+        ctx.line_prefix = "        ".into();
+        assert_eq!(seed_text(&ctx, "out"), "out");
     }
 
     #[test]

@@ -45,21 +45,49 @@ const BINDING_WORDS: [&str; 13] = [
     "function",
 ];
 
-/// One leaf of the tree: its text, and whether it is a plain identifier.
-struct Leaf {
+/// Most bytes of a function above the cursor that are read: in a longer one (a
+/// bundle wrapped in a function) nothing is returned rather than a guess.
+const MAX_BYTES_ABOVE: usize = 64 * 1024;
+
+/// Well-known globals that are used without a definition in the file.
+const GLOBALS: [&str; 16] = [
+    "console",
+    "window",
+    "document",
+    "process",
+    "module",
+    "exports",
+    "require",
+    "globalThis",
+    "self",
+    "this",
+    "super",
+    "int",
+    "str",
+    "dict",
+    "list",
+    "bytes",
+];
+
+/// One leaf of the tree: its node and text, and what kind of token it is.
+struct Leaf<'t> {
+    node: Node<'t>,
     text: String,
+    /// A plain identifier (a variable's or a function's name, not a member's).
     identifier: bool,
+    /// A type's name (`int`, `String`): an identifier after it is being declared.
+    type_like: bool,
     line: usize,
-    /// The innermost block around it (a node id).
-    block: Option<usize>,
 }
 
 /// The names the code after the (blank) line of char index `cursor` reads, within
-/// the innermost function around it and the next [`LINES_BELOW`] lines, that
+/// the outermost function around it and the next [`LINES_BELOW`] lines, that
 /// - nothing in that function before the cursor line mentions (its parameters
 ///   included),
-/// - are not bound where they first appear below (`x = …`, `for x in`),
-/// - are not only called (`len(…)`: a function defined elsewhere),
+/// - nothing below binds (`x = …`, `for x in`, `int x;`, `x => …`), except in another
+///   branch as indented as the cursor line (`else: x = …`: it may be meant here too),
+/// - are not only called (`len(…)`: a function defined elsewhere), not capitalized
+///   (types, constants), not paths (`Vec::new`) and not well-known globals,
 /// - the file's top level does not mention (imports, globals, functions, types);
 ///
 /// in order of first use, at most [`MAX_NAMES`]. Empty outside a function.
@@ -67,7 +95,7 @@ pub fn unbound_names(tree: &Tree, text: &Rope, cursor: usize) -> Vec<String> {
     let cursor = cursor.min(text.len_chars());
     let line = text.char_to_line(cursor);
     let byte = text.char_to_byte(cursor);
-    let Some(function) = innermost_function(tree, byte) else {
+    let Some(function) = outermost_function(tree, byte) else {
         return Vec::new();
     };
     let line_start = text.line_to_byte(line);
@@ -76,25 +104,27 @@ pub fn unbound_names(tree: &Tree, text: &Rope, cursor: usize) -> Vec<String> {
     let below_end = text
         .line_to_byte((next_line + LINES_BELOW).min(text.len_lines()))
         .min(function.end_byte());
-    if below_start >= below_end {
+    if below_start >= below_end || line_start - function.start_byte() > MAX_BYTES_ABOVE {
         return Vec::new();
     }
-    let mut known: HashSet<String> = leaves(function, function.start_byte()..line_start, text)
+    let known: HashSet<String> = leaves(function, function.start_byte()..line_start, text)
         .into_iter()
         .filter(|leaf| leaf.identifier)
         .map(|leaf| leaf.text)
         .collect();
     let below = leaves(function, below_start..below_end, text);
-    // The block the cursor line is in: the next line's, when it is as indented (a
-    // line inserted among others), else the one tree-sitter puts the cursor in.
     let indent = |l: usize| {
         text.line(l)
             .chars()
             .take_while(|c| matches!(c, ' ' | '\t'))
             .count()
     };
-    let cursor_block = match below.first() {
-        Some(next) if next.line == next_line && indent(next_line) == indent(line) => next.block,
+    // The block the cursor line is in: the next line's, when it is as indented (a
+    // line inserted among others), else the one tree-sitter puts the cursor in.
+    let cursor_block_of = || match below.first() {
+        Some(next) if next.line == next_line && indent(next_line) == indent(line) => {
+            block_of(next.node)
+        }
         _ => tree
             .root_node()
             .descendant_for_byte_range(byte, byte)
@@ -106,11 +136,20 @@ pub fn unbound_names(tree: &Tree, text: &Rope, cursor: usize) -> Vec<String> {
                 }
             }),
     };
-    let mut uses: Vec<(String, bool)> = Vec::new(); // (name, called)
+    let cursor_block = std::cell::OnceCell::new();
+    let mut bound: HashSet<&str> = HashSet::new();
     for (i, leaf) in below.iter().enumerate() {
-        if !leaf.identifier {
-            continue;
+        if leaf.identifier && binds_here(&below, i) {
+            let other_branch = indent(leaf.line) == indent(line)
+                && block_of(leaf.node) != *cursor_block.get_or_init(cursor_block_of);
+            if !other_branch {
+                bound.insert(&leaf.text);
+            }
         }
+    }
+    let mut uses: Vec<(&str, bool)> = Vec::new(); // (name, called)
+    for (i, leaf) in below.iter().enumerate() {
+        let name = leaf.text.as_str();
         let before = i.checked_sub(1).map(|b| below[b].text.as_str());
         let after = below.get(i + 1).map(|a| a.text.as_str());
         // A member, or a type (`except KeyError`, `new Map`).
@@ -120,42 +159,46 @@ pub fn unbound_names(tree: &Tree, text: &Rope, cursor: usize) -> Vec<String> {
                 "." | "->" | "::" | "?." | "except" | "raise" | "new" | "instanceof"
             )
         };
-        if before.is_some_and(member_or_type) {
-            continue;
+        let skipped = !leaf.identifier
+            || before.is_some_and(member_or_type)
+            || matches!(after, Some("::" | "=" | ":="))
+            || name.starts_with(|c: char| c.is_uppercase())
+            || GLOBALS.contains(&name)
+            || known.contains(name)
+            || bound.contains(name);
+        if !skipped {
+            uses.push((name, after == Some("(")));
         }
-        let assigned = matches!(after, Some("=" | ":="));
-        let top = bracket_depth(&below, i) == 0;
-        let bound =
-            after_binding_word(&below, i) || binds_at_statement_start(&below, i) || assigned && top;
-        if bound {
-            // Bound in another branch as indented as the cursor line (`else: x = …`),
-            // it may still be meant to be bound here too.
-            if leaf.block == cursor_block || indent(leaf.line) != indent(line) {
-                known.insert(leaf.text.clone());
-            }
-            continue;
-        }
-        if known.contains(&leaf.text) || assigned {
-            // Known, or a keyword argument's name (`=` inside brackets).
-            continue;
-        }
-        uses.push((leaf.text.clone(), after == Some("(")));
     }
     if uses.is_empty() {
         return Vec::new();
     }
     let top_level = top_level_names(tree, text);
     let mut names: Vec<String> = Vec::new();
-    for (name, _) in &uses {
-        let only_called = uses.iter().filter(|(n, _)| n == name).all(|(_, c)| *c);
-        if !only_called && !names.contains(name) && !top_level.contains(name) {
-            names.push(name.clone());
+    for &(name, _) in &uses {
+        let only_called = uses.iter().filter(|(n, _)| *n == name).all(|(_, c)| *c);
+        if !only_called && !names.iter().any(|n| n == name) && !top_level.contains(name) {
+            names.push(name.to_owned());
             if names.len() == MAX_NAMES {
                 break;
             }
         }
     }
     names
+}
+
+/// Whether leaf `i` (an identifier) is being bound where it stands: after a binding
+/// word (`for x, y in`, `let (a, b)`), among an assignment's targets at the start of
+/// its line, before `=` or `:=` (also a C `for (int i = 0;`; a keyword argument's
+/// name counts too, which only makes fewer names unbound), before `=>` (a
+/// parameter), after `|` (a closure's) or after a type (`int n;`).
+fn binds_here(leaves: &[Leaf<'_>], i: usize) -> bool {
+    let before = i.checked_sub(1).map(|b| &leaves[b]);
+    let after = leaves.get(i + 1).map(|a| a.text.as_str());
+    after_binding_word(leaves, i)
+        || binds_at_statement_start(leaves, i)
+        || matches!(after, Some("=" | ":=" | "=>"))
+        || before.is_some_and(|b| b.type_like || b.text == "|")
 }
 
 /// The id of the innermost block node around `node`.
@@ -170,21 +213,23 @@ fn block_of(node: Node<'_>) -> Option<usize> {
     None
 }
 
-/// The innermost function node around byte `byte`.
-fn innermost_function(tree: &Tree, byte: usize) -> Option<Node<'_>> {
+/// The outermost function node around byte `byte`: a closure's code reads the names
+/// of the function it is in.
+fn outermost_function(tree: &Tree, byte: usize) -> Option<Node<'_>> {
     let mut node = tree.root_node().descendant_for_byte_range(byte, byte);
+    let mut outermost = None;
     while let Some(current) = node {
         if FUNCTION_KINDS.contains(&current.kind()) {
-            return Some(current);
+            outermost = Some(current);
         }
         node = current.parent();
     }
-    None
+    outermost
 }
 
 /// Whether leaf `i` (an identifier) follows a binding word, alone or in a list of
 /// names (`for key, value in`, `let (a, b)`).
-fn after_binding_word(leaves: &[Leaf], i: usize) -> bool {
+fn after_binding_word(leaves: &[Leaf<'_>], i: usize) -> bool {
     let line = leaves[i].line;
     for leaf in leaves[..i].iter().rev() {
         if leaf.line != line {
@@ -192,7 +237,7 @@ fn after_binding_word(leaves: &[Leaf], i: usize) -> bool {
         }
         match leaf.text.as_str() {
             word if BINDING_WORDS.contains(&word) => return true,
-            "," | "(" | ")" | "[" | "]" => {}
+            "," | "(" | ")" | "[" | "]" | "&" | "*" => {}
             _ if leaf.identifier => {}
             _ => return false,
         }
@@ -200,24 +245,10 @@ fn after_binding_word(leaves: &[Leaf], i: usize) -> bool {
     false
 }
 
-/// Brackets open at leaf `i` since the start of its line.
-fn bracket_depth(leaves: &[Leaf], i: usize) -> usize {
-    let line = leaves[i].line;
-    let mut depth = 0usize;
-    for leaf in leaves[..i].iter().rev().take_while(|l| l.line == line) {
-        match leaf.text.as_str() {
-            "(" | "[" | "{" => depth += 1,
-            ")" | "]" | "}" => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    depth
-}
-
 /// Whether leaf `i` (an identifier) is among the targets of an assignment that
 /// starts its line: only names, commas, brackets, declaration words and a type
 /// annotation before a `=` or `:=` (`a, b = …`, `let (x, y) = …`, `n: int = 0`).
-fn binds_at_statement_start(leaves: &[Leaf], i: usize) -> bool {
+fn binds_at_statement_start(leaves: &[Leaf<'_>], i: usize) -> bool {
     let line = leaves[i].line;
     let start = leaves[..i]
         .iter()
@@ -242,7 +273,7 @@ fn binds_at_statement_start(leaves: &[Leaf], i: usize) -> bool {
 
 /// The leaves of `node` that start within `range` (bytes), in order; comments are
 /// left out (their words are not code).
-fn leaves(node: Node<'_>, range: std::ops::Range<usize>, text: &Rope) -> Vec<Leaf> {
+fn leaves<'t>(node: Node<'t>, range: std::ops::Range<usize>, text: &Rope) -> Vec<Leaf<'t>> {
     let mut found = Vec::new();
     // An explicit stack: a pathological file's tree may be deeper than the stack.
     let mut stack = vec![node];
@@ -254,12 +285,13 @@ fn leaves(node: Node<'_>, range: std::ops::Range<usize>, text: &Rope) -> Vec<Lea
         if current.child_count() == 0 {
             if start >= range.start {
                 found.push(Leaf {
+                    node: current,
                     text: text
                         .byte_slice(start..end.min(text.len_bytes()))
                         .to_string(),
                     identifier: current.kind() == "identifier",
+                    type_like: current.kind().contains("type"),
                     line: text.byte_to_line(start),
-                    block: block_of(current),
                 });
             }
             continue;
@@ -273,15 +305,20 @@ fn leaves(node: Node<'_>, range: std::ops::Range<usize>, text: &Rope) -> Vec<Lea
     found
 }
 
-/// Top-level items longer than this are not read for names (a generated table).
+/// Most bytes of one top-level item read for names (a generated table's name is
+/// at its start).
 const MAX_TOP_LEVEL_ITEM_BYTES: usize = 4096;
 
+/// Most bytes of top-level items read for names in all.
+const MAX_TOP_LEVEL_BYTES: usize = 256 * 1024;
+
 /// Identifiers the file's top level mentions outside its functions and types:
-/// imports, globals and constants (from items up to [`MAX_TOP_LEVEL_ITEM_BYTES`]),
-/// and the names of its functions and types.
+/// imports, globals and constants (the first [`MAX_TOP_LEVEL_ITEM_BYTES`] of each
+/// item, [`MAX_TOP_LEVEL_BYTES`] in all), and the names of its functions and types.
 fn top_level_names(tree: &Tree, text: &Rope) -> HashSet<String> {
     let root = tree.root_node();
     let mut names = HashSet::new();
+    let mut read = 0;
     for i in 0..root.named_child_count() {
         let Some(item) = root.named_child(i) else {
             continue;
@@ -303,11 +340,15 @@ fn top_level_names(tree: &Tree, text: &Rope) -> HashSet<String> {
             }
             continue;
         }
-        if item.end_byte() - item.start_byte() > MAX_TOP_LEVEL_ITEM_BYTES {
-            continue;
+        let end = item
+            .end_byte()
+            .min(item.start_byte() + MAX_TOP_LEVEL_ITEM_BYTES);
+        read += end - item.start_byte();
+        if read > MAX_TOP_LEVEL_BYTES {
+            break;
         }
         names.extend(
-            leaves(item, item.start_byte()..item.end_byte(), text)
+            leaves(item, item.start_byte()..end, text)
                 .into_iter()
                 .filter(|leaf| leaf.identifier)
                 .map(|leaf| leaf.text),
@@ -368,6 +409,21 @@ mod tests {
         assert!(names("python", "|\nprint(res)\n").is_empty());
         let source = "def f():\n    return 1\n|\ndef g():\n    return res\n";
         assert!(names("python", source).is_empty());
+    }
+
+    #[test]
+    fn names_bound_anywhere_below_and_well_known_globals_are_not_unbound() {
+        let python = "def f(paths):\n    |\n    return [p.name for p in paths]\n";
+        assert!(names("python", python).is_empty());
+        // A closure reads the names of the function it is in.
+        let nested = "def f(paths):\n    out = []\n    def visit(p):\n        |\n        out.append(p)\n    return visit\n";
+        assert!(names("python", nested).is_empty());
+        let js = "function f(xs) {\n  |\n  const ids = xs.map(x => x.id);\n  console.log(ids, Math.max(1, 2));\n}\n";
+        assert!(names("javascript", js).is_empty());
+        let c = "int f(int n) {\n    |\n    char buf[256];\n    for (int i = 0; i < n; i++) {\n        buf[i] = 0;\n    }\n    return 0;\n}\n";
+        assert!(names("c", c).is_empty());
+        let rust = "fn f(xs: &[u32]) -> Vec<u32> {\n    |\n    let v = Vec::new();\n    xs.iter().map(|x| x * 2).chain(v).collect()\n}\n";
+        assert!(names("rust", rust).is_empty());
     }
 
     #[test]

@@ -326,15 +326,25 @@ impl<'m> Session<'m> {
                 let first_seed = names
                     .first()
                     .filter(|_| single)
-                    .and_then(|name| self.seed_tokens(name, &heal));
+                    .and_then(|name| self.seed_tokens(&request.context, name, &heal));
+                // The greedy answer's first token, chosen from the prompt's logits
+                // before an attempt overwrites them (a rewound cache does not bring
+                // them back).
+                let greedy_first = [if heal.is_empty() {
+                    LlamaToken(greedy(self.target.context.get_logits_ith(-1)).0)
+                } else {
+                    self.healing_token(&heal, LogitsAt(-1))
+                }];
                 // The answers to try, in order, each (first tokens, one line only);
                 // the last is kept whatever it gives.
                 let mut attempts: Vec<(&[LlamaToken], bool)> = Vec::new();
                 if single {
-                    attempts.push((&[], true));
+                    attempts.push((&greedy_first, true));
                     attempts.extend(first_seed.as_deref().map(|seed| (seed, true)));
+                    attempts.push((&greedy_first, false));
+                } else {
+                    attempts.push((&[], false));
                 }
-                attempts.push((&[], false));
                 let last = attempts.len() - 1;
                 let mut reason = StopReason::StopRule;
                 for (i, (forced, one_line)) in attempts.into_iter().enumerate() {
@@ -358,8 +368,14 @@ impl<'m> Session<'m> {
                         break;
                     }
                 }
+                if output.one_line {
+                    // What streamed past the line break is not the answer.
+                    let kept = output.answer().len();
+                    output.text.text.truncate(kept);
+                }
                 let greedy = output.answer().to_owned();
-                let seeds = if candidates::binds(&greedy, names) {
+                // A single answer has tried its seed already.
+                let seeds = if single || candidates::binds(&greedy, names) {
                     &[][..]
                 } else {
                     names
@@ -768,7 +784,7 @@ impl<'m> Session<'m> {
         let seeded: Vec<Vec<LlamaToken>> = alternatives
             .seeds
             .iter()
-            .filter_map(|seed| self.seed_tokens(seed, heal))
+            .filter_map(|name| self.seed_tokens(&request.context, name, heal))
             .collect();
         let wanted = (request.candidates as usize).max(1 + seeded.len());
         let starts = seeded.iter().map(|tokens| (tokens.as_slice(), true)).chain(
@@ -798,7 +814,9 @@ impl<'m> Session<'m> {
             let text = other.answer();
             let cut_short = matches!(reason, StopReason::TimeLimit | StopReason::ContextFull);
             let known = answers.iter().any(|a| a.trim_end() == text.trim_end());
-            if !cut_short && !known && !text.trim().is_empty() {
+            // A name's line that does not define it is no better than the model's own.
+            let undefined = one_line && !candidates::binds(text, alternatives.seeds);
+            if !cut_short && !known && !undefined && !text.trim().is_empty() {
                 answers.push(text.to_owned());
             }
         }
@@ -857,10 +875,16 @@ impl<'m> Session<'m> {
         Ok(total)
     }
 
-    /// The tokens an answer starting with `seed` begins with: those of the text
-    /// `heal` stands for (see token healing) and the seed; `None` when their text does
-    /// not start with `heal`.
-    fn seed_tokens(&self, seed: &str, heal: &[u8]) -> Option<Vec<LlamaToken>> {
+    /// The tokens an answer starting with `name` at `context` begins with: those of
+    /// the text `heal` stands for (see token healing) and `candidates::seed_text`;
+    /// `None` when their text does not start with `heal`.
+    fn seed_tokens(
+        &self,
+        context: &CompletionContext,
+        name: &str,
+        heal: &[u8],
+    ) -> Option<Vec<LlamaToken>> {
+        let seed = candidates::seed_text(context, name);
         let text = format!("{}{seed}", String::from_utf8_lossy(heal));
         let tokens: Vec<LlamaToken> = self
             .tokenizer
