@@ -65,13 +65,7 @@ pub fn best_first(scores: &[f64]) -> Vec<usize> {
 /// them among its targets.
 pub fn binds(answer: &str, names: &[String]) -> bool {
     let line = answer.lines().next().unwrap_or_default();
-    let bytes = line.as_bytes();
-    // The first `=` that is neither a comparison nor an operator's assignment.
-    let Some(equals) = (0..bytes.len()).find(|&i| {
-        bytes[i] == b'='
-            && !matches!(bytes.get(i + 1), Some(b'=' | b'>'))
-            && (i == 0 || !b"=<>!+-*/%&|^".contains(&bytes[i - 1]))
-    }) else {
+    let Some(equals) = assignment(line) else {
         return false;
     };
     let targets = line[..equals].strip_suffix(':').unwrap_or(&line[..equals]);
@@ -89,6 +83,23 @@ pub fn binds(answer: &str, names: &[String]) -> bool {
         && targets
             .split(|c: char| !(c.is_alphanumeric() || c == '_'))
             .any(|word| names.iter().any(|name| name == word))
+}
+
+/// Where the first `=` of `line` is that is neither a comparison, nor an operator's
+/// assignment (`+=`), nor an arrow (`=>`).
+fn assignment(line: &str) -> Option<usize> {
+    let bytes = line.as_bytes();
+    (0..bytes.len()).find(|&i| {
+        bytes[i] == b'='
+            && !matches!(bytes.get(i + 1), Some(b'=' | b'>'))
+            && (i == 0 || !b"=<>!+-*/%&|^".contains(&bytes[i - 1]))
+    })
+}
+
+/// Where the value starts in an answer whose first line is an assignment (just
+/// after its `=`).
+pub fn value_start(answer: &str) -> Option<usize> {
+    assignment(answer.lines().next().unwrap_or_default()).map(|at| at + 1)
 }
 
 /// The text a candidate for `name` starts with at `context`: the name, after the
@@ -176,6 +187,13 @@ mod tests {
         ] {
             assert!(!binds(no, &names), "{no}");
         }
+    }
+
+    #[test]
+    fn the_value_starts_after_the_assignments_equals_sign() {
+        assert_eq!(value_start("    seen = set()"), Some(10));
+        assert_eq!(value_start("x := 1\ny = 2"), Some(4));
+        assert_eq!(value_start("if a == b:"), None);
     }
 
     #[test]

@@ -309,9 +309,6 @@ impl<'m> Session<'m> {
             None => {
                 let generation_started = started + prompt_done;
                 let firsts = self.first_tokens(&heal, request.candidates);
-                // Rescoring needs the prompt's own logits, which generating overwrites.
-                let first_logits = (request.suffix_rescoring && firsts.len() > 1)
-                    .then(|| self.target.context.get_logits_ith(-1).to_vec());
                 // Names the code below needs defined: unless the first answer defines
                 // one, each starts a candidate of its own.
                 let names: &[String] = if request.unbound_seeds {
@@ -323,6 +320,11 @@ impl<'m> Session<'m> {
                 // if it defines one, else the first name's if that does, else the
                 // greedy answer in full after all.
                 let single = request.candidates <= 1 && !names.is_empty();
+                // Rescoring, and choosing a name's value, need the prompt's own
+                // logits, which generating overwrites.
+                let rescoring = request.suffix_rescoring && firsts.len() > 1;
+                let prompt_logits = (rescoring || !single && !names.is_empty())
+                    .then(|| self.target.context.get_logits_ith(-1).to_vec());
                 let first_seed = names
                     .first()
                     .filter(|_| single)
@@ -388,9 +390,10 @@ impl<'m> Session<'m> {
                         Alternatives {
                             seeds,
                             firsts: firsts.get(1..).unwrap_or_default(),
+                            prompt_logits: prompt_logits.as_deref(),
                         },
                         greedy,
-                        first_logits.as_deref(),
+                        prompt_logits.as_deref().filter(|_| rescoring),
                         generation_started,
                     )?;
                     order = candidates::binding_first(&order, &answers, names);
@@ -817,7 +820,20 @@ impl<'m> Session<'m> {
             // A name's line that does not define it is no better than the model's own.
             let undefined = one_line && !candidates::binds(text, alternatives.seeds);
             if !cut_short && !known && !undefined && !text.trim().is_empty() {
-                answers.push(text.to_owned());
+                let text = text.to_owned();
+                let text = match alternatives.prompt_logits.filter(|_| one_line) {
+                    Some(logits) => self.best_value(
+                        request,
+                        prompt,
+                        heal,
+                        logits,
+                        text,
+                        generation_started,
+                        generating_until,
+                    )?,
+                    None => text,
+                };
+                answers.push(text);
             }
         }
         self.rewind_to(prompt.len())?;
@@ -837,35 +853,139 @@ impl<'m> Session<'m> {
                 return Ok((answers, generated_order));
             }
             let text = format!("{heal}{answer}{following}");
-            scores.push(self.log_likelihood(prompt.len(), first_logits, &text)?);
+            scores.push(self.log_likelihood(prompt.len(), first_logits, &text, 0)?);
         }
         tracing::debug!(?answers, ?scores, "candidates rescored");
         let order = candidates::best_first(&scores);
         Ok((answers, order))
     }
 
-    /// The log-probability the model gives `text` right after the prompt (its first
-    /// `prompt_len` cached tokens), whose last token's logits are `first_logits`. The
-    /// cache is left holding the prompt.
+    /// The value of a name's `line` (`name = value`) that makes the text after the
+    /// cursor likeliest: the line up to its `=`, then each of the [`VALUE_BRANCHES`]
+    /// most likely next tokens continued greedily to the line's end, each scored by
+    /// the log-probability of the text after the cursor alone (not of its own
+    /// tokens, which favour the greedy value); ties and a lack of time keep `line`.
+    /// The cache is left holding the prompt.
+    #[allow(clippy::too_many_arguments)]
+    fn best_value(
+        &mut self,
+        request: &CompletionRequest,
+        prompt: &[Token],
+        heal: &[u8],
+        prompt_logits: &[f32],
+        line: String,
+        generation_started: Instant,
+        until: Duration,
+    ) -> Result<String, BackendError> {
+        let out_of_time = || generation_started.elapsed() >= until;
+        let Some(value_at) = candidates::value_start(&line) else {
+            return Ok(line);
+        };
+        let Some(head_tokens) = self.forced_tokens(&line[..value_at], heal) else {
+            return Ok(line);
+        };
+        self.rewind_to(prompt.len())?;
+        let ids: Vec<Token> = head_tokens.iter().map(|t| t.0).collect();
+        self.target.decode(&ids, false)?;
+        let mut branches: Vec<(f32, LlamaToken)> = Vec::with_capacity(VALUE_BRANCHES + 1);
+        for (id, &logit) in self.target.context.get_logits_ith(-1).iter().enumerate() {
+            if branches.len() < VALUE_BRANCHES || logit > branches[VALUE_BRANCHES - 1].0 {
+                let at = branches.partition_point(|&(l, _)| l >= logit);
+                branches.insert(at, (logit, LlamaToken(id as i32)));
+                branches.truncate(VALUE_BRANCHES);
+            }
+        }
+        let mut variants = vec![line];
+        for (_, branch) in branches {
+            if out_of_time() {
+                break;
+            }
+            self.rewind_to(prompt.len())?;
+            let mut forced = head_tokens.clone();
+            forced.push(branch);
+            let mut output = Output::new(request, false);
+            output.one_line = true;
+            let reason = self.answer(
+                request,
+                prompt,
+                heal,
+                &mut output,
+                generation_started,
+                &forced,
+            )?;
+            self.counters()
+                .generated_tokens
+                .fetch_add(output.generated as u64, Ordering::Relaxed);
+            let text = output.answer();
+            let complete = !matches!(reason, StopReason::TimeLimit | StopReason::ContextFull);
+            // Still an assignment at the same `=` (not `==`), and a new value.
+            let assigns = candidates::value_start(text) == Some(value_at);
+            if complete && assigns && !variants.iter().any(|v| v.trim_end() == text.trim_end()) {
+                variants.push(text.to_owned());
+            }
+        }
+        self.rewind_to(prompt.len())?;
+        let following = candidates::following_text(&request.context);
+        let heal_text = String::from_utf8_lossy(heal);
+        let mut scores = Vec::with_capacity(variants.len());
+        for variant in variants.iter().filter(|_| variants.len() > 1) {
+            if request.cancel.is_cancelled() {
+                return Err(BackendError::Cancelled);
+            }
+            if out_of_time() {
+                break;
+            }
+            let text = format!("{heal_text}{variant}{following}");
+            let after = heal_text.len() + variant.len();
+            scores.push(self.log_likelihood(prompt.len(), prompt_logits, &text, after)?);
+        }
+        if scores.len() < variants.len() {
+            return Ok(variants.swap_remove(0));
+        }
+        tracing::debug!(?variants, ?scores, "values scored");
+        let best = candidates::best_first(&scores)[0];
+        Ok(variants.swap_remove(best))
+    }
+
+    /// The log-probability the model gives the tokens of `text` that start at or
+    /// after byte `scored_from` (at most [`MAX_SCORED_TOKENS`] of them), `text` coming
+    /// right after the prompt (its first `prompt_len` cached tokens), whose last
+    /// token's logits are `first_logits`. The cache is left holding the prompt.
     fn log_likelihood(
         &mut self,
         prompt_len: usize,
         first_logits: &[f32],
         text: &str,
+        scored_from: usize,
     ) -> Result<f64, BackendError> {
         let mut tokens = self.tokenizer.tokenize(text);
+        // Where each token starts in `text`.
+        let mut starts = Vec::with_capacity(tokens.len());
+        let mut offset = 0;
+        for &token in &tokens {
+            starts.push(offset);
+            offset += self.piece(token).len();
+        }
+        let first_scored = starts.partition_point(|&start| start < scored_from);
         let room = self.target.n_ctx().saturating_sub(prompt_len + 2);
-        tokens.truncate(room.min(MAX_SCORED_TOKENS));
+        tokens.truncate(room.min(first_scored + MAX_SCORED_TOKENS));
         let Some(&first) = tokens.first() else {
             return Ok(0.0);
         };
-        let mut total = log_probability(first_logits, first);
+        let scored = |position: usize| starts[position] >= scored_from;
+        let mut total = if scored(0) {
+            log_probability(first_logits, first)
+        } else {
+            0.0
+        };
         self.rewind_to(prompt_len)?;
         let mut position = 1;
         for chunk in tokens.chunks(SCORE_CHUNK) {
             self.target.decode(chunk, true)?;
             for i in 0..chunk.len() {
-                if let Some(&next) = tokens.get(position) {
+                if let Some(&next) = tokens.get(position)
+                    && scored(position)
+                {
                     total += log_probability(self.target.context.get_logits_ith(i as i32), next);
                 }
                 position += 1;
@@ -884,8 +1004,13 @@ impl<'m> Session<'m> {
         name: &str,
         heal: &[u8],
     ) -> Option<Vec<LlamaToken>> {
-        let seed = candidates::seed_text(context, name);
-        let text = format!("{}{seed}", String::from_utf8_lossy(heal));
+        self.forced_tokens(&candidates::seed_text(context, name), heal)
+    }
+
+    /// The tokens of the text `heal` stands for followed by `text`, forced as an
+    /// answer's first tokens; `None` when their text does not start with `heal`.
+    fn forced_tokens(&self, text: &str, heal: &[u8]) -> Option<Vec<LlamaToken>> {
+        let text = format!("{}{text}", String::from_utf8_lossy(heal));
         let tokens: Vec<LlamaToken> = self
             .tokenizer
             .tokenize(&text)
@@ -940,12 +1065,19 @@ struct Alternatives<'a> {
     seeds: &'a [String],
     /// Next most likely first tokens, each of which starts a candidate.
     firsts: &'a [LlamaToken],
+    /// The prompt's last logits, to choose a seeded line's value by the text after
+    /// the cursor (see `Session::best_value`).
+    prompt_logits: Option<&'a [f32]>,
 }
+
+/// Values tried for a name's line: the model's most likely first tokens after `=`.
+const VALUE_BRANCHES: usize = 3;
 
 /// First tokens considered beyond the candidates wanted (some lead to the same answer).
 const FIRST_TOKENS_SPARE: usize = 2;
 
-/// Most tokens of a candidate and the text after it that rescoring decodes.
+/// Most tokens rescoring scores (of a candidate and the text after it, or of the
+/// text after a value alone).
 const MAX_SCORED_TOKENS: usize = 64;
 
 /// Tokens per decode call when rescoring (every one's logits are read).
