@@ -737,22 +737,9 @@ impl<'m> Session<'m> {
         }
         // More than the candidates wanted: some lead to the same answer.
         let wanted = n as usize + FIRST_TOKENS_SPARE;
-        let logits = self.target.context.get_logits_ith(-1);
-        let mut best: Vec<(f32, usize)> = Vec::with_capacity(wanted + 1);
-        for (id, &logit) in logits.iter().enumerate() {
-            if best.len() == wanted && logit <= best[wanted - 1].0 {
-                continue;
-            }
-            if !self.pieces[id].starts_with(heal) {
-                continue;
-            }
-            let at = best.partition_point(|&(l, _)| l >= logit);
-            best.insert(at, (logit, id));
-            best.truncate(wanted);
-        }
-        best.into_iter()
-            .map(|(_, id)| LlamaToken(id as i32))
-            .collect()
+        most_likely(self.target.context.get_logits_ith(-1), wanted, |id| {
+            self.pieces[id].starts_with(heal)
+        })
     }
 
     /// Generates the other candidates after the `greedy` one (its text cut by the stop
@@ -800,27 +787,12 @@ impl<'m> Session<'m> {
             if answers.len() >= wanted || generation_started.elapsed() >= generating_until {
                 break;
             }
-            self.rewind_to(prompt.len())?;
-            let mut other = Output::new(request, false);
-            other.one_line = one_line;
-            let reason = self.answer(
-                request,
-                prompt,
-                heal,
-                &mut other,
-                generation_started,
-                forced,
-            )?;
-            self.counters()
-                .generated_tokens
-                .fetch_add(other.generated as u64, Ordering::Relaxed);
-            let text = other.answer();
-            let cut_short = matches!(reason, StopReason::TimeLimit | StopReason::ContextFull);
+            let (text, cut_short) =
+                self.another_answer(request, prompt, heal, forced, one_line, generation_started)?;
             let known = answers.iter().any(|a| a.trim_end() == text.trim_end());
             // A name's line that does not define it is no better than the model's own.
-            let undefined = one_line && !candidates::binds(text, alternatives.seeds);
+            let undefined = one_line && !candidates::binds(&text, alternatives.seeds);
             if !cut_short && !known && !undefined && !text.trim().is_empty() {
-                let text = text.to_owned();
                 let text = match alternatives.prompt_logits.filter(|_| one_line) {
                     Some(logits) => self.best_value(
                         request,
@@ -860,6 +832,37 @@ impl<'m> Session<'m> {
         Ok((answers, order))
     }
 
+    /// One more answer from the prompt (the cache rewound to it), beginning with
+    /// `forced`, which must hold its first token (a rewound cache does not bring the
+    /// prompt's logits back), not streamed, ending at the first line break with
+    /// `one_line`: its text as the stop rules cut it, and whether a limit cut it short.
+    fn another_answer(
+        &mut self,
+        request: &CompletionRequest,
+        prompt: &[Token],
+        heal: &[u8],
+        forced: &[LlamaToken],
+        one_line: bool,
+        generation_started: Instant,
+    ) -> Result<(String, bool), BackendError> {
+        self.rewind_to(prompt.len())?;
+        let mut output = Output::new(request, false);
+        output.one_line = one_line;
+        let reason = self.answer(
+            request,
+            prompt,
+            heal,
+            &mut output,
+            generation_started,
+            forced,
+        )?;
+        self.counters()
+            .generated_tokens
+            .fetch_add(output.generated as u64, Ordering::Relaxed);
+        let cut_short = matches!(reason, StopReason::TimeLimit | StopReason::ContextFull);
+        Ok((output.answer().to_owned(), cut_short))
+    }
+
     /// The value of a name's `line` (`name = value`) that makes the text after the
     /// cursor likeliest: the line up to its `=`, then each of the [`VALUE_BRANCHES`]
     /// most likely next tokens continued greedily to the line's end, each scored by
@@ -887,41 +890,24 @@ impl<'m> Session<'m> {
         self.rewind_to(prompt.len())?;
         let ids: Vec<Token> = head_tokens.iter().map(|t| t.0).collect();
         self.target.decode(&ids, false)?;
-        let mut branches: Vec<(f32, LlamaToken)> = Vec::with_capacity(VALUE_BRANCHES + 1);
-        for (id, &logit) in self.target.context.get_logits_ith(-1).iter().enumerate() {
-            if branches.len() < VALUE_BRANCHES || logit > branches[VALUE_BRANCHES - 1].0 {
-                let at = branches.partition_point(|&(l, _)| l >= logit);
-                branches.insert(at, (logit, LlamaToken(id as i32)));
-                branches.truncate(VALUE_BRANCHES);
-            }
-        }
+        let branches = most_likely(
+            self.target.context.get_logits_ith(-1),
+            VALUE_BRANCHES,
+            |_| true,
+        );
         let mut variants = vec![line];
-        for (_, branch) in branches {
+        for branch in branches {
             if out_of_time() {
                 break;
             }
-            self.rewind_to(prompt.len())?;
             let mut forced = head_tokens.clone();
             forced.push(branch);
-            let mut output = Output::new(request, false);
-            output.one_line = true;
-            let reason = self.answer(
-                request,
-                prompt,
-                heal,
-                &mut output,
-                generation_started,
-                &forced,
-            )?;
-            self.counters()
-                .generated_tokens
-                .fetch_add(output.generated as u64, Ordering::Relaxed);
-            let text = output.answer();
-            let complete = !matches!(reason, StopReason::TimeLimit | StopReason::ContextFull);
+            let (text, cut_short) =
+                self.another_answer(request, prompt, heal, &forced, true, generation_started)?;
             // Still an assignment at the same `=` (not `==`), and a new value.
-            let assigns = candidates::value_start(text) == Some(value_at);
-            if complete && assigns && !variants.iter().any(|v| v.trim_end() == text.trim_end()) {
-                variants.push(text.to_owned());
+            let assigns = candidates::value_start(&text) == Some(value_at);
+            if !cut_short && assigns && !variants.iter().any(|v| v.trim_end() == text.trim_end()) {
+                variants.push(text);
             }
         }
         self.rewind_to(prompt.len())?;
@@ -1073,6 +1059,25 @@ struct Alternatives<'a> {
 /// Values tried for a name's line: the model's most likely first tokens after `=`.
 const VALUE_BRANCHES: usize = 3;
 
+/// The `n` tokens with the highest `logits` among those `allowed` (by id), best first.
+fn most_likely(logits: &[f32], n: usize, allowed: impl Fn(usize) -> bool) -> Vec<LlamaToken> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut best: Vec<(f32, usize)> = Vec::with_capacity(n + 1);
+    for (id, &logit) in logits.iter().enumerate() {
+        if best.len() == n && logit <= best[n - 1].0 || !allowed(id) {
+            continue;
+        }
+        let at = best.partition_point(|&(l, _)| l >= logit);
+        best.insert(at, (logit, id));
+        best.truncate(n);
+    }
+    best.into_iter()
+        .map(|(_, id)| LlamaToken(id as i32))
+        .collect()
+}
+
 /// First tokens considered beyond the candidates wanted (some lead to the same answer).
 const FIRST_TOKENS_SPARE: usize = 2;
 
@@ -1142,6 +1147,15 @@ impl Utf8Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn most_likely_keeps_the_best_allowed_tokens_best_first() {
+        let logits = [0.5, 3.0, -1.0, 2.0, 4.0];
+        let ids = |tokens: Vec<LlamaToken>| tokens.iter().map(|t| t.0).collect::<Vec<_>>();
+        assert_eq!(ids(most_likely(&logits, 2, |_| true)), [4, 1]);
+        assert_eq!(ids(most_likely(&logits, 3, |id| id != 4)), [1, 3, 0]);
+        assert!(most_likely(&logits, 0, |_| true).is_empty());
+    }
 
     #[test]
     fn log_probability_is_the_log_softmax_of_the_token() {
