@@ -95,3 +95,29 @@ fn a_blank_line_above_a_use_of_an_undefined_name_is_offered_its_definition_first
     assert!(first.starts_with("    out"), "{on:?}");
     assert!(defines_out(first.trim_start()), "{on:?}");
 }
+
+/// A blank line above lines like the one wanted: the shape of `rc`'s value is in
+/// plain sight only for a model that reads the code below.
+const PARALLEL: &str = "def to_hsv(r, g, b):\n    maxc = max(r, g, b)\n    minc = min(r, g, b)\n    rangec = (maxc-minc)\n    \n    gc = (maxc-g) / rangec\n    bc = (maxc-b) / rangec\n    if r == maxc:\n        return bc-gc\n    return rc-bc\n";
+
+/// Whether `text`'s first line gives `rc` a value shaped like those below it.
+fn like_the_lines_below(text: &str) -> bool {
+    let line = text.lines().next().unwrap_or_default().trim_end();
+    line.starts_with("rc = (maxc-") && line.ends_with(") / rangec")
+}
+
+#[test]
+fn an_invoked_request_writes_a_names_value_after_reading_the_code_below() {
+    // Time enough for every variant on a loaded machine: the test is about the value.
+    let options = json!({"promptTimeLimitMs": 0, "generationTimeLimitMs": 10000});
+    // An automatic request writes the line where it stands: its value is a guess.
+    let automatic = texts(options.clone(), PARALLEL, 4, 4, 2);
+    let first = automatic.first().map(String::as_str).unwrap_or_default();
+    assert!(first.starts_with("rc ="), "{automatic:?}");
+    assert!(!like_the_lines_below(first), "{automatic:?}");
+    // An invoked one also writes it after the lines below, and keeps the value after
+    // which they are likeliest.
+    let invoked = texts(options, PARALLEL, 4, 4, 1);
+    let first = invoked.first().map(String::as_str).unwrap_or_default();
+    assert!(like_the_lines_below(first), "{invoked:?}");
+}

@@ -60,10 +60,12 @@ pub fn best_first(scores: &[f64]) -> Vec<usize> {
     order
 }
 
-/// Whether `answer`'s first line binds one of `names`: an assignment or declaration
-/// (`x = …`, `a, b = …`, `let mut x: T = …`, `x := …`, `int x = …`) with one of
-/// them among its targets.
-pub fn binds(answer: &str, names: &[String]) -> bool {
+/// Whether `answer`'s first line defines one of `names` (names nothing above the
+/// cursor defines): an assignment or declaration (`x = …`, `a, b = …`,
+/// `let mut x: T = …`, `x := …`, `int x = …`) with one of them among its targets
+/// and none of them read by its value (`x = x + 1` and `x = ctx[x]` read a name not
+/// defined yet).
+pub fn defines(answer: &str, names: &[String]) -> bool {
     let line = answer.lines().next().unwrap_or_default();
     let Some(equals) = assignment(line) else {
         return false;
@@ -78,11 +80,29 @@ pub fn binds(answer: &str, names: &[String]) -> bool {
     let call = targets.char_indices().any(|(i, c)| {
         matches!(c, '(' | '[') && targets[..i].ends_with(|p: char| p.is_alphanumeric() || p == '_')
     });
+    let named = |word: &str| names.iter().any(|name| name == word);
     targets.chars().all(allowed)
         && !call
-        && targets
-            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-            .any(|word| names.iter().any(|name| name == word))
+        && words(targets).any(|(_, word)| named(word))
+        && !variables(&line[equals + 1..]).any(named)
+}
+
+/// The words of `text` (runs of letters, digits and `_`), each with its byte offset.
+fn words(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|word| !word.is_empty())
+        .map(move |word| (word.as_ptr() as usize - text.as_ptr() as usize, word))
+}
+
+/// The words of `code` that may be variables: not members (after `.`) and not
+/// starting with a digit.
+fn variables(code: &str) -> impl Iterator<Item = &str> {
+    words(code)
+        .filter(|(at, word)| {
+            !code[..*at].trim_end().ends_with('.')
+                && !word.starts_with(|c: char| c.is_ascii_digit())
+        })
+        .map(|(_, word)| word)
 }
 
 /// Where the first `=` of `line` is that is neither a comparison, nor an operator's
@@ -119,12 +139,12 @@ pub fn seed_text(context: &CompletionContext, name: &str) -> String {
     format!("{missing}{name}")
 }
 
-/// `order` (indices into `answers`) with the answers that bind one of `names` (see
-/// [`binds`]) moved to the front, each group in its order: a line that defines what
+/// `order` (indices into `answers`) with the answers that define one of `names` (see
+/// [`defines`]) moved to the front, each group in its order: a line that defines what
 /// the code below uses but nothing above defines is the likeliest one wanted there.
 pub fn binding_first(order: &[usize], answers: &[String], names: &[String]) -> Vec<usize> {
     let (mut first, rest): (Vec<usize>, Vec<usize>) =
-        order.iter().partition(|&&i| binds(&answers[i], names));
+        order.iter().partition(|&&i| defines(&answers[i], names));
     first.extend(rest);
     first
 }
@@ -160,7 +180,7 @@ mod tests {
     }
 
     #[test]
-    fn an_answer_binds_a_name_it_assigns_or_declares() {
+    fn an_answer_defines_a_name_it_assigns_or_declares_without_reading_it() {
         let names = ["res".to_owned(), "total".to_owned()];
         for yes in [
             "res = []",
@@ -169,8 +189,9 @@ mod tests {
             "total := 0",
             "int total = 0;",
             "res: list[int] = []\nmore",
+            "res = self.res + other.total",
         ] {
-            assert!(binds(yes, &names), "{yes}");
+            assert!(defines(yes, &names), "{yes}");
         }
         for no in [
             "result = []",
@@ -183,9 +204,12 @@ mod tests {
             "f(res=1)",
             "res[0] = 1",
             "res => res + 1",
+            "res = res + 1",
+            "total = ctx[total]",
+            "res = ' '.join(res)",
             "",
         ] {
-            assert!(!binds(no, &names), "{no}");
+            assert!(!defines(no, &names), "{no}");
         }
     }
 

@@ -13,6 +13,7 @@
 //! ever called is a function defined elsewhere.
 
 use std::collections::HashSet;
+use std::ops::Range;
 
 use ropey::Rope;
 use tree_sitter::{Node, Tree};
@@ -83,9 +84,12 @@ struct Leaf<'t> {
 /// The names the code after the (blank) line of char index `cursor` reads, within
 /// the outermost function around it and the next [`LINES_BELOW`] lines, that
 /// - nothing in that function before the cursor line mentions (its parameters
-///   included),
-/// - nothing below binds (`x = …`, `for x in`, `int x;`, `x => …`), except in another
-///   branch as indented as the cursor line (`else: x = …`: it may be meant here too),
+///   included), except inside a block that ended with a `return`, `raise` or
+///   `throw` (what it bound does not reach the cursor),
+/// - no binding below defines where they are read (see [`Reach`]): a name read
+///   before its assignment (`if copier:` above `copier = …`, `x = x + 1`), or after
+///   it is bound only in a branch (`if o: tabs = True` then `if tabs:`), still
+///   counts,
 /// - are not only called (`len(…)`: a function defined elsewhere), not capitalized
 ///   (types, constants), not paths (`Vec::new`) and not well-known globals,
 /// - the file's top level does not mention (imports, globals, functions, types);
@@ -109,44 +113,11 @@ pub fn unbound_names(tree: &Tree, text: &Rope, cursor: usize) -> Vec<String> {
     }
     let known: HashSet<String> = leaves(function, function.start_byte()..line_start, text)
         .into_iter()
-        .filter(|leaf| leaf.identifier)
+        .filter(|leaf| leaf.identifier && !in_exited_block(leaf.node, line_start))
         .map(|leaf| leaf.text)
         .collect();
     let below = leaves(function, below_start..below_end, text);
-    let indent = |l: usize| {
-        text.line(l)
-            .chars()
-            .take_while(|c| matches!(c, ' ' | '\t'))
-            .count()
-    };
-    // The block the cursor line is in: the next line's, when it is as indented (a
-    // line inserted among others), else the one tree-sitter puts the cursor in.
-    let cursor_block_of = || match below.first() {
-        Some(next) if next.line == next_line && indent(next_line) == indent(line) => {
-            block_of(next.node)
-        }
-        _ => tree
-            .root_node()
-            .descendant_for_byte_range(byte, byte)
-            .and_then(|node| {
-                if BLOCK_KINDS.contains(&node.kind()) {
-                    Some(node.id())
-                } else {
-                    block_of(node)
-                }
-            }),
-    };
-    let cursor_block = std::cell::OnceCell::new();
-    let mut bound: HashSet<&str> = HashSet::new();
-    for (i, leaf) in below.iter().enumerate() {
-        if leaf.identifier && binds_here(&below, i) {
-            let other_branch = indent(leaf.line) == indent(line)
-                && block_of(leaf.node) != *cursor_block.get_or_init(cursor_block_of);
-            if !other_branch {
-                bound.insert(&leaf.text);
-            }
-        }
-    }
+    let reaches = reaches(&below);
     let mut uses: Vec<(&str, bool)> = Vec::new(); // (name, called)
     for (i, leaf) in below.iter().enumerate() {
         let name = leaf.text.as_str();
@@ -161,11 +132,14 @@ pub fn unbound_names(tree: &Tree, text: &Rope, cursor: usize) -> Vec<String> {
         };
         let skipped = !leaf.identifier
             || before.is_some_and(member_or_type)
-            || matches!(after, Some("::" | "=" | ":="))
+            || after == Some("::")
             || name.starts_with(|c: char| c.is_uppercase())
             || GLOBALS.contains(&name)
             || known.contains(name)
-            || bound.contains(name);
+            || binds_here(&below, i)
+            || reaches
+                .iter()
+                .any(|reach| reach.name == name && reach.covers(leaf.node));
         if !skipped {
             uses.push((name, after == Some("(")));
         }
@@ -187,6 +161,157 @@ pub fn unbound_names(tree: &Tree, text: &Rope, cursor: usize) -> Vec<String> {
     names
 }
 
+/// Where a binding below defines its name: the reads inside `within` (bytes) that
+/// start at `from` or later.
+///
+/// - A parameter or loop variable (`for x in`, `|x|`, `x =>`) is defined from where
+///   it stands to the end of its block.
+/// - An assignment's target (`x = …`, `int x = …;`, `x := …`) from the end of the
+///   assignment: its own value reads the name as it was before.
+/// - A comprehension's variable (`[p.name for p in ps]`) in the whole comprehension.
+/// - A name assigned in two branches of one `if` (`if c: x = 1` / `else: x = 2`) is
+///   also defined after the `if`, in the block around it. One assigned in only one
+///   branch, or in a loop's body, is not: the code after may run without it.
+struct Reach<'a> {
+    name: &'a str,
+    from: usize,
+    within: Range<usize>,
+}
+
+impl Reach<'_> {
+    fn covers(&self, node: Node<'_>) -> bool {
+        node.start_byte() >= self.from.max(self.within.start) && node.end_byte() <= self.within.end
+    }
+}
+
+/// The reach of every binding among `below`.
+fn reaches<'a>(below: &'a [Leaf<'_>]) -> Vec<Reach<'a>> {
+    let mut reaches = Vec::new();
+    // Per name, the `if` whose branches bind it: (name, the if, its branch's block).
+    let mut branches: Vec<(&str, Node<'_>, usize)> = Vec::new();
+    for (i, leaf) in below.iter().enumerate() {
+        if !leaf.identifier || !binds_here(below, i) {
+            continue;
+        }
+        let after = below.get(i + 1).map(|a| a.text.as_str());
+        let assigned = matches!(after, Some("=" | ":=")) || binds_at_statement_start(below, i);
+        let name = leaf.text.as_str();
+        let mut from = leaf.node.end_byte();
+        let mut statement_found = !assigned;
+        let mut block = None;
+        let mut current = leaf.node.parent();
+        while let Some(node) = current {
+            let kind = node.kind();
+            if kind.contains("comprehension") || kind == "generator_expression" {
+                from = node.start_byte();
+                block = Some(node);
+                break;
+            }
+            if BLOCK_KINDS.contains(&kind) {
+                block = Some(node);
+                break;
+            }
+            if !statement_found
+                && ["assignment", "declarator", "declaration"]
+                    .iter()
+                    .any(|k| kind.contains(k))
+            {
+                from = node.end_byte();
+                statement_found = true;
+            }
+            current = node.parent();
+        }
+        let Some(block) = block else {
+            continue;
+        };
+        reaches.push(Reach {
+            name,
+            from,
+            within: block.byte_range(),
+        });
+        if let Some(branching) = enclosing_if(block) {
+            branches.push((name, branching, block.id()));
+        }
+    }
+    for (k, &(name, branching, block)) in branches.iter().enumerate() {
+        let first_of_its_if = !branches[..k]
+            .iter()
+            .any(|&(n, b, _)| n == name && b.id() == branching.id());
+        let other_branch = branches[k + 1..]
+            .iter()
+            .any(|&(n, b, other)| n == name && b.id() == branching.id() && other != block);
+        if first_of_its_if
+            && other_branch
+            && let Some(around) = block_around(branching)
+        {
+            reaches.push(Reach {
+                name,
+                from: branching.end_byte(),
+                within: around.byte_range(),
+            });
+        }
+    }
+    reaches
+}
+
+/// The `if` of which `block` is a branch (its body, an `elif`'s or an `else`'s).
+fn enclosing_if(block: Node<'_>) -> Option<Node<'_>> {
+    let mut current = block.parent();
+    while let Some(node) = current {
+        match node.kind() {
+            "if_statement" | "if_expression" => return Some(node),
+            "else_clause" | "elif_clause" | "else" => current = node.parent(),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The innermost block node around `node`.
+fn block_around(node: Node<'_>) -> Option<Node<'_>> {
+    let mut current = node.parent();
+    while let Some(ancestor) = current {
+        if BLOCK_KINDS.contains(&ancestor.kind()) {
+            return Some(ancestor);
+        }
+        current = ancestor.parent();
+    }
+    None
+}
+
+/// Whether `node` is inside a block that ends before byte `before` with a `return`,
+/// `raise` or `throw`: what is bound there does not reach past it.
+fn in_exited_block(node: Node<'_>, before: usize) -> bool {
+    let mut current = node.parent();
+    while let Some(ancestor) = current {
+        if ancestor.end_byte() > before {
+            // Ancestors only grow: the rest reach the cursor.
+            return false;
+        }
+        if BLOCK_KINDS.contains(&ancestor.kind()) && ends_in_exit(ancestor) {
+            return true;
+        }
+        current = ancestor.parent();
+    }
+    false
+}
+
+/// Whether a block's last statement leaves the function (`return`, `raise`,
+/// `throw`, also as a Rust expression statement).
+fn ends_in_exit(block: Node<'_>) -> bool {
+    let last = (0..block.named_child_count())
+        .rev()
+        .filter_map(|i| block.named_child(i))
+        .find(|child| !child.kind().contains("comment"));
+    let exits = |node: Node<'_>| {
+        let kind = node.kind();
+        ["return", "raise", "throw"]
+            .iter()
+            .any(|k| kind.starts_with(k))
+    };
+    last.is_some_and(|statement| exits(statement) || statement.named_child(0).is_some_and(exits))
+}
+
 /// Whether leaf `i` (an identifier) is being bound where it stands: after a binding
 /// word (`for x, y in`, `let (a, b)`), among an assignment's targets at the start of
 /// its line, before `=` or `:=` (also a C `for (int i = 0;`; a keyword argument's
@@ -199,18 +324,6 @@ fn binds_here(leaves: &[Leaf<'_>], i: usize) -> bool {
         || binds_at_statement_start(leaves, i)
         || matches!(after, Some("=" | ":=" | "=>"))
         || before.is_some_and(|b| b.type_like || b.text == "|")
-}
-
-/// The id of the innermost block node around `node`.
-fn block_of(node: Node<'_>) -> Option<usize> {
-    let mut current = node.parent();
-    while let Some(ancestor) = current {
-        if BLOCK_KINDS.contains(&ancestor.kind()) {
-            return Some(ancestor.id());
-        }
-        current = ancestor.parent();
-    }
-    None
 }
 
 /// The outermost function node around byte `byte`: a closure's code reads the names
@@ -424,6 +537,47 @@ mod tests {
         assert!(names("c", c).is_empty());
         let rust = "fn f(xs: &[u32]) -> Vec<u32> {\n    |\n    let v = Vec::new();\n    xs.iter().map(|x| x * 2).chain(v).collect()\n}\n";
         assert!(names("rust", rust).is_empty());
+    }
+
+    #[test]
+    fn a_name_read_before_its_assignment_or_by_it_is_unbound() {
+        // `copier` is read before it is assigned; `count` by its own assignment.
+        let source = "def f(x, cls):\n    |\n    if copier:\n        return copier(x)\n    copier = getattr(cls, 'copy', None)\n    count = count + 1\n    return count\n";
+        assert_eq!(names("python", source), ["copier", "count"]);
+        let rust = "fn f(xs: &[u32]) -> u32 {\n    |\n    let total = total + xs.len() as u32;\n    total\n}\n";
+        assert_eq!(names("rust", rust), ["total"]);
+    }
+
+    #[test]
+    fn a_name_bound_only_in_one_branch_or_a_loop_is_unbound_after_it() {
+        let source = "def f(opts):\n    deco = False\n    |\n    for o in opts:\n        if o == '-t': tabs = True\n        if o == '-d': deco = True\n    if tabs and deco:\n        return 2\n";
+        assert_eq!(names("python", source), ["tabs"]);
+        let js = "function f(xs) {\n  |\n  for (const x of xs) {\n    if (x > 0) { last = x; }\n  }\n  return last;\n}\n";
+        assert_eq!(names("javascript", js), ["last"]);
+    }
+
+    #[test]
+    fn a_name_bound_in_every_branch_or_in_a_loop_it_is_read_in_is_bound() {
+        let source = "def f(c, items):\n    |\n    if c:\n        y = 1\n    else:\n        y = 2\n    for item in items:\n        print(item, y)\n";
+        assert!(
+            names("python", source).is_empty(),
+            "{:?}",
+            names("python", source)
+        );
+        let go = "package main\n\nfunc f(c bool) int {\n\t|\n\tif c {\n\t\tn := 1\n\t\treturn n\n\t}\n\treturn 0\n}\n";
+        assert!(names("go", go).is_empty(), "{:?}", names("go", go));
+    }
+
+    #[test]
+    fn what_a_block_that_returned_bound_does_not_reach_the_cursor() {
+        // `it` is bound above only in a branch that returns.
+        let source = "def f(n, iterable):\n    if n == 1:\n        it = iter(iterable)\n        return [min(it)]\n    |\n    result = [x for x in it]\n    return result\n";
+        assert_eq!(names("python", source), ["it"]);
+        // A branch that does not return leaves its names known.
+        let kept = "def f(n, iterable):\n    if n == 1:\n        it = iter(iterable)\n    |\n    result = [x for x in it]\n    return result\n";
+        assert!(names("python", kept).is_empty());
+        let js = "function f(n, xs) {\n  if (n === 1) {\n    const it = xs.values();\n    return [it.next()];\n  }\n  |\n  return Array.from(it);\n}\n";
+        assert_eq!(names("javascript", js), ["it"]);
     }
 
     #[test]

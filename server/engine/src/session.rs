@@ -366,7 +366,7 @@ impl<'m> Session<'m> {
                         generation_started,
                         forced,
                     )?;
-                    if i == last || candidates::binds(output.answer(), names) {
+                    if i == last || candidates::defines(output.answer(), names) {
                         break;
                     }
                 }
@@ -377,7 +377,7 @@ impl<'m> Session<'m> {
                 }
                 let greedy = output.answer().to_owned();
                 // A single answer has tried its seed already.
-                let seeds = if single || candidates::binds(&greedy, names) {
+                let seeds = if single || candidates::defines(&greedy, names) {
                     &[][..]
                 } else {
                     names
@@ -791,7 +791,7 @@ impl<'m> Session<'m> {
                 self.another_answer(request, prompt, heal, forced, one_line, generation_started)?;
             let known = answers.iter().any(|a| a.trim_end() == text.trim_end());
             // A name's line that does not define it is no better than the model's own.
-            let undefined = one_line && !candidates::binds(&text, alternatives.seeds);
+            let undefined = one_line && !candidates::defines(&text, alternatives.seeds);
             if !cut_short && !known && !undefined && !text.trim().is_empty() {
                 let text = match alternatives.prompt_logits.filter(|_| one_line) {
                     Some(logits) => self.best_value(
@@ -799,6 +799,7 @@ impl<'m> Session<'m> {
                         prompt,
                         heal,
                         logits,
+                        alternatives.seeds,
                         text,
                         generation_started,
                         generating_until,
@@ -863,12 +864,14 @@ impl<'m> Session<'m> {
         Ok((output.answer().to_owned(), cut_short))
     }
 
-    /// The value of a name's `line` (`name = value`) that makes the text after the
-    /// cursor likeliest: the line up to its `=`, then each of the [`VALUE_BRANCHES`]
-    /// most likely next tokens continued greedily to the line's end, each scored by
-    /// the log-probability of the text after the cursor alone (not of its own
-    /// tokens, which favour the greedy value); ties and a lack of time keep `line`.
-    /// The cache is left holding the prompt.
+    /// The value of a name's `line` (`name = value`, one of `names`) that makes the
+    /// text after the cursor likeliest: the line up to its `=`, then each of the
+    /// [`VALUE_BRANCHES`] most likely next tokens continued greedily to the line's
+    /// end, and the line as the model writes it after reading the code below
+    /// ([`Session::value_after_the_code_below`]); those that read the name they
+    /// define dropped, each scored by the log-probability of the text after the
+    /// cursor alone (not of its own tokens, which favour the greedy value); ties and
+    /// a lack of time keep `line`. The cache is left holding the prompt.
     #[allow(clippy::too_many_arguments)]
     fn best_value(
         &mut self,
@@ -876,6 +879,7 @@ impl<'m> Session<'m> {
         prompt: &[Token],
         heal: &[u8],
         prompt_logits: &[f32],
+        names: &[String],
         line: String,
         generation_started: Instant,
         until: Duration,
@@ -895,6 +899,13 @@ impl<'m> Session<'m> {
             VALUE_BRANCHES,
             |_| true,
         );
+        // Still an assignment at the same `=` (not `==`) defining a name, and a new
+        // value.
+        let wanted = |variants: &[String], text: &str| {
+            candidates::value_start(text) == Some(value_at)
+                && candidates::defines(text, names)
+                && !variants.iter().any(|v| v.trim_end() == text.trim_end())
+        };
         let mut variants = vec![line];
         for branch in branches {
             if out_of_time() {
@@ -904,9 +915,19 @@ impl<'m> Session<'m> {
             forced.push(branch);
             let (text, cut_short) =
                 self.another_answer(request, prompt, heal, &forced, true, generation_started)?;
-            // Still an assignment at the same `=` (not `==`), and a new value.
-            let assigns = candidates::value_start(&text) == Some(value_at);
-            if !cut_short && assigns && !variants.iter().any(|v| v.trim_end() == text.trim_end()) {
+            if !cut_short && wanted(&variants, &text) {
+                variants.push(text);
+            }
+        }
+        if !out_of_time() {
+            let read_ahead = self.value_after_the_code_below(
+                request,
+                prompt,
+                heal,
+                &variants[0][..value_at],
+                generation_started,
+            )?;
+            if let Some(text) = read_ahead.filter(|text| wanted(&variants, text)) {
                 variants.push(text);
             }
         }
@@ -931,6 +952,71 @@ impl<'m> Session<'m> {
         tracing::debug!(?variants, ?scores, "values scored");
         let best = candidates::best_first(&scores)[0];
         Ok(variants.swap_remove(best))
+    }
+
+    /// The line starting with `head` (a name's line up to its `=`) as the model
+    /// writes it after reading the code below: after the prompt come the text after
+    /// the cursor (see `candidates::following_text`) and then the cursor line's
+    /// start and `head`, continued greedily to the line's end. A prefix-only model
+    /// sees there how the name is used (and lines like it: `gc = (maxc-g) / rangec`
+    /// below `rc = `). `None` when there is no room or time. The cache is left
+    /// holding the prompt.
+    fn value_after_the_code_below(
+        &mut self,
+        request: &CompletionRequest,
+        prompt: &[Token],
+        heal: &[u8],
+        head: &str,
+        generation_started: Instant,
+    ) -> Result<Option<String>, BackendError> {
+        let mut following = format!(
+            "{}{}",
+            String::from_utf8_lossy(heal),
+            candidates::following_text(&request.context)
+        );
+        if !following.ends_with('\n') {
+            following.push('\n');
+        }
+        let below = self.tokenizer.tokenize(&following);
+        let line_prefix = &request.context.line_prefix;
+        let forced: Vec<LlamaToken> = self
+            .tokenizer
+            .tokenize(&format!("{line_prefix}{head}"))
+            .into_iter()
+            .map(LlamaToken)
+            .collect();
+        let room = self.target.n_ctx().saturating_sub(prompt.len() + 2);
+        if below.len() + forced.len() + MAX_VALUE_TOKENS > room {
+            return Ok(None);
+        }
+        self.rewind_to(prompt.len())?;
+        for chunk in below.chunks(PROMPT_CHUNK) {
+            if request.cancel.is_cancelled() {
+                return Err(BackendError::Cancelled);
+            }
+            self.target.decode(chunk, false)?;
+        }
+        let read_prompt: Vec<Token> = prompt.iter().chain(&below).copied().collect();
+        let mut output = Output::new(request, false);
+        output.one_line = true;
+        let reason = self.answer(
+            request,
+            &read_prompt,
+            &[],
+            &mut output,
+            generation_started,
+            &forced,
+        )?;
+        self.counters()
+            .generated_tokens
+            .fetch_add(output.generated as u64, Ordering::Relaxed);
+        self.rewind_to(prompt.len())?;
+        let cut_short = matches!(reason, StopReason::TimeLimit | StopReason::ContextFull);
+        Ok(output
+            .answer()
+            .strip_prefix(line_prefix.as_str())
+            .filter(|_| !cut_short)
+            .map(str::to_owned))
     }
 
     /// The log-probability the model gives the tokens of `text` that start at or
@@ -1058,6 +1144,10 @@ struct Alternatives<'a> {
 
 /// Values tried for a name's line: the model's most likely first tokens after `=`.
 const VALUE_BRANCHES: usize = 3;
+
+/// Room left for a value written after the code below (see
+/// `Session::value_after_the_code_below`).
+const MAX_VALUE_TOKENS: usize = 48;
 
 /// The `n` tokens with the highest `logits` among those `allowed` (by id), best first.
 fn most_likely(logits: &[f32], n: usize, allowed: impl Fn(usize) -> bool) -> Vec<LlamaToken> {
