@@ -124,6 +124,12 @@ pub struct LspServer {
     /// (a just-opened file's first screen, computed after the cursor it was then
     /// focused at) does not run.
     warms_asked: Arc<AtomicU64>,
+    /// Held by a warm while it checks it is the newest and builds its context: the
+    /// context caches the document's preamble, which the next requests reuse, so
+    /// a superseded warm must not build it after a newer one did (the request at the
+    /// focused cursor would then get the preamble of the file's first screen, and
+    /// none of the prompt the newer warm decoded).
+    warm_contexts: Arc<Mutex<()>>,
 }
 
 /// What `initialize` decided.
@@ -233,6 +239,7 @@ pub fn service(
         remotes: remotes_reporting_to(&client),
         announced_source: Mutex::new(None),
         warms_asked: Arc::new(AtomicU64::new(0)),
+        warm_contexts: Arc::new(Mutex::new(())),
         client,
         flag_overrides: flags.clone(),
         session: OnceLock::new(),
@@ -399,7 +406,7 @@ impl LspServer {
         let (sources, key) = (self.context_sources(), key.to_owned());
         let prefix_tokens = self.settings().engine.budget.prefix_tokens;
         let encoding = self.encoding();
-        let warms_asked = self.warms_asked.clone();
+        let (warms_asked, warm_contexts) = (self.warms_asked.clone(), self.warm_contexts.clone());
         let ticket = warms_asked.fetch_add(1, Ordering::SeqCst) + 1;
         tokio::spawn(async move {
             if !suggester.backend().ready_within(WARM_LOAD_WAIT).await {
@@ -409,15 +416,21 @@ impl LspServer {
             let Some(document) = lock(&sources.documents).get(&key).cloned() else {
                 return;
             };
-            let warmed = suggest::contain_panic(|| {
-                let cursor = match position {
-                    Some(position) => {
-                        positions::char_index(&document.text, from_position(position), encoding)
-                    }
-                    None => context::opening_cursor(&document.text, prefix_tokens),
-                };
-                sources.context(&key, &document, cursor)
-            });
+            let warmed = {
+                let _building = lock(&warm_contexts);
+                if warms_asked.load(Ordering::SeqCst) != ticket {
+                    return;
+                }
+                suggest::contain_panic(|| {
+                    let cursor = match position {
+                        Some(position) => {
+                            positions::char_index(&document.text, from_position(position), encoding)
+                        }
+                        None => context::opening_cursor(&document.text, prefix_tokens),
+                    };
+                    sources.context(&key, &document, cursor)
+                })
+            };
             let superseded = warms_asked.load(Ordering::SeqCst) != ticket;
             if let (Ok(context), false) = (warmed, superseded) {
                 suggester.warm(context, key).await;

@@ -121,3 +121,19 @@ fn an_invoked_request_writes_a_names_value_after_reading_the_code_below() {
     let first = invoked.first().map(String::as_str).unwrap_or_default();
     assert!(like_the_lines_below(first), "{invoked:?}");
 }
+
+/// A line that opens a block whose body reads `c`, which nothing above defines.
+const LOOP: &str = "def depth(paren_string):\n    \"\"\"The deepest nesting of the parentheses.\"\"\"\n    depth = 0\n    deepest = 0\n    \n        if c == '(':\n            depth += 1\n            deepest = max(depth, deepest)\n        elif c == ')':\n            depth -= 1\n    return deepest\n";
+
+#[test]
+fn a_line_opening_a_block_that_reads_an_undefined_name_is_offered_a_loop_over_it() {
+    let options = |on: bool| json!({"promptTimeLimitMs": 0, "generationTimeLimitMs": 3000, "unboundNames": on});
+    let loops_over_c = |text: &str| text.trim_start().starts_with("for c in ");
+    let off = texts(options(false), LOOP, 4, 4, 2);
+    assert!(!off.first().is_some_and(|t| loops_over_c(t)), "{off:?}");
+    for trigger_kind in [2, 1] {
+        let on = texts(options(true), LOOP, 4, 4, trigger_kind);
+        let first = on.first().map(String::as_str).unwrap_or_default();
+        assert!(loops_over_c(first), "trigger {trigger_kind}: {on:?}");
+    }
+}

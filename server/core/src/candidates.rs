@@ -61,12 +61,17 @@ pub fn best_first(scores: &[f64]) -> Vec<usize> {
 }
 
 /// Whether `answer`'s first line defines one of `names` (names nothing above the
-/// cursor defines): an assignment or declaration (`x = …`, `a, b = …`,
+/// cursor defines): a loop header binding one of them (`for x in`, see
+/// [`loop_targets`]), or an assignment or declaration (`x = …`, `a, b = …`,
 /// `let mut x: T = …`, `x := …`, `int x = …`) with one of them among its targets
 /// and none of them read by its value (`x = x + 1` and `x = ctx[x]` read a name not
 /// defined yet).
 pub fn defines(answer: &str, names: &[String]) -> bool {
     let line = answer.lines().next().unwrap_or_default();
+    let named = |word: &str| names.iter().any(|name| name == word);
+    if let Some(targets) = loop_targets(line) {
+        return words(targets).any(|(_, word)| named(word));
+    }
     let Some(equals) = assignment(line) else {
         return false;
     };
@@ -80,11 +85,27 @@ pub fn defines(answer: &str, names: &[String]) -> bool {
     let call = targets.char_indices().any(|(i, c)| {
         matches!(c, '(' | '[') && targets[..i].ends_with(|p: char| p.is_alphanumeric() || p == '_')
     });
-    let named = |word: &str| names.iter().any(|name| name == word);
     targets.chars().all(allowed)
         && !call
         && words(targets).any(|(_, word)| named(word))
         && !variables(&line[equals + 1..]).any(named)
+}
+
+/// The variables a loop header binds (`for x, y in`, `for (const x of`,
+/// `for (auto x :`, `for _, x := range`): the text between `for` and `in`, `of`,
+/// `:` or `:=`, when it holds only names, commas, brackets and declaration words.
+fn loop_targets(line: &str) -> Option<&str> {
+    let rest = line.trim_start().strip_prefix("for")?;
+    let rest = rest.trim_start().strip_prefix('(').unwrap_or(rest);
+    let end = [" in ", " of ", " :", ":="]
+        .iter()
+        .filter_map(|stop| rest.find(stop))
+        .min()?;
+    let targets = &rest[..end];
+    let names_only = targets
+        .chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, '_' | ',' | '(' | ')' | '[' | ']' | ' '));
+    (names_only && !targets.trim().is_empty()).then_some(targets)
 }
 
 /// The words of `text` (runs of letters, digits and `_`), each with its byte offset.
@@ -124,8 +145,11 @@ pub fn value_start(answer: &str) -> Option<usize> {
 
 /// The text a candidate for `name` starts with at `context`: the name, after the
 /// indentation the next line with code has when the cursor line has none yet (an
-/// editor leaves a blank line empty).
-pub fn seed_text(context: &CompletionContext, name: &str) -> String {
+/// editor leaves a blank line empty). When the cursor line is indented and the next
+/// line with code more so, the cursor line opens the block the name is read in: a
+/// loop over it, in the languages whose loops name their variable first (`for x`,
+/// `for (const x`); `None` in the others.
+pub fn seed_text(context: &CompletionContext, name: &str) -> Option<String> {
     let next_code = context
         .suffix
         .lines()
@@ -133,10 +157,22 @@ pub fn seed_text(context: &CompletionContext, name: &str) -> String {
         .find(|line| !line.trim().is_empty())
         .unwrap_or_default();
     let indent = &next_code[..next_code.len() - next_code.trim_start().len()];
-    let missing = indent
-        .strip_prefix(context.line_prefix.as_str())
-        .unwrap_or_default();
-    format!("{missing}{name}")
+    let line_indent = context.line_prefix.as_str();
+    let opens_block = !line_indent.is_empty()
+        && line_indent.trim().is_empty()
+        && indent.len() > line_indent.len()
+        && indent.starts_with(line_indent);
+    if opens_block {
+        return match context.language_id.as_str() {
+            "python" | "rust" => Some(format!("for {name}")),
+            "javascript" | "javascriptreact" | "typescript" | "typescriptreact" => {
+                Some(format!("for (const {name}"))
+            }
+            _ => None,
+        };
+    }
+    let missing = indent.strip_prefix(line_indent).unwrap_or_default();
+    Some(format!("{missing}{name}"))
 }
 
 /// `order` (indices into `answers`) with the answers that define one of `names` (see
@@ -190,6 +226,10 @@ mod tests {
             "int total = 0;",
             "res: list[int] = []\nmore",
             "res = self.res + other.total",
+            "for res in items:",
+            "for (const res of items) {",
+            "for i, res in enumerate(items):",
+            "for _, total := range xs {",
         ] {
             assert!(defines(yes, &names), "{yes}");
         }
@@ -207,6 +247,8 @@ mod tests {
             "res = res + 1",
             "total = ctx[total]",
             "res = ' '.join(res)",
+            "for item in res:",
+            "for (let i = 0; i < res; i++) {",
             "",
         ] {
             assert!(!defines(no, &names), "{no}");
@@ -223,11 +265,21 @@ mod tests {
     #[test]
     fn a_seed_on_an_empty_line_gets_the_next_code_lines_indentation() {
         let mut ctx = context("\n\n        out.append(x)\n", "");
-        assert_eq!(seed_text(&ctx, "out"), "        out");
-        ctx.line_prefix = "    ".into();
-        assert_eq!(seed_text(&ctx, "out"), "    out");
+        assert_eq!(seed_text(&ctx, "out").unwrap(), "        out");
         ctx.line_prefix = "        ".into();
-        assert_eq!(seed_text(&ctx, "out"), "out");
+        assert_eq!(seed_text(&ctx, "out").unwrap(), "out");
+    }
+
+    #[test]
+    fn a_seed_on_a_line_that_opens_the_block_below_is_a_loop_over_the_name() {
+        let mut ctx = context("\n        if c == '(':\n", "");
+        ctx.line_prefix = "    ".into();
+        ctx.language_id = "python".into();
+        assert_eq!(seed_text(&ctx, "c").unwrap(), "for c");
+        ctx.language_id = "typescript".into();
+        assert_eq!(seed_text(&ctx, "c").unwrap(), "for (const c");
+        ctx.language_id = "c".into();
+        assert_eq!(seed_text(&ctx, "c"), None);
     }
 
     #[test]

@@ -1069,14 +1069,14 @@ impl<'m> Session<'m> {
 
     /// The tokens an answer starting with `name` at `context` begins with: those of
     /// the text `heal` stands for (see token healing) and `candidates::seed_text`;
-    /// `None` when their text does not start with `heal`.
+    /// `None` when there is no such text or it does not start with `heal`.
     fn seed_tokens(
         &self,
         context: &CompletionContext,
         name: &str,
         heal: &[u8],
     ) -> Option<Vec<LlamaToken>> {
-        self.forced_tokens(&candidates::seed_text(context, name), heal)
+        self.forced_tokens(&candidates::seed_text(context, name)?, heal)
     }
 
     /// The tokens of the text `heal` stands for followed by `text`, forced as an
