@@ -62,7 +62,7 @@ pub fn best_first(scores: &[f64]) -> Vec<usize> {
 
 /// Whether `answer`'s first line defines one of `names` (names nothing above the
 /// cursor defines): a loop header binding one of them (`for x in`, see
-/// [`loop_targets`]), or an assignment or declaration (`x = …`, `a, b = …`,
+/// [`loop_targets`]), a name after `as` (`with open(p) as x:`), or an assignment or declaration (`x = …`, `a, b = …`,
 /// `let mut x: T = …`, `x := …`, `int x = …`) with one of them among its targets
 /// and none of them read by its value (`x = x + 1` and `x = ctx[x]` read a name not
 /// defined yet).
@@ -71,6 +71,16 @@ pub fn defines(answer: &str, names: &[String]) -> bool {
     let named = |word: &str| names.iter().any(|name| name == word);
     if let Some(targets) = loop_targets(line) {
         return words(targets).any(|(_, word)| named(word));
+    }
+    // `with open(p) as f:`, `except OSError as e:`: the name after `as`.
+    let mut after_as = line.split(" as ").skip(1).filter_map(|rest| {
+        words(rest)
+            .next()
+            .filter(|(at, _)| *at == 0)
+            .map(|(_, word)| word)
+    });
+    if after_as.any(named) {
+        return true;
     }
     let Some(equals) = assignment(line) else {
         return false;
@@ -96,7 +106,12 @@ pub fn defines(answer: &str, names: &[String]) -> bool {
 /// `:` or `:=`, when it holds only names, commas, brackets and declaration words.
 fn loop_targets(line: &str) -> Option<&str> {
     let rest = line.trim_start().strip_prefix("for")?;
-    let rest = rest.trim_start().strip_prefix('(').unwrap_or(rest);
+    // `for` itself, not `format := …`.
+    if !rest.starts_with([' ', '(']) {
+        return None;
+    }
+    let rest = rest.trim_start();
+    let rest = rest.strip_prefix('(').unwrap_or(rest);
     let end = [" in ", " of ", " :", ":="]
         .iter()
         .filter_map(|stop| rest.find(stop))
@@ -115,13 +130,37 @@ fn words(text: &str) -> impl Iterator<Item = (usize, &str)> {
         .map(move |word| (word.as_ptr() as usize - text.as_ptr() as usize, word))
 }
 
-/// The words of `code` that may be variables: not members (after `.`) and not
-/// starting with a digit.
+/// The words of `code` that may be variables: not in string literals, not members
+/// (after `.`, `->` or `::`) and not starting with a digit.
 fn variables(code: &str) -> impl Iterator<Item = &str> {
+    // Whether each byte is inside quotes (escapes skipped).
+    let mut quoted = vec![false; code.len()];
+    let mut open: Option<u8> = None;
+    let mut escaped = false;
+    for (i, byte) in code.bytes().enumerate() {
+        match open {
+            Some(quote) => {
+                quoted[i] = true;
+                if escaped {
+                    escaped = false;
+                } else if byte == b'\\' {
+                    escaped = true;
+                } else if byte == quote {
+                    open = None;
+                }
+            }
+            None if matches!(byte, b'"' | b'\'' | b'`') => {
+                quoted[i] = true;
+                open = Some(byte);
+            }
+            None => {}
+        }
+    }
     words(code)
-        .filter(|(at, word)| {
-            !code[..*at].trim_end().ends_with('.')
-                && !word.starts_with(|c: char| c.is_ascii_digit())
+        .filter(move |(at, word)| {
+            let before = code[..*at].trim_end();
+            let member = [".", "->", "::"].iter().any(|m| before.ends_with(m));
+            !quoted[*at] && !member && !word.starts_with(|c: char| c.is_ascii_digit())
         })
         .map(|(_, word)| word)
 }
@@ -140,14 +179,20 @@ fn assignment(line: &str) -> Option<usize> {
 /// Where the value starts in an answer whose first line is an assignment (just
 /// after its `=`).
 pub fn value_start(answer: &str) -> Option<usize> {
-    assignment(answer.lines().next().unwrap_or_default()).map(|at| at + 1)
+    let line = answer.lines().next().unwrap_or_default();
+    // A loop header's `=` (`key=…` in its iterable) starts no value.
+    if loop_targets(line).is_some() {
+        return None;
+    }
+    assignment(line).map(|at| at + 1)
 }
 
 /// The text a candidate for `name` starts with at `context`: the name, after the
 /// indentation the next line with code has when the cursor line has none yet (an
-/// editor leaves a blank line empty). When the cursor line is indented and the next
-/// line with code more so, the cursor line opens the block the name is read in: a
-/// loop over it, in the languages whose loops name their variable first (`for x`,
+/// editor leaves a blank line empty). When the cursor line is indented, the next
+/// line with code more so, and the line above leaves nothing open (a block, a
+/// bracket), the cursor line opens the block the name is read in: a loop over it,
+/// in the languages whose loops name their variable first (`for x`,
 /// `for (const x`); `None` in the others.
 pub fn seed_text(context: &CompletionContext, name: &str) -> Option<String> {
     let next_code = context
@@ -158,10 +203,19 @@ pub fn seed_text(context: &CompletionContext, name: &str) -> Option<String> {
         .unwrap_or_default();
     let indent = &next_code[..next_code.len() - next_code.trim_start().len()];
     let line_indent = context.line_prefix.as_str();
+    // The line above left a block, bracket or line open: the cursor line is in it.
+    let above_continues = context
+        .prefix
+        .lines()
+        .rev()
+        .skip(1)
+        .find(|line| !line.trim().is_empty())
+        .is_some_and(|line| line.trim_end().ends_with([':', '{', '(', '[', ',', '\\']));
     let opens_block = !line_indent.is_empty()
         && line_indent.trim().is_empty()
         && indent.len() > line_indent.len()
-        && indent.starts_with(line_indent);
+        && indent.starts_with(line_indent)
+        && !above_continues;
     if opens_block {
         return match context.language_id.as_str() {
             "python" | "rust" => Some(format!("for {name}")),
@@ -230,6 +284,12 @@ mod tests {
             "for (const res of items) {",
             "for i, res in enumerate(items):",
             "for _, total := range xs {",
+            "with open(path) as res:",
+            "except OSError as res:",
+            "total = row[\"total\"] + row['res']",
+            "res := r.URL.Query().Get(\"res\")",
+            "int total = s->total;",
+            "let total = T::total();",
         ] {
             assert!(defines(yes, &names), "{yes}");
         }
@@ -248,6 +308,8 @@ mod tests {
             "total = ctx[total]",
             "res = ' '.join(res)",
             "for item in res:",
+            "with res as f:",
+            "format := f(res)",
             "for (let i = 0; i < res; i++) {",
             "",
         ] {
@@ -260,6 +322,7 @@ mod tests {
         assert_eq!(value_start("    seen = set()"), Some(10));
         assert_eq!(value_start("x := 1\ny = 2"), Some(4));
         assert_eq!(value_start("if a == b:"), None);
+        assert_eq!(value_start("for k in sorted(d, key=len):"), None);
     }
 
     #[test]
@@ -280,6 +343,10 @@ mod tests {
         assert_eq!(seed_text(&ctx, "c").unwrap(), "for (const c");
         ctx.language_id = "c".into();
         assert_eq!(seed_text(&ctx, "c"), None);
+        // Below a line that opened a block, the cursor line is in it.
+        ctx.language_id = "python".into();
+        ctx.prefix = "    if ready:\n    ".into();
+        assert_eq!(seed_text(&ctx, "c").unwrap(), "    c");
     }
 
     #[test]

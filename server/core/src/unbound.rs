@@ -12,7 +12,7 @@
 //! after `for`, `let`, `lambda`, `as` and the like, is being bound there; one only
 //! ever called is a function defined elsewhere.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use ropey::Rope;
@@ -111,9 +111,10 @@ pub fn unbound_names(tree: &Tree, text: &Rope, cursor: usize) -> Vec<String> {
     if below_start >= below_end || line_start - function.start_byte() > MAX_BYTES_ABOVE {
         return Vec::new();
     }
+    let mut exits = HashMap::new();
     let known: HashSet<String> = leaves(function, function.start_byte()..line_start, text)
         .into_iter()
-        .filter(|leaf| leaf.identifier && !in_exited_block(leaf.node, line_start))
+        .filter(|leaf| leaf.identifier && !in_exited_block(leaf.node, line_start, &mut exits))
         .map(|leaf| leaf.text)
         .collect();
     let below = leaves(function, below_start..below_end, text);
@@ -166,12 +167,15 @@ pub fn unbound_names(tree: &Tree, text: &Rope, cursor: usize) -> Vec<String> {
 ///
 /// - A parameter or loop variable (`for x in`, `|x|`, `x =>`) is defined from where
 ///   it stands to the end of its block.
-/// - An assignment's target (`x = …`, `int x = …;`, `x := …`) from the end of the
-///   assignment: its own value reads the name as it was before.
+/// - An assignment's target (`x = …`, `int x = …;`, `x := …`, `let x = …`) from the
+///   end of the assignment: its own value reads the name as it was before.
 /// - A comprehension's variable (`[p.name for p in ps]`) in the whole comprehension.
-/// - A name assigned in two branches of one `if` (`if c: x = 1` / `else: x = 2`) is
-///   also defined after the `if`, in the block around it. One assigned in only one
-///   branch, or in a loop's body, is not: the code after may run without it.
+/// - A block that runs to its end whenever it starts (`with`, `try`, `finally`,
+///   `unsafe`) passes its names on to the block around it.
+/// - A name assigned in every branch of an `if` that has an `else` (a branch that
+///   returns or raises counts as one) is also defined after the `if`. One assigned
+///   in some branches only, or in a loop's body, is not: the code after may run
+///   without it.
 struct Reach<'a> {
     name: &'a str,
     from: usize,
@@ -184,10 +188,18 @@ impl Reach<'_> {
     }
 }
 
+/// Statements whose block always runs to its end once it starts.
+const PASSING_ON: [&str; 4] = [
+    "with_statement",
+    "try_statement",
+    "finally_clause",
+    "unsafe_block",
+];
+
 /// The reach of every binding among `below`.
 fn reaches<'a>(below: &'a [Leaf<'_>]) -> Vec<Reach<'a>> {
     let mut reaches = Vec::new();
-    // Per name, the `if` whose branches bind it: (name, the if, its branch's block).
+    // Assignments in an `if`'s branches: (name, the if, the branch's block id).
     let mut branches: Vec<(&str, Node<'_>, usize)> = Vec::new();
     for (i, leaf) in below.iter().enumerate() {
         if !leaf.identifier || !binds_here(below, i) {
@@ -211,6 +223,11 @@ fn reaches<'a>(below: &'a [Leaf<'_>]) -> Vec<Reach<'a>> {
                 block = Some(node);
                 break;
             }
+            // A parameter's default (`def f(a=1)`, `function f(a: number = 1)`) is
+            // no statement around it.
+            if kind.contains("parameter") || FUNCTION_KINDS.contains(&kind) {
+                statement_found = true;
+            }
             if !statement_found
                 && ["assignment", "declarator", "declaration"]
                     .iter()
@@ -221,7 +238,7 @@ fn reaches<'a>(below: &'a [Leaf<'_>]) -> Vec<Reach<'a>> {
             }
             current = node.parent();
         }
-        let Some(block) = block else {
+        let Some(block) = block.map(passed_on) else {
             continue;
         };
         reaches.push(Reach {
@@ -233,17 +250,21 @@ fn reaches<'a>(below: &'a [Leaf<'_>]) -> Vec<Reach<'a>> {
             branches.push((name, branching, block.id()));
         }
     }
-    for (k, &(name, branching, block)) in branches.iter().enumerate() {
-        let first_of_its_if = !branches[..k]
-            .iter()
-            .any(|&(n, b, _)| n == name && b.id() == branching.id());
-        let other_branch = branches[k + 1..]
-            .iter()
-            .any(|&(n, b, other)| n == name && b.id() == branching.id() && other != block);
-        if first_of_its_if
-            && other_branch
-            && let Some(around) = block_around(branching)
-        {
+    for (k, &(name, branching, _)) in branches.iter().enumerate() {
+        let same_if = |&(n, b, _): &(&str, Node<'_>, usize)| n == name && b.id() == branching.id();
+        if branches[..k].iter().any(same_if) {
+            continue;
+        }
+        let bound_in = |arm: Node<'_>| {
+            branches
+                .iter()
+                .any(|entry| same_if(entry) && entry.2 == arm.id())
+        };
+        let every_branch = if_arms(branching).is_some_and(|arms| {
+            arms.into_iter()
+                .all(|arm| bound_in(arm) || ends_in_exit(arm))
+        });
+        if every_branch && let Some(around) = block_around(branching).map(passed_on) {
             reaches.push(Reach {
                 name,
                 from: branching.end_byte(),
@@ -252,6 +273,19 @@ fn reaches<'a>(below: &'a [Leaf<'_>]) -> Vec<Reach<'a>> {
         }
     }
     reaches
+}
+
+/// `block`, or the block around it while it is the body of a statement that always
+/// runs it to its end (see [`PASSING_ON`]).
+fn passed_on(block: Node<'_>) -> Node<'_> {
+    let mut block = block;
+    while let Some(statement) = block.parent().filter(|p| PASSING_ON.contains(&p.kind())) {
+        match block_around(statement) {
+            Some(around) => block = around,
+            None => break,
+        }
+    }
+    block
 }
 
 /// The `if` of which `block` is a branch (its body, an `elif`'s or an `else`'s).
@@ -267,6 +301,28 @@ fn enclosing_if(block: Node<'_>) -> Option<Node<'_>> {
     None
 }
 
+/// The blocks of every branch of `branching` (an `if`), when it has an `else` and
+/// each branch is a block (not `else if`, which may have no `else` of its own).
+fn if_arms(branching: Node<'_>) -> Option<Vec<Node<'_>>> {
+    let mut arms = Vec::new();
+    let mut has_else = false;
+    let mut cursor = branching.walk();
+    for child in branching.named_children(&mut cursor) {
+        let kind = child.kind();
+        if BLOCK_KINDS.contains(&kind) {
+            arms.push(child);
+        } else if matches!(kind, "else_clause" | "elif_clause" | "else") {
+            has_else |= kind != "elif_clause";
+            let mut inner = child.walk();
+            let block = child
+                .named_children(&mut inner)
+                .find(|c| BLOCK_KINDS.contains(&c.kind()))?;
+            arms.push(block);
+        }
+    }
+    (has_else && arms.len() > 1).then_some(arms)
+}
+
 /// The innermost block node around `node`.
 fn block_around(node: Node<'_>) -> Option<Node<'_>> {
     let mut current = node.parent();
@@ -280,15 +336,20 @@ fn block_around(node: Node<'_>) -> Option<Node<'_>> {
 }
 
 /// Whether `node` is inside a block that ends before byte `before` with a `return`,
-/// `raise` or `throw`: what is bound there does not reach past it.
-fn in_exited_block(node: Node<'_>, before: usize) -> bool {
+/// `raise` or `throw`: what is bound there does not reach past it. `exits` keeps
+/// each block's answer (by id): the leaves of one block ask about it again and again.
+fn in_exited_block(node: Node<'_>, before: usize, exits: &mut HashMap<usize, bool>) -> bool {
     let mut current = node.parent();
     while let Some(ancestor) = current {
         if ancestor.end_byte() > before {
             // Ancestors only grow: the rest reach the cursor.
             return false;
         }
-        if BLOCK_KINDS.contains(&ancestor.kind()) && ends_in_exit(ancestor) {
+        if BLOCK_KINDS.contains(&ancestor.kind())
+            && *exits
+                .entry(ancestor.id())
+                .or_insert_with(|| ends_in_exit(ancestor))
+        {
             return true;
         }
         current = ancestor.parent();
@@ -566,6 +627,34 @@ mod tests {
         );
         let go = "package main\n\nfunc f(c bool) int {\n\t|\n\tif c {\n\t\tn := 1\n\t\treturn n\n\t}\n\treturn 0\n}\n";
         assert!(names("go", go).is_empty(), "{:?}", names("go", go));
+    }
+
+    #[test]
+    fn with_try_and_a_branch_that_raises_pass_their_names_on() {
+        let with = "def f(p):\n    |\n    with open(p) as fh:\n        data = fh.read()\n    return parse(data)\n";
+        assert!(
+            names("python", with).is_empty(),
+            "{:?}",
+            names("python", with)
+        );
+        let attempt = "def f(s):\n    |\n    try:\n        value = int(s)\n    except ValueError:\n        value = 0\n    return value\n";
+        assert!(
+            names("python", attempt).is_empty(),
+            "{:?}",
+            names("python", attempt)
+        );
+        let raising = "def f(x):\n    |\n    if isinstance(x, str):\n        s = x\n    else:\n        raise TypeError(x)\n    return s.upper()\n";
+        assert!(
+            names("python", raising).is_empty(),
+            "{:?}",
+            names("python", raising)
+        );
+        // Without an `else`, the `if` may not run its branch.
+        let no_else =
+            "def f(x):\n    |\n    if isinstance(x, str):\n        s = x\n    return s.upper()\n";
+        assert_eq!(names("python", no_else), ["s"]);
+        let rust = "fn f(c: bool) -> u32 {\n    |\n    let n;\n    if c {\n        n = 1;\n    } else {\n        return 0;\n    }\n    n + base\n}\n";
+        assert_eq!(names("rust", rust), ["base"]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use inkling_core::candidates;
 use inkling_core::context::CompletionContext;
 use inkling_core::generate::{BackendError, CompletionRequest, Generation, StopReason};
 use inkling_core::prompt::{self, CachingTokenizer, Prompt};
-use inkling_core::template::Template;
+use inkling_core::template::{Family, Template};
 use inkling_core::tokens::Token;
 use inkling_core::tokens::Tokenizer;
 use llama_cpp_2::token::LlamaToken;
@@ -885,6 +885,7 @@ impl<'m> Session<'m> {
         until: Duration,
     ) -> Result<String, BackendError> {
         let out_of_time = || generation_started.elapsed() >= until;
+        self.rewind_to(prompt.len())?;
         let Some(value_at) = candidates::value_start(&line) else {
             return Ok(line);
         };
@@ -919,13 +920,15 @@ impl<'m> Session<'m> {
                 variants.push(text);
             }
         }
-        if !out_of_time() {
+        // A template with a suffix shows the model the code below already.
+        if !out_of_time() && self.template.family == Family::PrefixOnly {
             let read_ahead = self.value_after_the_code_below(
                 request,
                 prompt,
                 heal,
                 &variants[0][..value_at],
                 generation_started,
+                until,
             )?;
             if let Some(text) = read_ahead.filter(|text| wanted(&variants, text)) {
                 variants.push(text);
@@ -959,8 +962,9 @@ impl<'m> Session<'m> {
     /// the cursor (see `candidates::following_text`) and then the cursor line's
     /// start and `head`, continued greedily to the line's end. A prefix-only model
     /// sees there how the name is used (and lines like it: `gc = (maxc-g) / rangec`
-    /// below `rc = `). `None` when there is no room or time. The cache is left
-    /// holding the prompt.
+    /// below `rc = `). `None` when that text is over [`MAX_SCORED_TOKENS`] long, or
+    /// there is no room or time (`until`, counted from `generation_started`). The
+    /// cache is left holding the prompt.
     fn value_after_the_code_below(
         &mut self,
         request: &CompletionRequest,
@@ -968,7 +972,9 @@ impl<'m> Session<'m> {
         heal: &[u8],
         head: &str,
         generation_started: Instant,
+        until: Duration,
     ) -> Result<Option<String>, BackendError> {
+        self.rewind_to(prompt.len())?;
         let mut following = format!(
             "{}{}",
             String::from_utf8_lossy(heal),
@@ -986,13 +992,20 @@ impl<'m> Session<'m> {
             .map(LlamaToken)
             .collect();
         let room = self.target.n_ctx().saturating_sub(prompt.len() + 2);
-        if below.len() + forced.len() + MAX_VALUE_TOKENS > room {
+        let time_left = until.saturating_sub(generation_started.elapsed());
+        if below.len() > MAX_SCORED_TOKENS
+            || below.len() + forced.len() + MAX_VALUE_TOKENS > room
+            || self.decode_time(below.len()) >= time_left
+        {
             return Ok(None);
         }
-        self.rewind_to(prompt.len())?;
         for chunk in below.chunks(PROMPT_CHUNK) {
             if request.cancel.is_cancelled() {
                 return Err(BackendError::Cancelled);
+            }
+            if generation_started.elapsed() >= until {
+                self.rewind_to(prompt.len())?;
+                return Ok(None);
             }
             self.target.decode(chunk, false)?;
         }
