@@ -892,7 +892,8 @@ impl<'m> Session<'m> {
         let Some(head_tokens) = self.forced_tokens(&line[..value_at], heal) else {
             return Ok(line);
         };
-        self.rewind_to(prompt.len())?;
+        let following = candidates::following_text(&request.context);
+        let heal_text = String::from_utf8_lossy(heal);
         let ids: Vec<Token> = head_tokens.iter().map(|t| t.0).collect();
         self.target.decode(&ids, false)?;
         let branches = most_likely(
@@ -925,7 +926,7 @@ impl<'m> Session<'m> {
             let read_ahead = self.value_after_the_code_below(
                 request,
                 prompt,
-                heal,
+                &format!("{heal_text}{following}"),
                 &variants[0][..value_at],
                 generation_started,
                 until,
@@ -935,8 +936,6 @@ impl<'m> Session<'m> {
             }
         }
         self.rewind_to(prompt.len())?;
-        let following = candidates::following_text(&request.context);
-        let heal_text = String::from_utf8_lossy(heal);
         let mut scores = Vec::with_capacity(variants.len());
         for variant in variants.iter().filter(|_| variants.len() > 1) {
             if request.cancel.is_cancelled() {
@@ -958,9 +957,9 @@ impl<'m> Session<'m> {
     }
 
     /// The line starting with `head` (a name's line up to its `=`) as the model
-    /// writes it after reading the code below: after the prompt come the text after
-    /// the cursor (see `candidates::following_text`) and then the cursor line's
-    /// start and `head`, continued greedily to the line's end. A prefix-only model
+    /// writes it after reading the code below: after the prompt come `after_cursor`
+    /// (the text `heal` stands for and `candidates::following_text`) and then the
+    /// cursor line's start and `head`, continued greedily to the line's end. A prefix-only model
     /// sees there how the name is used (and lines like it: `gc = (maxc-g) / rangec`
     /// below `rc = `). `None` when that text is over [`MAX_SCORED_TOKENS`] long, or
     /// there is no room or time (`until`, counted from `generation_started`). The
@@ -969,21 +968,17 @@ impl<'m> Session<'m> {
         &mut self,
         request: &CompletionRequest,
         prompt: &[Token],
-        heal: &[u8],
+        after_cursor: &str,
         head: &str,
         generation_started: Instant,
         until: Duration,
     ) -> Result<Option<String>, BackendError> {
         self.rewind_to(prompt.len())?;
-        let mut following = format!(
-            "{}{}",
-            String::from_utf8_lossy(heal),
-            candidates::following_text(&request.context)
-        );
-        if !following.ends_with('\n') {
-            following.push('\n');
-        }
-        let below = self.tokenizer.tokenize(&following);
+        let below = if after_cursor.ends_with('\n') {
+            self.tokenizer.tokenize(after_cursor)
+        } else {
+            self.tokenizer.tokenize(&format!("{after_cursor}\n"))
+        };
         let line_prefix = &request.context.line_prefix;
         let forced: Vec<LlamaToken> = self
             .tokenizer
