@@ -34,6 +34,7 @@
 //! JSON object of inkling options for every row, e.g. `{"promptTimeLimitMs": 1500}`).
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread::sleep;
@@ -129,9 +130,17 @@ fn tasks_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("execution/tasks.py")
 }
 
-/// The tasks for `seed`, picked by `tasks.py` or read from the cache it left.
+/// The tasks for `seed`, picked by `tasks.py` or read from the cache it left (kept
+/// while the seed, the modules and the script's text are the same).
 fn tasks(seed: &str, per_module: usize) -> Vec<Task> {
-    let key = format!("{seed}-{per_module}-{}", MODULES.join(","));
+    let script = std::fs::read(tasks_script()).expect("read tasks.py");
+    let mut hasher = DefaultHasher::new();
+    script.hash(&mut hasher);
+    let key = format!(
+        "{seed}-{per_module}-{}-{:x}",
+        MODULES.join(","),
+        hasher.finish()
+    );
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("execution-tasks.json");
     let cached: Option<Value> = std::fs::read_to_string(&cache)
         .ok()
