@@ -383,8 +383,46 @@ fn binds_here(leaves: &[Leaf<'_>], i: usize) -> bool {
     let after = leaves.get(i + 1).map(|a| a.text.as_str());
     after_binding_word(leaves, i)
         || binds_at_statement_start(leaves, i)
-        || matches!(after, Some("=" | ":=" | "=>"))
+        || matches!(after, Some("=" | ":="))
         || before.is_some_and(|b| b.type_like || b.text == "|")
+        || in_pattern(leaves[i].node)
+}
+
+/// Fields of a pattern or parameter that hold code read, not names bound: a match
+/// arm's guard (`Some(v) if v > limit =>`), a default (`(a = b) =>`, `def f(a=b)`).
+const READ_FIELDS: [&str; 5] = ["condition", "value", "right", "default_value", "type"];
+
+/// Whether `node` stands where a pattern or a parameter list binds it, in any of the
+/// grammars: a match arm (`Msg::Quit(code) =>`), a destructuring (`let Point { x, y }`,
+/// `const { a, b }`, `const [c, d]`), an arrow's or a nested function's parameters
+/// (`x =>`, `(item, i) =>`, `(acc: number) =>`). Python's `as_pattern` is left to
+/// the word `as`: the expression before it is read.
+fn in_pattern(node: Node<'_>) -> bool {
+    let mut child = node;
+    while let Some(parent) = child.parent() {
+        let kind = parent.kind();
+        if FUNCTION_KINDS.contains(&kind) {
+            return parent
+                .child_by_field_name("parameter")
+                .is_some_and(|n| n.id() == child.id());
+        }
+        if BLOCK_KINDS.contains(&kind) {
+            return false;
+        }
+        let read = READ_FIELDS.iter().any(|field| {
+            parent
+                .child_by_field_name(field)
+                .is_some_and(|n| n.id() == child.id())
+        });
+        if read {
+            return false;
+        }
+        if kind != "as_pattern" && (kind.ends_with("_pattern") || kind.contains("parameter")) {
+            return true;
+        }
+        child = parent;
+    }
+    false
 }
 
 /// The outermost function node around byte `byte`: a closure's code reads the names
@@ -445,6 +483,14 @@ fn binds_at_statement_start(leaves: &[Leaf<'_>], i: usize) -> bool {
     false
 }
 
+/// Leaf kinds that are names of variables: plain identifiers, and the shorthand
+/// fields of destructuring patterns (`Msg::Move { x, y }`, `const { a, b } = obj`).
+const NAME_KINDS: [&str; 3] = [
+    "identifier",
+    "shorthand_field_identifier",
+    "shorthand_property_identifier_pattern",
+];
+
 /// The leaves of `node` that start within `range` (bytes), in order; comments are
 /// left out (their words are not code).
 fn leaves<'t>(node: Node<'t>, range: std::ops::Range<usize>, text: &Rope) -> Vec<Leaf<'t>> {
@@ -463,7 +509,7 @@ fn leaves<'t>(node: Node<'t>, range: std::ops::Range<usize>, text: &Rope) -> Vec
                     text: text
                         .byte_slice(start..end.min(text.len_bytes()))
                         .to_string(),
-                    identifier: current.kind() == "identifier",
+                    identifier: NAME_KINDS.contains(&current.kind()),
                     type_like: current.kind().contains("type"),
                     line: text.byte_to_line(start),
                 });
@@ -667,6 +713,24 @@ mod tests {
         assert!(names("python", kept).is_empty());
         let js = "function f(n, xs) {\n  if (n === 1) {\n    const it = xs.values();\n    return [it.next()];\n  }\n  |\n  return Array.from(it);\n}\n";
         assert_eq!(names("javascript", js), ["it"]);
+    }
+
+    #[test]
+    fn names_bound_by_patterns_and_parameter_lists_below_are_not_unbound() {
+        let rust = "fn f(m: Msg) -> u32 {\n    |\n    match m {\n        Msg::Quit(code) => code + 1,\n        Msg::Move { x, y } => x + y,\n        Msg::Other(v) if v > limit => v,\n        _ => 0,\n    }\n}\n";
+        // `limit`, read in a guard, still needs a definition.
+        assert_eq!(names("rust", rust), ["limit"]);
+        let rust = "fn f(p: Point) -> u32 {\n    |\n    let Point { x, y: b } = p;\n    x + b\n}\n";
+        assert!(names("rust", rust).is_empty());
+        let js = "function f(xs, obj) {\n  |\n  const { a, b } = obj;\n  const [c, d] = obj.list;\n  return xs.map((item, i = step) => item + i + a + b + c + d);\n}\n";
+        // `step`, a default value, is read.
+        assert_eq!(names("javascript", js), ["step"]);
+        let ts = "function f(xs: number[]) {\n  |\n  return xs.reduce((acc: number, x: number) => acc + x, base);\n}\n";
+        assert_eq!(names("typescript", ts), ["base"]);
+        // The expression before Python's `as` is read.
+        let python =
+            "def f(p):\n    |\n    with open(path) as handle:\n        return handle.read()\n";
+        assert_eq!(names("python", python), ["path"]);
     }
 
     #[test]
