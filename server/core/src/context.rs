@@ -156,7 +156,9 @@ pub fn extract(document: &Document, cursor: usize, window: Window) -> Completion
         syntax: syntax::facts_at(tree.as_ref(), rope, cursor),
         window_first_line: first_line,
         unbound_names: match &tree {
-            Some(tree) if blank_line => unbound::unbound_names(tree, rope, cursor),
+            Some(tree) if blank_line => {
+                unbound::unbound_names(tree, rope, cursor, &document.language_id)
+            }
             _ => Vec::new(),
         },
         preamble: Preamble::default(),

@@ -51,7 +51,7 @@ const BINDING_WORDS: [&str; 13] = [
 const MAX_BYTES_ABOVE: usize = 64 * 1024;
 
 /// Well-known globals that are used without a definition in the file.
-const GLOBALS: [&str; 16] = [
+const GLOBALS: [&str; 15] = [
     "console",
     "window",
     "document",
@@ -60,14 +60,63 @@ const GLOBALS: [&str; 16] = [
     "exports",
     "require",
     "globalThis",
+    "arguments",
     "self",
     "this",
     "super",
-    "int",
-    "str",
-    "dict",
-    "list",
+    "stdin",
+    "stdout",
+    "stderr",
+];
+
+/// Python's builtins that code reads without calling them (`key=len`,
+/// `isinstance(v, float)`, `map(str, xs)`, `@property`); in other languages these
+/// words are as likely a local that needs its definition (`sum`, `max`, `next`).
+const PYTHON_BUILTINS: [&str; 44] = [
+    "abs",
+    "all",
+    "any",
+    "bool",
+    "bytearray",
     "bytes",
+    "callable",
+    "chr",
+    "classmethod",
+    "complex",
+    "dict",
+    "enumerate",
+    "filter",
+    "float",
+    "format",
+    "frozenset",
+    "getattr",
+    "hasattr",
+    "hash",
+    "id",
+    "int",
+    "isinstance",
+    "iter",
+    "len",
+    "list",
+    "map",
+    "max",
+    "min",
+    "next",
+    "object",
+    "open",
+    "ord",
+    "print",
+    "property",
+    "range",
+    "repr",
+    "reversed",
+    "round",
+    "set",
+    "sorted",
+    "staticmethod",
+    "str",
+    "sum",
+    "tuple",
 ];
 
 /// One leaf of the tree: its node and text, and what kind of token it is.
@@ -95,7 +144,7 @@ struct Leaf<'t> {
 /// - the file's top level does not mention (imports, globals, functions, types);
 ///
 /// in order of first use, at most [`MAX_NAMES`]. Empty outside a function.
-pub fn unbound_names(tree: &Tree, text: &Rope, cursor: usize) -> Vec<String> {
+pub fn unbound_names(tree: &Tree, text: &Rope, cursor: usize, language_id: &str) -> Vec<String> {
     let cursor = cursor.min(text.len_chars());
     let line = text.char_to_line(cursor);
     let byte = text.char_to_byte(cursor);
@@ -136,6 +185,7 @@ pub fn unbound_names(tree: &Tree, text: &Rope, cursor: usize) -> Vec<String> {
             || after == Some("::")
             || name.starts_with(|c: char| c.is_uppercase())
             || GLOBALS.contains(&name)
+            || language_id == "python" && PYTHON_BUILTINS.contains(&name)
             || known.contains(name)
             || binds_here(&below, i)
             || reaches
@@ -590,7 +640,7 @@ mod tests {
         let tree = SyntaxTree::default()
             .get(&rope, 0, language_id)
             .expect("a tree");
-        unbound_names(&tree, &rope, rope.byte_to_char(cursor))
+        unbound_names(&tree, &rope, rope.byte_to_char(cursor), language_id)
     }
 
     #[test]
@@ -644,6 +694,11 @@ mod tests {
         assert!(names("c", c).is_empty());
         let rust = "fn f(xs: &[u32]) -> Vec<u32> {\n    |\n    let v = Vec::new();\n    xs.iter().map(|x| x * 2).chain(v).collect()\n}\n";
         assert!(names("rust", rust).is_empty());
+        // Python's builtins, read without a call; in JavaScript `sum` is a local.
+        let python = "def f(xs):\n    |\n    if isinstance(xs, (float, tuple)):\n        return sorted(xs, key=len)\n    return total\n";
+        assert_eq!(names("python", python), ["total"]);
+        let js = "function f(xs) {\n  |\n  return xs.map(x => x + sum);\n}\n";
+        assert_eq!(names("javascript", js), ["sum"]);
     }
 
     #[test]
