@@ -445,18 +445,20 @@ const READ_FIELDS: [&str; 5] = ["condition", "value", "right", "default_value", 
 /// Whether `node` stands where a pattern or a parameter list binds it, in any of the
 /// grammars: a match arm (`Msg::Quit(code) =>`), a destructuring (`let Point { x, y }`,
 /// `const { a, b }`, `const [c, d]`), an arrow's or a nested function's parameters
-/// (`x =>`, `(item, i) =>`, `(acc: number) =>`). Python's `as_pattern` is left to
-/// the word `as`: the expression before it is read.
+/// (`x =>`, `(item, i) =>`, `(acc: number) =>`), a caught error (`catch (err)`).
+/// Python's `as_pattern` is left to the word `as`: the expression before it is read.
 fn in_pattern(node: Node<'_>) -> bool {
     let mut child = node;
     while let Some(parent) = child.parent() {
         let kind = parent.kind();
-        if FUNCTION_KINDS.contains(&kind) {
-            return parent
-                .child_by_field_name("parameter")
-                .is_some_and(|n| n.id() == child.id());
+        // An arrow's lone parameter (`x =>`), a catch clause's (`catch (err)`).
+        if parent
+            .child_by_field_name("parameter")
+            .is_some_and(|n| n.id() == child.id())
+        {
+            return true;
         }
-        if BLOCK_KINDS.contains(&kind) {
+        if BLOCK_KINDS.contains(&kind) || FUNCTION_KINDS.contains(&kind) {
             return false;
         }
         let read = READ_FIELDS.iter().any(|field| {
@@ -780,6 +782,8 @@ mod tests {
         let js = "function f(xs, obj) {\n  |\n  const { a, b } = obj;\n  const [c, d] = obj.list;\n  return xs.map((item, i = step) => item + i + a + b + c + d);\n}\n";
         // `step`, a default value, is read.
         assert_eq!(names("javascript", js), ["step"]);
+        let js = "function f(xs) {\n  |\n  try {\n    return g(xs);\n  } catch (err) {\n    log(err, fallback);\n  }\n}\n";
+        assert_eq!(names("javascript", js), ["fallback"]);
         let ts = "function f(xs: number[]) {\n  |\n  return xs.reduce((acc: number, x: number) => acc + x, base);\n}\n";
         assert_eq!(names("typescript", ts), ["base"]);
         // The expression before Python's `as` is read.
