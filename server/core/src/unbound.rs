@@ -46,6 +46,10 @@ const BINDING_WORDS: [&str; 13] = [
     "function",
 ];
 
+/// Most bytes of the lines below that are read: eight lines of code are far less,
+/// and a minified or generated line would cost a climb up the tree per name.
+const MAX_BYTES_BELOW: usize = 4096;
+
 /// Most bytes of a function above the cursor that are read: in a longer one (a
 /// bundle wrapped in a function) nothing is returned rather than a guess.
 const MAX_BYTES_ABOVE: usize = 64 * 1024;
@@ -70,12 +74,13 @@ const GLOBALS: [&str; 15] = [
 ];
 
 /// Python's builtins that code reads without calling them (`key=len`,
-/// `isinstance(v, float)`, `map(str, xs)`, `@property`); in other languages these
-/// words are as likely a local that needs its definition (`sum`, `max`, `next`).
-const PYTHON_BUILTINS: [&str; 44] = [
+/// `isinstance(v, float)`, `@property`) and rarely names a local after; `id`, `type`,
+/// `map`, `sum`, `max`, `next`, `filter`, `format`… are left out: read without a
+/// call, they are as likely a local that needs its definition (`type = url[:semi]`).
+const PYTHON_BUILTINS: [&str; 34] = [
+    "__file__",
+    "__name__",
     "abs",
-    "all",
-    "any",
     "bool",
     "bytearray",
     "bytes",
@@ -85,38 +90,28 @@ const PYTHON_BUILTINS: [&str; 44] = [
     "complex",
     "dict",
     "enumerate",
-    "filter",
     "float",
-    "format",
     "frozenset",
     "getattr",
     "hasattr",
-    "hash",
-    "id",
     "int",
     "isinstance",
-    "iter",
+    "issubclass",
     "len",
     "list",
-    "map",
-    "max",
-    "min",
-    "next",
     "object",
-    "open",
     "ord",
     "print",
     "property",
     "range",
     "repr",
     "reversed",
-    "round",
-    "set",
     "sorted",
     "staticmethod",
     "str",
-    "sum",
     "tuple",
+    "zip",
+    "setattr",
 ];
 
 /// One leaf of the tree: its node and text, and what kind of token it is.
@@ -156,7 +151,8 @@ pub fn unbound_names(tree: &Tree, text: &Rope, cursor: usize, language_id: &str)
     let below_start = text.line_to_byte(next_line);
     let below_end = text
         .line_to_byte((next_line + LINES_BELOW).min(text.len_lines()))
-        .min(function.end_byte());
+        .min(function.end_byte())
+        .min(below_start + MAX_BYTES_BELOW);
     if below_start >= below_end || line_start - function.start_byte() > MAX_BYTES_ABOVE {
         return Vec::new();
     }
@@ -167,7 +163,10 @@ pub fn unbound_names(tree: &Tree, text: &Rope, cursor: usize, language_id: &str)
         .map(|leaf| leaf.text)
         .collect();
     let below = leaves(function, below_start..below_end, text);
-    let reaches = reaches(&below);
+    let bound: Vec<bool> = (0..below.len())
+        .map(|i| below[i].identifier && binds_here(&below, i))
+        .collect();
+    let reaches = reaches(&below, &bound);
     let mut uses: Vec<(&str, bool)> = Vec::new(); // (name, called)
     for (i, leaf) in below.iter().enumerate() {
         let name = leaf.text.as_str();
@@ -187,7 +186,7 @@ pub fn unbound_names(tree: &Tree, text: &Rope, cursor: usize, language_id: &str)
             || GLOBALS.contains(&name)
             || language_id == "python" && PYTHON_BUILTINS.contains(&name)
             || known.contains(name)
-            || binds_here(&below, i)
+            || bound[i]
             || reaches
                 .iter()
                 .any(|reach| reach.name == name && reach.covers(leaf.node));
@@ -247,12 +246,12 @@ const PASSING_ON: [&str; 4] = [
 ];
 
 /// The reach of every binding among `below`.
-fn reaches<'a>(below: &'a [Leaf<'_>]) -> Vec<Reach<'a>> {
+fn reaches<'a>(below: &'a [Leaf<'_>], bound: &[bool]) -> Vec<Reach<'a>> {
     let mut reaches = Vec::new();
     // Assignments in an `if`'s branches: (name, the if, the branch's block id).
     let mut branches: Vec<(&str, Node<'_>, usize)> = Vec::new();
     for (i, leaf) in below.iter().enumerate() {
-        if !leaf.identifier || !binds_here(below, i) {
+        if !bound[i] {
             continue;
         }
         let after = below.get(i + 1).map(|a| a.text.as_str());
@@ -269,13 +268,18 @@ fn reaches<'a>(below: &'a [Leaf<'_>]) -> Vec<Reach<'a>> {
                 block = Some(node);
                 break;
             }
-            if BLOCK_KINDS.contains(&kind) {
+            // A nested function's (or arrow's, or closure's) parameter, or a caught
+            // error, reaches no further than the function or the catch clause.
+            if BLOCK_KINDS.contains(&kind)
+                || FUNCTION_KINDS.contains(&kind)
+                || kind == "catch_clause"
+            {
                 block = Some(node);
                 break;
             }
             // A parameter's default (`def f(a=1)`, `function f(a: number = 1)`) is
             // no statement around it.
-            if kind.contains("parameter") || FUNCTION_KINDS.contains(&kind) {
+            if kind.contains("parameter") {
                 statement_found = true;
             }
             if !statement_found
@@ -426,8 +430,8 @@ fn ends_in_exit(block: Node<'_>) -> bool {
 /// Whether leaf `i` (an identifier) is being bound where it stands: after a binding
 /// word (`for x, y in`, `let (a, b)`), among an assignment's targets at the start of
 /// its line, before `=` or `:=` (also a C `for (int i = 0;`; a keyword argument's
-/// name counts too, which only makes fewer names unbound), before `=>` (a
-/// parameter), after `|` (a closure's) or after a type (`int n;`).
+/// name counts too, which only makes fewer names unbound), after `|` (a closure's),
+/// after a type (`int n;`), or in a pattern or parameter list ([`in_pattern`]).
 fn binds_here(leaves: &[Leaf<'_>], i: usize) -> bool {
     let before = i.checked_sub(1).map(|b| &leaves[b]);
     let after = leaves.get(i + 1).map(|a| a.text.as_str());
@@ -461,15 +465,24 @@ fn in_pattern(node: Node<'_>) -> bool {
         if BLOCK_KINDS.contains(&kind) || FUNCTION_KINDS.contains(&kind) {
             return false;
         }
-        let read = READ_FIELDS.iter().any(|field| {
-            parent
-                .child_by_field_name(field)
-                .is_some_and(|n| n.id() == child.id())
-        });
+        // A value pattern (`case cfg.MODE:`, `case mod.Kind():`) reads its names.
+        if kind == "dotted_name" && parent.named_child_count() > 1 {
+            return false;
+        }
+        // A renaming destructuring's value binds (`{ data: rows }`).
+        let read = kind != "pair_pattern"
+            && READ_FIELDS.iter().any(|field| {
+                parent
+                    .child_by_field_name(field)
+                    .is_some_and(|n| n.id() == child.id())
+            });
         if read {
             return false;
         }
-        if kind != "as_pattern" && (kind.ends_with("_pattern") || kind.contains("parameter")) {
+        let pattern = kind.ends_with("_pattern") && kind != "as_pattern";
+        // Not C++'s `args...`, an expression.
+        let parameters = kind.contains("parameter") && !kind.ends_with("_expansion");
+        if pattern || parameters {
             return true;
         }
         child = parent;
@@ -784,6 +797,14 @@ mod tests {
         assert_eq!(names("javascript", js), ["step"]);
         let js = "function f(xs) {\n  |\n  try {\n    return g(xs);\n  } catch (err) {\n    log(err, fallback);\n  }\n}\n";
         assert_eq!(names("javascript", js), ["fallback"]);
+        let js = "function f(res) {\n  |\n  const { data: rows, x } = res;\n  return rows.concat(x);\n}\n";
+        assert!(names("javascript", js).is_empty());
+        // A parameter reaches no further than its arrow.
+        let js = "function f(xs) {\n  |\n  const ids = xs.map((item) => item.id);\n  return [ids, item];\n}\n";
+        assert_eq!(names("javascript", js), ["item"]);
+        // A value pattern reads its names; a capture pattern binds.
+        let python = "def f(p):\n    |\n    match p:\n        case cfg.MODE:\n            return 1\n        case other:\n            return other\n";
+        assert_eq!(names("python", python), ["cfg"]);
         let ts = "function f(xs: number[]) {\n  |\n  return xs.reduce((acc: number, x: number) => acc + x, base);\n}\n";
         assert_eq!(names("typescript", ts), ["base"]);
         // The expression before Python's `as` is read.
