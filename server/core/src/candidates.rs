@@ -62,8 +62,9 @@ pub fn best_first(scores: &[f64]) -> Vec<usize> {
 
 /// Whether `answer`'s first line defines one of `names` (names nothing above the
 /// cursor defines): a loop header binding one of them (`for x in`, see
-/// [`loop_targets`]), a name after `as` (`with open(p) as x:`), or an assignment or declaration (`x = …`, `a, b = …`,
-/// `let mut x: T = …`, `x := …`, `int x = …`) with one of them among its targets
+/// [`loop_targets`]), a name after `as` (`with open(p) as x:`), or an assignment or
+/// declaration (`x = …`, `a, b = …`, `let mut x: T = …`, `x := …`, `int x = …`)
+/// with one of them among its targets
 /// and none of them read by its value (`x = x + 1` and `x = ctx[x]` read a name not
 /// defined yet).
 pub fn defines(answer: &str, names: &[String]) -> bool {

@@ -106,12 +106,12 @@ const PYTHON_BUILTINS: [&str; 34] = [
     "range",
     "repr",
     "reversed",
+    "setattr",
     "sorted",
     "staticmethod",
     "str",
     "tuple",
     "zip",
-    "setattr",
 ];
 
 /// One leaf of the tree: its node and text, and what kind of token it is.
@@ -456,10 +456,7 @@ fn in_pattern(node: Node<'_>) -> bool {
     while let Some(parent) = child.parent() {
         let kind = parent.kind();
         // An arrow's lone parameter (`x =>`), a catch clause's (`catch (err)`).
-        if parent
-            .child_by_field_name("parameter")
-            .is_some_and(|n| n.id() == child.id())
-        {
+        if is_field(parent, child, "parameter") {
             return true;
         }
         if BLOCK_KINDS.contains(&kind) || FUNCTION_KINDS.contains(&kind) {
@@ -471,11 +468,9 @@ fn in_pattern(node: Node<'_>) -> bool {
         }
         // A renaming destructuring's value binds (`{ data: rows }`).
         let read = kind != "pair_pattern"
-            && READ_FIELDS.iter().any(|field| {
-                parent
-                    .child_by_field_name(field)
-                    .is_some_and(|n| n.id() == child.id())
-            });
+            && READ_FIELDS
+                .iter()
+                .any(|field| is_field(parent, child, field));
         if read {
             return false;
         }
@@ -488,6 +483,13 @@ fn in_pattern(node: Node<'_>) -> bool {
         child = parent;
     }
     false
+}
+
+/// Whether `child` is `parent`'s field `field`.
+fn is_field(parent: Node<'_>, child: Node<'_>, field: &str) -> bool {
+    parent
+        .child_by_field_name(field)
+        .is_some_and(|n| n.id() == child.id())
 }
 
 /// The outermost function node around byte `byte`: a closure's code reads the names

@@ -959,8 +959,8 @@ impl<'m> Session<'m> {
     /// The line starting with `head` (a name's line up to its `=`) as the model
     /// writes it after reading the code below: after the prompt come `after_cursor`
     /// (the text `heal` stands for and `candidates::following_text`) and then the
-    /// cursor line's start and `head`, continued greedily to the line's end. A prefix-only model
-    /// sees there how the name is used (and lines like it: `gc = (maxc-g) / rangec`
+    /// cursor line's start and `head`, continued greedily to the line's end. A
+    /// prefix-only model sees there how the name is used (and lines like it: `gc = (maxc-g) / rangec`
     /// below `rc = `). `None` when that text is over [`MAX_SCORED_TOKENS`] long, or
     /// there is no room or time (`until`, counted from `generation_started`). The
     /// cache is left holding the prompt.
