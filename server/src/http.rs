@@ -19,6 +19,10 @@
 //! Invariants:
 //! - The listener is bound to 127.0.0.1 only: code never leaves the machine, and
 //!   nothing on the network can use the model.
+//! - A web page cannot use it either: a request with an `Origin` header not of this
+//!   machine's loopback is refused (403). Browsers send `Origin` with every POST, a
+//!   page whose name was rebound to 127.0.0.1 (DNS rebinding) included; editors and
+//!   command-line clients send none.
 //! - A newer request supersedes the one in flight (editors ask once per keystroke),
 //!   and a request whose client hung up is cancelled (a stream with nothing to say
 //!   sends an SSE comment every [`KEEP_ALIVE`], so the hang-up is noticed while the
@@ -95,7 +99,8 @@ pub async fn serve(listener: TcpListener, pipeline: CurrentPipeline) {
             pipeline,
             in_flight: Mutex::new(None),
         }))
-        .layer(axum::middleware::from_fn(body_in_time));
+        .layer(axum::middleware::from_fn(body_in_time))
+        .layer(axum::middleware::from_fn(no_web_pages));
     let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut refused = 0u64;
     let mut last_refusal_log: Option<Instant> = None;
@@ -134,6 +139,46 @@ pub async fn serve(listener: TcpListener, pipeline: CurrentPipeline) {
             drop(permit);
         });
     }
+}
+
+/// Refuses a request sent by a web page (see the invariants above), before its body
+/// is read.
+async fn no_web_pages(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match request.headers().get(header::ORIGIN) {
+        Some(origin) if !is_loopback_origin(origin.as_bytes()) => error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "requests from web pages are refused (Origin: {})",
+                String::from_utf8_lossy(origin.as_bytes())
+            ),
+        ),
+        _ => next.run(request).await,
+    }
+}
+
+/// Whether `origin` (an `Origin` header's value) is a page served from this
+/// machine's loopback: `http://localhost:8080`, `https://127.0.0.1`, `http://[::1]`.
+fn is_loopback_origin(origin: &[u8]) -> bool {
+    let Ok(origin) = std::str::from_utf8(origin) else {
+        return false;
+    };
+    let Some(authority) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((host, "")) => host,
+            Some((host, port)) if port.starts_with(':') => host,
+            _ => return false,
+        },
+        None => authority
+            .split_once(':')
+            .map_or(authority, |(host, _)| host),
+    };
+    matches!(host, "localhost" | "127.0.0.1" | "::1")
 }
 
 /// Reads a request's whole body within [`BODY_TIMEOUT`] before any handler runs, so
@@ -682,6 +727,31 @@ mod tests {
         assert_eq!(chunk, "data: {}\n\n");
         drop(sender);
         assert!(next_chunk(receiver).await.is_none());
+    }
+
+    #[test]
+    fn only_loopback_pages_are_loopback_origins() {
+        for origin in [
+            "http://localhost",
+            "http://localhost:3000",
+            "https://127.0.0.1:8012",
+            "http://[::1]:8080",
+        ] {
+            assert!(is_loopback_origin(origin.as_bytes()), "{origin}");
+        }
+        for origin in [
+            "null",
+            "http://evil.example",
+            "http://localhost.evil.example",
+            "http://127.0.0.1.nip.io:8012",
+            "http://[::1].evil",
+            "file://",
+            "",
+            "http://",
+        ] {
+            assert!(!is_loopback_origin(origin.as_bytes()), "{origin}");
+        }
+        assert!(!is_loopback_origin(b"http://local\xffhost"));
     }
 
     #[test]

@@ -23,7 +23,12 @@ pub struct HttpResponse {
 /// Sends `POST path` with `body` (sent as is, so tests can send malformed JSON) and
 /// reads the whole response; the connection is closed after it.
 pub fn post(address: SocketAddr, path: &str, body: &str) -> HttpResponse {
-    let (status, body) = try_post(address, path, body).expect("POST");
+    post_with(address, path, "", body)
+}
+
+/// [`post`] with more header lines (each ending in `\r\n`), as a browser adds.
+pub fn post_with(address: SocketAddr, path: &str, headers: &str, body: &str) -> HttpResponse {
+    let (status, body) = try_post_with(address, path, headers, body).expect("POST");
     HttpResponse {
         status,
         json: serde_json::from_str(&body).unwrap_or(Value::Null),
@@ -33,12 +38,21 @@ pub fn post(address: SocketAddr, path: &str, body: &str) -> HttpResponse {
 /// [`post`] for a server that may not be listening (yet): the status code and the
 /// body's text, or the error.
 pub fn try_post(address: SocketAddr, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    try_post_with(address, path, "", body)
+}
+
+fn try_post_with(
+    address: SocketAddr,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(address)?;
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
     write!(
         stream,
         "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         {headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     let mut raw = String::new();

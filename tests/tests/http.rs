@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::time::Duration;
 
-use inkling_harness::http::{HttpServer, post};
+use inkling_harness::http::{HttpServer, post, post_with};
 use inkling_harness::{LspClient, vscode_capabilities};
 use serde_json::json;
 
@@ -123,6 +123,30 @@ fn infill_answers_llama_vim_requests() {
 
     let bad = server.post("/infill", "{\"input_suffix\": \"\"}");
     assert!((400..500).contains(&bad.status), "{bad:?}");
+
+    // A web page may not use it, even one whose name resolves to 127.0.0.1 (DNS
+    // rebinding: the browser's Origin names the page); a page on this machine may.
+    let body = body.to_string();
+    let page = post_with(
+        server.address,
+        "/infill",
+        "Origin: http://evil.example:8012\r\n",
+        &body,
+    );
+    assert_eq!(page.status, 403, "{page:?}");
+    assert!(
+        page.json["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("evil.example")),
+        "{page:?}"
+    );
+    let local = post_with(
+        server.address,
+        "/infill",
+        "Origin: http://localhost:5173\r\n",
+        &body,
+    );
+    assert_eq!(local.status, 200, "{local:?}");
 }
 
 #[test]
