@@ -49,7 +49,8 @@ pub struct Overrides {
     /// (for comparison) [default: true]
     #[arg(long, value_name = "BOOL")]
     pub postprocess: Option<bool>,
-    /// Suggest inside comments too [default: false]
+    /// Automatic requests suggest inside comments and docstrings too (an invoked
+    /// request is answered there either way) [default: true]
     #[arg(long, value_name = "BOOL")]
     pub comment_completions: Option<bool>,
     /// Also serve the HTTP endpoint (`/v1/completions`, `/infill`) on 127.0.0.1 at
@@ -509,7 +510,7 @@ impl Settings {
             max_tokens,
             postprocess: postprocess::Options {
                 enabled: overrides.postprocess.unwrap_or(true),
-                in_comments: overrides.comment_completions.unwrap_or(false),
+                in_comments: overrides.comment_completions.unwrap_or(true),
             },
             http_port: overrides.http_port,
             stream_partial: overrides.stream_partial.unwrap_or(false),

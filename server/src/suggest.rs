@@ -1204,16 +1204,16 @@ mod tests {
         let fake = Fake::new("total");
         let suggester = pipeline(&fake);
         let cancel = CancelFlag::default();
-        // Comments get no suggestion by default: the backend is not asked.
-        let answer = suggester.suggest(ask("# add the ", &cancel)).await;
-        assert!(texts(answer).is_empty());
-        assert!(fake.seen().is_empty());
-        let mut settings = (*suggester.settings()).clone();
-        settings.postprocess.in_comments = true;
-        suggester.set_settings(settings);
         let answer = suggester.suggest(ask("# add the ", &cancel)).await;
         assert_eq!(texts(answer), ["total"]);
         assert_eq!(fake.seen(), [("# add the ".to_owned(), false)]);
+        // With comments turned off, the backend is not asked.
+        let mut settings = (*suggester.settings()).clone();
+        settings.postprocess.in_comments = false;
+        suggester.set_settings(settings);
+        let answer = suggester.suggest(ask("# add the ", &cancel)).await;
+        assert!(texts(answer).is_empty());
+        assert_eq!(fake.seen().len(), 1);
     }
 
     #[tokio::test]

@@ -29,7 +29,8 @@ pub enum Trigger {
 pub struct Options {
     /// Apply the stop rules and filters beyond the basic ones.
     pub enabled: bool,
-    /// Suggest inside comments too.
+    /// Automatic requests suggest inside comments (and docstrings) too; an invoked
+    /// request is answered there whatever this says, since the user asked.
     pub in_comments: bool,
 }
 
@@ -37,7 +38,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             enabled: true,
-            in_comments: false,
+            in_comments: true,
         }
     }
 }
@@ -127,7 +128,11 @@ pub fn plan(context: &CompletionContext, trigger: Trigger, options: Options) -> 
     if options.enabled && before.is_some_and(is_word_char) && after.is_some_and(is_word_char) {
         return Err(Skip::MidWord);
     }
-    if options.enabled && context.syntax.in_comment && !options.in_comments {
+    if options.enabled
+        && context.syntax.in_comment
+        && !options.in_comments
+        && trigger == Trigger::Automatic
+    {
         return Err(Skip::InComment);
     }
     let multi_line = !context.has_text_right_of_cursor() && starts_block_or_statement(context);
@@ -692,15 +697,17 @@ mod tests {
         );
         let mut comment = context("# explain ", "\n");
         comment.syntax.in_comment = true;
-        assert_eq!(
-            plan(&comment, Trigger::Automatic, Options::default()),
-            Err(Skip::InComment)
-        );
-        let allowed = Options {
-            in_comments: true,
+        assert!(plan(&comment, Trigger::Automatic, Options::default()).is_ok());
+        let no_comments = Options {
+            in_comments: false,
             ..Options::default()
         };
-        assert!(plan(&comment, Trigger::Automatic, allowed).is_ok());
+        assert_eq!(
+            plan(&comment, Trigger::Automatic, no_comments),
+            Err(Skip::InComment)
+        );
+        // Asked for, a suggestion is made anyway.
+        assert!(plan(&comment, Trigger::Invoked, no_comments).is_ok());
         assert!(
             plan(
                 &context("x = pri", "\n"),
