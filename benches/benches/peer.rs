@@ -9,7 +9,9 @@
 //! Accepting is the same for both: when the shown suggestion's first line is not empty
 //! and the line being typed continues with it, the user accepts that line (its
 //! characters are saved, and the accept is a keystroke too: both editors ask again
-//! after it).
+//! after it). With `INKLING_BENCH_ACCEPT=partial` the user takes the most of it that
+//! is right with the keys both editors have: all of it (Tab), its first line, or its
+//! right start word by word (see `Accept::Partial`).
 //!
 //! - inkling is asked as VS Code and Neovim ask: `didOpen` and `inkling/didFocus` (the
 //!   cursor, as our extension and plugin report it), then per keystroke `didChange`, then an automatic
@@ -43,6 +45,7 @@
 //! `INKLING_BENCH_MODEL` (a GGUF for both; default: inkling's default model),
 //! `INKLING_LLAMA_SERVER` (a llama-server binary; default: built by
 //! `scripts/llama-server`), `INKLING_BENCH_VERBOSE=1` (each keystroke on stderr),
+//! `INKLING_BENCH_ACCEPT` (`line`, the default, or `partial`),
 //! `INKLING_BENCH_OPTIONS` (a JSON object of inkling options, e.g.
 //! `{"prefixTokens": 384}`).
 
@@ -413,16 +416,69 @@ struct Tally {
     wall_time: Duration,
 }
 
-/// The part of `suggestion` the user accepts when `rest` is what is left to type:
-/// its first line, if not empty and the line being typed continues with it.
-fn accepted<'a>(suggestion: &'a str, rest: &[char]) -> Option<&'a str> {
-    let first = suggestion.split('\n').next().unwrap_or_default();
-    let line: String = rest.iter().take_while(|c| **c != '\n').collect();
-    (!first.is_empty() && line.starts_with(first)).then_some(first)
+/// How the user takes a suggestion (`INKLING_BENCH_ACCEPT`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Accept {
+    /// Its first line, whole, or nothing (`line`, the default).
+    Line,
+    /// The most of it that is right, the way both editors' keys take it (`partial`):
+    /// all of it when every line is right (Tab), else its first line (accept-line),
+    /// else, while its next word is right, that word (accept-word, one keystroke a
+    /// word). A word is what our Neovim plugin's key takes: leading blanks, then a
+    /// run of word characters or a run of other characters; one of a single
+    /// character is typed rather than accepted.
+    Partial,
+}
+
+impl Accept {
+    fn from_env() -> Accept {
+        match std::env::var("INKLING_BENCH_ACCEPT").as_deref() {
+            Ok("partial") => Accept::Partial,
+            Ok("line") | Err(_) => Accept::Line,
+            Ok(other) => panic!("INKLING_BENCH_ACCEPT={other}: expected line or partial"),
+        }
+    }
+
+    /// The part of `suggestion` the user accepts when `rest` is what is left to
+    /// type.
+    fn part<'a>(self, suggestion: &'a str, rest: &[char]) -> Option<&'a str> {
+        let first = suggestion.split('\n').next().unwrap_or_default();
+        let line: String = rest.iter().take_while(|c| **c != '\n').collect();
+        if self == Accept::Partial && suggestion.len() > first.len() {
+            let ahead: String = rest.iter().take(suggestion.chars().count()).collect();
+            if ahead == suggestion {
+                return Some(suggestion);
+            }
+        }
+        if !first.is_empty() && line.starts_with(first) {
+            return Some(first);
+        }
+        let word = next_word(first);
+        (self == Accept::Partial && word.chars().count() > 1 && line.starts_with(word))
+            .then_some(word)
+    }
+}
+
+/// The next word of `text`: leading blanks, then a run of word characters or a run
+/// of other non-blank characters.
+fn next_word(text: &str) -> &str {
+    let blanks = text.len() - text.trim_start().len();
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    let rest = &text[blanks..];
+    let word = rest.chars().next().is_some_and(is_word);
+    let end = rest
+        .find(|c: char| c.is_whitespace() || is_word(c) != word)
+        .unwrap_or(rest.len());
+    &text[..blanks + end]
 }
 
 /// Types every replay into `editor`.
-fn replay(editor: &mut impl Editor, replays: &[Replay], pauses: &[Duration]) -> Tally {
+fn replay(
+    editor: &mut impl Editor,
+    replays: &[Replay],
+    pauses: &[Duration],
+    accept: Accept,
+) -> Tally {
     let verbose = std::env::var_os("INKLING_BENCH_VERBOSE").is_some();
     let started = Instant::now();
     let mut tally = Tally::default();
@@ -449,7 +505,7 @@ fn replay(editor: &mut impl Editor, replays: &[Replay], pauses: &[Duration]) -> 
             if let Some(part) = keystroke
                 .shown
                 .as_deref()
-                .and_then(|s| accepted(s, &typed[i..]))
+                .and_then(|s| accept.part(s, &typed[i..]))
             {
                 tally.accepts += 1;
                 tally.saved += part.chars().count();
@@ -588,7 +644,7 @@ fn report(typed: usize, inkling: &Tally, peer: Option<&Tally>) {
         peer.map_or("-".into(), |t| ratio(inkling.saved as f64, t.saved as f64)),
     );
     row(
-        "suggestions accepted",
+        "accepts (lines, or words)",
         format!("{}", inkling.accepts),
         other(&|_, t| format!("{}", t.accepts)),
         String::new(),
@@ -628,17 +684,23 @@ fn main() {
         .map(|_| Duration::from_millis(random.between(1000, 2000) as u64))
         .collect();
     let model = std::env::var("INKLING_BENCH_MODEL").unwrap_or_else(|_| default_model_path());
+    let accept = Accept::from_env();
     println!(
-        "peer benchmark: {} ({typed} characters to type), pauses after opening {:?} ms; model {model}",
+        "peer benchmark: {} ({typed} characters to type), pauses after opening {:?} ms; accepting {}; model {model}",
         Replay::names(&replays),
         pauses.iter().map(Duration::as_millis).collect::<Vec<_>>(),
+        match accept {
+            Accept::Line => "whole first lines",
+            Accept::Partial =>
+                "all of a suggestion if right, else its first line, else word by word",
+        },
     );
 
     // Built (or found) first, so that a build never runs during a measurement.
     let binary = llama_server_binary();
 
     let mut inkling = Inkling::start(with_bench_options(json!({"model": model, "threads": 2})));
-    let inkling_tally = replay(&mut inkling, &replays, &pauses);
+    let inkling_tally = replay(&mut inkling, &replays, &pauses, accept);
     inkling.client.shutdown_and_exit();
 
     let log = std::env::temp_dir().join("inkling-peer-llama-server.log");
@@ -658,7 +720,7 @@ fn main() {
         let mut peer = Peer {
             vim: LlamaVim::new(http, 1),
         };
-        let tally = replay(&mut peer, &replays, &pauses);
+        let tally = replay(&mut peer, &replays, &pauses, accept);
         println!(
             "  llama.vim's cache at the end: {} answers; ring {} chunks, {} evicted",
             peer.vim.cached_answers(),
@@ -704,7 +766,7 @@ fn main() {
     for (label, change) in variants {
         let mut inkling = Inkling::start(with_bench_options(json!({"model": model, "threads": 2})));
         change(&mut inkling, &second);
-        let tally = replay(&mut inkling, &replays, &pauses);
+        let tally = replay(&mut inkling, &replays, &pauses, accept);
         inkling.client.shutdown_and_exit();
         line(label, &tally);
     }
