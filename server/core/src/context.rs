@@ -37,6 +37,13 @@ impl Default for Window {
     }
 }
 
+/// Most characters of the window before the cursor, and after it: lines are not
+/// bounded in length (a minified file is one line), and every cached answer and
+/// prompt line copies its context. Far more than a prompt's token budget uses.
+pub const MAX_PREFIX_CHARS: usize = 128 * 1024;
+/// See [`MAX_PREFIX_CHARS`].
+pub const MAX_SUFFIX_CHARS: usize = 32 * 1024;
+
 /// Characters per token assumed where a position is picked before tokenizing: code
 /// in the vocabularies of small models runs at three to four.
 const CHARS_PER_TOKEN: usize = 3;
@@ -129,21 +136,25 @@ pub fn extract(document: &Document, cursor: usize, window: Window) -> Completion
     let first_line =
         line.saturating_sub(window.prefix_lines) / WINDOW_STEP_LINES * WINDOW_STEP_LINES;
     let last_line = (line + window.suffix_lines).min(rope.len_lines().saturating_sub(1));
-    let window_start = rope.line_to_char(first_line);
+    let earliest = cursor.saturating_sub(MAX_PREFIX_CHARS);
+    let latest = (cursor + MAX_SUFFIX_CHARS).min(rope.len_chars());
+    let window_start = rope.line_to_char(first_line).max(earliest);
     let window_end = if last_line + 1 < rope.len_lines() {
         rope.line_to_char(last_line + 1)
     } else {
         rope.len_chars()
-    };
+    }
+    .min(latest);
 
     let line_end = if line + 1 < rope.len_lines() {
         rope.line_to_char(line + 1)
     } else {
         rope.len_chars()
-    };
+    }
+    .min(latest);
     let line_suffix = rope.slice(cursor..line_end).to_string();
     let line_suffix = line_suffix.trim_end_matches(['\n', '\r']).to_owned();
-    let line_prefix = rope.slice(line_start..cursor).to_string();
+    let line_prefix = rope.slice(line_start.max(earliest)..cursor).to_string();
     let blank_line = line_prefix.trim().is_empty() && line_suffix.trim().is_empty();
     let tree = document.tree();
 
@@ -191,6 +202,23 @@ mod tests {
         let at = opening_cursor(&crlf, 10);
         assert_eq!(crlf.char(at), '\r');
         assert_eq!(opening_cursor(&Rope::from_str(""), 10), 0);
+    }
+
+    #[test]
+    fn a_huge_line_is_cut_to_the_window_bounds_around_the_cursor() {
+        let line = "x".repeat(MAX_PREFIX_CHARS * 2);
+        let text = format!("a = 1\n{line}{line}\nb = 2\n");
+        let document = Document::new(&text, 0, "python");
+        let cursor = 6 + line.len();
+        let context = extract(&document, cursor, Window::default());
+        assert_eq!(context.prefix.len(), MAX_PREFIX_CHARS);
+        assert_eq!(context.line_prefix.len(), MAX_PREFIX_CHARS);
+        assert_eq!(context.suffix.len(), MAX_SUFFIX_CHARS);
+        assert_eq!(context.line_suffix.len(), MAX_SUFFIX_CHARS);
+        // Ordinary text is whole.
+        let context = extract(&document, 2, Window::default());
+        assert_eq!(context.prefix, "a ");
+        assert_eq!(context.line_suffix, "= 1");
     }
 
     fn numbered_lines(n: usize) -> String {

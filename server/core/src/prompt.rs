@@ -32,6 +32,9 @@ pub struct CachingTokenizer<T> {
 
 /// Lines remembered before the cache starts afresh.
 const CACHED_LINES: usize = 16_384;
+/// Longer lines are tokenized every time, not remembered: with them the cache would
+/// hold up to [`CACHED_LINES`] times any length (a minified file's line, edited).
+const MAX_CACHED_LINE_BYTES: usize = 4096;
 
 impl<T: Tokenizer> CachingTokenizer<T> {
     /// Wraps `inner`.
@@ -54,6 +57,9 @@ impl<T: Tokenizer> Tokenizer for CachingTokenizer<T> {
             return tokens.clone();
         }
         let tokens = self.inner.tokenize(text);
+        if text.len() > MAX_CACHED_LINE_BYTES {
+            return tokens;
+        }
         let mut lines = self.lines.borrow_mut();
         if lines.len() >= CACHED_LINES {
             lines.clear();
@@ -505,5 +511,10 @@ pub(crate) mod tests {
         for text in ["a\n b", "a\n b", "xyz\n"] {
             assert_eq!(cached.tokenize(text), MergingTokenizer.tokenize(text));
         }
+        assert_eq!(cached.lines.borrow().len(), 2);
+        // A very long line is tokenized, not remembered.
+        let long = "y".repeat(MAX_CACHED_LINE_BYTES + 1);
+        assert_eq!(cached.tokenize(&long), MergingTokenizer.tokenize(&long));
+        assert_eq!(cached.lines.borrow().len(), 2);
     }
 }
