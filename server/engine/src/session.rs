@@ -167,7 +167,14 @@ impl<'m> Session<'m> {
                 ..options.budget
             },
             prompt_rate: ASSUMED_PROMPT_RATE,
-            slots: Slots::new(options.warm_states),
+            // A quarter of the memory available once the model and its context
+            // are in (see slots.rs).
+            slots: Slots::new(
+                options.warm_states,
+                crate::worker::available_memory().map_or(usize::MAX, |bytes| {
+                    usize::try_from(bytes / 4).unwrap_or(usize::MAX)
+                }),
+            ),
             previous_prompts: HashMap::new(),
             tallies,
             background: false,

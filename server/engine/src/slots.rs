@@ -2,6 +2,10 @@
 //! at a time; switching saves it (`state_seq_get`, with its tokens) into an LRU of
 //! `warmStates - 1` entries and restores the next document's if it is there.
 //!
+//! Invariant: the saved states together take at most the byte budget given at
+//! start (a quarter of the memory then available): `warmStates` times a large
+//! `contextSize` would otherwise exhaust memory. The least recently used go first.
+//!
 //! Invariant: a state whose shifted cells are not yet re-rotated (llama.cpp does
 //! that on the next decode) is dropped, never saved, since a saved state would lose
 //! the rotation.
@@ -20,21 +24,82 @@ struct WarmState {
     state: SeqState,
 }
 
+/// What a saved entry weighs, in bytes.
+trait Weighed {
+    fn bytes(&self) -> usize;
+}
+
+impl Weighed for WarmState {
+    fn bytes(&self) -> usize {
+        self.state.byte_len() + self.tokens.len() * size_of::<Token>()
+    }
+}
+
+/// An LRU of at most `capacity` entries that together weigh at most `budget` bytes.
+struct Saved<V> {
+    entries: LruCache<String, V>,
+    bytes: usize,
+    budget: usize,
+}
+
+impl<V: Weighed> Saved<V> {
+    fn new(capacity: NonZeroUsize, budget: usize) -> Saved<V> {
+        Saved {
+            entries: LruCache::new(capacity),
+            bytes: 0,
+            budget,
+        }
+    }
+
+    /// Keeps `value` as `key`'s, first dropping the least recently used entries it
+    /// does not fit beside; nothing when it alone is over the budget.
+    fn put(&mut self, key: String, value: V) {
+        self.take(&key);
+        let bytes = value.bytes();
+        if bytes > self.budget {
+            tracing::debug!("cache of {key} not saved: {bytes} bytes, over the budget");
+            return;
+        }
+        while self.bytes + bytes > self.budget {
+            match self.entries.pop_lru() {
+                Some((_, old)) => self.bytes -= old.bytes(),
+                None => break,
+            }
+        }
+        if let Some((_, evicted)) = self.entries.push(key, value) {
+            self.bytes -= evicted.bytes();
+        }
+        self.bytes += bytes;
+    }
+
+    /// Takes `key`'s entry out, if there is one.
+    fn take(&mut self, key: &str) -> Option<V> {
+        let value = self.entries.pop(key)?;
+        self.bytes -= value.bytes();
+        Some(value)
+    }
+
+    fn peek(&self, key: &str) -> Option<&V> {
+        self.entries.peek(key)
+    }
+}
+
 /// Which document's cache the context holds, and the others' saved caches.
 pub(crate) struct Slots {
     /// The document whose tokens the context holds.
     current: String,
     /// Other documents' saved caches; `None` when only one is kept warm.
-    saved: Option<LruCache<String, WarmState>>,
+    saved: Option<Saved<WarmState>>,
 }
 
 impl Slots {
-    /// Slots for `warm_states` documents, the one in the context included.
-    pub(crate) fn new(warm_states: u32) -> Slots {
+    /// Slots for `warm_states` documents, the one in the context included, whose
+    /// saved states take at most `byte_budget` bytes together.
+    pub(crate) fn new(warm_states: u32, byte_budget: usize) -> Slots {
         let saved = NonZeroUsize::new(warm_states.saturating_sub(1) as usize);
         Slots {
             current: String::new(),
-            saved: saved.map(LruCache::new),
+            saved: saved.map(|capacity| Saved::new(capacity, byte_budget)),
         }
     }
 
@@ -57,7 +122,7 @@ impl Slots {
     /// Drops the saved cache of `document`, if there is one.
     pub(crate) fn discard(&mut self, document: &str) {
         if let Some(saved) = &mut self.saved {
-            saved.pop(document);
+            saved.take(document);
         }
     }
 
@@ -82,7 +147,7 @@ impl Slots {
             }
         }
         target.forget();
-        let Some(warm) = saved.pop(document) else {
+        let Some(warm) = saved.take(document) else {
             return false;
         };
         match target.context.state_seq_set(&warm.state, 0) {
@@ -96,5 +161,51 @@ impl Slots {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl Weighed for usize {
+        fn bytes(&self) -> usize {
+            *self
+        }
+    }
+
+    fn keys(saved: &Saved<usize>) -> Vec<&str> {
+        saved.entries.iter().map(|(k, _)| k.as_str()).collect()
+    }
+
+    #[test]
+    fn saved_states_stay_within_their_byte_budget_least_recent_first() {
+        let mut saved = Saved::new(NonZeroUsize::new(8).unwrap(), 100);
+        saved.put("a".into(), 40);
+        saved.put("b".into(), 40);
+        assert_eq!(saved.bytes, 80);
+        // c does not fit beside both: a, the least recent, goes.
+        saved.put("c".into(), 30);
+        assert_eq!(keys(&saved), ["c", "b"]);
+        assert_eq!(saved.bytes, 70);
+        // One over the budget alone is not kept, and costs the others nothing.
+        saved.put("huge".into(), 101);
+        assert_eq!(keys(&saved), ["c", "b"]);
+        // Saving a key again replaces its bytes.
+        saved.put("b".into(), 10);
+        assert_eq!(saved.bytes, 40);
+        assert_eq!(saved.take("c"), Some(30));
+        assert_eq!(saved.bytes, 10);
+        assert_eq!(saved.take("c"), None);
+    }
+
+    #[test]
+    fn the_entry_count_still_bounds_the_saved_states() {
+        let mut saved = Saved::new(NonZeroUsize::new(2).unwrap(), 1000);
+        for key in ["a", "b", "c"] {
+            saved.put(key.into(), 10);
+        }
+        assert_eq!(keys(&saved), ["c", "b"]);
+        assert_eq!(saved.bytes, 20);
     }
 }

@@ -265,7 +265,7 @@ fn placement(model: &LlamaModel, gpu_layers: u32) -> String {
 }
 
 /// `MemAvailable` from /proc/meminfo, in bytes; `None` where there is no such file.
-fn available_memory() -> Option<u64> {
+pub(crate) fn available_memory() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
