@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::io::Write;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eventsource_stream::Eventsource;
@@ -132,6 +132,44 @@ fn audit(policy: &Resolved, request: &CompletionRequest, bytes: usize) {
 
 type Events = Pin<Box<dyn Stream<Item = Result<String, String>> + Send>>;
 
+/// Most bytes read of one answer (an answer is a few hundred tokens): a remote
+/// that sends more, or a line without end, fails the request instead of filling
+/// memory within its time limit.
+const MAX_ANSWER_BYTES: usize = 4 << 20;
+/// Most bytes read of an error answer's body, whose start is quoted.
+const MAX_ERROR_BODY_BYTES: usize = 4096;
+
+/// `bytes` until they add up to more than `limit`, then an error.
+fn bounded<S, B, E>(bytes: S, limit: usize) -> impl Stream<Item = Result<B, String>>
+where
+    S: Stream<Item = Result<B, E>>,
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
+    let mut total = 0usize;
+    bytes.map(move |chunk| {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        total += chunk.as_ref().len();
+        if total > limit {
+            return Err(format!("the answer is longer than {limit} bytes"));
+        }
+        Ok(chunk)
+    })
+}
+
+/// The start of an error answer's body, as text.
+async fn error_text(response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    let mut chunks = pin!(response.bytes_stream());
+    while body.len() < MAX_ERROR_BODY_BYTES {
+        match chunks.next().await {
+            Some(Ok(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&body).chars().take(300).collect()
+}
+
 /// Newline-delimited JSON (Ollama) as a stream of lines.
 fn lines<S, B, E>(bytes: S) -> Events
 where
@@ -217,20 +255,19 @@ pub async fn stream(
     };
     let status = response.status();
     if !status.is_success() {
-        let text = match wait(response.text(), first_deadline, cancel).await {
-            Waited::Done(Ok(text)) => text.chars().take(300).collect(),
+        let text = match wait(error_text(response), first_deadline, cancel).await {
+            Waited::Done(text) => text,
             _ => String::new(),
         };
         return Err(Failure::Status(status.as_u16(), text));
     }
     let mut events: Events = match policy.format {
         Format::Infill | Format::Openai => Box::pin(
-            response
-                .bytes_stream()
+            bounded(response.bytes_stream(), MAX_ANSWER_BYTES)
                 .eventsource()
                 .map(|event| event.map(|e| e.data).map_err(|e| e.to_string())),
         ),
-        Format::Ollama => lines(response.bytes_stream()),
+        Format::Ollama => lines(bounded(response.bytes_stream(), MAX_ANSWER_BYTES)),
     };
     let mut text = String::new();
     let mut first: Option<Duration> = None;
@@ -298,6 +335,22 @@ pub async fn stream(
 mod tests {
     use super::*;
     use futures_util::stream;
+
+    #[tokio::test]
+    async fn an_answer_longer_than_its_limit_ends_in_an_error() {
+        let chunks: Vec<Result<Vec<u8>, String>> = vec![Ok(vec![b'x'; 6]), Ok(vec![b'y'; 6])];
+        let read: Vec<_> = bounded(stream::iter(chunks), 10).collect().await;
+        assert_eq!(read[0], Ok(vec![b'x'; 6]));
+        assert!(
+            read[1].as_ref().is_err_and(|e| e.contains("10 bytes")),
+            "{read:?}"
+        );
+        // A line without end stops there too.
+        let endless = stream::iter((0..100).map(|_| Ok::<_, String>(vec![b'z'; 1000])));
+        let lines: Vec<_> = lines(bounded(endless, 10_000)).collect().await;
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].is_err(), "{lines:?}");
+    }
 
     #[tokio::test]
     async fn ndjson_lines_are_split_across_chunks() {
