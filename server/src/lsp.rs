@@ -69,6 +69,8 @@ impl tower_lsp_server::ls_types::notification::Notification for PartialNotificat
 /// How long a document opened while the model loads waits for it before its
 /// prompt is warmed (a first load fetches the default model).
 const WARM_LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+/// How often a warm waiting for the model checks whether a newer one replaced it.
+const SUPERSEDED_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How often the client's process is checked for life.
 const PARENT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
@@ -404,13 +406,26 @@ impl LspServer {
             return;
         };
         let (sources, key) = (self.context_sources(), key.to_owned());
+        if lock(&sources.documents).get(&key).is_none() {
+            return;
+        }
         let prefix_tokens = self.settings().engine.budget.prefix_tokens;
         let encoding = self.encoding();
         let (warms_asked, warm_contexts) = (self.warms_asked.clone(), self.warm_contexts.clone());
         let ticket = warms_asked.fetch_add(1, Ordering::SeqCst) + 1;
         tokio::spawn(async move {
-            if !suggester.backend().ready_within(WARM_LOAD_WAIT).await {
-                return;
+            // Only the newest warm waits for the model to load: focus changes sent
+            // meanwhile leave one waiting task, not one each.
+            let superseded = async {
+                while warms_asked.load(Ordering::SeqCst) == ticket {
+                    tokio::time::sleep(SUPERSEDED_POLL).await;
+                }
+            };
+            tokio::select! {
+                ready = suggester.backend().ready_within(WARM_LOAD_WAIT) => if !ready {
+                    return;
+                },
+                () = superseded => return,
             }
             // The document as it is now: it may have changed, or closed, meanwhile.
             let Some(document) = lock(&sources.documents).get(&key).cloned() else {

@@ -15,7 +15,8 @@
 //! [`MAX_FRAME_BYTES`] and [`MAX_JSON_VALUES`] values (counted before anything is
 //! parsed), the outgoing queue holds [`OUTGOING_FRAMES`] frames, and a client that
 //! keeps writing but stops reading for [`STALLED_CLIENT`] is dropped. Error texts
-//! sent back are cut to [`MAX_ERROR_MESSAGE_BYTES`], so nothing big is echoed.
+//! sent back, and the texts of messages shown or logged (which may quote a setting),
+//! are cut to [`MAX_MESSAGE_BYTES`], so nothing big is echoed.
 
 use std::time::Duration;
 
@@ -41,7 +42,7 @@ const OUTGOING_FRAMES: usize = 256;
 /// How long the outgoing queue may stay full before the client counts as gone.
 const STALLED_CLIENT: Duration = Duration::from_secs(30);
 /// Longest error message sent back; longer ones (which may quote the request) are cut.
-const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+const MAX_MESSAGE_BYTES: usize = 1024;
 
 /// Serves `service` with messages read from `input` and written to `output` until
 /// the client sends `exit` or closes `input`.
@@ -262,26 +263,31 @@ fn count_json_values(body: &[u8]) -> usize {
     count
 }
 
-/// `frame` with a JSON-RPC error message cut to [`MAX_ERROR_MESSAGE_BYTES`]: tower-lsp
-/// quotes whole params in some errors (`Unexpected params: …`).
-fn cut_error_message(body: Vec<u8>) -> Vec<u8> {
-    // Results are passed on unparsed; only a long error can need cutting.
-    if body.len() <= MAX_ERROR_MESSAGE_BYTES * 2 || !body.windows(8).any(|w| w == b"\"error\":") {
+/// `frame` with a JSON-RPC error's message, or a `window/showMessage` or
+/// `window/logMessage` text, cut to [`MAX_MESSAGE_BYTES`]: tower-lsp quotes whole
+/// params in some errors (`Unexpected params: …`), and a warning about a setting
+/// quotes its value.
+fn cut_long_message(body: Vec<u8>) -> Vec<u8> {
+    // Results are passed on unparsed; only a long error or message can need cutting.
+    let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    if body.len() <= MAX_MESSAGE_BYTES * 2 || !(has(b"\"error\":") || has(b"\"window/")) {
         return body;
     }
     let Ok(mut value) = serde_json::from_slice::<Value>(&body) else {
         return body;
     };
-    let Some(message) = value.pointer_mut("/error/message") else {
+    let pointer = if value.get("error").is_some() {
+        "/error/message"
+    } else {
+        "/params/message"
+    };
+    let Some(message) = value.pointer_mut(pointer) else {
         return body;
     };
-    let Some(text) = message
-        .as_str()
-        .filter(|t| t.len() > MAX_ERROR_MESSAGE_BYTES)
-    else {
+    let Some(text) = message.as_str().filter(|t| t.len() > MAX_MESSAGE_BYTES) else {
         return body;
     };
-    let mut end = MAX_ERROR_MESSAGE_BYTES;
+    let mut end = MAX_MESSAGE_BYTES;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
@@ -353,7 +359,7 @@ async fn forward_server_frames(
 ) {
     while let Ok(Some(body)) = read_frame(&mut server, u64::MAX).await {
         let Ok(body) = body else { continue };
-        if !queue(&frames, frame(&cut_error_message(body))).await {
+        if !queue(&frames, frame(&cut_long_message(body))).await {
             break;
         }
     }
@@ -466,18 +472,20 @@ mod tests {
         let quoted = "y".repeat(100_000);
         let reply = json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32602, "message": format!("Unexpected params: {quoted}")}});
         let cut: Value =
-            serde_json::from_slice(&cut_error_message(reply.to_string().into_bytes())).unwrap();
+            serde_json::from_slice(&cut_long_message(reply.to_string().into_bytes())).unwrap();
         let message = cut["error"]["message"].as_str().unwrap();
-        assert!(
-            message.len() < MAX_ERROR_MESSAGE_BYTES + 16,
-            "{}",
-            message.len()
-        );
+        assert!(message.len() < MAX_MESSAGE_BYTES + 16, "{}", message.len());
         assert!(message.starts_with("Unexpected params: yyy"));
         let small = json!({"jsonrpc": "2.0", "id": 1, "result": quoted})
             .to_string()
             .into_bytes();
-        assert_eq!(cut_error_message(small.clone()), small);
+        assert_eq!(cut_long_message(small.clone()), small);
+        let shown = json!({"jsonrpc": "2.0", "method": "window/showMessage", "params": {"type": 2, "message": format!("`maxTokens` = \"{quoted}\"")}});
+        let cut: Value =
+            serde_json::from_slice(&cut_long_message(shown.to_string().into_bytes())).unwrap();
+        let message = cut["params"]["message"].as_str().unwrap();
+        assert!(message.len() < MAX_MESSAGE_BYTES + 16, "{}", message.len());
+        assert_eq!(cut["method"], "window/showMessage");
     }
 
     /// The next frame's body, which must be there and within the limit.

@@ -41,6 +41,12 @@ pub const MAX_INDEX_FILES: usize = 5_000;
 pub const MAX_INDEX_FILE_BYTES: u64 = 1 << 20;
 /// Longest time indexing may take.
 pub const INDEX_TIME_LIMIT: Duration = Duration::from_secs(20);
+/// Most files waiting to be refreshed; changes past it are dropped (with a warning):
+/// more than the index holds, and a client may send any number.
+pub const MAX_QUEUED_REFRESHES: usize = 4 * MAX_INDEX_FILES;
+/// Most bytes of a chunk of the ring: its lines are cut there (a minified file's
+/// one line would otherwise be a chunk, copied into every open document's preamble).
+pub const MAX_CHUNK_BYTES: usize = 8 * 1024;
 /// Chunks kept in the ring (llama.vim's `ring_n_chunks`).
 pub const RING_CHUNKS: usize = 16;
 /// Lines per chunk (llama.vim's `ring_chunk_size`).
@@ -183,6 +189,15 @@ struct PreambleKey {
     revision: u64,
 }
 
+/// Files to refresh, each once, in the order their changes came, and whether a
+/// thread is refreshing them.
+#[derive(Debug, Default)]
+struct RefreshQueue {
+    paths: VecDeque<PathBuf>,
+    queued: HashSet<PathBuf>,
+    running: bool,
+}
+
 /// What the index and the ring hold.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WorkspaceStats {
@@ -210,9 +225,7 @@ pub struct Workspace {
     refreshed_during_walk: Mutex<Option<Vec<PathBuf>>>,
     /// Held while one file is read into the index, so that refreshes apply in order.
     refreshing: Mutex<()>,
-    /// Files to refresh, in the order their changes came, and whether a thread is
-    /// refreshing them.
-    refresh_queue: Mutex<(VecDeque<PathBuf>, bool)>,
+    refresh_queue: Mutex<RefreshQueue>,
     ring: Mutex<VecDeque<Chunk>>,
     /// Documents edited since they were last in focus, with the line of their last edit.
     pending: Mutex<HashMap<String, usize>>,
@@ -343,15 +356,27 @@ impl Workspace {
     pub fn refresh_in_background(self: &Arc<Self>, paths: Vec<PathBuf>) {
         {
             let mut queue = lock(&self.refresh_queue);
+            let mut dropped = 0usize;
             for path in paths {
-                if !queue.0.contains(&path) {
-                    queue.0.push_back(path);
+                if queue.queued.contains(&path) {
+                    continue;
                 }
+                if queue.paths.len() >= MAX_QUEUED_REFRESHES {
+                    dropped += 1;
+                    continue;
+                }
+                queue.queued.insert(path.clone());
+                queue.paths.push_back(path);
             }
-            if queue.1 || queue.0.is_empty() {
+            if dropped > 0 {
+                tracing::warn!(
+                    "{dropped} changed files not read again: {MAX_QUEUED_REFRESHES} are waiting already"
+                );
+            }
+            if queue.running || queue.paths.is_empty() {
                 return;
             }
-            queue.1 = true;
+            queue.running = true;
         }
         let workspace = self.clone();
         let spawned = std::thread::Builder::new()
@@ -362,8 +387,11 @@ impl Workspace {
                 loop {
                     let next = {
                         let mut queue = lock(&workspace.refresh_queue);
-                        let next = queue.0.pop_front();
-                        queue.1 = next.is_some();
+                        let next = queue.paths.pop_front();
+                        if let Some(path) = &next {
+                            queue.queued.remove(path);
+                        }
+                        queue.running = next.is_some();
                         next
                     };
                     match next {
@@ -374,7 +402,7 @@ impl Workspace {
             });
         if let Err(e) = spawned {
             tracing::warn!("cannot start refreshing the index: {e}");
-            lock(&self.refresh_queue).1 = false;
+            lock(&self.refresh_queue).running = false;
         }
     }
 
@@ -652,11 +680,13 @@ impl Workspace {
             return;
         }
         let first_line = first_line.min(text.len_lines().saturating_sub(1));
-        let chunk_text: String = text
-            .lines_at(first_line)
-            .take(CHUNK_LINES)
-            .map(|l| l.to_string())
-            .collect();
+        let mut chunk_text = String::new();
+        for line in text.lines_at(first_line).take(CHUNK_LINES) {
+            if chunk_text.len() + line.len_bytes() > MAX_CHUNK_BYTES {
+                break;
+            }
+            chunk_text.extend(line.chunks());
+        }
         let lines: HashSet<u64> = chunk_text
             .lines()
             .filter(|l| !l.trim().is_empty())
@@ -1113,6 +1143,36 @@ mod tests {
             workspace.add_chunk(&format!("file:///{i}"), "plaintext", &text, 0);
         }
         assert_eq!(workspace.stats().ring_chunks, RING_CHUNKS);
+    }
+
+    #[test]
+    fn a_chunk_ends_before_the_line_that_would_take_it_over_its_bytes() {
+        let workspace = Workspace::new(None);
+        let huge = "x".repeat(MAX_CHUNK_BYTES);
+        let text = Rope::from_str(&format!("a = 1\nb = 2\nc = 3\n{huge}\nd = 4\n"));
+        workspace.add_chunk("file:///a", "plaintext", &text, 0);
+        let snippets = workspace.ring_snippets("file:///b");
+        assert_eq!(snippets.len(), 1);
+        assert_eq!(snippets[0].text, "a = 1\nb = 2\nc = 3\n");
+        // A minified file's one line makes no chunk.
+        workspace.add_chunk("file:///m", "plaintext", &Rope::from_str(&huge), 0);
+        assert_eq!(workspace.stats().ring_chunks, 1);
+    }
+
+    #[test]
+    fn each_changed_file_waits_once_and_the_queue_is_bounded() {
+        let workspace = Arc::new(Workspace::new(None));
+        // As if a thread were at work already: no new one starts taking paths out.
+        lock(&workspace.refresh_queue).running = true;
+        let paths = |n: usize| (0..n).map(|i| PathBuf::from(format!("/nowhere/{i}.py")));
+        // Each path twice, and more than fit.
+        let many: Vec<PathBuf> = paths(MAX_QUEUED_REFRESHES + 10)
+            .chain(paths(MAX_QUEUED_REFRESHES))
+            .collect();
+        workspace.refresh_in_background(many);
+        let queue = lock(&workspace.refresh_queue);
+        assert_eq!(queue.paths.len(), MAX_QUEUED_REFRESHES);
+        assert_eq!(queue.queued.len(), MAX_QUEUED_REFRESHES);
     }
 
     #[test]

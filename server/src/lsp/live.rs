@@ -16,6 +16,7 @@
 //! - `disabledLanguages` / `disabledPaths`: a disabled document gets no suggestion.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use inkling_core::lock;
 use inkling_core::syntax;
@@ -31,6 +32,9 @@ use super::LspServer;
 use crate::config::{Layers, Overrides, SETTINGS_SECTION, Settings};
 use crate::suggest::Suggester;
 use crate::{CurrentPipeline, Pipeline, http};
+
+/// Longest wait for the client's answer to `workspace/configuration`.
+const CONFIGURATION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The id of the registration for `workspace/didChangeWatchedFiles`.
 const WATCHED_FILES_REGISTRATION: &str = "inkling/watchedFiles";
@@ -120,10 +124,24 @@ impl LspServer {
             scope_uri: None,
             section: Some(SETTINGS_SECTION.into()),
         };
-        match self.client.configuration(vec![section]).await {
-            Ok(values) => Some(values.into_iter().next().unwrap_or(Value::Null)),
-            Err(e) => {
+        // A client that never answers must not hold this handler (and one of the
+        // server's few concurrent slots) for good.
+        match tokio::time::timeout(
+            CONFIGURATION_TIMEOUT,
+            self.client.configuration(vec![section]),
+        )
+        .await
+        {
+            Ok(Ok(values)) => Some(values.into_iter().next().unwrap_or(Value::Null)),
+            Ok(Err(e)) => {
                 tracing::warn!("cannot ask the client for its settings: {e}");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "the client did not send its settings within {} s",
+                    CONFIGURATION_TIMEOUT.as_secs()
+                );
                 None
             }
         }
