@@ -426,7 +426,7 @@ enum Accept {
     /// else, while its next word is right, that word (accept-word, one keystroke a
     /// word). A word is what our Neovim plugin's key takes: leading blanks, then a
     /// run of word characters or a run of other characters; one of a single
-    /// character is typed rather than accepted.
+    /// character, its blanks counted, is typed rather than accepted.
     Partial,
 }
 

@@ -49,7 +49,7 @@ pub struct Overrides {
     /// (for comparison) [default: true]
     #[arg(long, value_name = "BOOL")]
     pub postprocess: Option<bool>,
-    /// Automatic requests suggest inside comments and docstrings too (an invoked
+    /// Automatic requests suggest inside comments too (an invoked
     /// request is answered there either way) [default: true]
     #[arg(long, value_name = "BOOL")]
     pub comment_completions: Option<bool>,

@@ -270,16 +270,16 @@ fn count_json_values(body: &[u8]) -> usize {
 fn cut_long_message(body: Vec<u8>) -> Vec<u8> {
     // Results are passed on unparsed; only a long error or message can need cutting.
     let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
-    if body.len() <= MAX_MESSAGE_BYTES * 2 || !(has(b"\"error\":") || has(b"\"window/")) {
+    if body.len() <= MAX_MESSAGE_BYTES || !(has(b"\"error\":") || has(b"\"window/")) {
         return body;
     }
     let Ok(mut value) = serde_json::from_slice::<Value>(&body) else {
         return body;
     };
-    let pointer = if value.get("error").is_some() {
-        "/error/message"
-    } else {
-        "/params/message"
+    let pointer = match value.get("method").and_then(Value::as_str) {
+        Some("window/showMessage" | "window/logMessage") => "/params/message",
+        Some(_) => return body,
+        None => "/error/message",
     };
     let Some(message) = value.pointer_mut(pointer) else {
         return body;

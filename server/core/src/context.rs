@@ -43,6 +43,11 @@ impl Default for Window {
 pub const MAX_PREFIX_CHARS: usize = 128 * 1024;
 /// See [`MAX_PREFIX_CHARS`].
 pub const MAX_SUFFIX_CHARS: usize = 32 * 1024;
+/// Where the bound before the cursor cuts a line, it cuts at a multiple of this many
+/// characters, so the window's start stays put while the user types (the prompt's
+/// start, and the typed-through cache's keys, stay the same). The text after the
+/// cursor keeps its length, and so its text, while the user types.
+const CUT_STEP_CHARS: usize = 8 * 1024;
 
 /// Characters per token assumed where a position is picked before tokenizing: code
 /// in the vocabularies of small models runs at three to four.
@@ -136,7 +141,9 @@ pub fn extract(document: &Document, cursor: usize, window: Window) -> Completion
     let first_line =
         line.saturating_sub(window.prefix_lines) / WINDOW_STEP_LINES * WINDOW_STEP_LINES;
     let last_line = (line + window.suffix_lines).min(rope.len_lines().saturating_sub(1));
-    let earliest = cursor.saturating_sub(MAX_PREFIX_CHARS);
+    let earliest = cursor
+        .saturating_sub(MAX_PREFIX_CHARS)
+        .next_multiple_of(CUT_STEP_CHARS);
     let latest = (cursor + MAX_SUFFIX_CHARS).min(rope.len_chars());
     let window_start = rope.line_to_char(first_line).max(earliest);
     let window_end = if last_line + 1 < rope.len_lines() {
@@ -211,10 +218,20 @@ mod tests {
         let document = Document::new(&text, 0, "python");
         let cursor = 6 + line.len();
         let context = extract(&document, cursor, Window::default());
-        assert_eq!(context.prefix.len(), MAX_PREFIX_CHARS);
-        assert_eq!(context.line_prefix.len(), MAX_PREFIX_CHARS);
+        let prefix_len = context.prefix.len();
+        assert!((MAX_PREFIX_CHARS - CUT_STEP_CHARS..=MAX_PREFIX_CHARS).contains(&prefix_len));
+        assert_eq!(context.line_prefix.len(), prefix_len);
         assert_eq!(context.suffix.len(), MAX_SUFFIX_CHARS);
         assert_eq!(context.line_suffix.len(), MAX_SUFFIX_CHARS);
+        // Typing keeps the window's start, and the text after the cursor.
+        let typed = format!("a = 1\n{line}qq{line}\nb = 2\n");
+        let typed = extract(
+            &Document::new(&typed, 1, "python"),
+            cursor + 2,
+            Window::default(),
+        );
+        assert_eq!(typed.prefix, format!("{}qq", context.prefix));
+        assert_eq!(typed.suffix, context.suffix);
         // Ordinary text is whole.
         let context = extract(&document, 2, Window::default());
         assert_eq!(context.prefix, "a ");

@@ -29,7 +29,7 @@ pub enum Trigger {
 pub struct Options {
     /// Apply the stop rules and filters beyond the basic ones.
     pub enabled: bool,
-    /// Automatic requests suggest inside comments (and docstrings) too; an invoked
+    /// Automatic requests suggest inside comments too; an invoked
     /// request is answered there whatever this says, since the user asked.
     pub in_comments: bool,
 }

@@ -16,7 +16,7 @@
 //! - Other files' material comes first; it changes only when the context stage
 //!   refreshes it (see [`crate::context`]).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use crate::context::{CompletionContext, WINDOW_STEP_LINES};
@@ -28,13 +28,15 @@ use crate::tokens::{Token, Tokenizer};
 pub struct CachingTokenizer<T> {
     inner: T,
     lines: RefCell<HashMap<String, Vec<Token>>>,
+    /// Bytes of the remembered lines' text.
+    bytes: Cell<usize>,
 }
 
 /// Lines remembered before the cache starts afresh.
 const CACHED_LINES: usize = 16_384;
-/// Longer lines are tokenized every time, not remembered: with them the cache would
-/// hold up to [`CACHED_LINES`] times any length (a minified file's line, edited).
-const MAX_CACHED_LINE_BYTES: usize = 4096;
+/// Bytes of lines remembered before the cache starts afresh: lines have any length
+/// (a minified file's line, edited, is a new one at each keystroke).
+const CACHED_BYTES: usize = 16 << 20;
 
 impl<T: Tokenizer> CachingTokenizer<T> {
     /// Wraps `inner`.
@@ -42,6 +44,7 @@ impl<T: Tokenizer> CachingTokenizer<T> {
         CachingTokenizer {
             inner,
             lines: RefCell::new(HashMap::new()),
+            bytes: Cell::new(0),
         }
     }
 
@@ -57,14 +60,15 @@ impl<T: Tokenizer> Tokenizer for CachingTokenizer<T> {
             return tokens.clone();
         }
         let tokens = self.inner.tokenize(text);
-        if text.len() > MAX_CACHED_LINE_BYTES {
-            return tokens;
-        }
         let mut lines = self.lines.borrow_mut();
-        if lines.len() >= CACHED_LINES {
+        if lines.len() >= CACHED_LINES || self.bytes.get() + text.len() > CACHED_BYTES {
             lines.clear();
+            self.bytes.set(0);
         }
-        lines.insert(text.to_owned(), tokens.clone());
+        if text.len() <= CACHED_BYTES {
+            self.bytes.set(self.bytes.get() + text.len());
+            lines.insert(text.to_owned(), tokens.clone());
+        }
         tokens
     }
 }
@@ -512,9 +516,11 @@ pub(crate) mod tests {
             assert_eq!(cached.tokenize(text), MergingTokenizer.tokenize(text));
         }
         assert_eq!(cached.lines.borrow().len(), 2);
-        // A very long line is tokenized, not remembered.
-        let long = "y".repeat(MAX_CACHED_LINE_BYTES + 1);
+        assert_eq!(cached.bytes.get(), 8);
+        // Lines that would take it over its bytes start it afresh.
+        let long = "y".repeat(CACHED_BYTES - 4);
         assert_eq!(cached.tokenize(&long), MergingTokenizer.tokenize(&long));
-        assert_eq!(cached.lines.borrow().len(), 2);
+        assert_eq!(cached.lines.borrow().len(), 1);
+        assert_eq!(cached.bytes.get(), CACHED_BYTES - 4);
     }
 }

@@ -44,9 +44,10 @@ pub const INDEX_TIME_LIMIT: Duration = Duration::from_secs(20);
 /// Most files waiting to be refreshed; changes past it are dropped (with a warning):
 /// more than the index holds, and a client may send any number.
 pub const MAX_QUEUED_REFRESHES: usize = 4 * MAX_INDEX_FILES;
-/// Most bytes of a chunk of the ring: its lines are cut there (a minified file's
-/// one line would otherwise be a chunk, copied into every open document's preamble).
-pub const MAX_CHUNK_BYTES: usize = 8 * 1024;
+/// Most bytes of a chunk of the ring: it ends before the line that would take it
+/// over (a minified file's one line would otherwise be a chunk, copied into every
+/// open document's preamble). Twice what 64 lines of long prose take.
+pub const MAX_CHUNK_BYTES: usize = 16 * 1024;
 /// Chunks kept in the ring (llama.vim's `ring_n_chunks`).
 pub const RING_CHUNKS: usize = 16;
 /// Lines per chunk (llama.vim's `ring_chunk_size`).
@@ -1154,8 +1155,9 @@ mod tests {
         let snippets = workspace.ring_snippets("file:///b");
         assert_eq!(snippets.len(), 1);
         assert_eq!(snippets[0].text, "a = 1\nb = 2\nc = 3\n");
-        // A minified file's one line makes no chunk.
-        workspace.add_chunk("file:///m", "plaintext", &Rope::from_str(&huge), 0);
+        // A minified file's one line makes no chunk, even with lines after it.
+        let minified = Rope::from_str(&format!("{huge}x\ne = 5\nf = 6\ng = 7\n"));
+        workspace.add_chunk("file:///m", "plaintext", &minified, 0);
         assert_eq!(workspace.stats().ring_chunks, 1);
     }
 

@@ -139,7 +139,9 @@ pub(crate) struct Session<'m> {
 }
 
 impl<'m> Session<'m> {
-    /// A session on a loaded model's sequence, its drafter and its prompt format.
+    /// A session on a loaded model's sequence, its drafter and its prompt format,
+    /// whose other documents' saved caches take at most `saved_states_budget` bytes.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         target: Sequence<'m>,
         drafter: Drafter<'m>,
@@ -147,6 +149,7 @@ impl<'m> Session<'m> {
         tokenizer: CachingTokenizer<VocabTokenizer<'m>>,
         template: Template,
         options: &EngineOptions,
+        saved_states_budget: usize,
         tallies: Arc<Tallies>,
     ) -> Session<'m> {
         let pieces = vocab
@@ -167,14 +170,7 @@ impl<'m> Session<'m> {
                 ..options.budget
             },
             prompt_rate: ASSUMED_PROMPT_RATE,
-            // A quarter of the memory available once the model and its context
-            // are in (see slots.rs).
-            slots: Slots::new(
-                options.warm_states,
-                crate::worker::available_memory().map_or(usize::MAX, |bytes| {
-                    usize::try_from(bytes / 4).unwrap_or(usize::MAX)
-                }),
-            ),
+            slots: Slots::new(options.warm_states, saved_states_budget),
             previous_prompts: HashMap::new(),
             tallies,
             background: false,

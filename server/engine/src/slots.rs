@@ -3,8 +3,9 @@
 //! `warmStates - 1` entries and restores the next document's if it is there.
 //!
 //! Invariant: the saved states together take at most the byte budget given at
-//! start (a quarter of the memory then available): `warmStates` times a large
-//! `contextSize` would otherwise exhaust memory. The least recently used go first.
+//! start (by the worker: a quarter of the memory available once the model is in),
+//! since `warmStates` times a large `contextSize` would otherwise exhaust memory.
+//! The least recently used go first.
 //!
 //! Invariant: a state whose shifted cells are not yet re-rotated (llama.cpp does
 //! that on the next decode) is dropped, never saved, since a saved state would lose
@@ -137,6 +138,8 @@ impl Slots {
             target.forget();
             return false;
         };
+        // Out first, so that saving the previous one cannot evict it.
+        let restored = saved.take(document);
         if !target.cached.is_empty() && !target.shift_pending {
             match target.context.state_seq_get(0, LlamaStateSeqFlags::empty()) {
                 Ok(state) => {
@@ -147,7 +150,7 @@ impl Slots {
             }
         }
         target.forget();
-        let Some(warm) = saved.take(document) else {
+        let Some(warm) = restored else {
             return false;
         };
         match target.context.state_seq_set(&warm.state, 0) {

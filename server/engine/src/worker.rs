@@ -26,6 +26,10 @@ use crate::state::{EngineState, ModelInfo};
 use crate::vocab::VocabTokenizer;
 use crate::{model_check, model_files};
 
+/// The saved warm states' byte budget where the memory available is unknown (no
+/// `/proc/meminfo`).
+const UNKNOWN_MEMORY_STATES_BUDGET: usize = 2 << 30;
+
 /// The worker thread's body: loads the model(s), then runs jobs until every
 /// [`crate::Engine`] handle is gone. A load failure is reported in `state`, and every
 /// job is then answered [`BackendError::NotReady`].
@@ -91,6 +95,10 @@ pub(crate) fn run(
         tokenizer,
         template,
         &options,
+        // A quarter of the memory available with the model and its context in.
+        available_memory().map_or(UNKNOWN_MEMORY_STATES_BUDGET, |bytes| {
+            usize::try_from(bytes / 4).unwrap_or(usize::MAX)
+        }),
         tallies,
     );
     for job in jobs {
@@ -265,7 +273,7 @@ fn placement(model: &LlamaModel, gpu_layers: u32) -> String {
 }
 
 /// `MemAvailable` from /proc/meminfo, in bytes; `None` where there is no such file.
-pub(crate) fn available_memory() -> Option<u64> {
+fn available_memory() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
