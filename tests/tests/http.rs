@@ -127,12 +127,11 @@ fn infill_answers_llama_vim_requests() {
     // A web page may not use it, even one whose name resolves to 127.0.0.1 (DNS
     // rebinding: the browser's Origin names the page); a page on this machine may.
     let body = body.to_string();
-    let page = post_with(
-        server.address,
-        "/infill",
-        "Origin: http://evil.example:8012\r\n",
-        &body,
-    );
+    let from = |origin: &str| {
+        let header = format!("Origin: {origin}\r\n");
+        post_with(server.address, "/infill", &header, &body)
+    };
+    let page = from("http://evil.example:8012");
     assert_eq!(page.status, 403, "{page:?}");
     assert!(
         page.json["error"]["message"]
@@ -140,12 +139,7 @@ fn infill_answers_llama_vim_requests() {
             .is_some_and(|m| m.contains("evil.example")),
         "{page:?}"
     );
-    let local = post_with(
-        server.address,
-        "/infill",
-        "Origin: http://localhost:5173\r\n",
-        &body,
-    );
+    let local = from("http://localhost:5173");
     assert_eq!(local.status, 200, "{local:?}");
 }
 
