@@ -23,9 +23,10 @@
 //!   automatic request comes, as an editor sends it while typing. The modules take
 //!   turns, so each opening is cold.
 //!
-//! Reported per row: **pass@1** (the first item makes the tests pass), **line
-//! exact** (the first item's first line is the removed code), items shown, and the
-//! p50/p95 latency of the requests.
+//! Reported per row: **pass@1** (the first item makes the tests pass), **any item**
+//! (one of the items, up to three for invoked requests, does: what a better order
+//! of the candidates could reach), **line exact** (the first item's first line is
+//! the removed code), items shown, and the p50/p95 latency of the requests.
 //!
 //! `cargo bench -p inkling-benches --bench execution`; environment:
 //! `INKLING_EXEC_PER_MODULE` (tasks per module, default 3), `INKLING_EXEC_SEED`
@@ -212,19 +213,19 @@ fn uri_of(module: &str) -> String {
     format!("file:///bench/execution/{module}.py")
 }
 
-/// The first item's text of each task, and the request's latency.
+/// The items' texts of each task, best first, and the request's latency.
 fn ask_all(
     row: &Row,
     tasks: &[Task],
     sources: &HashMap<String, String>,
-) -> Vec<(String, Duration)> {
+) -> Vec<(Vec<String>, Duration)> {
     let mut client = LspClient::launch(&Launch {
         args: row.args.iter().map(|a| a.to_string()).collect(),
         env: Vec::new(),
     });
     client.initialize(vscode_capabilities(), with_bench_options(json!({})));
     client.wait_until_ready(Duration::from_secs(600));
-    let mut answers: Vec<Option<(String, Duration)>> = vec![None; tasks.len()];
+    let mut answers: Vec<Option<(Vec<String>, Duration)>> = vec![None; tasks.len()];
     let mut versions: HashMap<&str, i32> = HashMap::new();
     let ask = |client: &mut LspClient, uri: &str, task: &Task, kind: u32| {
         let column = task.indent().encode_utf16().count() as u32;
@@ -232,11 +233,12 @@ fn ask_all(
         let id = client.send_inline_completion_triggered(uri, task.line as u32, column, kind);
         let response = client.response(id, Duration::from_secs(120));
         let latency = asked.elapsed();
-        let first = inline_items(&response)
-            .first()
-            .and_then(|item| item["insertText"].as_str().map(str::to_owned))
-            .unwrap_or_default();
-        (first, latency)
+        let texts = inline_items(&response)
+            .iter()
+            .filter_map(|item| item["insertText"].as_str().map(str::to_owned))
+            .filter(|text| !text.is_empty())
+            .collect();
+        (texts, latency)
     };
     if row.invoked {
         // Module by module, each opened once and edited: the line deleted, asked, put back.
@@ -301,6 +303,7 @@ fn ask_all(
 struct Score {
     tasks: usize,
     passed: usize,
+    passed_any: usize,
     exact: usize,
     shown: usize,
     latencies: Vec<Duration>,
@@ -312,10 +315,12 @@ impl Score {
         let pct = |n: usize| 100.0 * n as f64 / self.tasks.max(1) as f64;
         let ms = |q: f64| quantile(&self.latencies, q).as_millis();
         println!(
-            "  {label:<28} pass@1 {:.3} ({}/{})  line exact {:>5.1}% ({})  shown {:>5.1}%  latency p50 {} ms  p95 {} ms",
+            "  {label:<28} pass@1 {:.3} ({}/{})  any item {:.3} ({})  line exact {:>5.1}% ({})  shown {:>5.1}%  latency p50 {} ms  p95 {} ms",
             self.passed as f64 / self.tasks.max(1) as f64,
             self.passed,
             self.tasks,
+            self.passed_any as f64 / self.tasks.max(1) as f64,
+            self.passed_any,
             pct(self.exact),
             self.exact,
             pct(self.shown),
@@ -361,29 +366,38 @@ fn main() {
         let started = Instant::now();
         let answers = ask_all(row, &tasks, &sources);
         let mut score = Score::default();
-        for (i, (task, (text, latency))) in tasks.iter().zip(answers).enumerate() {
+        for (i, (task, (texts, latency))) in tasks.iter().zip(answers).enumerate() {
             score.tasks += 1;
             score.latencies.push(latency);
-            if text.is_empty() {
+            let Some(text) = texts.first() else {
                 continue;
-            }
+            };
             score.shown += 1;
             let first_line = text.lines().next().unwrap_or_default().trim_end();
             let exact = first_line == task.code();
-            let passed = *verdicts
-                .entry((i, text.clone()))
-                .or_insert_with(|| passes(task, &text));
+            let mut verdict = |text: &String| {
+                *verdicts
+                    .entry((i, text.clone()))
+                    .or_insert_with(|| passes(task, text))
+            };
+            let passed = verdict(text);
+            let passed_any = passed || texts[1..].iter().any(&mut verdict);
             score.exact += usize::from(exact);
             score.passed += usize::from(passed);
+            score.passed_any += usize::from(passed_any);
             if verbose {
                 eprintln!(
                     "{} {}:{} {} expected {:?} got {:?}",
                     row.name,
                     task.module,
                     task.line + 1,
-                    if passed { "PASS" } else { "fail" },
+                    match (passed, passed_any) {
+                        (true, _) => "PASS",
+                        (false, true) => "later item passes",
+                        (false, false) => "fail",
+                    },
                     task.code(),
-                    text
+                    texts
                 );
             }
         }

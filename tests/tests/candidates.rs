@@ -65,6 +65,20 @@ fn an_invoked_request_offers_several_distinct_candidates_and_an_automatic_one_on
     assert_eq!(single, automatic);
 }
 
+/// A blank line in a function body, the cursor at its indentation.
+const INDENTED: &str = "def scale(values, factor):\n    result = []\n    for v in values:\n        \n    return result\n";
+
+#[test]
+fn at_the_indentation_the_candidates_differ_in_code_not_in_indentation() {
+    let options = json!({"promptTimeLimitMs": 0, "generationTimeLimitMs": 3000});
+    let invoked = texts(options, INDENTED, 3, 8, 1);
+    assert!(invoked.len() > 1, "one candidate only: {invoked:?}");
+    for text in &invoked {
+        // More blanks would only re-indent a line, which in Python breaks it.
+        assert!(!text.starts_with(char::is_whitespace), "{invoked:?}");
+    }
+}
+
 /// A blank line above code that uses `out`, which nothing above defines.
 const UNBOUND: &str = "def names(paths):\n    \"\"\"The base name of each path.\"\"\"\n    \n    for path in paths:\n        out.append(path.rsplit(\"/\", 1)[-1])\n    return out\n";
 

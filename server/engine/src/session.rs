@@ -311,7 +311,15 @@ impl<'m> Session<'m> {
         let stop_reason = match filled? {
             None => {
                 let generation_started = started + prompt_done;
-                let firsts = self.first_tokens(&heal, request.candidates);
+                let at_indentation = {
+                    let line = &request.context.line_prefix;
+                    !line.is_empty() && line.trim().is_empty()
+                };
+                let firsts = self.first_tokens(&heal, request.candidates, at_indentation);
+                let after_blank = match firsts.as_slice() {
+                    [blank] if at_indentation && self.is_blank(*blank) => Some(*blank),
+                    _ => None,
+                };
                 // Names the code below needs defined: unless the first answer defines
                 // one, each starts a candidate of its own.
                 let names: &[String] = if request.unbound_seeds {
@@ -325,7 +333,8 @@ impl<'m> Session<'m> {
                 let single = request.candidates <= 1 && !names.is_empty();
                 // Rescoring, and choosing a name's value, need the prompt's own
                 // logits, which generating overwrites.
-                let rescoring = request.suffix_rescoring && firsts.len() > 1;
+                let branches = firsts.len() > 1 || after_blank.is_some();
+                let rescoring = request.suffix_rescoring && branches;
                 let prompt_logits = (rescoring || !single && !names.is_empty())
                     .then(|| self.target.context.get_logits_ith(-1).to_vec());
                 let first_seed = names
@@ -385,7 +394,7 @@ impl<'m> Session<'m> {
                 } else {
                     names
                 };
-                if firsts.len() > 1 || !seeds.is_empty() {
+                if branches || !seeds.is_empty() {
                     let (answers, mut order) = self.candidates(
                         request,
                         &prompt,
@@ -393,6 +402,7 @@ impl<'m> Session<'m> {
                         Alternatives {
                             seeds,
                             firsts: firsts.get(1..).unwrap_or_default(),
+                            after_blank,
                             prompt_logits: prompt_logits.as_deref(),
                         },
                         greedy,
@@ -732,16 +742,25 @@ impl<'m> Session<'m> {
     }
 
     /// The first tokens of up to `n` candidates, best first: the most likely tokens
-    /// after the prompt whose text starts with `heal` (see token healing). Empty when
-    /// one candidate is asked for: the greedy answer picks its own.
-    fn first_tokens(&self, heal: &[u8], n: u32) -> Vec<LlamaToken> {
+    /// after the prompt whose text starts with `heal` (see token healing) and, when
+    /// the cursor is `at_indentation` (only blanks before it on its line), goes on
+    /// with no blank: there, more blanks only indent the greedy answer's line
+    /// differently (`    return p, v, t` after `return p, v, t`), which in Python
+    /// breaks it. Empty when one candidate is asked for: the greedy answer picks its
+    /// own.
+    fn first_tokens(&self, heal: &[u8], n: u32, at_indentation: bool) -> Vec<LlamaToken> {
         if n <= 1 {
             return Vec::new();
         }
         // More than the candidates wanted: some lead to the same answer.
         let wanted = n as usize + FIRST_TOKENS_SPARE;
         most_likely(self.target.context.get_logits_ith(-1), wanted, |id| {
-            self.pieces[id].starts_with(heal)
+            let piece = &self.pieces[id];
+            piece.starts_with(heal)
+                && !(at_indentation
+                    && piece[heal.len()..]
+                        .first()
+                        .is_some_and(u8::is_ascii_whitespace))
         })
     }
 
@@ -780,12 +799,24 @@ impl<'m> Session<'m> {
             .filter_map(|name| self.seed_tokens(&request.context, name, heal))
             .collect();
         let wanted = (request.candidates as usize).max(1 + seeded.len());
-        let starts = seeded.iter().map(|tokens| (tokens.as_slice(), true)).chain(
-            alternatives
-                .firsts
-                .iter()
-                .map(|first| (std::slice::from_ref(first), false)),
-        );
+        let after_blank: Vec<[LlamaToken; 2]> = match alternatives.after_blank {
+            Some(blank) => self
+                .code_tokens_after(prompt, blank, wanted + FIRST_TOKENS_SPARE)?
+                .into_iter()
+                .map(|next| [blank, next])
+                .collect(),
+            None => Vec::new(),
+        };
+        let starts = seeded
+            .iter()
+            .map(|tokens| (tokens.as_slice(), true))
+            .chain(
+                alternatives
+                    .firsts
+                    .iter()
+                    .map(|first| (std::slice::from_ref(first), false)),
+            )
+            .chain(after_blank.iter().map(|tokens| (tokens.as_slice(), false)));
         for (forced, one_line) in starts {
             if answers.len() >= wanted || generation_started.elapsed() >= generating_until {
                 break;
@@ -840,6 +871,36 @@ impl<'m> Session<'m> {
     /// `forced`, which must hold its first token (a rewound cache does not bring the
     /// prompt's logits back), not streamed, ending at the first line break with
     /// `one_line`: its text as the stop rules cut it, and whether a limit cut it short.
+    /// Whether `token`'s text is blanks only.
+    fn is_blank(&self, token: LlamaToken) -> bool {
+        let piece = self.piece(token.0);
+        !piece.is_empty() && piece.iter().all(u8::is_ascii_whitespace)
+    }
+
+    /// The `n` most likely tokens after the prompt and `blank` that start with no
+    /// blank and end nothing (decoded after the prompt; the cache is left holding
+    /// them both).
+    fn code_tokens_after(
+        &mut self,
+        prompt: &[Token],
+        blank: LlamaToken,
+        n: usize,
+    ) -> Result<Vec<LlamaToken>, BackendError> {
+        self.rewind_to(prompt.len())?;
+        let logits = self.target.decode(&[blank.0], false)?;
+        Ok(most_likely(
+            self.target.context.get_logits_ith(logits.0),
+            n,
+            |id| {
+                let token = LlamaToken(id as i32);
+                self.pieces[id]
+                    .first()
+                    .is_some_and(|b| !b.is_ascii_whitespace())
+                    && !self.ends_answer(token)
+            },
+        ))
+    }
+
     fn another_answer(
         &mut self,
         request: &CompletionRequest,
@@ -1148,6 +1209,9 @@ struct Alternatives<'a> {
     seeds: &'a [String],
     /// Next most likely first tokens, each of which starts a candidate.
     firsts: &'a [LlamaToken],
+    /// At the indentation, where the only first token is the blank the prompt's last
+    /// token was healed to: the candidates branch at the token after it.
+    after_blank: Option<LlamaToken>,
     /// The prompt's last logits, to choose a seeded line's value by the text after
     /// the cursor (see `Session::best_value`).
     prompt_logits: Option<&'a [f32]>,
