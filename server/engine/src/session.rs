@@ -800,8 +800,10 @@ impl<'m> Session<'m> {
             .collect();
         let wanted = (request.candidates as usize).max(1 + seeded.len());
         let after_blank: Vec<[LlamaToken; 2]> = match alternatives.after_blank {
+            // As many as the first tokens would have been, the greedy answer's own
+            // left out.
             Some(blank) => self
-                .code_tokens_after(prompt, blank, wanted + FIRST_TOKENS_SPARE)?
+                .code_tokens_after(prompt, blank, wanted - 1 + FIRST_TOKENS_SPARE)?
                 .into_iter()
                 .map(|next| [blank, next])
                 .collect(),
@@ -878,8 +880,8 @@ impl<'m> Session<'m> {
     }
 
     /// The `n` most likely tokens after the prompt and `blank` that start with no
-    /// blank and end nothing (decoded after the prompt; the cache is left holding
-    /// them both).
+    /// blank, end nothing and are not the greedy choice there (the greedy answer's
+    /// own). The cache is left holding the prompt and `blank`.
     fn code_tokens_after(
         &mut self,
         prompt: &[Token],
@@ -887,18 +889,17 @@ impl<'m> Session<'m> {
         n: usize,
     ) -> Result<Vec<LlamaToken>, BackendError> {
         self.rewind_to(prompt.len())?;
-        let logits = self.target.decode(&[blank.0], false)?;
-        Ok(most_likely(
-            self.target.context.get_logits_ith(logits.0),
-            n,
-            |id| {
-                let token = LlamaToken(id as i32);
-                self.pieces[id]
+        let at = self.target.decode(&[blank.0], false)?;
+        let logits = self.target.context.get_logits_ith(at.0);
+        let greedy_next = greedy(logits).0 as usize;
+        Ok(most_likely(logits, n, |id| {
+            let token = LlamaToken(id as i32);
+            id != greedy_next
+                && self.pieces[id]
                     .first()
                     .is_some_and(|b| !b.is_ascii_whitespace())
-                    && !self.ends_answer(token)
-            },
-        ))
+                && !self.ends_answer(token)
+        }))
     }
 
     fn another_answer(
