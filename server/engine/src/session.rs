@@ -756,11 +756,7 @@ impl<'m> Session<'m> {
         let wanted = n as usize + FIRST_TOKENS_SPARE;
         most_likely(self.target.context.get_logits_ith(-1), wanted, |id| {
             let piece = &self.pieces[id];
-            piece.starts_with(heal)
-                && !(at_indentation
-                    && piece[heal.len()..]
-                        .first()
-                        .is_some_and(u8::is_ascii_whitespace))
+            piece.starts_with(heal) && !(at_indentation && starts_blank(&piece[heal.len()..]))
         })
     }
 
@@ -869,10 +865,6 @@ impl<'m> Session<'m> {
         Ok((answers, order))
     }
 
-    /// One more answer from the prompt (the cache rewound to it), beginning with
-    /// `forced`, which must hold its first token (a rewound cache does not bring the
-    /// prompt's logits back), not streamed, ending at the first line break with
-    /// `one_line`: its text as the stop rules cut it, and whether a limit cut it short.
     /// Whether `token`'s text is blanks only.
     fn is_blank(&self, token: LlamaToken) -> bool {
         let piece = self.piece(token.0);
@@ -895,13 +887,16 @@ impl<'m> Session<'m> {
         Ok(most_likely(logits, n, |id| {
             let token = LlamaToken(id as i32);
             id != greedy_next
-                && self.pieces[id]
-                    .first()
-                    .is_some_and(|b| !b.is_ascii_whitespace())
+                && !self.pieces[id].is_empty()
+                && !starts_blank(&self.pieces[id])
                 && !self.ends_answer(token)
         }))
     }
 
+    /// One more answer from the prompt (the cache rewound to it), beginning with
+    /// `forced`, which must hold its first token (a rewound cache does not bring the
+    /// prompt's logits back), not streamed, ending at the first line break with
+    /// `one_line`: its text as the stop rules cut it, and whether a limit cut it short.
     fn another_answer(
         &mut self,
         request: &CompletionRequest,
@@ -1242,6 +1237,11 @@ fn most_likely(logits: &[f32], n: usize, allowed: impl Fn(usize) -> bool) -> Vec
     best.into_iter()
         .map(|(_, id)| LlamaToken(id as i32))
         .collect()
+}
+
+/// Whether `text` starts with a blank.
+fn starts_blank(text: &[u8]) -> bool {
+    text.first().is_some_and(u8::is_ascii_whitespace)
 }
 
 /// First tokens considered beyond the candidates wanted (some lead to the same answer).
