@@ -10,10 +10,16 @@
 //! tests notice. They are cached under the target directory (picking runs the tests
 //! some hundred times).
 //!
-//! Each row is one server, started with the row's flags (`invoked-single`: one
-//! candidate; `invoked`, `automatic`: the defaults, three candidates for invoked
-//! requests; `invoked-rescored`: those rescored by the text after the cursor), on
-//! every task:
+//! The first row is the peer, `llama-server`: llama.cpp's server on the same model
+//! (`scripts/llama-server`, or `$INKLING_LLAMA_SERVER`), asked greedily at
+//! `/completion` for one line with the text before the cursor only, as many whole
+//! lines of it as fit in 768 tokens (inkling's `prefixTokens` default): the plain
+//! prefix prompt a simple client sends, its answer put in as it comes.
+//!
+//! Each other row is one inkling server, started with the row's flags
+//! (`invoked-single`: one candidate; `invoked`, `automatic`: the defaults, three
+//! candidates for invoked requests; `invoked-rescored`: those rescored by the text
+//! after the cursor), on every task:
 //! - **invoked**: the module is open in the editor; the line's code is deleted (the
 //!   cursor at its indentation, the lines after it still there) and a completion is
 //!   invoked, as a user who asks for one;
@@ -41,8 +47,12 @@ use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use inkling_benches::llama_server::{
+    LlamaServer, llama_server_binary, llama_server_version, tokenize,
+};
 use inkling_benches::{quantile, with_bench_options};
-use inkling_harness::{Launch, LspClient, inline_items, vscode_capabilities};
+use inkling_harness::http::try_post;
+use inkling_harness::{Launch, LspClient, default_model_path, inline_items, vscode_capabilities};
 use serde_json::{Value, json};
 
 /// Modules whose tests run in about a second and notice removed lines.
@@ -98,30 +108,58 @@ impl Task {
 /// One server configuration and how it is asked.
 struct Row {
     name: &'static str,
+    server: Server,
     invoked: bool,
     args: &'static [&'static str],
 }
 
-/// Each technique off, then on. Automatic requests offer one candidate and are not
-/// rescored, so the defaults are their only row.
+/// Who answers a row's requests.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Server {
+    /// The real inkling binary over LSP, started with the row's flags.
+    Inkling,
+    /// The peer: llama.cpp's `llama-server` on the same model, asked greedily at
+    /// `/completion` for one line, with the text before the cursor only (whole lines,
+    /// within inkling's own default budget for it): the plain prefix prompt.
+    LlamaServer,
+}
+
+/// The peer's budget for the text before the cursor: inkling's `prefixTokens` default.
+const PEER_PREFIX_TOKENS: usize = 768;
+
+/// Most tokens the peer generates for a line.
+const PEER_MAX_TOKENS: usize = 96;
+
+/// The peer, then each technique off and on. Automatic requests offer one candidate
+/// and are not rescored, so the defaults are their only row.
 const ROWS: &[Row] = &[
     Row {
+        name: "llama-server",
+        server: Server::LlamaServer,
+        invoked: true,
+        args: &[],
+    },
+    Row {
         name: "invoked-single",
+        server: Server::Inkling,
         invoked: true,
         args: &["--candidates", "1"],
     },
     Row {
         name: "invoked",
+        server: Server::Inkling,
         invoked: true,
         args: &[],
     },
     Row {
         name: "invoked-rescored",
+        server: Server::Inkling,
         invoked: true,
         args: &["--suffix-rescoring", "true"],
     },
     Row {
         name: "automatic",
+        server: Server::Inkling,
         invoked: false,
         args: &[],
     },
@@ -299,6 +337,84 @@ fn ask_all(
         .collect()
 }
 
+/// The peer's answer for each task (one line at most) and its latency.
+fn ask_llama_server(
+    tasks: &[Task],
+    sources: &HashMap<String, String>,
+) -> Result<Vec<(Vec<String>, Duration)>, String> {
+    let binary = llama_server_binary()?;
+    let log = std::env::temp_dir().join("inkling-execution-llama-server.log");
+    let server = LlamaServer::start(&binary, &default_model_path(), &log)?;
+    eprintln!(
+        "llama-server: {} ({}), {}; log {}",
+        binary.display(),
+        llama_server_version(&binary),
+        LlamaServer::FLAGS.join(" "),
+        log.display()
+    );
+    let mut answers = Vec::new();
+    for task in tasks {
+        let before: String = sources[&task.module]
+            .split_inclusive('\n')
+            .take(task.line)
+            .collect();
+        let prompt = last_lines_within(server.address, &before, task.indent(), PEER_PREFIX_TOKENS)?;
+        let body = json!({
+            "prompt": prompt,
+            "n_predict": PEER_MAX_TOKENS,
+            "temperature": 0.0,
+            "stop": ["\n"],
+            "cache_prompt": true,
+        });
+        let asked = Instant::now();
+        let (status, answer) = try_post(server.address, "/completion", &body.to_string())
+            .map_err(|e| format!("/completion: {e}"))?;
+        let latency = asked.elapsed();
+        if status != 200 {
+            return Err(format!("/completion answered {status}: {answer}"));
+        }
+        let content: Value = serde_json::from_str(&answer).map_err(|e| e.to_string())?;
+        let line = content["content"].as_str().unwrap_or_default().trim_end();
+        let texts = if line.trim().is_empty() {
+            Vec::new()
+        } else {
+            vec![line.to_owned()]
+        };
+        answers.push((texts, latency));
+    }
+    Ok(answers)
+}
+
+/// The last whole lines of `before`, then `line_start`, as many lines as fit in
+/// `budget` tokens of the server's model.
+fn last_lines_within(
+    address: std::net::SocketAddr,
+    before: &str,
+    line_start: &str,
+    budget: usize,
+) -> Result<String, String> {
+    let starts: Vec<usize> = std::iter::once(0)
+        .chain(before.match_indices('\n').map(|(at, _)| at + 1))
+        .filter(|&at| at <= before.len())
+        .collect();
+    let text_from = |line: usize| format!("{}{line_start}", &before[starts[line]..]);
+    let fits = |line: usize| -> Result<bool, String> {
+        let body = json!({"content": text_from(line), "add_special": false});
+        Ok(tokenize(address, &body)?.len() <= budget)
+    };
+    // The first line from which the text fits (fitting only grows with it).
+    let (mut low, mut high) = (0, starts.len() - 1);
+    while low < high {
+        let middle = (low + high) / 2;
+        if fits(middle)? {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    Ok(text_from(low))
+}
+
 #[derive(Default)]
 struct Score {
     tasks: usize,
@@ -364,7 +480,16 @@ fn main() {
             continue;
         }
         let started = Instant::now();
-        let answers = ask_all(row, &tasks, &sources);
+        let answers = match row.server {
+            Server::Inkling => ask_all(row, &tasks, &sources),
+            Server::LlamaServer => match ask_llama_server(&tasks, &sources) {
+                Ok(answers) => answers,
+                Err(e) => {
+                    println!("  {:<28} NOT RUN: {e}", row.name);
+                    continue;
+                }
+            },
+        };
         let mut score = Score::default();
         for (i, (task, (texts, latency))) in tasks.iter().zip(answers).enumerate() {
             score.tasks += 1;

@@ -50,13 +50,14 @@
 //! `{"prefixTokens": 384}`).
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use inkling_benches::llama_server::{
+    LlamaServer, llama_server_binary, llama_server_version, tokenize,
+};
 use inkling_benches::llama_vim::{
     Buffer, InfillBudget, Keystroke, LlamaVim, Random, Source, Transport, completion_without_fim,
 };
@@ -227,18 +228,6 @@ impl Http {
     }
 }
 
-/// `POST /tokenize` with `body`: the tokens.
-fn tokenize(address: SocketAddr, body: &Value) -> Result<Vec<i64>, String> {
-    match try_post(address, "/tokenize", &body.to_string()) {
-        Ok((200, answer)) => serde_json::from_str::<Value>(&answer)
-            .ok()
-            .and_then(|v| serde_json::from_value(v["tokens"].clone()).ok())
-            .ok_or_else(|| format!("/tokenize answered {answer}")),
-        Ok((status, answer)) => Err(format!("/tokenize answered {status}: {answer}")),
-        Err(e) => Err(format!("/tokenize: {e}")),
-    }
-}
-
 impl Transport for Http {
     fn post(&self, infill: Value, job: u64, done: Sender<(u64, Option<String>)>) {
         let http = self.clone();
@@ -297,109 +286,30 @@ impl Editor for Peer {
     }
 }
 
-/// A running llama-server; killed when dropped.
-struct LlamaServer {
-    child: Child,
-    address: SocketAddr,
-}
-
-impl Drop for LlamaServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// How llama.vim asks `server`: `/infill` if the model can fill in the middle, else
+/// `/completion` without FIM; and that said in words.
+fn llama_vim_http(server: &LlamaServer) -> Result<(Http, String), String> {
+    let mut http = Http {
+        address: server.address,
+        without_fim: None,
+        tokens: Arc::default(),
+    };
+    let probe = json!({"input_prefix": "x = ", "input_suffix": "\n", "n_predict": 1});
+    let (status, body) = try_post(server.address, "/infill", &probe.to_string())
+        .map_err(|e| format!("/infill: {e}"))?;
+    if status == 200 {
+        return Ok((http, "/infill, as llama.vim sends it".into()));
     }
-}
-
-/// The llama-server binary: `$INKLING_LLAMA_SERVER`, else `scripts/llama-server`'s
-/// (built on first use, about 7 minutes).
-fn llama_server_binary() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os("INKLING_LLAMA_SERVER") {
-        return Ok(PathBuf::from(path));
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/llama-server");
-    let output = Command::new(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    if !output.status.success() {
-        return Err(format!("{} failed ({})", script.display(), output.status));
-    }
-    Ok(PathBuf::from(
-        String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+    let message: Value = serde_json::from_str(&body).unwrap_or_default();
+    let reason = message["error"]["message"].as_str().unwrap_or(&body);
+    let bos = tokenize(server.address, &json!({"content": "", "add_special": true}))?;
+    http.without_fim = Some(bos);
+    Ok((
+        http,
+        format!(
+            "/completion: /infill answered {status} ({reason:?}); same fields, prompt = /infill's without FIM tokens and the text after the cursor"
+        ),
     ))
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("address").port()
-}
-
-impl LlamaServer {
-    /// Starts `binary` on `model` and waits until the model is loaded; its log goes
-    /// to `log`.
-    fn start(binary: &Path, model: &str, log: &Path) -> Result<LlamaServer, String> {
-        let port = free_port();
-        let log_file = std::fs::File::create(log).map_err(|e| e.to_string())?;
-        let child = Command::new(binary)
-            .args(["-m", model, "-t", "2", "-c", "4096", "-np", "1"])
-            .args(["--cache-reuse", "256", "--swa-full"])
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log_file)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        let mut server = LlamaServer {
-            child,
-            address: SocketAddr::from(([127, 0, 0, 1], port)),
-        };
-        let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(format!(
-                    "llama-server exited ({status}); see {}",
-                    log.display()
-                ));
-            }
-            // 503 while the model loads, 200 once it is ready.
-            if let Ok((200, _)) = try_post(server.address, "/tokenize", r#"{"content":"x"}"#) {
-                return Ok(server);
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "llama-server not ready in 300 s; see {}",
-                    log.display()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// How to ask: `/infill` if the model can fill in the middle, else `/completion`
-    /// without FIM; and that said in words.
-    fn http(&self) -> Result<(Http, String), String> {
-        let mut http = Http {
-            address: self.address,
-            without_fim: None,
-            tokens: Arc::default(),
-        };
-        let probe = json!({"input_prefix": "x = ", "input_suffix": "\n", "n_predict": 1});
-        let (status, body) = try_post(self.address, "/infill", &probe.to_string())
-            .map_err(|e| format!("/infill: {e}"))?;
-        if status == 200 {
-            return Ok((http, "/infill, as llama.vim sends it".into()));
-        }
-        let message: Value = serde_json::from_str(&body).unwrap_or_default();
-        let reason = message["error"]["message"].as_str().unwrap_or(&body);
-        let bos = tokenize(self.address, &json!({"content": "", "add_special": true}))?;
-        http.without_fim = Some(bos);
-        Ok((
-            http,
-            format!(
-                "/completion: /infill answered {status} ({reason:?}); same fields, prompt = /infill's without FIM tokens and the text after the cursor"
-            ),
-        ))
-    }
 }
 
 /// One change to how inkling is asked, with the second file's text at hand.
@@ -705,16 +615,13 @@ fn main() {
 
     let log = std::env::temp_dir().join("inkling-peer-llama-server.log");
     let peer = binary.and_then(|binary| {
-        let version = Command::new(&binary)
-            .arg("--version")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stderr).lines().find(|l| l.starts_with("version")).unwrap_or_default().to_owned())
-            .unwrap_or_default();
+        let version = llama_server_version(&binary);
         let server = LlamaServer::start(&binary, &model, &log)?;
-        let (http, how) = server.http()?;
+        let (http, how) = llama_vim_http(&server)?;
         println!(
-            "llama-server: {} ({version}), -t 2 -c 4096 -np 1 --cache-reuse 256 --swa-full, asked at {how}; log {}",
+            "llama-server: {} ({version}), {}, asked at {how}; log {}",
             binary.display(),
+            LlamaServer::FLAGS.join(" "),
             log.display()
         );
         let mut peer = Peer {

@@ -1,5 +1,6 @@
 //! Shared helpers of inkling's benchmarks.
 
+pub mod llama_server;
 pub mod llama_vim;
 pub mod proxy;
 
