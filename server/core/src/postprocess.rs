@@ -612,7 +612,9 @@ fn kept<'g>(generated: &'g str, context: &CompletionContext, rules: &StopRules) 
     if !rules.smart {
         return (!text.trim().is_empty()).then_some(text);
     }
-    if !rules.multi_line {
+    if rules.multi_line {
+        text = without_dangling_openers(text, next_code_line(context));
+    } else {
         text = &text[..text.len() - suffix_overlap(text, &context.line_suffix)];
         text = balance(text, &context.prefix, &context.line_suffix).trim_end();
     }
@@ -621,6 +623,21 @@ fn kept<'g>(generated: &'g str, context: &CompletionContext, rules: &StopRules) 
         return None;
     }
     Some(text)
+}
+
+/// `text` (several lines) without the lines at its end that open a block with no body:
+/// a limit ended the answer before the body, and the document's next code line, `next`,
+/// is not one either (it is not indented deeper). The first line stays: it continues
+/// what is typed.
+fn without_dangling_openers<'t>(mut text: &'t str, next: Option<&str>) -> &'t str {
+    while let Some((head, last)) = text.rsplit_once('\n') {
+        let body_follows = next.is_some_and(|next| indent_of(next) > indent_of(last));
+        if !opens_block(last) || body_follows {
+            break;
+        }
+        text = head.trim_end();
+    }
+    text
 }
 
 /// `generated` without its last line when it has several: for a generation a limit
@@ -882,6 +899,27 @@ mod tests {
         assert_eq!(suggest("def f():\n    ", "\n", "  \n\n"), None);
         assert_eq!(suggest("x = ", "\n", "1"), None);
         assert_eq!(suggest("x = foo(", "a, b)\n", "a, b)"), None);
+    }
+
+    #[test]
+    fn a_block_opened_on_the_last_line_without_its_body_is_dropped() {
+        let before = "def f(x):\n    ";
+        let generated = "y = x\n    if y:\n        y += 1\n    elif y < 0:\n";
+        assert_eq!(
+            suggest(before, "\n", generated).as_deref(),
+            Some("y = x\n    if y:\n        y += 1")
+        );
+        // Its body is in the document already: the line below the cursor.
+        let generated = "y = x\n    for z in y:\n";
+        assert_eq!(
+            suggest(before, "\n        print(z)\n", generated).as_deref(),
+            Some("y = x\n    for z in y:")
+        );
+        // A first line that opens a block is what the user is typing.
+        assert_eq!(
+            suggest(before, "\n", "if x:\n").as_deref(),
+            Some("if x:")
+        );
     }
 
     #[test]
