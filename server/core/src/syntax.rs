@@ -362,6 +362,53 @@ pub(crate) const BLOCK_KINDS: [&str; 7] = [
     "function_body",
 ];
 
+/// The nodes from `root` down to `node`, both included (just `root` when `node` is
+/// not in it). Walking up with `Node::parent` costs the node's depth on every step
+/// (tree-sitter finds a parent by descending from the root), so a walk up a file
+/// nested thousands deep (`{{{{…`) would cost seconds; this path costs its length.
+pub fn path_to<'t>(root: Node<'t>, node: Node<'t>) -> Vec<Node<'t>> {
+    let mut path = vec![root];
+    let mut current = root;
+    while current.id() != node.id() {
+        match current.child_with_descendant(node) {
+            Some(child) => {
+                path.push(child);
+                current = child;
+            }
+            None => break,
+        }
+    }
+    path
+}
+
+/// Whether `node`'s subtree, within the bytes `range`, nests more than `limit`
+/// levels below it (only the subtrees that overlap `range` are read).
+pub fn nests_deeper_than(node: Node<'_>, range: std::ops::Range<usize>, limit: usize) -> bool {
+    let mut cursor = node.walk();
+    let mut depth = 0usize;
+    loop {
+        let current = cursor.node();
+        let overlaps = current.start_byte() < range.end && current.end_byte() > range.start;
+        if overlaps && depth > limit {
+            return true;
+        }
+        if overlaps && cursor.goto_first_child() {
+            depth += 1;
+            continue;
+        }
+        loop {
+            if depth == 0 {
+                return false;
+            }
+            if cursor.goto_next_sibling() {
+                break;
+            }
+            cursor.goto_parent();
+            depth -= 1;
+        }
+    }
+}
+
 /// The facts at char index `cursor` of `text`, whose tree is `tree`.
 pub fn facts_at(tree: Option<&Tree>, text: &Rope, cursor: usize) -> SyntaxFacts {
     let Some(tree) = tree else {
@@ -371,11 +418,14 @@ pub fn facts_at(tree: Option<&Tree>, text: &Rope, cursor: usize) -> SyntaxFacts 
     // The node that ends at the cursor matters as much as the one that starts there:
     // `# note|` is in the comment, `foo|(` is in code. Look one byte to the left.
     let probe = byte.saturating_sub(1);
-    let mut node = tree
+    let Some(innermost) = tree
         .root_node()
-        .descendant_for_byte_range(probe, byte.max(probe + 1).min(text.len_bytes()));
+        .descendant_for_byte_range(probe, byte.max(probe + 1).min(text.len_bytes()))
+    else {
+        return SyntaxFacts::default();
+    };
     let mut facts = SyntaxFacts::default();
-    while let Some(current) = node {
+    for current in path_to(tree.root_node(), innermost).into_iter().rev() {
         let kind = current.kind();
         // A node that ends exactly at the cursor only contains it when it is open-ended
         // (a line comment runs to the end of the line).
@@ -402,7 +452,6 @@ pub fn facts_at(tree: Option<&Tree>, text: &Rope, cursor: usize) -> SyntaxFacts 
                     child.start_byte() - line_start
                 });
         }
-        node = current.parent();
     }
     facts
 }
@@ -715,6 +764,52 @@ mod tests {
         let rope = Rope::from_str(&format!("{before}{after}"));
         let tree = tree_of(language_id, &rope);
         facts_at(tree.as_ref(), &rope, before.chars().count())
+    }
+
+    #[test]
+    fn the_path_to_a_node_is_its_chain_of_parents() {
+        let rope = Rope::from_str("fn f() {\n    if x { let y = [1, (2, 3)]; }\n}\n");
+        let tree = tree_of("rust", &rope).expect("a tree");
+        let at = rope.to_string().find("3)").expect("the 3");
+        let leaf = tree
+            .root_node()
+            .descendant_for_byte_range(at, at + 1)
+            .expect("a leaf");
+        let mut parents = vec![leaf];
+        while let Some(parent) = parents.last().and_then(|n| n.parent()) {
+            parents.push(parent);
+        }
+        parents.reverse();
+        assert!(parents.len() > 6);
+        assert_eq!(path_to(tree.root_node(), leaf), parents);
+    }
+
+    #[test]
+    fn nesting_is_measured_where_the_range_reads() {
+        let text = "fn f() {\n    {{{{}}}}\n}\nfn g() {}\n";
+        let rope = Rope::from_str(text);
+        let tree = tree_of("rust", &rope).expect("a tree");
+        let root = tree.root_node();
+        let depth = |range: std::ops::Range<usize>| {
+            (0..20)
+                .find(|&limit| !nests_deeper_than(root, range.clone(), limit))
+                .expect("shallow")
+        };
+        let inner = text.find("{}").expect("the innermost block");
+        let g = text.find("fn g").expect("g");
+        // source_file > function_item > block > expression_statement > block ×4.
+        assert!(depth(inner..inner + 1) >= 6, "{}", depth(inner..inner + 1));
+        assert!(depth(g..text.len()) < depth(inner..inner + 1));
+        assert!(depth(g..text.len()) <= 3);
+    }
+
+    #[test]
+    fn a_cursor_nested_thousands_deep_gets_its_facts() {
+        let depth = 20_000;
+        let before = format!("fn f() {{\n{}\n", "{".repeat(depth));
+        let after = format!("\n{}\n}}\n", "}".repeat(depth));
+        let facts = facts("rust", &before, &after);
+        assert!(!facts.in_comment && !facts.in_string);
     }
 
     #[test]

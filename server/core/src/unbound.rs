@@ -18,7 +18,7 @@ use std::ops::Range;
 use ropey::Rope;
 use tree_sitter::{Node, Tree};
 
-use crate::syntax::BLOCK_KINDS;
+use crate::syntax::{BLOCK_KINDS, nests_deeper_than, path_to};
 
 /// Most names returned: each costs the engine a one-line candidate.
 pub const MAX_NAMES: usize = 2;
@@ -49,6 +49,10 @@ const BINDING_WORDS: [&str; 13] = [
 /// Most bytes of the lines below that are read: eight lines of code are far less,
 /// and a minified or generated line would cost a climb up the tree per name.
 const MAX_BYTES_BELOW: usize = 4096;
+
+/// Most levels of nesting, from the root, of the code read: real code nests a few
+/// dozen.
+const MAX_DEPTH: usize = 128;
 
 /// Most bytes of a function above the cursor that are read: in a longer one (a
 /// bundle wrapped in a function) nothing is returned rather than a guess.
@@ -154,6 +158,13 @@ pub fn unbound_names(tree: &Tree, text: &Rope, cursor: usize, language_id: &str)
         .min(function.end_byte())
         .min(below_start + MAX_BYTES_BELOW);
     if below_start >= below_end || line_start - function.start_byte() > MAX_BYTES_ABOVE {
+        return Vec::new();
+    }
+    // The walks up the tree below cost a node's depth on every step (see `path_to`):
+    // code nested deeper than real code is, is left alone.
+    let depth = path_to(tree.root_node(), function).len();
+    let read = function.start_byte()..below_end;
+    if depth > MAX_DEPTH || nests_deeper_than(function, read, MAX_DEPTH - depth) {
         return Vec::new();
     }
     let mut exits = HashMap::new();
@@ -495,15 +506,10 @@ fn is_field(parent: Node<'_>, child: Node<'_>, field: &str) -> bool {
 /// The outermost function node around byte `byte`: a closure's code reads the names
 /// of the function it is in.
 fn outermost_function(tree: &Tree, byte: usize) -> Option<Node<'_>> {
-    let mut node = tree.root_node().descendant_for_byte_range(byte, byte);
-    let mut outermost = None;
-    while let Some(current) = node {
-        if FUNCTION_KINDS.contains(&current.kind()) {
-            outermost = Some(current);
-        }
-        node = current.parent();
-    }
-    outermost
+    let innermost = tree.root_node().descendant_for_byte_range(byte, byte)?;
+    path_to(tree.root_node(), innermost)
+        .into_iter()
+        .find(|node| FUNCTION_KINDS.contains(&node.kind()))
 }
 
 /// Whether leaf `i` (an identifier) follows a binding word, alone or in a list of
@@ -696,6 +702,20 @@ mod tests {
         assert!(names("python", "|\nprint(res)\n").is_empty());
         let source = "def f():\n    return 1\n|\ndef g():\n    return res\n";
         assert!(names("python", source).is_empty());
+    }
+
+    #[test]
+    fn code_nested_deeper_than_real_code_is_left_alone() {
+        let nested = |depth: usize| {
+            format!(
+                "def f():\n    |\n    x = {}res{}\n",
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        assert_eq!(names("python", &nested(3)), ["res"]);
+        assert!(names("python", &nested(MAX_DEPTH)).is_empty());
+        assert!(names("python", &nested(20_000)).is_empty());
     }
 
     #[test]
