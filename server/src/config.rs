@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use inkling_core::candidates::MAX_CANDIDATES;
 use inkling_core::postprocess::{self, Trigger};
 use inkling_core::prompt::Budget;
+use inkling_core::template;
 use inkling_core::workspace::{self, DisabledFiles};
 use inkling_engine::options::{
     EngineOptions, GPU_BACKEND, MAX_CONTEXT_SIZE, MIN_CONTEXT_SIZE, Speculation,
@@ -84,7 +85,7 @@ pub struct Overrides {
     /// `prefix-only`, `qwen`, `starcoder`, `codellama`, `deepseek`, `codestral`,
     /// `codegemma`, or your own with `{prefix}` and `{suffix}` and special tokens
     /// spelled out [default: auto]
-    #[arg(long, value_name = "TEMPLATE", global = true)]
+    #[arg(long, value_name = "TEMPLATE", global = true, value_parser = checked_template)]
     pub template: Option<String>,
     /// Most tokens of the window before the cursor (in the loaded model's tokens)
     /// [default: 768]
@@ -216,20 +217,36 @@ impl Overrides {
             // Neovim encodes an empty Lua table `{}` as `[]`.
             None | Some(serde_json::Value::Null) => Ok(Overrides::default()),
             Some(serde_json::Value::Array(items)) if items.is_empty() => Ok(Overrides::default()),
-            Some(value) => serde_json::from_value(value.clone()).map_err(|e| {
-                // serde names an unknown key but not the key of a bad value: find it.
-                let named = value.as_object().and_then(|fields| {
-                    fields.iter().find_map(|(key, field)| {
-                        let alone = serde_json::json!({ key: field });
-                        serde_json::from_value::<Overrides>(alone)
-                            .err()
-                            .map(|e| format!("`{key}`: {e}"))
-                    })
-                });
-                format!("invalid {what}: {}", named.unwrap_or_else(|| e.to_string()))
-            }),
+            Some(value) => serde_json::from_value::<Overrides>(value.clone())
+                .map_err(|e| {
+                    // serde names an unknown key but not the key of a bad value: find it.
+                    let named = value.as_object().and_then(|fields| {
+                        fields.iter().find_map(|(key, field)| {
+                            let alone = serde_json::json!({ key: field });
+                            serde_json::from_value::<Overrides>(alone)
+                                .err()
+                                .map(|e| format!("`{key}`: {e}"))
+                        })
+                    });
+                    format!("invalid {what}: {}", named.unwrap_or_else(|| e.to_string()))
+                })
+                .and_then(|overrides| {
+                    if let Some(template) = &overrides.template {
+                        checked_template(template)
+                            .map_err(|e| format!("invalid {what}: `template`: {e}"))?;
+                    }
+                    Ok(overrides)
+                }),
         }
     }
+}
+
+/// `template` if the model does not matter to whether it can be used (see
+/// [`template::check`]): a setting refused here leaves the model loaded as it was.
+fn checked_template(template: &str) -> Result<String, String> {
+    template::check(template)
+        .map(|()| template.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// The section of the editor's settings that holds inkling's options.
@@ -780,6 +797,28 @@ mod tests {
     fn disabled_of(languages: &[&str], patterns: &[&str]) -> DisabledFiles {
         let owned = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect();
         DisabledFiles::new(owned(languages), owned(patterns)).unwrap()
+    }
+
+    #[test]
+    fn a_template_no_model_can_take_is_refused_before_any_reload() {
+        for bad in [
+            "{prefix}{prefix}",
+            "<nope>",
+            "no placeholders",
+            "{prefix}{suffix}{suffix}",
+        ] {
+            let error = Overrides::from_json(Some(json!({ "template": bad }))).unwrap_err();
+            assert!(error.contains("`template`"), "{error}");
+        }
+        for good in [
+            "auto",
+            "prefix-only",
+            "qwen",
+            "<pre>{prefix}<suf>{suffix}<mid>",
+        ] {
+            let parsed = Overrides::from_settings(json!({ "template": good })).unwrap();
+            assert_eq!(parsed.template.as_deref(), Some(good));
+        }
     }
 
     #[test]

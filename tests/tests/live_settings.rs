@@ -290,6 +290,57 @@ fn an_engine_option_change_reloads_the_model_and_documents_survive() {
     assert!(status.success(), "{status:?}");
 }
 
+/// Settings the model cannot use never leave the user without it: a template no
+/// model can take is refused before any reload (the settings in use are kept), and
+/// a draft model that does not load, or a family's template whose tokens the model
+/// lacks, reload a model that serves all the same, with a warning naming the problem.
+#[test]
+fn settings_the_model_cannot_use_leave_it_serving() {
+    let mut client = ready_server(vscode_capabilities(), None, Value::Null);
+    let uri = "file:///w/sums.py";
+    client.open(uri, "python", "def total(values):\n    return ");
+    let answers = |client: &mut LspClient| {
+        let response = client.inline_completion(uri, 1, 11);
+        assert!(response.get("error").is_none(), "{response}");
+        !inline_items(&response).is_empty()
+    };
+    assert!(answers(&mut client));
+    let warning = |needle: &'static str| {
+        move |m: &Value| {
+            m["method"] == "window/showMessage"
+                && m["params"]["message"]
+                    .as_str()
+                    .is_some_and(|t| t.contains(needle))
+        }
+    };
+
+    client.drain_backlog();
+    change_settings(&mut client, json!({"template": "{prefix}{prefix}"}));
+    let refused = client.wait_for(ANSWER_TIMEOUT, warning("`template`"));
+    let text = refused["params"]["message"].as_str().unwrap();
+    assert!(text.contains("twice") && text.contains("kept"), "{text}");
+    assert_eq!(client.stats()["modelState"], "ready");
+    assert!(answers(&mut client));
+
+    let empty =
+        std::env::temp_dir().join(format!("inkling-empty-draft-{}.gguf", std::process::id()));
+    std::fs::write(&empty, b"").unwrap();
+    for (settings, needle) in [
+        (json!({"draftModel": empty}), "no draft model"),
+        (json!({"template": "qwen"}), "using the detected"),
+    ] {
+        client.drain_backlog();
+        change_settings(&mut client, settings.clone());
+        client.wait_for(LOAD_TIMEOUT, warning(needle));
+        assert_eq!(client.stats()["modelState"], "ready", "{settings}");
+        assert!(answers(&mut client), "{settings}");
+        change_settings(&mut client, json!({}));
+    }
+    let _ = std::fs::remove_file(&empty);
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
+}
+
 /// A changed `httpPort` moves the HTTP endpoint: the new port answers with the
 /// language server's pipeline, the old one stops listening.
 #[test]

@@ -916,10 +916,7 @@ mod tests {
             Some("y = x\n    for z in y:")
         );
         // A first line that opens a block is what the user is typing.
-        assert_eq!(
-            suggest(before, "\n", "if x:\n").as_deref(),
-            Some("if x:")
-        );
+        assert_eq!(suggest(before, "\n", "if x:\n").as_deref(), Some("if x:"));
     }
 
     #[test]

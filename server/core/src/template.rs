@@ -287,17 +287,12 @@ pub fn resolve(
     match configured.map(str::trim) {
         None | Some("" | "auto") => Ok(detect(vocab)),
         Some(name) if name == Family::PrefixOnly.name() => Ok(Template::prefix_only(vocab.bos())),
-        Some(text) if text.contains("{prefix}") => custom(vocab, text),
+        Some(text) if text.contains("{prefix}") => {
+            check(text)?;
+            Ok(custom(vocab, text))
+        }
         Some(name) => {
-            let spelling = SPELLINGS
-                .iter()
-                .find(|s| s.family.name() == name)
-                .ok_or_else(|| {
-                    TemplateError(format!(
-                        "unknown template `{name}`: use auto, prefix-only, qwen, starcoder, \
-                         codellama, deepseek, codestral, codegemma, or a template with {{prefix}}"
-                    ))
-                })?;
+            let spelling = spelling_of(name)?;
             from_spelling(vocab, spelling).map_err(|missing| {
                 TemplateError(format!(
                     "template `{name}` needs the token {missing}, which this model's vocabulary lacks"
@@ -305,6 +300,41 @@ pub fn resolve(
             })
         }
     }
+}
+
+/// Whether [`resolve`] takes the setting `configured` whatever the model: `auto`, a
+/// family's name, or a custom template with `{prefix}` once and `{suffix}` at most
+/// once (only whether the model has a family's tokens is left to the model).
+pub fn check(configured: &str) -> Result<(), TemplateError> {
+    match configured.trim() {
+        "" | "auto" => Ok(()),
+        name if name == Family::PrefixOnly.name() => Ok(()),
+        text if text.contains("{prefix}") => {
+            match ["{prefix}", "{suffix}"]
+                .into_iter()
+                .find(|placeholder| text.matches(placeholder).count() > 1)
+            {
+                Some(placeholder) => Err(TemplateError(format!(
+                    "the template has {placeholder} twice"
+                ))),
+                None => Ok(()),
+            }
+        }
+        name => spelling_of(name).map(|_| ()),
+    }
+}
+
+/// The spelling of the family named `name`.
+fn spelling_of(name: &str) -> Result<&'static Spelling, TemplateError> {
+    SPELLINGS
+        .iter()
+        .find(|s| s.family.name() == name)
+        .ok_or_else(|| {
+            TemplateError(format!(
+                "unknown template `{name}`: use auto, prefix-only, qwen, starcoder, \
+                 codellama, deepseek, codestral, codegemma, or a template with {{prefix}}"
+            ))
+        })
 }
 
 /// Detects the family from the vocabulary (see the module invariant).
@@ -384,7 +414,7 @@ fn from_spelling(vocab: &impl Vocabulary, spelling: &Spelling) -> Result<Templat
 
 /// A template written by the user: literal text (special tokens parsed) around the
 /// `{prefix}` and `{suffix}` placeholders.
-fn custom(vocab: &impl Vocabulary, text: &str) -> Result<Template, TemplateError> {
+fn custom(vocab: &impl Vocabulary, text: &str) -> Template {
     let mut parts = Vec::new();
     let mut rest = text;
     while !rest.is_empty() {
@@ -401,21 +431,16 @@ fn custom(vocab: &impl Vocabulary, text: &str) -> Result<Template, TemplateError
         if at > 0 {
             parts.push(Part::Tokens(vocab.tokenize_special(&rest[..at])));
         }
-        if parts.contains(&part) {
-            return Err(TemplateError(format!(
-                "the template has {placeholder} twice"
-            )));
-        }
         parts.push(part);
         rest = &rest[at + placeholder.len()..];
     }
-    Ok(Template {
+    Template {
         family: Family::Custom,
         bos: vocab.bos(),
         parts,
         files: FileForm::Comments,
         stop: Vec::new(),
-    })
+    }
 }
 
 #[cfg(test)]
@@ -468,6 +493,29 @@ pub(crate) mod tests {
         fn fim_files(&self) -> (Option<Token>, Option<Token>) {
             (None, None)
         }
+    }
+
+    #[test]
+    fn a_setting_is_checked_without_a_model() {
+        for good in [
+            "",
+            "auto",
+            "prefix-only",
+            "qwen",
+            "codegemma",
+            "<a>{prefix}<b>{suffix}<c>",
+        ] {
+            assert!(check(good).is_ok(), "{good}");
+        }
+        let twice = check("{prefix}{suffix}{suffix}").unwrap_err();
+        assert_eq!(twice.to_string(), "the template has {suffix} twice");
+        assert!(check("{prefix} {prefix}").is_err());
+        assert!(
+            check("no placeholders")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown template")
+        );
     }
 
     #[test]

@@ -43,6 +43,15 @@ pub(crate) fn run(
         Ok(loaded) => loaded,
         Err(message) => return fail(&state, message, jobs),
     };
+    // A draft model only speeds generation up: without it the model still serves.
+    let (draft_model, draft_warning) = match draft_model {
+        Some(Ok(draft)) => (Some(draft), None),
+        Some(Err(message)) => (None, Some(format!("no draft model: {message}"))),
+        None => (None, None),
+    };
+    if let Some(warning) = &draft_warning {
+        tracing::warn!("{warning}");
+    }
     let (context_size, context_warning) = bounded_context(&model, options.context_size);
     let options = options.fit_context(context_size);
     let target = match new_sequence(&model, &backend, &options) {
@@ -58,10 +67,19 @@ pub(crate) fn run(
         (None, _) => Drafter::Off,
     };
     let tokenizer = CachingTokenizer::new(VocabTokenizer(model.vocab()));
-    let template = match template::resolve(tokenizer.inner(), options.template.as_deref()) {
-        Ok(template) => template,
-        Err(e) => return fail(&state, format!("{e}"), jobs),
-    };
+    // The setting was checked when resolved; what only the vocabulary can tell (a
+    // family's token it lacks) leaves the layout to detection rather than the model
+    // unused.
+    let (template, template_warning) =
+        match template::resolve(tokenizer.inner(), options.template.as_deref()) {
+            Ok(template) => (template, None),
+            Err(e) => {
+                let detected = template::detect(tokenizer.inner());
+                let warning = format!("{e}; using the detected {}", detected.family);
+                tracing::warn!("{warning}");
+                (detected, Some(warning))
+            }
+        };
     let chat_model = model_catalog::is_chat_model(
         model.meta_val_str("tokenizer.chat_template").is_ok(),
         template::detect(tokenizer.inner()).family,
@@ -85,6 +103,8 @@ pub(crate) fn run(
         warnings: context_warning
             .into_iter()
             .chain(chat_model.then(|| CHAT_MODEL_WARNING.to_owned()))
+            .chain(draft_warning)
+            .chain(template_warning)
             .collect(),
         placement: placement(&model, options.gpu_layers),
     }));
@@ -113,12 +133,18 @@ pub(crate) fn run(
     }
 }
 
-/// The backend, the model, the draft model (if speculation asks for one) and the
-/// model's path, each file checked first; progress goes to `state`.
-fn load(
-    options: &EngineOptions,
-    state: &watch::Sender<EngineState>,
-) -> Result<(LlamaBackend, LlamaModel, Option<LlamaModel>, PathBuf), String> {
+/// What [`load`] brings in: the backend, the model, the draft model if speculation
+/// asks for one (or why it could not be loaded), and the model's path.
+type Loaded = (
+    LlamaBackend,
+    LlamaModel,
+    Option<Result<LlamaModel, String>>,
+    PathBuf,
+);
+
+/// Loads the model and the draft model, each file checked first; progress goes to
+/// `state`.
+fn load(options: &EngineOptions, state: &watch::Sender<EngineState>) -> Result<Loaded, String> {
     let report = |message: &str, percent: Option<u32>| {
         state.send_replace(EngineState::Loading {
             message: message.to_owned(),
@@ -153,7 +179,7 @@ fn load(
             LlamaModel::load_from_file(&backend, &path, &params)
         })?;
     let draft_model = match &options.speculation {
-        Speculation::DraftModel(draft) => {
+        Speculation::DraftModel(draft) => Some((|| {
             let draft = &model_catalog::resolve(draft)?;
             report("loading the draft model", None);
             model_check::check(draft, options, &mut |m| report(m, None))?;
@@ -162,8 +188,8 @@ fn load(
                 || LlamaModel::load_from_file(&backend, draft, &LlamaModelParams::default()),
             )?;
             check_same_vocabulary(&model, &loaded)?;
-            Some(loaded)
-        }
+            Ok(loaded)
+        })()),
         _ => None,
     };
     Ok((backend, model, draft_model, path))
