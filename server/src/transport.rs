@@ -80,6 +80,8 @@ pub(crate) async fn read_frame(
     max_bytes: u64,
 ) -> std::io::Result<Option<FrameBody>> {
     let mut length = None;
+    // A length header whose value is no length: the frame cannot be read.
+    let mut bad_length: Option<String> = None;
     let mut line = Vec::new();
     // Whether the last piece read was cut from a line longer than MAX_HEADER_BYTES.
     let mut in_long_line = false;
@@ -106,14 +108,21 @@ pub(crate) async fn read_frame(
             if length.is_some() {
                 break;
             }
+            if let Some(value) = bad_length.take() {
+                // What follows is read as headers again until the next frame's.
+                return Ok(Some(Err(format!(
+                    "a frame's Content-Length `{value}` is no length; the frame is skipped"
+                ))));
+            }
             continue; // Blank lines between frames are tolerated.
         }
-        // Found anywhere in the line, so stray bytes before a header resynchronise.
-        if let Some(at) = header.find("Content-Length:") {
-            length = header[at + "Content-Length:".len()..]
-                .trim()
-                .parse::<u64>()
-                .ok();
+        // Found anywhere in the line, so stray bytes before a header resynchronise;
+        // header names are case-insensitive (as in HTTP, whose framing LSP borrows).
+        const NAME: &str = "content-length:";
+        if let Some(at) = header.to_ascii_lowercase().find(NAME) {
+            let value = header[at + NAME.len()..].trim();
+            length = value.parse::<u64>().ok();
+            bad_length = length.is_none().then(|| value.chars().take(40).collect());
         }
     }
     let length = length.unwrap_or(0);
@@ -523,6 +532,20 @@ mod tests {
         let bytes = format!("Content-Length: 2\r\n{padding}\n\r\n{{}}");
         let mut reader = BufReader::new(bytes.as_bytes());
         assert_eq!(next_body(&mut reader).await, b"{}");
+    }
+
+    #[tokio::test]
+    async fn a_length_in_any_case_is_read_and_one_that_is_no_length_is_refused() {
+        let bytes = b"content-length: 2\r\n\r\n{}CONTENT-LENGTH: abc\r\n\r\n{\"x\":1}\r\nContent-Length: 2\r\n\r\n[]";
+        let mut reader = BufReader::new(&bytes[..]);
+        assert_eq!(next_body(&mut reader).await, b"{}");
+        let refused = read_frame(&mut reader, MAX_FRAME_BYTES)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        assert!(refused.contains("`abc`"), "{refused}");
+        assert_eq!(next_body(&mut reader).await, b"[]");
     }
 
     #[tokio::test]
