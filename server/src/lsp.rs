@@ -1000,9 +1000,14 @@ impl LanguageServer for LspServer {
             workspace.edited(uri.as_str(), line);
         }
         if let Err(e) = result {
-            let message = format!("inkling: edit of {} not applied: {e}", uri.as_str());
+            let message = format!(
+                "inkling: edit of {} not applied: {e}; the document as inkling has it may differ from the editor's: close and reopen it",
+                uri.as_str()
+            );
             tracing::warn!("{message}");
-            self.client.log_message(MessageType::WARNING, message).await;
+            self.client
+                .show_message(MessageType::WARNING, message)
+                .await;
         }
     }
 

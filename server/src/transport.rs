@@ -304,6 +304,40 @@ fn cut_long_message(body: Vec<u8>) -> Vec<u8> {
     serde_json::to_vec(&value).unwrap_or(body)
 }
 
+/// Why the document notification `message` cannot be applied, if it cannot: its
+/// params are not what the method takes. tower-lsp drops such a notification without
+/// a word, and the server's copy of the document would then differ from the editor's.
+fn unreadable_document_notification(message: &Value) -> Option<String> {
+    use tower_lsp_server::ls_types::{
+        DidChangeTextDocumentParams, DidCloseTextDocumentParams, DidOpenTextDocumentParams,
+    };
+    fn refused<T: serde::de::DeserializeOwned>(params: &Value) -> Option<String> {
+        serde_json::from_value::<T>(params.clone())
+            .err()
+            .map(|e| e.to_string())
+    }
+    if message.get("id").is_some() {
+        return None;
+    }
+    let method = message.get("method")?.as_str()?;
+    let params = message.get("params").unwrap_or(&Value::Null);
+    let error = match method {
+        "textDocument/didOpen" => refused::<DidOpenTextDocumentParams>(params),
+        "textDocument/didChange" => refused::<DidChangeTextDocumentParams>(params),
+        "textDocument/didClose" => refused::<DidCloseTextDocumentParams>(params),
+        _ => None,
+    }?;
+    let uri = params
+        .pointer("/textDocument/uri")
+        .and_then(Value::as_str)
+        .map_or(String::new(), |uri| {
+            format!(" of {}", uri.chars().take(200).collect::<String>())
+        });
+    Some(format!(
+        "{method}{uri} not applied, its params are not valid ({error}): the document as inkling has it may differ from the editor's; close and reopen it"
+    ))
+}
+
 async fn filter_input(
     mut input: impl AsyncBufRead + Unpin,
     mut server: impl AsyncWrite + Unpin,
@@ -311,9 +345,17 @@ async fn filter_input(
 ) {
     loop {
         let checked = match read_frame(&mut input, MAX_FRAME_BYTES).await {
-            Ok(Some(Ok(body))) => parse_message(&body).map(|message| {
+            Ok(Some(Ok(body))) => parse_message(&body).and_then(|message| {
+                if let Some(problem) = unreadable_document_notification(&message) {
+                    // A notification has no answer: the user is told instead.
+                    return Err(json!({
+                        "jsonrpc": "2.0",
+                        "method": "window/showMessage",
+                        "params": {"type": 2, "message": format!("inkling: {problem}")},
+                    }));
+                }
                 let body = with_settings_field(&message, body);
-                without_empty_params(message, body)
+                Ok(without_empty_params(message, body))
             }),
             Ok(Some(Err(refusal))) => Err(json!({
                 "jsonrpc": "2.0",
@@ -532,6 +574,32 @@ mod tests {
         let bytes = format!("Content-Length: 2\r\n{padding}\n\r\n{{}}");
         let mut reader = BufReader::new(bytes.as_bytes());
         assert_eq!(next_body(&mut reader).await, b"{}");
+    }
+
+    #[test]
+    fn document_notifications_with_unreadable_params_are_named() {
+        let change = |params: Value| json!({"jsonrpc": "2.0", "method": "textDocument/didChange", "params": params});
+        let good = change(json!({
+            "textDocument": {"uri": "file:///a.py", "version": 2},
+            "contentChanges": [{"range": {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 1}}, "text": "x"}],
+        }));
+        assert_eq!(unreadable_document_notification(&good), None);
+        let negative = change(json!({
+            "textDocument": {"uri": "file:///a.py", "version": 2},
+            "contentChanges": [{"range": {"start": {"line": -1, "character": 0}, "end": {"line": 0, "character": 1}}, "text": "x"}],
+        }));
+        let problem = unreadable_document_notification(&negative).expect("refused");
+        assert!(
+            problem.starts_with("textDocument/didChange of file:///a.py not applied"),
+            "{problem}"
+        );
+        let open = json!({"jsonrpc": "2.0", "method": "textDocument/didOpen",
+            "params": {"textDocument": {"uri": "file:///b.py", "languageId": 5, "version": 1, "text": ""}}});
+        assert!(unreadable_document_notification(&open).is_some());
+        // Requests get their own error from tower-lsp.
+        let mut request = negative.clone();
+        request["id"] = json!(1);
+        assert_eq!(unreadable_document_notification(&request), None);
     }
 
     #[tokio::test]

@@ -49,6 +49,51 @@ fn a_frame_with_a_repeated_key_is_refused_and_the_server_keeps_serving() {
     assert!(status.success(), "{status:?}");
 }
 
+/// An edit the server cannot apply, or whose params it cannot read, is named to the
+/// user (their copy and the server's now differ); a frame whose length header is
+/// written in lower case is read like any other.
+#[test]
+fn edits_that_cannot_be_applied_are_named_and_headers_are_read_in_any_case() {
+    let mut client = LspClient::start();
+    client.initialize(vscode_capabilities(), Value::Null);
+    let uri = "file:///w/edited.py";
+    client.open(uri, "python", "x = 1\n");
+    let warned = |client: &mut LspClient, needle: &'static str| {
+        client.wait_for(ANSWER_TIMEOUT, |m| {
+            m["method"] == "window/showMessage"
+                && m["params"]["message"]
+                    .as_str()
+                    .is_some_and(|t| t.contains(needle) && t.contains(uri))
+        })
+    };
+    let range = |start: i64, end: i64| json!({"start": {"line": start, "character": 0}, "end": {"line": end, "character": 0}});
+    client.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": uri, "version": 2},
+               "contentChanges": [{"range": range(-1, 0), "text": "y"}]}),
+    );
+    warned(&mut client, "params are not valid");
+    client.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": uri, "version": 3},
+               "contentChanges": [{"range": range(1, 0), "text": "y"}]}),
+    );
+    warned(&mut client, "not applied");
+    let body = json!({"jsonrpc": "2.0", "method": "textDocument/didChange",
+        "params": {"textDocument": {"uri": uri, "version": 4},
+                   "contentChanges": [{"range": range(0, 0), "text": "z = 0\n"}]}})
+    .to_string();
+    client.send_raw(format!("content-length: {}\r\n\r\n{body}", body.len()).as_bytes());
+    client.wait_until_ready(LOAD_TIMEOUT);
+    let prompt = client.prompt(uri, 2, 0);
+    assert!(
+        prompt["text"].as_str().unwrap().contains("z = 0\nx = 1"),
+        "{prompt}"
+    );
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
+}
+
 #[test]
 fn requests_without_parameters_accept_an_empty_object() {
     let mut client = LspClient::start();

@@ -825,7 +825,10 @@ mod tests {
         for document in &documents[1..] {
             assert!(document.get(&text, 0, "python").is_some());
         }
-        assert!(lock(&documents[0].0).tree.is_none(), "the oldest tree is kept");
+        assert!(
+            lock(&documents[0].0).tree.is_none(),
+            "the oldest tree is kept"
+        );
         assert!(lock(&documents[KEPT_TREES + 9].0).tree.is_some());
         let again = documents[0].get(&text, 0, "python").expect("parsed again");
         assert_eq!(again.root_node().to_sexp(), first);
