@@ -150,7 +150,7 @@ thread_local! {
 
 /// Reads every frame of `bytes` through a buffer of `capacity` bytes, as the
 /// transport does: the bodies (or refusals) up to the end, and how reading ended.
-fn read_all_frames(bytes: &[u8], capacity: usize) -> (Vec<Result<Vec<u8>, String>>, bool) {
+fn read_all_frames(bytes: &[u8], capacity: usize) -> (Vec<transport::FrameBody>, bool) {
     RUNTIME.with(|runtime| {
         runtime.block_on(async {
             let mut reader = tokio::io::BufReader::with_capacity(capacity.max(1), bytes);

@@ -72,7 +72,18 @@ pub async fn serve(
 }
 
 /// A frame's body, or why it was refused (it was skipped whole).
-type FrameBody = Result<Vec<u8>, String>;
+pub(crate) type FrameBody = Result<Vec<u8>, Refusal>;
+
+/// Why a frame was skipped, and its request's id when the start of its body shows
+/// one (see [`top_level_id`]): the client's request then still ends, with an error.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub reason: String,
+    pub id: Value,
+}
+
+/// Bytes at the start of a skipped frame's body read for its id.
+const ID_SCAN_BYTES: u64 = 64 * 1024;
 
 /// Reads one frame; `Ok(None)` at a clean end of stream.
 pub(crate) async fn read_frame(
@@ -110,9 +121,12 @@ pub(crate) async fn read_frame(
             }
             if let Some(value) = bad_length.take() {
                 // What follows is read as headers again until the next frame's.
-                return Ok(Some(Err(format!(
-                    "a frame's Content-Length `{value}` is no length; the frame is skipped"
-                ))));
+                return Ok(Some(Err(Refusal {
+                    reason: format!(
+                        "a frame's Content-Length `{value}` is no length; the frame is skipped"
+                    ),
+                    id: Value::Null,
+                })));
             }
             continue; // Blank lines between frames are tolerated.
         }
@@ -127,10 +141,17 @@ pub(crate) async fn read_frame(
     }
     let length = length.unwrap_or(0);
     if length > max_bytes {
-        tokio::io::copy(&mut (&mut *reader).take(length), &mut tokio::io::sink()).await?;
-        return Ok(Some(Err(format!(
-            "message of {length} bytes is over the limit of {max_bytes}"
-        ))));
+        let mut start = Vec::new();
+        (&mut *reader)
+            .take(ID_SCAN_BYTES.min(length))
+            .read_to_end(&mut start)
+            .await?;
+        let rest = length - start.len() as u64;
+        tokio::io::copy(&mut (&mut *reader).take(rest), &mut tokio::io::sink()).await?;
+        return Ok(Some(Err(Refusal {
+            reason: format!("message of {length} bytes is over the limit of {max_bytes}"),
+            id: top_level_id(&start),
+        })));
     }
     let mut body = vec![0; length as usize];
     reader.read_exact(&mut body).await?;
@@ -150,7 +171,7 @@ pub(crate) fn parse_message(body: &[u8]) -> Result<Value, Value> {
     let values = count_json_values(body);
     if values > MAX_JSON_VALUES {
         return Err(error(
-            &Value::Null,
+            &top_level_id(body),
             -32600,
             format!("Invalid request: more than {MAX_JSON_VALUES} JSON values in one message"),
         ));
@@ -244,6 +265,52 @@ fn with_settings_field(message: &Value, body: Vec<u8>) -> Vec<u8> {
 /// Whether `body` deserializes as a `T`.
 fn decodes_as<T: serde::de::DeserializeOwned>(body: &[u8]) -> bool {
     serde_json::from_slice::<T>(body).is_ok()
+}
+
+/// The `id` member of the JSON object `body` starts, found without parsing the whole
+/// (a message refused for its size): only a top-level `"id"` counts, and only a
+/// number or a string, as JSON-RPC ids are; `null` when the bytes read show none.
+fn top_level_id(body: &[u8]) -> Value {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut string_start = 0;
+    // The last string closed at depth 1, while nothing but blanks followed it.
+    let mut last_key: Option<&[u8]> = None;
+    for (at, &byte) in body.iter().enumerate() {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => {
+                    in_string = false;
+                    last_key = (depth == 1).then(|| &body[string_start..at]);
+                }
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => {
+                in_string = true;
+                string_start = at + 1;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b':' if last_key == Some(b"id") => {
+                let value = &body[at + 1..];
+                let mut stream = serde_json::Deserializer::from_slice(value).into_iter::<Value>();
+                return match stream.next() {
+                    Some(Ok(id)) if id.is_string() || id.is_i64() || id.is_u64() => id,
+                    _ => Value::Null,
+                };
+            }
+            b' ' | b'\t' | b'\r' | b'\n' => continue,
+            _ => {}
+        }
+        last_key = None;
+    }
+    Value::Null
 }
 
 /// An upper bound on the number of JSON values in `body`, counted without parsing:
@@ -359,8 +426,8 @@ async fn filter_input(
             }),
             Ok(Some(Err(refusal))) => Err(json!({
                 "jsonrpc": "2.0",
-                "id": null,
-                "error": {"code": -32600, "message": format!("Invalid request: {refusal}")},
+                "id": refusal.id,
+                "error": {"code": -32600, "message": format!("Invalid request: {}", refusal.reason)},
             })),
             Ok(None) => break,
             Err(e) => {
@@ -602,6 +669,43 @@ mod tests {
         assert_eq!(unreadable_document_notification(&request), None);
     }
 
+    #[test]
+    fn a_refused_message_keeps_its_top_level_id() {
+        let id = |text: &str| top_level_id(text.as_bytes());
+        assert_eq!(id(r#"{"jsonrpc":"2.0","id":7,"method":"x"}"#), json!(7));
+        assert_eq!(
+            id(r#"{"method":"x","params":{"id":3,"a":[{"id":4}]}, "id" : "k"}"#),
+            json!("k")
+        );
+        assert_eq!(id(r#"{"method":"x","params":{"id":3}}"#), Value::Null);
+        // A string value "id" is no key, nor is an id cut off.
+        assert_eq!(id(r#"{"method":"id","x":1}"#), Value::Null);
+        assert_eq!(id(r#"{"params":["id", 1], "id": 12"#), json!(12));
+        assert_eq!(id(r#"{"id":{"a":1}}"#), Value::Null);
+        assert_eq!(id(r#"{"x":"a\"id\"","id":5}"#), json!(5));
+    }
+
+    #[tokio::test]
+    async fn a_huge_frame_is_refused_with_its_id() {
+        let mut bytes = format!("Content-Length: {}\r\n\r\n", MAX_FRAME_BYTES + 10).into_bytes();
+        let start =
+            br#"{"jsonrpc":"2.0","id":42,"method":"textDocument/inlineCompletion","params":{"x":""#;
+        bytes.extend_from_slice(start);
+        bytes.resize(
+            bytes.len() + MAX_FRAME_BYTES as usize + 10 - start.len(),
+            b' ',
+        );
+        bytes.extend(b"Content-Length: 2\r\n\r\n[]");
+        let mut reader = BufReader::new(&bytes[..]);
+        let refusal = read_frame(&mut reader, MAX_FRAME_BYTES)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(refusal.id, json!(42));
+        assert_eq!(next_body(&mut reader).await, b"[]");
+    }
+
     #[tokio::test]
     async fn a_length_in_any_case_is_read_and_one_that_is_no_length_is_refused() {
         let bytes = b"content-length: 2\r\n\r\n{}CONTENT-LENGTH: abc\r\n\r\n{\"x\":1}\r\nContent-Length: 2\r\n\r\n[]";
@@ -612,7 +716,7 @@ mod tests {
             .unwrap()
             .unwrap()
             .unwrap_err();
-        assert!(refused.contains("`abc`"), "{refused}");
+        assert!(refused.reason.contains("`abc`"), "{}", refused.reason);
         assert_eq!(next_body(&mut reader).await, b"[]");
     }
 
