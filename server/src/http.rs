@@ -144,8 +144,14 @@ pub async fn serve(listener: TcpListener, pipeline: CurrentPipeline) {
 /// Refuses a request sent by a web page (see the invariants above), before its body
 /// is read.
 async fn no_web_pages(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    match request.headers().get(header::ORIGIN) {
-        Some(origin) if !is_loopback_origin(origin.as_bytes()) => error(
+    // Every `Origin` header counts: a second one could name the page behind the first.
+    let foreign = request
+        .headers()
+        .get_all(header::ORIGIN)
+        .iter()
+        .find(|origin| !is_loopback_origin(origin.as_bytes()));
+    match foreign {
+        Some(origin) => error(
             StatusCode::FORBIDDEN,
             format!(
                 "requests from web pages are refused (Origin: {})",

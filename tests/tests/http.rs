@@ -141,6 +141,8 @@ fn infill_answers_llama_vim_requests() {
     );
     let local = from("http://localhost:5173");
     assert_eq!(local.status, 200, "{local:?}");
+    let both = from("http://localhost:5173\r\nOrigin: http://evil.example:8012");
+    assert_eq!(both.status, 403, "{both:?}");
 }
 
 #[test]

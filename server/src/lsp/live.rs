@@ -263,6 +263,15 @@ impl LspServer {
         };
         match http::bind(port).await {
             Ok(listener) => {
+                if let Ok(address) = listener.local_addr() {
+                    let message = format!("inkling: HTTP endpoint on http://{address}");
+                    if port == 0 {
+                        // Port 0 asks for any free port: where it is, only this says.
+                        self.client.show_message(MessageType::INFO, message).await;
+                    } else {
+                        self.client.log_message(MessageType::INFO, message).await;
+                    }
+                }
                 let served = tokio::spawn(http::serve(listener, pipeline.clone()));
                 if let Some(other) = lock(&self.live).http.replace(served) {
                     other.abort();
