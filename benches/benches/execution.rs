@@ -38,7 +38,9 @@
 //! `INKLING_EXEC_PER_MODULE` (tasks per module, default 3), `INKLING_EXEC_SEED`
 //! (default 14), `INKLING_EXEC_ROWS` (comma-separated subset of the row names),
 //! `INKLING_EXEC_VERBOSE=1` (every suggestion, on stderr), `INKLING_BENCH_OPTIONS` (a
-//! JSON object of inkling options for every row, e.g. `{"promptTimeLimitMs": 1500}`).
+//! JSON object of inkling options for every inkling row, e.g.
+//! `{"promptTimeLimitMs": 1500}`), `INKLING_LLAMA_SERVER` (the peer's binary). Both
+//! sides run the default model.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -395,11 +397,11 @@ fn last_lines_within(
 ) -> Result<String, String> {
     let starts: Vec<usize> = std::iter::once(0)
         .chain(before.match_indices('\n').map(|(at, _)| at + 1))
-        .filter(|&at| at <= before.len())
         .collect();
     let text_from = |line: usize| format!("{}{line_start}", &before[starts[line]..]);
     let fits = |line: usize| -> Result<bool, String> {
-        let body = json!({"content": text_from(line), "add_special": false});
+        // With the BOS token `/completion` adds.
+        let body = json!({"content": text_from(line), "add_special": true});
         Ok(tokenize(address, &body)?.len() <= budget)
     };
     // The first line from which the text fits (fitting only grows with it).

@@ -174,17 +174,23 @@ fn is_loopback_origin(origin: &[u8]) -> bool {
     else {
         return false;
     };
-    let host = match authority.strip_prefix('[') {
+    let (host, port) = match authority.strip_prefix('[') {
         Some(v6) => match v6.split_once(']') {
-            Some((host, "")) => host,
-            Some((host, port)) if port.starts_with(':') => host,
-            _ => return false,
+            Some((host, "")) => (host, None),
+            Some((host, port)) => match port.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return false,
+            },
+            None => return false,
         },
-        None => authority
-            .split_once(':')
-            .map_or(authority, |(host, _)| host),
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
     };
-    matches!(host, "localhost" | "127.0.0.1" | "::1")
+    // A port is digits only: anything after it could name another host.
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    port_ok && matches!(host, "localhost" | "127.0.0.1" | "::1")
 }
 
 /// Reads a request's whole body within [`BODY_TIMEOUT`] before any handler runs, so
@@ -751,6 +757,9 @@ mod tests {
             "http://localhost.evil.example",
             "http://127.0.0.1.nip.io:8012",
             "http://[::1].evil",
+            "http://localhost:5173 http://evil.example",
+            "http://[::1]:80/x",
+            "http://localhost:",
             "file://",
             "",
             "http://",

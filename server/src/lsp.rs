@@ -132,6 +132,9 @@ pub struct LspServer {
     /// focused cursor would then get the preamble of the file's first screen, and
     /// none of the prompt the newer warm decoded).
     warm_contexts: Arc<Mutex<()>>,
+    /// Documents whose refused edit the user was shown (once a document until it is
+    /// opened again: a client whose every edit is refused would show one a keystroke).
+    edits_refused: Mutex<std::collections::HashSet<String>>,
 }
 
 /// What `initialize` decided.
@@ -242,6 +245,7 @@ pub fn service(
         announced_source: Mutex::new(None),
         warms_asked: Arc::new(AtomicU64::new(0)),
         warm_contexts: Arc::new(Mutex::new(())),
+        edits_refused: Mutex::default(),
         client,
         flag_overrides: flags.clone(),
         session: OnceLock::new(),
@@ -958,6 +962,7 @@ impl LanguageServer for LspServer {
 
     async fn did_open(&self, params: DidOpenTextDocumentParams) {
         let doc = params.text_document;
+        lock(&self.edits_refused).remove(doc.uri.as_str());
         // Reopening replaces the text: whatever was being generated for it is stale.
         if let Some(flag) = lock(&self.in_flight).remove(doc.uri.as_str()) {
             flag.cancel();
@@ -1005,9 +1010,13 @@ impl LanguageServer for LspServer {
                 uri.as_str()
             );
             tracing::warn!("{message}");
-            self.client
-                .show_message(MessageType::WARNING, message)
-                .await;
+            if lock(&self.edits_refused).insert(uri.as_str().to_owned()) {
+                self.client
+                    .show_message(MessageType::WARNING, message)
+                    .await;
+            } else {
+                self.client.log_message(MessageType::WARNING, message).await;
+            }
         }
     }
 

@@ -150,7 +150,7 @@ pub(crate) async fn read_frame(
         tokio::io::copy(&mut (&mut *reader).take(rest), &mut tokio::io::sink()).await?;
         return Ok(Some(Err(Refusal {
             reason: format!("message of {length} bytes is over the limit of {max_bytes}"),
-            id: top_level_id(&start),
+            id: top_level_id(&start, rest > 0),
         })));
     }
     let mut body = vec![0; length as usize];
@@ -171,7 +171,7 @@ pub(crate) fn parse_message(body: &[u8]) -> Result<Value, Value> {
     let values = count_json_values(body);
     if values > MAX_JSON_VALUES {
         return Err(error(
-            &top_level_id(body),
+            &top_level_id(body, false),
             -32600,
             format!("Invalid request: more than {MAX_JSON_VALUES} JSON values in one message"),
         ));
@@ -267,10 +267,14 @@ fn decodes_as<T: serde::de::DeserializeOwned>(body: &[u8]) -> bool {
     serde_json::from_slice::<T>(body).is_ok()
 }
 
-/// The `id` member of the JSON object `body` starts, found without parsing the whole
-/// (a message refused for its size): only a top-level `"id"` counts, and only a
-/// number or a string, as JSON-RPC ids are; `null` when the bytes read show none.
-fn top_level_id(body: &[u8]) -> Value {
+/// The `id` of the request whose body is `body` (with `cut`, only the start of it),
+/// found without parsing the whole (a message refused for its size): only a
+/// top-level `"id"` counts, only in a message with a top-level `"method"` (a
+/// response's id is one of the client's own requests), and only a string or an
+/// integer that ends before the bytes read do; `null` when they show none.
+fn top_level_id(body: &[u8], cut: bool) -> Value {
+    let mut id = Value::Null;
+    let mut is_request = false;
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
@@ -297,11 +301,21 @@ fn top_level_id(body: &[u8]) -> Value {
             }
             b'{' | b'[' => depth += 1,
             b'}' | b']' => depth = depth.saturating_sub(1),
+            b':' if last_key == Some(b"method") => is_request = true,
             b':' if last_key == Some(b"id") => {
                 let value = &body[at + 1..];
                 let mut stream = serde_json::Deserializer::from_slice(value).into_iter::<Value>();
-                return match stream.next() {
-                    Some(Ok(id)) if id.is_string() || id.is_i64() || id.is_u64() => id,
+                id = match stream.next() {
+                    // A number running to the end of a cut body may be cut too.
+                    Some(Ok(number)) if number.is_i64() => {
+                        let ends_inside = stream.byte_offset() < value.len();
+                        if ends_inside || !cut {
+                            number
+                        } else {
+                            Value::Null
+                        }
+                    }
+                    Some(Ok(string)) if string.is_string() => string,
                     _ => Value::Null,
                 };
             }
@@ -310,7 +324,7 @@ fn top_level_id(body: &[u8]) -> Value {
         }
         last_key = None;
     }
-    Value::Null
+    if is_request { id } else { Value::Null }
 }
 
 /// An upper bound on the number of JSON values in `body`, counted without parsing:
@@ -379,9 +393,10 @@ fn unreadable_document_notification(message: &Value) -> Option<String> {
         DidChangeTextDocumentParams, DidCloseTextDocumentParams, DidOpenTextDocumentParams,
     };
     fn refused<T: serde::de::DeserializeOwned>(params: &Value) -> Option<String> {
-        serde_json::from_value::<T>(params.clone())
+        // serde quotes a mistyped string whole: only its start is worth showing.
+        T::deserialize(params)
             .err()
-            .map(|e| e.to_string())
+            .map(|e| e.to_string().chars().take(200).collect())
     }
     if message.get("id").is_some() {
         return None;
@@ -443,7 +458,8 @@ async fn filter_input(
             }
             Err(response) => {
                 tracing::warn!("refused a bad message: {response}");
-                if !queue(&frames, frame(response.to_string().as_bytes())).await {
+                let response = cut_long_message(response.to_string().into_bytes());
+                if !queue(&frames, frame(&response)).await {
                     break;
                 }
             }
@@ -671,18 +687,31 @@ mod tests {
 
     #[test]
     fn a_refused_message_keeps_its_top_level_id() {
-        let id = |text: &str| top_level_id(text.as_bytes());
+        let id = |text: &str| top_level_id(text.as_bytes(), false);
         assert_eq!(id(r#"{"jsonrpc":"2.0","id":7,"method":"x"}"#), json!(7));
         assert_eq!(
             id(r#"{"method":"x","params":{"id":3,"a":[{"id":4}]}, "id" : "k"}"#),
             json!("k")
         );
         assert_eq!(id(r#"{"method":"x","params":{"id":3}}"#), Value::Null);
-        // A string value "id" is no key, nor is an id cut off.
+        // A string value "id" is no key; an object or a huge number is no id.
         assert_eq!(id(r#"{"method":"id","x":1}"#), Value::Null);
-        assert_eq!(id(r#"{"params":["id", 1], "id": 12"#), json!(12));
-        assert_eq!(id(r#"{"id":{"a":1}}"#), Value::Null);
-        assert_eq!(id(r#"{"x":"a\"id\"","id":5}"#), json!(5));
+        assert_eq!(id(r#"{"method":"x","id":{"a":1}}"#), Value::Null);
+        assert_eq!(
+            id(r#"{"method":"x","id":18446744073709551615}"#),
+            Value::Null
+        );
+        assert_eq!(id(r#"{"x":"a\"id\"","id":5,"method":"y"}"#), json!(5));
+        // A response's id is the client's: no error may answer it.
+        assert_eq!(
+            id(r#"{"jsonrpc":"2.0","id":3,"result":[1,2]}"#),
+            Value::Null
+        );
+        // Of a body cut short, a number at its very end may be cut too.
+        let cut = |text: &str| top_level_id(text.as_bytes(), true);
+        assert_eq!(cut(r#"{"method":"x","id":123"#), Value::Null);
+        assert_eq!(cut(r#"{"method":"x","id":123,"params":{"#), json!(123));
+        assert_eq!(cut(r#"{"id":"k","method":"x","params":"#), json!("k"));
     }
 
     #[tokio::test]

@@ -78,7 +78,7 @@ fn edits_that_cannot_be_applied_are_named_and_headers_are_read_in_any_case() {
         json!({"textDocument": {"uri": uri, "version": 3},
                "contentChanges": [{"range": range(1, 0), "text": "y"}]}),
     );
-    warned(&mut client, "not applied");
+    warned(&mut client, "edit of");
     let body = json!({"jsonrpc": "2.0", "method": "textDocument/didChange",
         "params": {"textDocument": {"uri": uri, "version": 4},
                    "contentChanges": [{"range": range(0, 0), "text": "z = 0\n"}]}})

@@ -653,16 +653,14 @@ fn top_level_names(tree: &Tree, text: &Rope) -> HashSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::syntax::SyntaxTree;
+    use crate::syntax::parse_once;
 
     /// The names at the `|` of `source`.
     fn names(language_id: &str, source: &str) -> Vec<String> {
         let cursor = source.find('|').expect("a cursor");
         let text = source.replacen('|', "", 1);
         let rope = Rope::from_str(&text);
-        let tree = SyntaxTree::default()
-            .get(&rope, 0, language_id)
-            .expect("a tree");
+        let tree = parse_once(&rope, language_id).expect("a tree");
         unbound_names(&tree, &rope, rope.byte_to_char(cursor), language_id)
     }
 

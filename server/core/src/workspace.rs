@@ -33,7 +33,7 @@ use ropey::Rope;
 use crate::context::{self, CompletionContext, Preamble, Snippet, Window};
 use crate::documents::Document;
 use crate::lock;
-use crate::syntax::{self, Definition, SyntaxTree};
+use crate::syntax::{self, Definition};
 
 /// Most files indexed.
 pub const MAX_INDEX_FILES: usize = 5_000;
@@ -321,7 +321,7 @@ impl Workspace {
             .flatten()?;
         let text = Rope::from_str(&text);
         let grammar = syntax::grammar(language_id)?;
-        let tree = SyntaxTree::default().get(&text, 0, language_id)?;
+        let tree = syntax::parse_once(&text, language_id)?;
         Some((relative, syntax::definitions(grammar, &tree, &text)))
     }
 

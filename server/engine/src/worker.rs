@@ -44,14 +44,12 @@ pub(crate) fn run(
         Err(message) => return fail(&state, message, jobs),
     };
     // A draft model only speeds generation up: without it the model still serves.
-    let (draft_model, draft_warning) = match draft_model {
+    let (draft_model, mut draft_warning) = match draft_model {
         Some(Ok(draft)) => (Some(draft), None),
         Some(Err(message)) => (None, Some(format!("no draft model: {message}"))),
         None => (None, None),
     };
-    if let Some(warning) = &draft_warning {
-        tracing::warn!("{warning}");
-    }
+
     let (context_size, context_warning) = bounded_context(&model, options.context_size);
     let options = options.fit_context(context_size);
     let target = match new_sequence(&model, &backend, &options) {
@@ -61,13 +59,19 @@ pub(crate) fn run(
     let drafter = match (&draft_model, &options.speculation) {
         (Some(draft_model), _) => match new_sequence(draft_model, &backend, &options) {
             Ok(sequence) => Drafter::Model(sequence),
-            Err(message) => return fail(&state, message, jobs),
+            Err(message) => {
+                draft_warning = Some(format!("no draft model: {message}"));
+                Drafter::Off
+            }
         },
         (None, Speculation::PromptLookup) => Drafter::PromptLookup,
         (None, _) => Drafter::Off,
     };
+    if let Some(warning) = &draft_warning {
+        tracing::warn!("{warning}");
+    }
     let tokenizer = CachingTokenizer::new(VocabTokenizer(model.vocab()));
-    // The setting was checked when resolved; what only the vocabulary can tell (a
+    // The setting was checked when read; what only the vocabulary can tell (a
     // family's token it lacks) leaves the layout to detection rather than the model
     // unused.
     let (template, template_warning) =

@@ -263,7 +263,12 @@ impl LspServer {
         };
         match http::bind(port).await {
             Ok(listener) => {
-                if let Ok(address) = listener.local_addr() {
+                let address = listener.local_addr();
+                let served = tokio::spawn(http::serve(listener, pipeline.clone()));
+                if let Some(other) = lock(&self.live).http.replace(served) {
+                    other.abort();
+                }
+                if let Ok(address) = address {
                     let message = format!("inkling: HTTP endpoint on http://{address}");
                     if port == 0 {
                         // Port 0 asks for any free port: where it is, only this says.
@@ -271,10 +276,6 @@ impl LspServer {
                     } else {
                         self.client.log_message(MessageType::INFO, message).await;
                     }
-                }
-                let served = tokio::spawn(http::serve(listener, pipeline.clone()));
-                if let Some(other) = lock(&self.live).http.replace(served) {
-                    other.abort();
                 }
             }
             Err(e) => self.warn(format!("HTTP endpoint not started: {e}")).await,
