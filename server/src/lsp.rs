@@ -156,11 +156,17 @@ struct SessionSetup {
 struct ContextAt {
     /// A copy of the document, as the context saw it.
     document: Document,
+    /// The version of the document the copy was made of.
+    version: i32,
     /// The cursor, a char index into `document`.
     cursor: usize,
     /// The cursor as a position in the session's encoding.
     position: Position,
     context: CompletionContext,
+    /// The completion menu's selected item the context assumes accepted: the range
+    /// it replaces, that range's start (a char index into the document itself) and
+    /// its text.
+    selected: Option<(Range, usize, String)>,
 }
 
 /// Everything besides the document that a context is made from; cheap to clone and
@@ -201,6 +207,9 @@ struct Suggestion {
     /// The cursor, a char index into the document.
     cursor_index: usize,
     line_prefix: String,
+    /// The range the texts replace, when they continue the item the editor's
+    /// completion menu has selected (each text then starts with that item's text).
+    replaces: Option<Range>,
 }
 
 /// The custom request that returns the prompt the model would get at a position.
@@ -323,8 +332,17 @@ impl LspServer {
     }
 
     /// The context at `position` of `uri`: the document (a copy), the cursor clamped
-    /// into it (a char index, and as a position), and the context there.
-    fn context_at(&self, uri: &Uri, position: Position) -> RpcResult<ContextAt> {
+    /// into it (a char index, and as a position), and the context there. With
+    /// `selected` (the item the editor's completion menu has selected, LSP 3.18), the
+    /// copy has that item accepted, as VS Code shows an inline suggestion then only
+    /// if it continues the item; an item whose range is not on the cursor's line
+    /// around the cursor, or that spans lines, is left out.
+    fn context_at(
+        &self,
+        uri: &Uri,
+        position: Position,
+        selected: Option<&SelectedCompletionInfo>,
+    ) -> RpcResult<ContextAt> {
         let key = uri.as_str();
         let encoding = self.encoding();
         // A copy (ropes share their nodes) so that parsing runs without the lock.
@@ -334,13 +352,34 @@ impl LspServer {
             .ok_or_else(|| RpcError::invalid_params(format!("document not open: {key}")))?;
         let sources = self.context_sources();
         contain_panic(|| {
-            let cursor = positions::char_index(&document.text, from_position(position), encoding);
+            let version = document.version;
+            let index =
+                |at: Position| positions::char_index(&document.text, from_position(at), encoding);
+            let cursor = index(position);
+            let selected = selected
+                .filter(|item| {
+                    let range = item.range;
+                    range.start.line == range.end.line
+                        && !item.text.contains(['\n', '\r'])
+                        && index(range.start) <= cursor
+                        && cursor <= index(range.end)
+                })
+                .map(|item| (item.range, index(item.range.start), item.text.clone()));
+            let (document, cursor) = match &selected {
+                Some((range, start, text)) => (
+                    document.with_replacement(*start, index(range.end), text),
+                    start + text.chars().count(),
+                ),
+                None => (document, cursor),
+            };
             let context = sources.context(key, &document, cursor);
             ContextAt {
                 position: to_position(positions::position(&document.text, cursor, encoding)),
                 document,
+                version,
                 cursor,
                 context,
+                selected,
             }
         })
     }
@@ -463,12 +502,15 @@ impl LspServer {
         self.warm_at(params.text_document.uri.as_str(), Some(params.position));
     }
 
-    /// Computes a suggestion at `position` of `uri`, or `None` when there is none to give.
+    /// Computes a suggestion at `position` of `uri`, or `None` when there is none to
+    /// give; with `selected`, one that continues the completion menu's selected item
+    /// (see [`LspServer::context_at`]).
     async fn suggest(
         &self,
         uri: &Uri,
         position: Position,
         trigger: Trigger,
+        selected: Option<&SelectedCompletionInfo>,
     ) -> RpcResult<Option<Suggestion>> {
         let key = uri.as_str();
         if self.completions_disabled(key) {
@@ -477,11 +519,12 @@ impl LspServer {
         let started = std::time::Instant::now();
         let ContextAt {
             document,
+            version,
             cursor: cursor_index,
             position: cursor,
             context,
-        } = self.context_at(uri, position)?;
-        let version = document.version;
+            selected,
+        } = self.context_at(uri, position, selected)?;
         let assembly_time = started.elapsed();
         let Some(suggester) = self.pipeline() else {
             return Ok(None);
@@ -555,11 +598,26 @@ impl LspServer {
             self.prefetch_after(key, document, cursor_index, &answer.texts[0]);
             self.announce_answer_source(&suggester).await;
         }
-        Ok(Some(Suggestion {
-            texts: answer.texts,
-            cursor,
-            cursor_index,
-            line_prefix,
+        Ok(Some(match selected {
+            // Each text replaces the selected item's range with the item and more.
+            Some((range, start, item)) => Suggestion {
+                texts: answer
+                    .texts
+                    .iter()
+                    .map(|text| format!("{item}{text}"))
+                    .collect(),
+                cursor,
+                cursor_index: start,
+                line_prefix,
+                replaces: Some(range),
+            },
+            None => Suggestion {
+                texts: answer.texts,
+                cursor,
+                cursor_index,
+                line_prefix,
+                replaces: None,
+            },
         }))
     }
 
@@ -611,11 +669,17 @@ impl LspServer {
         } else {
             Trigger::Automatic
         };
+        let selected = params.context.selected_completion_info.as_ref();
         let suggestion = self
-            .suggest(&position.text_document.uri, position.position, trigger)
+            .suggest(
+                &position.text_document.uri,
+                position.position,
+                trigger,
+                selected,
+            )
             .await?;
         let items = suggestion.map_or_else(Vec::new, |s| {
-            let range = Range::new(s.cursor, s.cursor);
+            let range = s.replaces.unwrap_or(Range::new(s.cursor, s.cursor));
             let commands = self.accept_commands(&position.text_document.uri, trigger, &s);
             s.texts
                 .into_iter()
@@ -670,7 +734,7 @@ impl LspServer {
     /// `inkling/prompt`: the prompt the model would get at a position.
     async fn prompt(&self, params: TextDocumentPositionParams) -> RpcResult<PromptAnswer> {
         let context = self
-            .context_at(&params.text_document.uri, params.position)?
+            .context_at(&params.text_document.uri, params.position, None)?
             .context;
         let path = context.preamble.path.clone();
         let suggester = self
@@ -1053,7 +1117,12 @@ impl LanguageServer for LspServer {
             Trigger::Automatic
         };
         let Some(suggestion) = self
-            .suggest(&position.text_document.uri, position.position, trigger)
+            .suggest(
+                &position.text_document.uri,
+                position.position,
+                trigger,
+                None,
+            )
             .await?
         else {
             return Ok(None);

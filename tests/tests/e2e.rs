@@ -48,6 +48,49 @@ fn python_and_rust_prefixes_get_completions() {
     assert!(status.success(), "{status:?}");
 }
 
+/// With VS Code's suggest widget open, a request names the item it has selected
+/// (LSP 3.18 `selectedCompletionInfo`), and VS Code shows an inline suggestion then
+/// only if it continues that item: each item starts with it, over its range.
+#[test]
+fn an_item_selected_in_the_completion_menu_is_continued() {
+    let mut client = LspClient::start();
+    // Limits no shared machine reaches: this is about the answer's shape.
+    let options = json!({"promptTimeLimitMs": 0, "generationTimeLimitMs": 20_000});
+    client.initialize(vscode_capabilities(), options);
+    client.wait_until_ready(LOAD_TIMEOUT);
+    let uri = "file:///w/paths.py";
+    let line = "    return os.pa";
+    client.open(
+        uri,
+        "python",
+        &format!("import os\n\n\ndef config_file(home):\n{line}"),
+    );
+    let (start, end) = (utf16_len("    return os."), utf16_len(line));
+    let range =
+        json!({"start": {"line": 4, "character": start}, "end": {"line": 4, "character": end}});
+    let response = client.request(
+        "textDocument/inlineCompletion",
+        json!({
+            "textDocument": {"uri": uri},
+            "position": {"line": 4, "character": end},
+            "context": {
+                "triggerKind": 2,
+                "selectedCompletionInfo": {"range": range, "text": "path"},
+            },
+        }),
+        ANSWER_TIMEOUT,
+    );
+    let items = inline_items(&response);
+    assert!(!items.is_empty(), "{response}");
+    for item in &items {
+        let text = item["insertText"].as_str().unwrap();
+        assert!(text.starts_with("path") && text.len() > 4, "{response}");
+        assert_eq!(item["range"], range, "{response}");
+    }
+    let status = client.shutdown_and_exit();
+    assert!(status.success(), "{status:?}");
+}
+
 #[test]
 fn model_loading_is_reported_as_progress() {
     let mut client = LspClient::start();

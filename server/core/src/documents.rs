@@ -89,11 +89,21 @@ impl Document {
     /// for looking ahead (what the document will be once a suggestion is accepted).
     /// Neither the text nor the syntax tree of this document is affected.
     pub fn with_insertion(&self, at: usize, inserted: &str) -> Document {
-        let at = at.min(self.text.len_chars());
+        self.with_replacement(at, at, inserted)
+    }
+
+    /// A detached copy with chars `start..end` replaced by `inserted`, as if typed
+    /// there: for an item the editor's completion menu has selected (what the
+    /// document will be once it is accepted). Neither the text nor the syntax tree of
+    /// this document is affected.
+    pub fn with_replacement(&self, start: usize, end: usize, inserted: &str) -> Document {
+        let end = end.min(self.text.len_chars());
+        let start = start.min(end);
         let mut text = self.text.clone(); // O(1): ropes share their nodes.
-        let byte = text.char_to_byte(at);
-        let edit = syntax::input_edit(&text, byte, byte, inserted);
-        text.insert(at, inserted);
+        let (byte, end_byte) = (text.char_to_byte(start), text.char_to_byte(end));
+        let edit = syntax::input_edit(&text, byte, end_byte, inserted);
+        text.remove(start..end);
+        text.insert(start, inserted);
         let version = self.version.saturating_add(1);
         let syntax = self.syntax.fork(self.version);
         syntax.edit(&[edit], version);
@@ -224,6 +234,20 @@ mod tests {
 
     fn apply(doc: &mut Document, version: i32, edits: &[Edit]) -> Result<(), EditError> {
         doc.apply_changes(version, edits, |_, edit| edit.clone())
+    }
+
+    #[test]
+    fn a_copy_with_a_replacement_has_the_text_and_tree_of_the_edit() {
+        let doc = Document::new("import os\nx = os.pa\n", 1, "python");
+        assert!(doc.tree().is_some());
+        let copy = doc.with_replacement(17, 19, "path");
+        assert_eq!(copy.text.to_string(), "import os\nx = os.path\n");
+        assert_eq!(doc.text.to_string(), "import os\nx = os.pa\n");
+        let fresh = Document::new(&copy.text.to_string(), 9, "python");
+        assert_eq!(
+            copy.tree().unwrap().root_node().to_sexp(),
+            fresh.tree().unwrap().root_node().to_sexp()
+        );
     }
 
     #[test]
