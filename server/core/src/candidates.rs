@@ -9,7 +9,6 @@
 //! natural wins over one that makes them surprising.
 
 use crate::context::CompletionContext;
-use crate::postprocess;
 
 /// Most items an invoked request offers.
 pub const MAX_CANDIDATES: usize = 3;
@@ -235,7 +234,10 @@ pub fn seed_text(context: &CompletionContext, name: &str) -> Option<String> {
 /// [`defines`]) moved to the front, each group in its order: a line that defines what
 /// the code below uses but nothing above defines is the likeliest one wanted there.
 pub fn binding_first(order: &[usize], answers: &[String], names: &[String]) -> Vec<usize> {
-    to_front(order, |i| defines(&answers[i], names))
+    let (mut first, rest): (Vec<usize>, Vec<usize>) =
+        order.iter().partition(|&&i| defines(&answers[i], names));
+    first.extend(rest);
+    first
 }
 
 /// `order` (indices into `answers`) with the answers that are unfinished at
@@ -248,12 +250,9 @@ pub fn finished_first(
     answers: &[String],
     context: &CompletionContext,
 ) -> Vec<usize> {
-    to_front(order, |i| !unfinished(&answers[i], context))
-}
-
-/// `order` with the indices `wanted` says yes to first, each group in its order.
-fn to_front(order: &[usize], wanted: impl Fn(usize) -> bool) -> Vec<usize> {
-    let (mut first, rest): (Vec<usize>, Vec<usize>) = order.iter().partition(|&&i| wanted(i));
+    let (mut first, rest): (Vec<usize>, Vec<usize>) = order
+        .iter()
+        .partition(|&&i| !unfinished(&answers[i], context));
     first.extend(rest);
     first
 }
@@ -266,11 +265,18 @@ fn unfinished(answer: &str, context: &CompletionContext) -> bool {
     let Some(last) = lines.last() else {
         return false;
     };
-    let comment = |line: &&str| {
-        let code = line.trim_start();
-        code.starts_with('#') || code.starts_with("//")
-    };
-    lines.iter().all(comment) || postprocess::opens_block_without_body(last, context)
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let comments = lines
+        .iter()
+        .all(|l| l.trim_start().starts_with("#") || l.trim_start().starts_with("//"));
+    let opens = last.trim_end().ends_with([':', '{']);
+    let body_below = context
+        .suffix
+        .lines()
+        .skip(1)
+        .find(|l| !l.trim().is_empty())
+        .is_some_and(|next| indent(next) > indent(last));
+    comments || opens && !body_below
 }
 
 #[cfg(test)]
