@@ -240,74 +240,9 @@ pub fn binding_first(order: &[usize], answers: &[String], names: &[String]) -> V
     first
 }
 
-/// `order` (indices into `answers`) with the answers that are unfinished at
-/// `context` moved to the back, each group in its order: one that is only comments,
-/// or that ends by opening a block it gives no body (`if x:` or `if (x) {` with the
-/// document's next line not indented deeper), needs more written before it is code
-/// that runs, where another item may already be.
-pub fn finished_first(
-    order: &[usize],
-    answers: &[String],
-    context: &CompletionContext,
-) -> Vec<usize> {
-    let (mut first, rest): (Vec<usize>, Vec<usize>) = order
-        .iter()
-        .partition(|&&i| !unfinished(&answers[i], context));
-    first.extend(rest);
-    first
-}
-
-/// Whether `answer` at `context` is only comments or ends with a block it gives no
-/// body (see [`finished_first`]).
-fn unfinished(answer: &str, context: &CompletionContext) -> bool {
-    let whole = format!("{}{answer}", context.line_prefix);
-    let lines: Vec<&str> = whole.lines().filter(|l| !l.trim().is_empty()).collect();
-    let Some(last) = lines.last() else {
-        return false;
-    };
-    let indent = |line: &str| line.len() - line.trim_start().len();
-    let comments = lines
-        .iter()
-        .all(|l| l.trim_start().starts_with("#") || l.trim_start().starts_with("//"));
-    let opens = last.trim_end().ends_with([':', '{']);
-    let body_below = context
-        .suffix
-        .lines()
-        .skip(1)
-        .find(|l| !l.trim().is_empty())
-        .is_some_and(|next| indent(next) > indent(last));
-    comments || opens && !body_below
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finished_answers_come_before_headers_without_a_body_and_comments() {
-        let context = CompletionContext {
-            line_prefix: "    ".into(),
-            suffix: "\n    return lex\n".into(),
-            ..CompletionContext::default()
-        };
-        let answers = [
-            "if len(lex) == 0:",
-            "# print(lex)",
-            "lex.whitespace_split = True",
-            "else:\n        raise ValueError(x)",
-        ]
-        .map(String::from);
-        assert_eq!(
-            finished_first(&[0, 1, 2, 3], &answers, &context),
-            [2, 3, 0, 1]
-        );
-        // The header's body is the document's next line: finished.
-        let body_below = CompletionContext {
-            suffix: "\n        yield lex\n".into(),
-            ..context
-        };
-        assert_eq!(finished_first(&[0, 1, 2], &answers, &body_below), [0, 2, 1]);
-    }
 
     fn context(suffix: &str, line_suffix: &str) -> CompletionContext {
         CompletionContext {

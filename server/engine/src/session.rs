@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use inkling_core::candidates;
 use inkling_core::context::CompletionContext;
 use inkling_core::generate::{BackendError, CompletionRequest, Generation, StopReason};
-use inkling_core::postprocess;
 use inkling_core::prompt::{self, CachingTokenizer, Prompt};
 use inkling_core::template::{Family, Template};
 use inkling_core::tokens::Token;
@@ -396,7 +395,7 @@ impl<'m> Session<'m> {
                     names
                 };
                 if branches || !seeds.is_empty() {
-                    let (mut answers, mut order) = self.candidates(
+                    let (answers, mut order) = self.candidates(
                         request,
                         &prompt,
                         &heal,
@@ -410,16 +409,9 @@ impl<'m> Session<'m> {
                         prompt_logits.as_deref().filter(|_| rescoring),
                         generation_started,
                     )?;
-                    order = candidates::finished_first(&order, &answers, &request.context);
                     order = candidates::binding_first(&order, &answers, names);
-                    tracing::debug!(?answers, ?order, "candidates ordered");
                     order.truncate(request.candidates.max(1) as usize);
                     if order[0] != 0 {
-                        if matches!(reason, StopReason::TokenLimit | StopReason::TimeLimit) {
-                            // The streamed answer, now an alternative, loses the line
-                            // the limit cut (as the pipeline cuts an answer's).
-                            answers[0] = postprocess::whole_lines(&answers[0]).to_owned();
-                        }
                         // Another candidate won: it replaces the streamed one.
                         if let Some(partial) = &request.partial {
                             partial.send(&answers[order[0]]);
@@ -427,9 +419,6 @@ impl<'m> Session<'m> {
                         output.text.text = answers[order[0]].clone();
                         // Its tokens' ends are not known here: counted in proportion.
                         output.token_ends.clear();
-                        // It ended by the stop rules (one a limit cut is dropped): what
-                        // ended the streamed one, a limit maybe, would cut its last line.
-                        reason = StopReason::StopRule;
                     }
                     alternatives = order[1..].iter().map(|&i| answers[i].clone()).collect();
                 }
