@@ -9,6 +9,7 @@
 //! natural wins over one that makes them surprising.
 
 use crate::context::CompletionContext;
+use crate::postprocess::{self, StopRules};
 
 /// Most items an invoked request offers.
 pub const MAX_CANDIDATES: usize = 3;
@@ -234,15 +235,104 @@ pub fn seed_text(context: &CompletionContext, name: &str) -> Option<String> {
 /// [`defines`]) moved to the front, each group in its order: a line that defines what
 /// the code below uses but nothing above defines is the likeliest one wanted there.
 pub fn binding_first(order: &[usize], answers: &[String], names: &[String]) -> Vec<usize> {
-    let (mut first, rest): (Vec<usize>, Vec<usize>) =
-        order.iter().partition(|&&i| defines(&answers[i], names));
+    to_front(order, |i| defines(&answers[i], names))
+}
+
+/// `order` (indices into `answers`, raw answers whose generation ended by `rules`)
+/// with the answers that are unfinished as shown at `context` moved to the back, each
+/// group in its order: one that is only comments, or that ends by opening a block it
+/// gives no body (`else:` with the document's next line not indented deeper), needs
+/// more written before it is code that runs, where another item may already be.
+/// Judged on what post-processing makes of each answer (it cuts a header a limit left
+/// at the end of a longer answer); without post-processing, `order` as it is.
+pub fn finished_first(
+    order: &[usize],
+    answers: &[String],
+    context: &CompletionContext,
+    rules: &StopRules,
+) -> Vec<usize> {
+    if !rules.shapes_answers() {
+        return order.to_vec();
+    }
+    to_front(order, |i| {
+        postprocess::finish(&answers[i], context, rules)
+            .is_some_and(|shown| !unfinished(&shown, context))
+    })
+}
+
+/// `order` with the indices `wanted` says yes to first, each group in its order.
+fn to_front(order: &[usize], wanted: impl Fn(usize) -> bool) -> Vec<usize> {
+    let (mut first, rest): (Vec<usize>, Vec<usize>) = order.iter().partition(|&&i| wanted(i));
     first.extend(rest);
     first
+}
+
+/// Whether `shown`, a finished answer at `context`, is only comments or ends with a
+/// block it gives no body (see [`finished_first`]).
+fn unfinished(shown: &str, context: &CompletionContext) -> bool {
+    let whole = format!("{}{shown}", context.line_prefix);
+    let lines: Vec<&str> = whole.lines().filter(|l| !l.trim().is_empty()).collect();
+    let Some(last) = lines.last() else {
+        return false;
+    };
+    let comment = |line: &&str| {
+        let code = line.trim_start();
+        code.starts_with('#') || code.starts_with("//")
+    };
+    lines.iter().all(comment) || postprocess::opens_block_without_body(last, context)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finished_answers_come_before_headers_without_a_body_and_comments() {
+        use crate::postprocess::{Options, Trigger, plan};
+        let rules_at = |context: &CompletionContext, options: Options| {
+            let plan = plan(context, Trigger::Invoked, options).expect("a plan");
+            StopRules::new(context, &plan, options)
+        };
+        let context = CompletionContext {
+            prefix: "def f(lex):\n    lex.next()\n    ".into(),
+            line_prefix: "    ".into(),
+            suffix: "\n\ndef g():\n    pass\n".into(),
+            language_id: "python".into(),
+            ..CompletionContext::default()
+        };
+        let rules = rules_at(&context, Options::default());
+        let answers = [
+            "if len(lex) == 0:",
+            "# print(lex)",
+            "lex.whitespace_split = True",
+            "else:\n        raise ValueError(x)",
+            // Post-processing cuts the header a limit left at the end.
+            "lex.commenters = ''\n    if lex:",
+        ]
+        .map(String::from);
+        let all = [0, 1, 2, 3, 4];
+        assert_eq!(
+            finished_first(&all, &answers, &context, &rules),
+            [2, 3, 4, 0, 1]
+        );
+        // The header's body is the document's next line: finished.
+        let body_below = CompletionContext {
+            suffix: "\n        yield lex\n".into(),
+            ..context.clone()
+        };
+        let rules = rules_at(&body_below, Options::default());
+        assert_eq!(
+            finished_first(&[0, 1, 2], &answers, &body_below, &rules),
+            [0, 2, 1]
+        );
+        // Without post-processing answers are shown as generated, in their order.
+        let off = Options {
+            enabled: false,
+            ..Options::default()
+        };
+        let rules = rules_at(&context, off);
+        assert_eq!(finished_first(&all, &answers, &context, &rules), all);
+    }
 
     fn context(suffix: &str, line_suffix: &str) -> CompletionContext {
         CompletionContext {

@@ -212,6 +212,12 @@ pub struct StopRules {
 }
 
 impl StopRules {
+    /// Whether answers are shaped by the full rule set: without it, they are shown as
+    /// generated.
+    pub fn shapes_answers(&self) -> bool {
+        self.smart
+    }
+
     /// The rules for a completion at `context`.
     pub fn new(context: &CompletionContext, plan: &Plan, options: Options) -> StopRules {
         let line = &context.line_prefix;
@@ -613,7 +619,7 @@ fn kept<'g>(generated: &'g str, context: &CompletionContext, rules: &StopRules) 
         return (!text.trim().is_empty()).then_some(text);
     }
     if rules.multi_line {
-        text = without_dangling_openers(text, next_code_line(context));
+        text = without_dangling_openers(text, context);
     } else {
         text = &text[..text.len() - suffix_overlap(text, &context.line_suffix)];
         text = balance(text, &context.prefix, &context.line_suffix).trim_end();
@@ -626,18 +632,24 @@ fn kept<'g>(generated: &'g str, context: &CompletionContext, rules: &StopRules) 
 }
 
 /// `text` (several lines) without the lines at its end that open a block with no body:
-/// a limit ended the answer before the body, and the document's next code line, `next`,
-/// is not one either (it is not indented deeper). The first line stays: it continues
+/// a limit ended the answer before the body, and the document's next code line is not
+/// one either (see [`opens_block_without_body`]). The first line stays: it continues
 /// what is typed.
-fn without_dangling_openers<'t>(mut text: &'t str, next: Option<&str>) -> &'t str {
+fn without_dangling_openers<'t>(mut text: &'t str, context: &CompletionContext) -> &'t str {
     while let Some((head, last)) = text.rsplit_once('\n') {
-        let body_follows = next.is_some_and(|next| indent_of(next) > indent_of(last));
-        if !opens_block(last) || body_follows {
+        if !opens_block_without_body(last, context) {
             break;
         }
         text = head.trim_end();
     }
     text
+}
+
+/// Whether `line` (indented as in the file), put in at `context`, opens a block whose
+/// body is not there: the document's next code line is not indented deeper.
+pub fn opens_block_without_body(line: &str, context: &CompletionContext) -> bool {
+    opens_block(line)
+        && next_code_line(context).is_none_or(|next| indent_of(next) <= indent_of(line))
 }
 
 /// `generated` without its last line when it has several: for a generation a limit

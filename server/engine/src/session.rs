@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use inkling_core::candidates;
 use inkling_core::context::CompletionContext;
 use inkling_core::generate::{BackendError, CompletionRequest, Generation, StopReason};
+use inkling_core::postprocess;
 use inkling_core::prompt::{self, CachingTokenizer, Prompt};
 use inkling_core::template::{Family, Template};
 use inkling_core::tokens::Token;
@@ -395,7 +396,7 @@ impl<'m> Session<'m> {
                     names
                 };
                 if branches || !seeds.is_empty() {
-                    let (answers, mut order) = self.candidates(
+                    let (mut answers, mut order) = self.candidates(
                         request,
                         &prompt,
                         &heal,
@@ -409,7 +410,19 @@ impl<'m> Session<'m> {
                         prompt_logits.as_deref().filter(|_| rescoring),
                         generation_started,
                     )?;
+                    if matches!(reason, StopReason::TokenLimit | StopReason::TimeLimit) {
+                        // The streamed answer is judged, and offered if another wins,
+                        // without the line the limit cut (as the pipeline cuts it).
+                        answers[0] = postprocess::whole_lines(&answers[0]).to_owned();
+                    }
+                    order = candidates::finished_first(
+                        &order,
+                        &answers,
+                        &request.context,
+                        &request.stop,
+                    );
                     order = candidates::binding_first(&order, &answers, names);
+                    tracing::debug!(?answers, ?order, "candidates ordered");
                     order.truncate(request.candidates.max(1) as usize);
                     if order[0] != 0 {
                         // Another candidate won: it replaces the streamed one.
@@ -419,6 +432,9 @@ impl<'m> Session<'m> {
                         output.text.text = answers[order[0]].clone();
                         // Its tokens' ends are not known here: counted in proportion.
                         output.token_ends.clear();
+                        // It ended by the stop rules (one a limit cut is dropped): what
+                        // ended the streamed one, a limit maybe, would cut its last line.
+                        reason = StopReason::StopRule;
                     }
                     alternatives = order[1..].iter().map(|&i| answers[i].clone()).collect();
                 }
