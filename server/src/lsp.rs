@@ -171,6 +171,7 @@ struct ContextAt {
 
 /// Everything besides the document that a context is made from; cheap to clone and
 /// usable from any task.
+#[derive(Clone)]
 struct ContextSources {
     workspace: Arc<Workspace>,
     documents: Arc<Mutex<DocumentStore>>,
@@ -288,11 +289,6 @@ pub fn service(
     (service, socket, shutdown_requested)
 }
 
-/// Runs a synchronous stage with a panic contained (see [`suggest::contain_panic`]).
-fn contain_panic<T>(stage: impl FnOnce() -> T) -> RpcResult<T> {
-    suggest::contain_panic(stage).map_err(|_| RpcError::internal_error())
-}
-
 /// The JSON-RPC error for a request the engine could not serve.
 fn model_not_ready(error: &BackendError) -> RpcError {
     RpcError {
@@ -337,21 +333,22 @@ impl LspServer {
     /// copy has that item accepted, as VS Code shows an inline suggestion then only
     /// if it continues the item; an item whose range is not on the cursor's line
     /// around the cursor, or that spans lines, is left out.
-    fn context_at(
+    async fn context_at(
         &self,
         uri: &Uri,
         position: Position,
         selected: Option<&SelectedCompletionInfo>,
     ) -> RpcResult<ContextAt> {
-        let key = uri.as_str();
+        let key = uri.as_str().to_owned();
         let encoding = self.encoding();
         // A copy (ropes share their nodes) so that parsing runs without the lock.
         let document = lock(&self.documents)
-            .get(key)
+            .get(&key)
             .cloned()
             .ok_or_else(|| RpcError::invalid_params(format!("document not open: {key}")))?;
         let sources = self.context_sources();
-        contain_panic(|| {
+        let selected = selected.cloned();
+        suggest::off_runtime(move || {
             let version = document.version;
             let index =
                 |at: Position| positions::char_index(&document.text, from_position(at), encoding);
@@ -364,7 +361,7 @@ impl LspServer {
                         && index(range.start) <= cursor
                         && cursor <= index(range.end)
                 })
-                .map(|item| (item.range, index(item.range.start), item.text.clone()));
+                .map(|item| (item.range, index(item.range.start), item.text));
             let (document, cursor) = match &selected {
                 Some((range, start, text)) => (
                     document.with_replacement(*start, index(range.end), text),
@@ -372,7 +369,7 @@ impl LspServer {
                 ),
                 None => (document, cursor),
             };
-            let context = sources.context(key, &document, cursor);
+            let context = sources.context(&key, &document, cursor);
             ContextAt {
                 position: to_position(positions::position(&document.text, cursor, encoding)),
                 document,
@@ -382,6 +379,8 @@ impl LspServer {
                 selected,
             }
         })
+        .await
+        .map_err(|_| RpcError::internal_error())
     }
 
     /// What a context is made from besides the document, for use on any task.
@@ -407,13 +406,14 @@ impl LspServer {
         let sources = self.context_sources();
         let (key, text) = (key.to_owned(), text.to_owned());
         tokio::spawn(async move {
-            let after = |inserted: &str| {
-                suggest::contain_panic(|| {
-                    let document = document.with_insertion(cursor, inserted);
+            let after = |inserted: String| {
+                let (document, sources, key) = (document.clone(), sources.clone(), key.clone());
+                suggest::off_runtime(move || {
+                    let document = document.with_insertion(cursor, &inserted);
                     sources.context(&key, &document, cursor + inserted.chars().count())
                 })
             };
-            let Ok(accepted) = after(&text) else {
+            let Ok(accepted) = after(text.clone()).await else {
                 return;
             };
             // A suggestion that ends its line is mostly followed by Enter: the answer
@@ -428,7 +428,9 @@ impl LspServer {
             if !suggester.prefetch(accepted, key.clone()).await {
                 return;
             }
-            if let Some(Ok(context)) = next_line.map(|inserted| after(&inserted)) {
+            if let Some(inserted) = next_line
+                && let Ok(context) = after(inserted).await
+            {
                 suggester.prefetch(context, key).await;
             }
         });
@@ -474,23 +476,23 @@ impl LspServer {
             let Some(document) = lock(&sources.documents).get(&key).cloned() else {
                 return;
             };
-            let warmed = {
+            let (asked, for_key) = (warms_asked.clone(), key.clone());
+            let warmed = suggest::off_runtime(move || {
                 let _building = lock(&warm_contexts);
-                if warms_asked.load(Ordering::SeqCst) != ticket {
-                    return;
+                if asked.load(Ordering::SeqCst) != ticket {
+                    return None;
                 }
-                suggest::contain_panic(|| {
-                    let cursor = match position {
-                        Some(position) => {
-                            positions::char_index(&document.text, from_position(position), encoding)
-                        }
-                        None => context::opening_cursor(&document.text, prefix_tokens),
-                    };
-                    sources.context(&key, &document, cursor)
-                })
-            };
+                let cursor = match position {
+                    Some(position) => {
+                        positions::char_index(&document.text, from_position(position), encoding)
+                    }
+                    None => context::opening_cursor(&document.text, prefix_tokens),
+                };
+                Some(sources.context(&for_key, &document, cursor))
+            })
+            .await;
             let superseded = warms_asked.load(Ordering::SeqCst) != ticket;
-            if let (Ok(context), false) = (warmed, superseded) {
+            if let (Ok(Some(context)), false) = (warmed, superseded) {
                 suggester.warm(context, key).await;
             }
         });
@@ -524,7 +526,7 @@ impl LspServer {
             position: cursor,
             context,
             selected,
-        } = self.context_at(uri, position, selected)?;
+        } = self.context_at(uri, position, selected).await?;
         let assembly_time = started.elapsed();
         let Some(suggester) = self.pipeline() else {
             return Ok(None);
@@ -734,7 +736,8 @@ impl LspServer {
     /// `inkling/prompt`: the prompt the model would get at a position.
     async fn prompt(&self, params: TextDocumentPositionParams) -> RpcResult<PromptAnswer> {
         let context = self
-            .context_at(&params.text_document.uri, params.position, None)?
+            .context_at(&params.text_document.uri, params.position, None)
+            .await?
             .context;
         let path = context.preamble.path.clone();
         let suggester = self

@@ -249,6 +249,18 @@ pub fn contain_panic<T>(stage: impl FnOnce() -> T) -> Result<T, SuggestError> {
     })
 }
 
+/// Runs a synchronous stage on a blocking thread, a panic in it contained as by
+/// [`contain_panic`]: building a context parses and walks the syntax tree, which a
+/// huge or deeply nested file makes slow, and a runtime worker it held would hold up
+/// the requests and notifications behind it.
+pub async fn off_runtime<T: Send + 'static>(
+    stage: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, SuggestError> {
+    tokio::task::spawn_blocking(move || contain_panic(stage))
+        .await
+        .unwrap_or_else(|_| Err(SuggestError::Failed("internal error".into())))
+}
+
 impl<B: Backend> Suggester<B> {
     /// The pipeline on `backend`.
     pub fn new(backend: B, settings: Settings) -> Suggester<B> {
