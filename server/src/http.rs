@@ -32,8 +32,12 @@
 //!   its request's headers within [`HEADER_TIMEOUT`] or its body within
 //!   [`BODY_TIMEOUT`], or stays open longer than
 //!   [`CONNECTION_LIFETIME`], is closed, so idle or slow clients cannot hold the
-//!   endpoint (or the process's file descriptors) hostage.
+//!   endpoint (or the process's file descriptors) hostage. At the cap, a new
+//!   connection closes the one idle longest (no request in a handler, oldest request
+//!   or accept): clients trickling headers or idling make room at once for a real
+//!   one instead of locking it out until their timeouts.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,13 +50,13 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 use inkling_core::context;
 use inkling_core::generate::{CancelFlag, Generation, StopReason, TextSink};
@@ -72,7 +76,8 @@ pub async fn bind(port: u16) -> std::io::Result<TcpListener> {
     TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await
 }
 
-/// Most connections open at once; more are closed as soon as they are accepted.
+/// Most connections open at once: one more closes the idlest (see [`serve`]), or is
+/// closed itself when each has a request in a handler.
 pub const MAX_CONNECTIONS: usize = 128;
 /// Most time a client has to send a request's headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -100,8 +105,10 @@ pub async fn serve(listener: TcpListener, pipeline: CurrentPipeline) {
             in_flight: Mutex::new(None),
         }))
         .layer(axum::middleware::from_fn(body_in_time))
+        .layer(axum::middleware::from_fn(in_handler))
         .layer(axum::middleware::from_fn(no_web_pages));
     let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = Arc::new(Mutex::new(Connections::default()));
     let mut refused = 0u64;
     let mut last_refusal_log: Option<Instant> = None;
     loop {
@@ -117,7 +124,19 @@ pub async fn serve(listener: TcpListener, pipeline: CurrentPipeline) {
                 continue;
             }
         };
-        let Ok(permit) = open.clone().try_acquire_owned() else {
+        let permit = match open.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                let evicted = lock(&connections).evict_idlest();
+                // The closed connection's task gives its permit back at once.
+                if evicted {
+                    open.clone().acquire_owned().await.ok()
+                } else {
+                    None
+                }
+            }
+        };
+        let Some(permit) = permit else {
             refused += 1;
             if last_refusal_log.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_INTERVAL) {
                 tracing::warn!(
@@ -127,17 +146,103 @@ pub async fn serve(listener: TcpListener, pipeline: CurrentPipeline) {
             }
             continue;
         };
-        let service = TowerToHyperService::new(app.clone());
+        let (id, activity) = lock(&connections).open();
+        let service = TowerToHyperService::new(app.clone().layer(Extension(activity.clone())));
+        let connections = connections.clone();
         tokio::spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
-                tracing::debug!("HTTP connection ended: {e}");
+            tokio::select! {
+                ended = tokio::time::timeout(CONNECTION_LIFETIME, connection) => {
+                    if let Ok(Err(e)) = ended {
+                        tracing::debug!("HTTP connection ended: {e}");
+                    }
+                }
+                () = activity.evicted.notified() => {
+                    tracing::debug!("HTTP connection closed to make room for a new one");
+                }
             }
+            lock(&connections).close(id);
             drop(permit);
         });
+    }
+}
+
+/// The open connections, for choosing one to close when a new one finds the endpoint
+/// full.
+#[derive(Default)]
+struct Connections {
+    next_id: u64,
+    open: HashMap<u64, Arc<Activity>>,
+}
+
+/// What a connection is doing, as its requests report it.
+struct Activity {
+    /// Requests of this connection in a handler now (HTTP/1: one at most).
+    in_handler: AtomicU64,
+    /// When the connection was accepted or its last request began.
+    last_active: Mutex<Instant>,
+    /// Told when the connection is to close.
+    evicted: Notify,
+}
+
+impl Connections {
+    /// A new connection: its id and its activity.
+    fn open(&mut self) -> (u64, Arc<Activity>) {
+        self.next_id += 1;
+        let activity = Arc::new(Activity {
+            in_handler: AtomicU64::new(0),
+            last_active: Mutex::new(Instant::now()),
+            evicted: Notify::new(),
+        });
+        self.open.insert(self.next_id, activity.clone());
+        (self.next_id, activity)
+    }
+
+    /// Forgets a closed connection.
+    fn close(&mut self, id: u64) {
+        self.open.remove(&id);
+    }
+
+    /// Closes the connection idle longest (none of its requests in a handler, the
+    /// oldest last activity); false when every one has a request in a handler.
+    fn evict_idlest(&mut self) -> bool {
+        let idlest = self
+            .open
+            .iter()
+            .filter(|(_, a)| a.in_handler.load(Ordering::Relaxed) == 0)
+            .min_by_key(|(_, a)| *lock(&a.last_active))
+            .map(|(&id, _)| id);
+        let Some(activity) = idlest.and_then(|id| self.open.remove(&id)) else {
+            return false;
+        };
+        // Stored if the connection's task is not waiting yet: it ends when it does.
+        activity.evicted.notify_one();
+        true
+    }
+}
+
+/// Counts a request as its connection's activity while a handler has it (see
+/// [`Connections::evict_idlest`]).
+async fn in_handler(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let Some(activity) = request.extensions().get::<Arc<Activity>>().cloned() else {
+        return next.run(request).await;
+    };
+    *lock(&activity.last_active) = Instant::now();
+    activity.in_handler.fetch_add(1, Ordering::Relaxed);
+    // Also when the request is dropped before its answer (the client hung up).
+    let _leaving = InHandler(&activity);
+    next.run(request).await
+}
+
+/// Ends a request's time in a handler when dropped.
+struct InHandler<'a>(&'a Activity);
+
+impl Drop for InHandler<'_> {
+    fn drop(&mut self) {
+        self.0.in_handler.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
