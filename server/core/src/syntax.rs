@@ -850,6 +850,31 @@ mod tests {
     }
 
     #[test]
+    fn trees_past_the_text_bound_are_dropped_unless_in_use() {
+        let text = Rope::from_str("def f(x):\n    return x + 1\n");
+        let [a, b, c]: [SyntaxTree; 3] = std::array::from_fn(|_| SyntaxTree::default());
+        for document in [&a, &b, &c] {
+            assert!(document.get(&text, 0, "python").is_some());
+        }
+        // Each as if its text were 1.5 MB: the three are over the 4 MB bound.
+        let large = KEPT_TREES_TEXT_BYTES * 3 / 8;
+        keep(&a.0, large);
+        keep(&b.0, large);
+        {
+            // A tree in use (its lock held) is left for a later call.
+            let in_use = lock(&a.0);
+            keep(&c.0, large);
+            assert!(in_use.tree.is_some(), "a tree in use was dropped");
+        }
+        keep(&c.0, large);
+        assert!(
+            lock(&a.0).tree.is_none(),
+            "the least recently used tree is kept"
+        );
+        assert!(lock(&c.0).tree.is_some());
+    }
+
+    #[test]
     fn the_path_to_a_node_is_its_chain_of_parents() {
         let rope = Rope::from_str("fn f() {\n    if x { let y = [1, (2, 3)]; }\n}\n");
         let tree = tree_of("rust", &rope).expect("a tree");

@@ -147,7 +147,7 @@ pub fn unbound_names(tree: &Tree, text: &Rope, cursor: usize, language_id: &str)
     let cursor = cursor.min(text.len_chars());
     let line = text.char_to_line(cursor);
     let byte = text.char_to_byte(cursor);
-    let Some(function) = outermost_function(tree, byte) else {
+    let Some((function, depth)) = outermost_function(tree, byte) else {
         return Vec::new();
     };
     let line_start = text.line_to_byte(line);
@@ -162,7 +162,6 @@ pub fn unbound_names(tree: &Tree, text: &Rope, cursor: usize, language_id: &str)
     }
     // The walks up the tree below cost a node's depth on every step (see `path_to`):
     // code nested deeper than real code is, is left alone.
-    let depth = path_to(tree.root_node(), function).len();
     let read = function.start_byte()..below_end;
     if depth > MAX_DEPTH || nests_deeper_than(function, read, MAX_DEPTH - depth) {
         return Vec::new();
@@ -503,13 +502,15 @@ fn is_field(parent: Node<'_>, child: Node<'_>, field: &str) -> bool {
         .is_some_and(|n| n.id() == child.id())
 }
 
-/// The outermost function node around byte `byte`: a closure's code reads the names
-/// of the function it is in.
-fn outermost_function(tree: &Tree, byte: usize) -> Option<Node<'_>> {
+/// The outermost function node around byte `byte` (a closure's code reads the names
+/// of the function it is in), with its depth: the nodes from the root to it.
+fn outermost_function(tree: &Tree, byte: usize) -> Option<(Node<'_>, usize)> {
     let innermost = tree.root_node().descendant_for_byte_range(byte, byte)?;
     path_to(tree.root_node(), innermost)
         .into_iter()
-        .find(|node| FUNCTION_KINDS.contains(&node.kind()))
+        .enumerate()
+        .find(|(_, node)| FUNCTION_KINDS.contains(&node.kind()))
+        .map(|(at, node)| (node, at + 1))
 }
 
 /// Whether leaf `i` (an identifier) follows a binding word, alone or in a list of
