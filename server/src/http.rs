@@ -23,8 +23,10 @@
 //!   machine's loopback is refused (403). Browsers send `Origin` with every POST, a
 //!   page whose name was rebound to 127.0.0.1 (DNS rebinding) included; editors and
 //!   command-line clients send none.
-//! - A newer request supersedes the one in flight (editors ask once per keystroke),
-//!   and a request whose client hung up is cancelled (a stream with nothing to say
+//! - A newer request supersedes the one in flight (editors ask once per keystroke;
+//!   the superseded one is answered 503 naming it, or in a stream an error event,
+//!   never an empty answer that looks like the model's), and a request whose client
+//!   hung up is cancelled (a stream with nothing to say
 //!   sends an SSE comment every [`KEEP_ALIVE`], so the hang-up is noticed while the
 //!   prompt decodes, not at the first token).
 //! - A malformed request gets a 4xx answer with a JSON error; the server keeps serving.
@@ -33,15 +35,17 @@
 //!   [`BODY_TIMEOUT`], or stays open longer than
 //!   [`CONNECTION_LIFETIME`], is closed, so idle or slow clients cannot hold the
 //!   endpoint (or the process's file descriptors) hostage. At the cap, a new
-//!   connection closes the one idle longest (no request in a handler, oldest request
-//!   or accept): clients trickling headers or idling make room at once for a real
-//!   one instead of locking it out until their timeouts.
+//!   connection closes the one idle longest (no request being answered, a stream
+//!   included; oldest request or accept): clients trickling headers or idling make
+//!   room at once for a real one instead of locking it out until their timeouts.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -51,6 +55,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
+use hyper::body::{Frame, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
@@ -77,7 +82,7 @@ pub async fn bind(port: u16) -> std::io::Result<TcpListener> {
 }
 
 /// Most connections open at once: one more closes the idlest (see [`serve`]), or is
-/// closed itself when each has a request in a handler.
+/// closed itself when each has a request being answered.
 pub const MAX_CONNECTIONS: usize = 128;
 /// Most time a client has to send a request's headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -105,7 +110,7 @@ pub async fn serve(listener: TcpListener, pipeline: CurrentPipeline) {
             in_flight: Mutex::new(None),
         }))
         .layer(axum::middleware::from_fn(body_in_time))
-        .layer(axum::middleware::from_fn(in_handler))
+        .layer(axum::middleware::from_fn(answering))
         .layer(axum::middleware::from_fn(no_web_pages));
     let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let connections = Arc::new(Mutex::new(Connections::default()));
@@ -180,8 +185,9 @@ struct Connections {
 
 /// What a connection is doing, as its requests report it.
 struct Activity {
-    /// Requests of this connection in a handler now (HTTP/1: one at most).
-    in_handler: AtomicU64,
+    /// Requests of this connection being answered now (HTTP/1: one at most): from
+    /// the handler's start until the response body is sent whole or dropped.
+    answering: AtomicU64,
     /// When the connection was accepted or its last request began.
     last_active: Mutex<Instant>,
     /// Told when the connection is to close.
@@ -193,7 +199,7 @@ impl Connections {
     fn open(&mut self) -> (u64, Arc<Activity>) {
         self.next_id += 1;
         let activity = Arc::new(Activity {
-            in_handler: AtomicU64::new(0),
+            answering: AtomicU64::new(0),
             last_active: Mutex::new(Instant::now()),
             evicted: Notify::new(),
         });
@@ -206,13 +212,13 @@ impl Connections {
         self.open.remove(&id);
     }
 
-    /// Closes the connection idle longest (none of its requests in a handler, the
-    /// oldest last activity); false when every one has a request in a handler.
+    /// Closes the connection idle longest (no request being answered, the oldest
+    /// last activity); false when every one has a request being answered.
     fn evict_idlest(&mut self) -> bool {
         let idlest = self
             .open
             .iter()
-            .filter(|(_, a)| a.in_handler.load(Ordering::Relaxed) == 0)
+            .filter(|(_, a)| a.answering.load(Ordering::Relaxed) == 0)
             .min_by_key(|(_, a)| *lock(&a.last_active))
             .map(|(&id, _)| id);
         let Some(activity) = idlest.and_then(|id| self.open.remove(&id)) else {
@@ -224,25 +230,57 @@ impl Connections {
     }
 }
 
-/// Counts a request as its connection's activity while a handler has it (see
-/// [`Connections::evict_idlest`]).
-async fn in_handler(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// Counts a request as its connection's activity while it is answered (see
+/// [`Connections::evict_idlest`]): a streamed answer runs on after its handler
+/// returned, so until its body is sent whole or dropped.
+async fn answering(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let Some(activity) = request.extensions().get::<Arc<Activity>>().cloned() else {
         return next.run(request).await;
     };
     *lock(&activity.last_active) = Instant::now();
-    activity.in_handler.fetch_add(1, Ordering::Relaxed);
-    // Also when the request is dropped before its answer (the client hung up).
-    let _leaving = InHandler(&activity);
-    next.run(request).await
+    activity.answering.fetch_add(1, Ordering::Relaxed);
+    // Dropped with the handler too, when the client hangs up before the answer.
+    let answering = Answering(activity);
+    next.run(request).await.map(|body| {
+        Body::new(AnsweringBody {
+            body,
+            _answering: answering,
+        })
+    })
 }
 
-/// Ends a request's time in a handler when dropped.
-struct InHandler<'a>(&'a Activity);
+/// Ends a request's count in [`Activity::answering`] when dropped.
+struct Answering(Arc<Activity>);
 
-impl Drop for InHandler<'_> {
+impl Drop for Answering {
     fn drop(&mut self) {
-        self.0.in_handler.fetch_sub(1, Ordering::Relaxed);
+        self.0.answering.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that counts its request as being answered while it lives.
+struct AnsweringBody {
+    body: Body,
+    _answering: Answering,
+}
+
+impl hyper::body::Body for AnsweringBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -358,10 +396,48 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// Why a request gets no answer of its own.
+#[derive(Debug)]
+enum Unanswered {
+    /// A newer request took the engine.
+    Superseded,
+    /// A stage failed (a bug, contained).
+    Failed(String),
+}
+
+impl Unanswered {
+    fn status(&self) -> StatusCode {
+        match self {
+            // Transient, as a busy server's: not the asker's mistake.
+            Unanswered::Superseded => StatusCode::SERVICE_UNAVAILABLE,
+            Unanswered::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Unanswered::Superseded => {
+                "superseded: a newer request took the engine (the newest request is answered)"
+                    .into()
+            }
+            Unanswered::Failed(e) => e.clone(),
+        }
+    }
+
+    /// The error response.
+    fn response(&self) -> Response {
+        error(self.status(), self.message())
+    }
+
+    /// The error as a stream's last event.
+    fn event(&self) -> String {
+        error_body(self.status(), self.message()).to_string()
+    }
+}
+
 impl Endpoint {
     /// Runs `pipeline` for text split at the cursor of `file`, superseding the
-    /// request in flight. A cancelled request gets no answer; a failed one, a 500
-    /// response.
+    /// request in flight.
     async fn suggest(
         &self,
         pipeline: &Pipeline,
@@ -370,7 +446,7 @@ impl Endpoint {
         suffix: &str,
         max_tokens: Option<u32>,
         partial: Option<TextSink>,
-    ) -> Result<Option<Answer>, Response> {
+    ) -> Result<Option<Answer>, Unanswered> {
         // llama.vim's and llama.vscode's cache-warming requests (no text, nothing to
         // predict, only `input_extra`, which inkling does not use) must neither
         // cancel the request in flight nor replace the warm cache with an empty prompt;
@@ -389,7 +465,7 @@ impl Endpoint {
         let _guard = CancelOnDrop(cancel.clone());
         let started = std::time::Instant::now();
         let context = crate::suggest::contain_panic(|| context::from_parts(prefix, suffix, ""))
-            .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?;
+            .map_err(|_| Unanswered::Failed("internal error".into()))?;
         let assembly_time = started.elapsed();
         let ask = Ask {
             context,
@@ -403,21 +479,25 @@ impl Endpoint {
         };
         match pipeline.suggest(ask).await {
             Ok(answer) => Ok(answer),
-            Err(SuggestError::Cancelled) => Ok(None),
-            Err(SuggestError::Failed(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
+            Err(SuggestError::Cancelled) => Err(Unanswered::Superseded),
+            Err(SuggestError::Failed(e)) => Err(Unanswered::Failed(e)),
         }
     }
 }
 
 /// An error answer: `{"error": {"message", "type"}}`, the OpenAI shape.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(error_body(status, message.into()))).into_response()
+}
+
+/// The body of an [`error`] answer.
+fn error_body(status: StatusCode, message: String) -> Value {
     let kind = if status.is_client_error() {
         "invalid_request_error"
     } else {
         "server_error"
     };
-    let body = json!({"error": {"message": message.into(), "type": kind}});
-    (status, Json(body)).into_response()
+    json!({"error": {"message": message, "type": kind}})
 }
 
 fn rejected(rejection: JsonRejection) -> Response {
@@ -572,14 +652,13 @@ async fn completions(
         return events.respond(async move {
             let answer = endpoint
                 .suggest(&pipeline, &file, &prefix, &suffix, max_tokens, Some(sink))
-                .await
-                .ok()?;
+                .await?;
             let text = answer
                 .as_ref()
                 .and_then(|a| a.texts.first())
                 .map_or_else(String::new, |t| cut_at_stops(t, &stops));
             let rest = unsent(&text, &lock(&sent));
-            Some(vec![
+            Ok(vec![
                 completion_body(&answer, rest, &model).to_string(),
                 "[DONE]".into(),
             ])
@@ -597,7 +676,7 @@ async fn completions(
         .await
     {
         Ok(answer) => answer,
-        Err(response) => return response,
+        Err(unanswered) => return unanswered.response(),
     };
     let text = answer
         .as_ref()
@@ -641,10 +720,10 @@ fn unsent<'t>(text: &'t str, sent: &str) -> &'t str {
 
 impl Events {
     /// The response: the events as `answer` produces them, then its last events
-    /// (`None`: an error event). The request is cancelled when the client hangs up.
+    /// (or an error event). The request is cancelled when the client hangs up.
     fn respond(
         self,
-        answer: impl Future<Output = Option<Vec<String>>> + Send + 'static,
+        answer: impl Future<Output = Result<Vec<String>, Unanswered>> + Send + 'static,
     ) -> Response {
         let Events { sender, receiver } = self;
         tokio::spawn(async move {
@@ -653,12 +732,7 @@ impl Events {
                 // Dropping `answer` cancels its request.
                 () = sender.closed() => return,
             };
-            let last = last.unwrap_or_else(|| {
-                vec![
-                    json!({"error": {"message": "internal error", "type": "server_error"}})
-                        .to_string(),
-                ]
-            });
+            let last = last.unwrap_or_else(|unanswered| vec![unanswered.event()]);
             for event in last {
                 let _ = sender.send(event);
             }
@@ -750,12 +824,11 @@ async fn infill(
                     max_tokens,
                     Some(sink),
                 )
-                .await
-                .ok()?;
+                .await?;
             let mut last = infill_body(&answer, &pipeline, max_tokens);
             let content = last["content"].as_str().unwrap_or_default();
             last["content"] = json!(unsent(content, &lock(&sent)));
-            Some(vec![last.to_string()])
+            Ok(vec![last.to_string()])
         });
     }
     let answer = match endpoint
@@ -770,7 +843,7 @@ async fn infill(
         .await
     {
         Ok(answer) => answer,
-        Err(response) => return response,
+        Err(unanswered) => return unanswered.response(),
     };
     let full = infill_body(&answer, &pipeline, max_tokens);
     match &request.response_fields {

@@ -69,6 +69,67 @@ fn try_post_with(
     Ok((status, body.to_owned()))
 }
 
+/// Sends `POST path` with `body` and reads the response's status line and headers;
+/// the body (a stream's events, in chunks) is left to read from the reader returned.
+pub fn open_stream(address: SocketAddr, path: &str, body: &str) -> (u16, BufReader<TcpStream>) {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("read timeout");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send the request");
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("status line");
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    while line != "\r\n" {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).expect("a header") > 0,
+            "no body"
+        );
+    }
+    (status, reader)
+}
+
+/// Reads a body opened by [`open_stream`] until its first line with something in it
+/// (an event, or a comment while the prompt is decoded): the request is at the engine.
+pub fn first_body_line(reader: &mut BufReader<TcpStream>) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).expect("a body line") > 0,
+            "the body ended"
+        );
+        if line.starts_with(':') || line.starts_with("data:") {
+            return line;
+        }
+    }
+}
+
+/// Python source whose prompt a cold engine decodes for longer than an automatic
+/// request's prompt time limit: a request for it is at the engine for a while.
+pub fn slow_prefix() -> String {
+    (0..60)
+        .map(|i| {
+            format!(
+                "def scale_{i}(values, factor):\n    return [v * factor + {i} for v in values]\n\n"
+            )
+        })
+        .collect::<String>()
+        + "def main():\n    "
+}
+
 /// A running `inkling http` process; killed when dropped.
 pub struct HttpServer {
     child: Child,

@@ -1,10 +1,13 @@
 //! End-to-end tests of the loopback HTTP endpoint: the real binary (`inkling http`,
 //! and the language server with `httpPort`), real HTTP over TCP, the real model.
 
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::time::Duration;
 
-use inkling_harness::http::{HttpServer, post, post_with};
+use inkling_harness::http::{
+    HttpServer, first_body_line, open_stream, post, post_with, slow_prefix,
+};
 use inkling_harness::{LspClient, vscode_capabilities};
 use serde_json::json;
 
@@ -171,4 +174,27 @@ fn the_language_server_serves_http_with_the_same_engine_when_asked() {
         stats["latency"]["samples"].as_u64().unwrap() >= 1,
         "{stats}"
     );
+}
+
+#[test]
+fn a_superseded_request_is_answered_with_an_error_that_says_so() {
+    let server = HttpServer::start(&[]);
+    let first = json!({"input_prefix": slow_prefix(), "input_suffix": "\n", "n_predict": 64, "stream": true});
+    let (status, mut events) = open_stream(server.address, "/infill", &first.to_string());
+    assert_eq!(status, 200);
+    // The first request is at the engine (its prompt being decoded) when a second,
+    // from another connection, supersedes it.
+    first_body_line(&mut events);
+    let second = server.post(
+        "/infill",
+        &json!({"input_prefix": PREFIX, "input_suffix": SUFFIX, "n_predict": 8}).to_string(),
+    );
+    assert_eq!(second.status, 200, "{:?}", second.json);
+    let mut rest = String::new();
+    events
+        .read_to_string(&mut rest)
+        .expect("the rest of the stream");
+    // Not an empty answer that looks like the model's.
+    assert!(rest.contains("superseded"), "{rest}");
+    assert!(!rest.contains("\"stop\":true"), "{rest}");
 }

@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use inkling_harness::http::{HttpServer, post};
+use inkling_harness::http::{HttpServer, first_body_line, open_stream, post, slow_prefix};
 use inkling_harness::{LspClient, inkling_binary, vscode_capabilities, write_frame};
 use serde_json::{Value, json};
 
@@ -337,4 +337,31 @@ fn a_request_body_sent_too_slowly_is_refused_in_time() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn a_streamed_answer_is_not_closed_to_make_room_for_new_connections() {
+    let server = HttpServer::start(&[]);
+    let body = json!({"input_prefix": slow_prefix(), "input_suffix": "\n", "n_predict": 64, "stream": true});
+    let (status, mut events) = open_stream(server.address, "/infill", &body.to_string());
+    assert_eq!(status, 200);
+    first_body_line(&mut events);
+    // While it streams, more connections than the endpoint keeps open, each stuck
+    // in its headers: they close one another, not the stream.
+    let mut stalled = Vec::new();
+    for _ in 0..300 {
+        let mut stream = TcpStream::connect(server.address).expect("connect");
+        stream
+            .write_all(b"POST /infill HTTP/1.1\r\nHost: x\r\n")
+            .expect("partial header");
+        stalled.push(stream);
+    }
+    let mut rest = String::new();
+    events
+        .read_to_string(&mut rest)
+        .expect("the rest of the stream");
+    // The answer's last event, and the end of the chunked body.
+    assert!(rest.contains("\"stop\":true"), "{rest}");
+    assert!(rest.ends_with("0\r\n\r\n"), "{rest}");
+    drop(stalled);
 }
