@@ -235,6 +235,14 @@ impl Overrides {
                         checked_template(template)
                             .map_err(|e| format!("invalid {what}: `template`: {e}"))?;
                     }
+                    // Each glob was checked as it was read; the set as a whole may
+                    // still be past the matcher's limits. Refused here, the globs in
+                    // use stay: files they keep from the model are not let through.
+                    if let Some(globs) = &overrides.disabled_paths {
+                        let patterns = globs.iter().cloned().map(String::from).collect();
+                        DisabledFiles::new(Vec::new(), patterns)
+                            .map_err(|e| format!("invalid {what}: `disabledPaths`: {e}"))?;
+                    }
                     Ok(overrides)
                 }),
         }
@@ -491,11 +499,13 @@ impl Settings {
                 .collect(),
         )
         .unwrap_or_else(|e| {
-            // The globs were checked when read: only a limit of the matcher is left.
+            // Settings from the client were checked whole when read (see `parse`):
+            // only flags get here. Whatever the globs meant to keep from the model
+            // stays from it: every file.
             problems.push(format!(
-                "`disabledPaths` cannot be used ({e}); nothing is disabled"
+                "`disabledPaths` cannot be used ({e}); completions are off for every file"
             ));
-            DisabledFiles::default()
+            DisabledFiles::new(Vec::new(), vec!["**".into()]).unwrap_or_default()
         });
         if GPU_BACKEND.is_none() && overrides.gpu_layers.is_some_and(|n| n > 0) {
             problems.push(
@@ -745,6 +755,11 @@ mod tests {
                 "`src/[a` is not a glob",
             ),
             (json!(5), "invalid settings"),
+            // Each glob is valid; together they are past the matcher's limits.
+            (
+                json!({"disabledPaths": ["*.secret", "*".repeat(100_000)]}),
+                "invalid settings: `disabledPaths`",
+            ),
         ] {
             let error = Overrides::from_settings(bad).unwrap_err();
             assert!(error.contains(named), "{error}");
@@ -763,6 +778,14 @@ mod tests {
         assert!(!disabled.language("python"));
         assert!(disabled.path("deploy/prod.env") && disabled.path("secrets/db/key.py"));
         assert!(!disabled.path("src/main.py"));
+        // Flags whose globs the matcher cannot take keep every file from the model.
+        let too_large = Overrides {
+            disabled_paths: Some(vec![PathGlob::try_from("*".repeat(100_000)).unwrap()]),
+            ..Overrides::default()
+        };
+        let (settings, problems) = Settings::resolve(too_large);
+        assert!(settings.disabled.path("src/main.py"), "{problems:?}");
+        assert!(problems[0].contains("off for every file"), "{problems:?}");
         assert!(
             Settings::resolve(Overrides::default())
                 .0
