@@ -169,6 +169,20 @@ fn print_prompt(
     };
     let (line, column) = (number(line)? - 1, number(column)? - 1);
     let path = std::fs::canonicalize(file).map_err(|e| format!("cannot open {file}: {e}"))?;
+    // What an editor could open: a regular file no larger than one LSP message holds
+    // (`/dev/zero` would fill memory, a named pipe wait for good).
+    let metadata = path
+        .metadata()
+        .map_err(|e| format!("cannot read {file}: {e}"))?;
+    if !metadata.is_file() {
+        return Err(format!("{file} is not a regular file"));
+    }
+    if metadata.len() > transport::MAX_FRAME_BYTES {
+        return Err(format!(
+            "{file} is larger than a document can be ({} MB)",
+            transport::MAX_FRAME_BYTES >> 20
+        ));
+    }
     let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {file}: {e}"))?;
     let language_id = syntax::language_of_path(&path).unwrap_or("plaintext");
     let document = Document::new(&text, 0, language_id);

@@ -30,7 +30,7 @@ use tower_lsp_server::{ClientSocket, LspService, Server, jsonrpc};
 use crate::lsp::{LspServer, STATS_METHOD};
 
 /// Most bytes in one message body; a larger message is skipped and refused.
-pub(crate) const MAX_FRAME_BYTES: u64 = 64 << 20;
+pub const MAX_FRAME_BYTES: u64 = 64 << 20;
 /// Most bytes read as one header line.
 const MAX_HEADER_BYTES: u64 = 8 << 10;
 /// Most JSON values (numbers, strings, containers, …) in one message. A document's
