@@ -518,19 +518,8 @@ impl LspServer {
         if self.completions_disabled(key) {
             return Ok(None);
         }
-        let started = std::time::Instant::now();
-        let ContextAt {
-            document,
-            version,
-            cursor: cursor_index,
-            position: cursor,
-            context,
-            selected,
-        } = self.context_at(uri, position, selected).await?;
-        let assembly_time = started.elapsed();
-        let Some(suggester) = self.pipeline() else {
-            return Ok(None);
-        };
+        // In flight from its arrival: requests supersede one another in the order
+        // they came, whatever order their contexts are built in.
         let cancel = CancelFlag::default();
         if let Some(older) = lock(&self.in_flight).insert(key.to_owned(), cancel.clone()) {
             older.cancel();
@@ -540,6 +529,25 @@ impl LspServer {
             key,
             cancel: cancel.clone(),
         };
+        let Some(suggester) = self.pipeline() else {
+            return Ok(None);
+        };
+        let started = std::time::Instant::now();
+        let building = CancelledBeforeAsking(Some(&suggester));
+        let built = self.context_at(uri, position, selected).await;
+        if cancel.is_cancelled() {
+            return Ok(None);
+        }
+        building.asked();
+        let ContextAt {
+            document,
+            version,
+            cursor: cursor_index,
+            position: cursor,
+            context,
+            selected,
+        } = built?;
+        let assembly_time = started.elapsed();
         let (partial, forwarding) = if self.settings().stream_partial {
             let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
             // The asker may have gone away: a failed send is no error.
@@ -879,6 +887,25 @@ impl LspServer {
 }
 
 /// Cancels a request's generation when its handler ends or is dropped, and forgets it.
+/// Counts a request as cancelled in the pipeline's stats when dropped before
+/// [`CancelledBeforeAsking::asked`]: its future was dropped (`$/cancelRequest`), or it
+/// was superseded, while its context was built; from there the pipeline counts.
+struct CancelledBeforeAsking<'a>(Option<&'a Pipeline>);
+
+impl CancelledBeforeAsking<'_> {
+    fn asked(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelledBeforeAsking<'_> {
+    fn drop(&mut self) {
+        if let Some(pipeline) = self.0 {
+            pipeline.record_cancelled();
+        }
+    }
+}
+
 struct InFlightGuard<'a> {
     server: &'a LspServer,
     key: &'a str,

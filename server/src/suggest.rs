@@ -359,11 +359,10 @@ impl<B: Backend> Suggester<B> {
         prefetched: bool,
     ) -> Result<Option<String>, SuggestError> {
         contain_panic(|| {
-            let generated = match generation.stop_reason {
-                StopReason::TokenLimit | StopReason::TimeLimit => {
-                    postprocess::whole_lines(&generation.text)
-                }
-                _ => &generation.text,
+            let generated = if generation.stop_reason.cuts_last_line() {
+                postprocess::whole_lines(&generation.text)
+            } else {
+                &generation.text
             };
             let text = postprocess::finish(generated, context, stop);
             if !prefetched {
@@ -594,6 +593,13 @@ impl<B: Backend> Suggester<B> {
         }
         lock(&self.latencies).record(started.elapsed());
         result
+    }
+
+    /// Counts a request its caller dropped or saw superseded before asking (while
+    /// building its context).
+    pub fn record_cancelled(&self) {
+        self.cancelled_before_backend
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Requests cancelled before they reached the backend (waiting for the model to
