@@ -36,8 +36,8 @@
 //!   [`CONNECTION_LIFETIME`], is closed, so idle or slow clients cannot hold the
 //!   endpoint (or the process's file descriptors) hostage. At the cap, a new
 //!   connection closes the one idle longest (no request being answered, a stream
-//!   included; oldest request or accept): clients trickling headers or idling make
-//!   room at once for a real one instead of locking it out until their timeouts.
+//!   included): clients trickling headers or a body, or idling, make room at once
+//!   for a real one instead of locking it out until their timeouts.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -69,6 +69,7 @@ use inkling_core::lock;
 use inkling_core::postprocess::Trigger;
 use inkling_core::syntax;
 use inkling_core::workspace::DisabledFiles;
+use inkling_remote::format;
 
 use crate::suggest::{Answer, Ask, SuggestError};
 use crate::{CurrentPipeline, Pipeline};
@@ -93,6 +94,8 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request body (axum's default for JSON bodies).
 const MAX_BODY_BYTES: usize = 2 << 20;
+/// Longest wait for the permit of a connection closed to make room.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
 /// Shortest time between two log lines about refused connections.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -109,8 +112,9 @@ pub async fn serve(listener: TcpListener, pipeline: CurrentPipeline) {
             pipeline,
             in_flight: Mutex::new(None),
         }))
-        .layer(axum::middleware::from_fn(body_in_time))
+        // Inside `body_in_time`: a connection still trickling its body is not busy.
         .layer(axum::middleware::from_fn(answering))
+        .layer(axum::middleware::from_fn(body_in_time))
         .layer(axum::middleware::from_fn(no_web_pages));
     let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let connections = Arc::new(Mutex::new(Connections::default()));
@@ -133,9 +137,11 @@ pub async fn serve(listener: TcpListener, pipeline: CurrentPipeline) {
             Ok(permit) => Some(permit),
             Err(_) => {
                 let evicted = lock(&connections).evict_idlest();
-                // The closed connection's task gives its permit back at once.
+                // The closed connection's task gives its permit back at once; the
+                // bound keeps the loop accepting should it not.
+                let freed = tokio::time::timeout(EVICTION_WAIT, open.clone().acquire_owned());
                 if evicted {
-                    open.clone().acquire_owned().await.ok()
+                    freed.await.ok().and_then(Result::ok)
                 } else {
                     None
                 }
@@ -153,7 +159,10 @@ pub async fn serve(listener: TcpListener, pipeline: CurrentPipeline) {
         };
         let (id, activity) = lock(&connections).open();
         let service = TowerToHyperService::new(app.clone().layer(Extension(activity.clone())));
-        let connections = connections.clone();
+        let registered = Registered {
+            connections: connections.clone(),
+            id,
+        };
         tokio::spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -169,7 +178,8 @@ pub async fn serve(listener: TcpListener, pipeline: CurrentPipeline) {
                     tracing::debug!("HTTP connection closed to make room for a new one");
                 }
             }
-            lock(&connections).close(id);
+            // Forgotten before its permit is given back, on a panic too.
+            drop(registered);
             drop(permit);
         });
     }
@@ -188,10 +198,22 @@ struct Activity {
     /// Requests of this connection being answered now (HTTP/1: one at most): from
     /// the handler's start until the response body is sent whole or dropped.
     answering: AtomicU64,
-    /// When the connection was accepted or its last request began.
+    /// When the connection was accepted, or its last request began or was answered.
     last_active: Mutex<Instant>,
     /// Told when the connection is to close.
     evicted: Notify,
+}
+
+/// A connection's place in [`Connections`], given up when dropped.
+struct Registered {
+    connections: Arc<Mutex<Connections>>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        lock(&self.connections).close(self.id);
+    }
 }
 
 impl Connections {
@@ -254,6 +276,8 @@ struct Answering(Arc<Activity>);
 
 impl Drop for Answering {
     fn drop(&mut self) {
+        // Idle from now: a long answer just sent is recent activity.
+        *lock(&self.0.last_active) = Instant::now();
         self.0.answering.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -417,21 +441,30 @@ impl Unanswered {
     fn message(&self) -> String {
         match self {
             Unanswered::Superseded => {
-                "superseded: a newer request took the engine (the newest request is answered)"
-                    .into()
+                "superseded: a newer request (or a settings change) took the engine; the newest request is answered".into()
             }
             Unanswered::Failed(e) => e.clone(),
         }
     }
 
+    /// The error's `type`: a client (another inkling's remote engine, say) tells a
+    /// superseded request from a failing server by it.
+    fn kind(&self) -> &'static str {
+        match self {
+            Unanswered::Superseded => format::SUPERSEDED,
+            Unanswered::Failed(_) => "server_error",
+        }
+    }
+
     /// The error response.
     fn response(&self) -> Response {
-        error(self.status(), self.message())
+        let body = error_body(self.kind(), self.message());
+        (self.status(), Json(body)).into_response()
     }
 
     /// The error as a stream's last event.
     fn event(&self) -> String {
-        error_body(self.status(), self.message()).to_string()
+        error_body(self.kind(), self.message()).to_string()
     }
 }
 
@@ -487,16 +520,16 @@ impl Endpoint {
 
 /// An error answer: `{"error": {"message", "type"}}`, the OpenAI shape.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(error_body(status, message.into()))).into_response()
-}
-
-/// The body of an [`error`] answer.
-fn error_body(status: StatusCode, message: String) -> Value {
     let kind = if status.is_client_error() {
         "invalid_request_error"
     } else {
         "server_error"
     };
+    (status, Json(error_body(kind, message.into()))).into_response()
+}
+
+/// The body of an error answer, or a stream's error event.
+fn error_body(kind: &str, message: String) -> Value {
     json!({"error": {"message": message, "type": kind}})
 }
 

@@ -117,8 +117,8 @@ pub fn first_body_line(reader: &mut BufReader<TcpStream>) -> String {
     }
 }
 
-/// Python source whose prompt a cold engine decodes for longer than an automatic
-/// request's prompt time limit: a request for it is at the engine for a while.
+/// Python source whose prompt a cold engine takes seconds to decode: a request for it
+/// stays at the engine for a while (with no prompt time limit).
 pub fn slow_prefix() -> String {
     (0..60)
         .map(|i| {

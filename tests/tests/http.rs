@@ -178,7 +178,8 @@ fn the_language_server_serves_http_with_the_same_engine_when_asked() {
 
 #[test]
 fn a_superseded_request_is_answered_with_an_error_that_says_so() {
-    let server = HttpServer::start(&[]);
+    // No prompt time limit: the request stays at the engine while its prompt decodes.
+    let server = HttpServer::start_with(&["--prompt-time-limit-ms", "0"], &[]);
     let first = json!({"input_prefix": slow_prefix(), "input_suffix": "\n", "n_predict": 64, "stream": true});
     let (status, mut events) = open_stream(server.address, "/infill", &first.to_string());
     assert_eq!(status, 200);

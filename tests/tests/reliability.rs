@@ -341,7 +341,8 @@ fn a_request_body_sent_too_slowly_is_refused_in_time() {
 
 #[test]
 fn a_streamed_answer_is_not_closed_to_make_room_for_new_connections() {
-    let server = HttpServer::start(&[]);
+    // No prompt time limit: the request stays at the engine while its prompt decodes.
+    let server = HttpServer::start_with(&["--prompt-time-limit-ms", "0"], &[]);
     let body = json!({"input_prefix": slow_prefix(), "input_suffix": "\n", "n_predict": 64, "stream": true});
     let (status, mut events) = open_stream(server.address, "/infill", &body.to_string());
     assert_eq!(status, 200);

@@ -37,6 +37,9 @@ pub enum Failure {
     Truncated(String),
     /// The request was cancelled.
     Cancelled,
+    /// The server dropped the request for a newer one (another client's, say): no
+    /// sign of an unhealthy server.
+    Superseded,
 }
 
 impl Failure {
@@ -57,6 +60,7 @@ impl std::fmt::Display for Failure {
             Failure::Malformed(e) => write!(f, "malformed stream: {e}"),
             Failure::Truncated(e) => write!(f, "the stream ended early: {e}"),
             Failure::Cancelled => write!(f, "cancelled"),
+            Failure::Superseded => write!(f, "superseded at the server by a newer request"),
         }
     }
 }
@@ -259,6 +263,9 @@ pub async fn stream(
             Waited::Done(text) => text,
             _ => String::new(),
         };
+        if format::superseded(&text) {
+            return Err(Failure::Superseded);
+        }
         return Err(Failure::Status(status.as_u16(), text));
     }
     let mut events: Events = match policy.format {
@@ -289,7 +296,13 @@ pub async fn stream(
         if data.trim().is_empty() {
             continue;
         }
-        let chunk = format::parse_event(policy.format, &data).map_err(Failure::Malformed)?;
+        let chunk = format::parse_event(policy.format, &data).map_err(|e| {
+            if format::superseded(&data) {
+                Failure::Superseded
+            } else {
+                Failure::Malformed(e)
+            }
+        })?;
         text.push_str(&chunk.text);
         if first.is_none() && (!chunk.text.is_empty() || chunk.done) {
             first_text_at = Instant::now();

@@ -132,6 +132,17 @@ pub struct Chunk {
     pub length: bool,
 }
 
+/// The error `type` an inkling endpoint answers a request with when a newer request
+/// (maybe another client's) took its engine: the request is gone, the server is fine.
+pub const SUPERSEDED: &str = "superseded";
+
+/// Whether `body` (an error answer, or a stream's error event) says the request was
+/// superseded at the server (see [`SUPERSEDED`]).
+pub fn superseded(body: &str) -> bool {
+    serde_json::from_str::<Value>(body.trim())
+        .is_ok_and(|v| v["error"]["type"].as_str() == Some(SUPERSEDED))
+}
+
 /// Reads one event's data (an SSE `data:` field, or an NDJSON line). OpenAI's
 /// `[DONE]` ends the stream; anything that is not the format's JSON is an error.
 pub fn parse_event(format: Format, data: &str) -> Result<Chunk, String> {

@@ -513,6 +513,8 @@ impl<L: Backend> Hedged<L> {
                                     }
                                 });
                             }
+                            // Another client's request took the server: no verdict.
+                            Err(Failure::Superseded) => {}
                             Err(failure) => self.remotes.remote_failed(&remote, &failure),
                         }
                         remote_failed = true;
