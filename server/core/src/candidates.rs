@@ -10,6 +10,7 @@
 
 use crate::context::CompletionContext;
 use crate::postprocess::{self, StopRules};
+use crate::syntax;
 
 /// Most items an invoked request offers.
 pub const MAX_CANDIDATES: usize = 3;
@@ -275,10 +276,8 @@ fn unfinished(shown: &str, context: &CompletionContext) -> bool {
     let Some(last) = lines.last() else {
         return false;
     };
-    let comment = |line: &&str| {
-        let code = line.trim_start();
-        code.starts_with('#') || code.starts_with("//")
-    };
+    let marker = syntax::comment_marker(&context.language_id);
+    let comment = |line: &&str| line.trim_start().starts_with(marker);
     lines.iter().all(comment) || postprocess::opens_block_without_body(last, context)
 }
 

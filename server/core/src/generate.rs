@@ -122,6 +122,14 @@ pub enum StopReason {
     ContextFull,
 }
 
+impl StopReason {
+    /// Whether a limit ended the generation where it fell, not where the code does:
+    /// its last line (of several) is cut, and is dropped ([`crate::postprocess::whole_lines`]).
+    pub fn cuts_last_line(self) -> bool {
+        matches!(self, StopReason::TokenLimit | StopReason::TimeLimit)
+    }
+}
+
 /// The raw result of a generation, before post-processing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Generation {

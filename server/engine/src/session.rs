@@ -410,7 +410,7 @@ impl<'m> Session<'m> {
                         prompt_logits.as_deref().filter(|_| rescoring),
                         generation_started,
                     )?;
-                    if matches!(reason, StopReason::TokenLimit | StopReason::TimeLimit) {
+                    if reason.cuts_last_line() {
                         // The streamed answer is judged, and offered if another wins,
                         // without the line the limit cut (as the pipeline cuts it).
                         answers[0] = postprocess::whole_lines(&answers[0]).to_owned();
@@ -937,7 +937,14 @@ impl<'m> Session<'m> {
             .generated_tokens
             .fetch_add(output.generated as u64, Ordering::Relaxed);
         let cut_short = matches!(reason, StopReason::TimeLimit | StopReason::ContextFull);
-        Ok((output.answer().to_owned(), cut_short))
+        // A token limit's cut line goes (as the pipeline cuts the greedy answer's): the
+        // answer may replace the greedy one, whose stop reason then no longer applies.
+        let answer = if reason == StopReason::TokenLimit {
+            postprocess::whole_lines(output.answer())
+        } else {
+            output.answer()
+        };
+        Ok((answer.to_owned(), cut_short))
     }
 
     /// The value of a name's `line` (`name = value`, one of `names`) that makes the
