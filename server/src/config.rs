@@ -203,12 +203,22 @@ impl Overrides {
     /// [`SETTINGS_SECTION`] as editors send their settings for one server (other
     /// servers' sections beside it are ignored); `null` means no overrides.
     pub fn from_settings(value: serde_json::Value) -> Result<Overrides, String> {
-        match value {
+        let overrides = match value {
             serde_json::Value::Object(mut sections) if sections.contains_key(SETTINGS_SECTION) => {
                 Overrides::parse(sections.remove(SETTINGS_SECTION), "settings")
             }
             value => Overrides::parse(Some(value), "settings"),
+        }?;
+        // Each glob was checked as it was read; the set as a whole may still be past
+        // the matcher's limits. Refused here, the globs in use stay: files they keep
+        // from the model are not let through (where none were in use, `resolve`
+        // disables every file).
+        if let Some(globs) = &overrides.disabled_paths {
+            let patterns = globs.iter().cloned().map(String::from).collect();
+            DisabledFiles::new(Vec::new(), patterns)
+                .map_err(|e| format!("invalid settings: `disabledPaths`: {e}"))?;
         }
+        Ok(overrides)
     }
 
     /// Parses options from `what` (named in the error).
@@ -234,14 +244,6 @@ impl Overrides {
                     if let Some(template) = &overrides.template {
                         checked_template(template)
                             .map_err(|e| format!("invalid {what}: `template`: {e}"))?;
-                    }
-                    // Each glob was checked as it was read; the set as a whole may
-                    // still be past the matcher's limits. Refused here, the globs in
-                    // use stay: files they keep from the model are not let through.
-                    if let Some(globs) = &overrides.disabled_paths {
-                        let patterns = globs.iter().cloned().map(String::from).collect();
-                        DisabledFiles::new(Vec::new(), patterns)
-                            .map_err(|e| format!("invalid {what}: `disabledPaths`: {e}"))?;
                     }
                     Ok(overrides)
                 }),
@@ -499,9 +501,9 @@ impl Settings {
                 .collect(),
         )
         .unwrap_or_else(|e| {
-            // Settings from the client were checked whole when read (see `parse`):
-            // only flags get here. Whatever the globs meant to keep from the model
-            // stays from it: every file.
+            // Changed settings were checked whole when read (`from_settings`): only
+            // flags and initialization options get here. Whatever the globs meant to
+            // keep from the model stays from it: every file.
             problems.push(format!(
                 "`disabledPaths` cannot be used ({e}); completions are off for every file"
             ));
