@@ -1,6 +1,6 @@
 //! The `inkling` binary: a language server on stdio, and a few maintenance commands.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -170,20 +170,26 @@ fn print_prompt(
     let (line, column) = (number(line)? - 1, number(column)? - 1);
     let path = std::fs::canonicalize(file).map_err(|e| format!("cannot open {file}: {e}"))?;
     // What an editor could open: a regular file no larger than one LSP message holds
-    // (`/dev/zero` would fill memory, a named pipe wait for good).
-    let metadata = path
-        .metadata()
-        .map_err(|e| format!("cannot read {file}: {e}"))?;
-    if !metadata.is_file() {
+    // (`/dev/zero` would fill memory, a named pipe wait for good). Read with the
+    // bound too: a file may grow, and /proc's files say they hold nothing.
+    let limit = transport::MAX_FRAME_BYTES;
+    let file_error = |e: std::io::Error| format!("cannot read {file}: {e}");
+    // Checked before opening: opening a named pipe waits for a writer.
+    if !path.metadata().map_err(file_error)?.is_file() {
         return Err(format!("{file} is not a regular file"));
     }
-    if metadata.len() > transport::MAX_FRAME_BYTES {
+    let mut text = String::new();
+    std::fs::File::open(&path)
+        .map_err(file_error)?
+        .take(limit + 1)
+        .read_to_string(&mut text)
+        .map_err(file_error)?;
+    if text.len() as u64 > limit {
         return Err(format!(
             "{file} is larger than a document can be ({} MB)",
-            transport::MAX_FRAME_BYTES >> 20
+            limit >> 20
         ));
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {file}: {e}"))?;
     let language_id = syntax::language_of_path(&path).unwrap_or("plaintext");
     let document = Document::new(&text, 0, language_id);
     let rope = &document.text;
