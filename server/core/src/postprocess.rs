@@ -320,7 +320,10 @@ impl StopRules {
             }
             lines.push(whole);
             starts.push(start);
-            let drop = degenerate::repeated_lines(&lines).min(lines.len() - above);
+            let numbered_run = usize::from(degenerate::numbered_run_too_long(&lines));
+            let drop = degenerate::repeated_lines(&lines)
+                .max(numbered_run)
+                .min(lines.len() - above);
             if drop > 0 {
                 return Some(starts[starts.len() - drop].saturating_sub(1));
             }
@@ -854,6 +857,13 @@ mod tests {
         let generated = "a = 1\n    b = 2\n    a = 1\n    b = 2\n";
         let got = suggest("def f():\n    ", "\n", generated);
         assert_eq!(got.as_deref(), Some("a = 1\n    b = 2"));
+        // A run of lines differing only in their numbers is continued three lines.
+        let generated = "):\n    s = Stock()\n    s.add(10)\n    s.add(11)\n    s.add(12)\n    s.add(13)\n    s.add(14)";
+        let got = suggest("def main(", "\n", generated);
+        assert_eq!(
+            got.as_deref(),
+            Some("):\n    s = Stock()\n    s.add(10)\n    s.add(11)\n    s.add(12)")
+        );
     }
 
     #[test]
