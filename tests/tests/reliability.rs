@@ -266,18 +266,24 @@ fn error_replies_do_not_echo_oversized_params() {
     assert!(status.success(), "{status:?}");
 }
 
+/// More connections to `server` than the endpoint keeps open, each stuck in its
+/// headers.
+fn stalled_connections(server: &HttpServer) -> Vec<TcpStream> {
+    (0..300)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server.address).expect("connect");
+            stream
+                .write_all(b"POST /infill HTTP/1.1\r\nHost: x\r\n")
+                .expect("partial header");
+            stream
+        })
+        .collect()
+}
+
 #[test]
 fn connections_holding_partial_headers_do_not_lock_out_real_requests() {
     let server = HttpServer::start(&[]);
-    // More connections than the endpoint keeps open, each stuck in its headers.
-    let mut stalled = Vec::new();
-    for _ in 0..300 {
-        let mut stream = TcpStream::connect(server.address).expect("connect");
-        stream
-            .write_all(b"POST /infill HTTP/1.1\r\nHost: x\r\n")
-            .expect("partial header");
-        stalled.push(stream);
-    }
+    let mut stalled = stalled_connections(&server);
     // A real request is answered at once: the connections idle longest are closed
     // to make room for it, not left to their header timeout (5 s). (A warm-up
     // request: answered without the model.)
@@ -347,16 +353,8 @@ fn a_streamed_answer_is_not_closed_to_make_room_for_new_connections() {
     let (status, mut events) = open_stream(server.address, "/infill", &body.to_string());
     assert_eq!(status, 200);
     first_body_line(&mut events);
-    // While it streams, more connections than the endpoint keeps open, each stuck
-    // in its headers: they close one another, not the stream.
-    let mut stalled = Vec::new();
-    for _ in 0..300 {
-        let mut stream = TcpStream::connect(server.address).expect("connect");
-        stream
-            .write_all(b"POST /infill HTTP/1.1\r\nHost: x\r\n")
-            .expect("partial header");
-        stalled.push(stream);
-    }
+    // While it streams, the stalled connections close one another, not the stream.
+    let stalled = stalled_connections(&server);
     let mut rest = String::new();
     events
         .read_to_string(&mut rest)
