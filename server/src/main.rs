@@ -174,8 +174,11 @@ fn print_prompt(
     // bound too: a file may grow, and /proc's files say they hold nothing.
     let limit = transport::MAX_FRAME_BYTES;
     let file_error = |e: std::io::Error| format!("cannot read {file}: {e}");
-    // Checked before opening: opening a named pipe waits for a writer.
-    if !path.metadata().map_err(file_error)?.is_file() {
+    // Checked before opening: opening a named pipe waits for a writer. The kernel's
+    // files under /proc and /sys say they are regular, but read as something else
+    // (`/proc/kmsg` waits for good).
+    let kernel = path.starts_with("/proc") || path.starts_with("/sys");
+    if kernel || !path.metadata().map_err(file_error)?.is_file() {
         return Err(format!("{file} is not a regular file"));
     }
     let mut text = String::new();

@@ -86,15 +86,17 @@ fn a_function_called_from_another_file_has_its_signature_in_the_prompt() {
     assert_eq!(String::from_utf8_lossy(&output.stdout), text);
     // A file no editor opens is refused, not read (`/dev/zero` filled memory, a named
     // pipe waited for good; `/dev/null` is the harmless one of them).
-    let refused = Command::new(inkling_binary())
-        .args(["prompt", "/dev/null:1:1"])
-        .output()
-        .expect("inkling prompt runs");
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        !refused.status.success() && stderr.contains("not a regular file"),
-        "{stderr}"
-    );
+    for special in ["/dev/null", "/proc/self/status"] {
+        let refused = Command::new(inkling_binary())
+            .args(["prompt", &format!("{special}:1:1")])
+            .output()
+            .expect("inkling prompt runs");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && stderr.contains("not a regular file"),
+            "{special}: {stderr}"
+        );
+    }
     client.shutdown_and_exit();
 }
 
