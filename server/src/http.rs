@@ -139,11 +139,11 @@ pub async fn serve(listener: TcpListener, pipeline: CurrentPipeline) {
                 let evicted = lock(&connections).evict_idlest();
                 // The closed connection's task gives its permit back at once; the
                 // bound keeps the loop accepting should it not.
-                let freed = tokio::time::timeout(EVICTION_WAIT, open.clone().acquire_owned());
-                if evicted {
-                    freed.await.ok().and_then(Result::ok)
-                } else {
-                    None
+                let freed = evicted
+                    .then(|| tokio::time::timeout(EVICTION_WAIT, open.clone().acquire_owned()));
+                match freed {
+                    Some(freed) => freed.await.ok().and_then(Result::ok),
+                    None => None,
                 }
             }
         };

@@ -608,26 +608,25 @@ impl LspServer {
             self.prefetch_after(key, document, cursor_index, &answer.texts[0]);
             self.announce_answer_source(&suggester).await;
         }
-        Ok(Some(match selected {
-            // Each text replaces the selected item's range with the item and more.
-            Some((range, start, item)) => Suggestion {
-                texts: answer
+        // With a selected item, each text replaces the item's range with the item and more.
+        let (texts, cursor_index, replaces) = match selected {
+            Some((range, start, item)) => (
+                answer
                     .texts
                     .iter()
                     .map(|text| format!("{item}{text}"))
                     .collect(),
-                cursor,
-                cursor_index: start,
-                line_prefix,
-                replaces: Some(range),
-            },
-            None => Suggestion {
-                texts: answer.texts,
-                cursor,
-                cursor_index,
-                line_prefix,
-                replaces: None,
-            },
+                start,
+                Some(range),
+            ),
+            None => (answer.texts, cursor_index, None),
+        };
+        Ok(Some(Suggestion {
+            texts,
+            cursor,
+            cursor_index,
+            line_prefix,
+            replaces,
         }))
     }
 

@@ -133,10 +133,17 @@ pub fn numbered_run_too_long<S: AsRef<str>>(lines: &[S]) -> bool {
         return false;
     };
     let run: Vec<&str> = lines[run..].iter().map(|l| l.as_ref().trim()).collect();
-    let shapes: Vec<String> = run.iter().map(|line| numbers_as_one_mark(line)).collect();
-    run.iter().zip(&shapes).all(|(line, shape)| {
-        line.chars().count() >= REPEATED_LINE_MIN && shape.contains(NUMBER) && *shape == shapes[0]
-    }) && run.iter().any(|line| *line != run[0])
+    // Called on every token: most last lines fail the cheap checks.
+    let last = run[NUMBERED_RUN];
+    if last.chars().count() < REPEATED_LINE_MIN || !last.contains(|c: char| c.is_ascii_digit()) {
+        return false;
+    }
+    let shape = numbers_as_one_mark(last);
+    shape.contains(NUMBER)
+        && run[..NUMBERED_RUN].iter().all(|line| {
+            line.chars().count() >= REPEATED_LINE_MIN && numbers_as_one_mark(line) == shape
+        })
+        && run.iter().any(|line| *line != last)
 }
 
 /// What stands for a number in [`numbers_as_one_mark`]: no code has it.
