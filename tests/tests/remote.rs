@@ -107,6 +107,34 @@ fn the_deny_list_keeps_a_file_local() {
 }
 
 #[test]
+fn a_remote_that_refuses_the_configuration_is_named_once_and_requests_stay_local() {
+    // As vLLM answers a `suffix` it does not take.
+    let remote = FaultServer::start(Fault::Status(400));
+    let mut client = server_with(json!({"url": remote.url(), "hedgeDelayMs": 10000}));
+    let answer = client.inline_completion(URI, LINE, CHARACTER);
+    assert!(!first_text(&answer).trim().is_empty(), "{answer}");
+    let message = client.wait_for(Duration::from_secs(10), |m| {
+        m["method"] == "window/showMessage"
+    });
+    let text = message["params"]["message"].as_str().unwrap_or_default();
+    assert!(
+        text.contains(&remote.url()) && text.contains("400"),
+        "{message}"
+    );
+    // Not asked again.
+    client.open(
+        "file:///project/src/add.py",
+        "python",
+        "def add(a, b):\n    return \n",
+    );
+    let answer = client.inline_completion("file:///project/src/add.py", 1, 11);
+    assert!(answer.get("error").is_none(), "{answer}");
+    assert_eq!(remote.requests(), 1);
+    let stats = backends(&mut client);
+    assert_eq!(stats["misconfigured"], true, "{stats}");
+}
+
+#[test]
 fn inkling_status_says_where_the_last_answer_came_from() {
     let remote = FaultServer::start(Fault::Answer {
         delay: Duration::ZERO,

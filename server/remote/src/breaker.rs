@@ -76,31 +76,37 @@ impl Breaker {
         }
     }
 
-    /// A request that went remote succeeded.
-    pub fn succeeded(&mut self) {
-        self.state = State::Closed { failures: 0 };
+    /// A request admitted as `admission` succeeded. While half-open only the probe
+    /// decides: a request admitted before the breaker opened, ending late, says
+    /// nothing about the remote now.
+    pub fn succeeded(&mut self, admission: Admission) {
+        if matches!(self.state, State::Closed { .. }) || admission == Admission::Probe {
+            self.state = State::Closed { failures: 0 };
+        }
     }
 
-    /// A request that went remote failed at `now`.
-    pub fn failed(&mut self, now: Instant) {
-        self.state = match self.state {
-            State::Closed { failures } if failures + 1 < self.threshold => State::Closed {
+    /// A request admitted as `admission` failed at `now` (a late one while open or
+    /// half-open is ignored, as in [`Breaker::succeeded`]).
+    pub fn failed(&mut self, now: Instant, admission: Admission) {
+        self.state = match (self.state, admission) {
+            (State::Closed { failures }, _) if failures + 1 < self.threshold => State::Closed {
                 failures: failures + 1,
             },
-            State::Open { until } => State::Open { until },
-            State::Closed { .. } | State::HalfOpen => {
+            (State::Closed { .. }, _) | (State::HalfOpen, Admission::Probe) => {
                 self.trips += 1;
                 State::Open {
                     until: now + self.open_for,
                 }
             }
+            (state, _) => state,
         };
     }
 
-    /// A request admitted as the probe ended without a verdict (cancelled, or it
-    /// lost the race while streaming): another request may probe.
-    pub fn inconclusive(&mut self, now: Instant) {
-        if self.state == State::HalfOpen {
+    /// A request admitted as `admission` ended without a verdict (cancelled, or it
+    /// lost the race while streaming): when it was the probe, another request may
+    /// probe.
+    pub fn inconclusive(&mut self, now: Instant, admission: Admission) {
+        if self.state == State::HalfOpen && admission == Admission::Probe {
             self.state = State::Open { until: now };
         }
     }
@@ -124,13 +130,13 @@ mod tests {
     fn consecutive_failures_open_it_and_a_probe_closes_it() {
         let start = Instant::now();
         let mut breaker = Breaker::new(3, Duration::from_secs(10));
-        breaker.failed(start);
-        breaker.failed(start);
-        breaker.succeeded();
-        breaker.failed(start);
-        breaker.failed(start);
+        breaker.failed(start, Admission::Allowed);
+        breaker.failed(start, Admission::Allowed);
+        breaker.succeeded(Admission::Allowed);
+        breaker.failed(start, Admission::Allowed);
+        breaker.failed(start, Admission::Allowed);
         assert_eq!(breaker.admit(start), Admission::Allowed);
-        breaker.failed(start);
+        breaker.failed(start, Admission::Allowed);
         assert_eq!(breaker.trips(), 1);
         assert_eq!(
             breaker.admit(start + Duration::from_secs(9)),
@@ -140,7 +146,13 @@ mod tests {
         assert_eq!(breaker.admit(later), Admission::Probe);
         // Only one probe at a time.
         assert_eq!(breaker.admit(later), Admission::Refused);
-        breaker.succeeded();
+        // A request admitted before the breaker opened ends now: the probe decides.
+        breaker.succeeded(Admission::Allowed);
+        assert_eq!(breaker.state().name(), "half-open");
+        breaker.failed(later, Admission::Allowed);
+        breaker.inconclusive(later, Admission::Allowed);
+        assert_eq!((breaker.state().name(), breaker.trips()), ("half-open", 1));
+        breaker.succeeded(Admission::Probe);
         assert_eq!(breaker.state().name(), "closed");
         assert_eq!(breaker.admit(later), Admission::Allowed);
     }
@@ -149,12 +161,12 @@ mod tests {
     fn a_failed_probe_reopens_it_and_an_inconclusive_one_lets_another_probe() {
         let start = Instant::now();
         let mut breaker = Breaker::new(1, Duration::from_secs(5));
-        breaker.failed(start);
+        breaker.failed(start, Admission::Allowed);
         let later = start + Duration::from_secs(5);
         assert_eq!(breaker.admit(later), Admission::Probe);
-        breaker.inconclusive(later);
+        breaker.inconclusive(later, Admission::Probe);
         assert_eq!(breaker.admit(later), Admission::Probe);
-        breaker.failed(later);
+        breaker.failed(later, Admission::Probe);
         assert_eq!(breaker.trips(), 2);
         assert_eq!(breaker.state().name(), "open");
         assert_eq!(

@@ -40,13 +40,49 @@ pub enum Failure {
     /// The server dropped the request for a newer one (another client's, say): no
     /// sign of an unhealthy server.
     Superseded,
+    /// The request could not be made as configured (an API key variable not set, a
+    /// key or header the HTTP client refuses).
+    Misconfigured(String),
 }
+
+/// Words of an error answer that refuses one request for its size (vLLM's "maximum
+/// context length", llama-server's "exceeds the available context size"), not the
+/// configuration: the next, shorter request may well go through.
+const TOO_LARGE: [&str; 6] = [
+    "context length",
+    "context size",
+    "context window",
+    "max_model_len",
+    "too long",
+    "too many tokens",
+];
 
 impl Failure {
     /// A status that means the configuration is wrong (a field refused, a wrong
-    /// path or key): retrying cannot help, the user must be told.
+    /// path, key or model, a format the server does not implement, a redirect —
+    /// never followed): retrying cannot help, the user must be told.
     pub fn is_configuration_mistake(&self) -> bool {
-        matches!(self, Failure::Status(status, _) if (400..500).contains(status) && !matches!(status, 408 | 429))
+        match self {
+            Failure::Misconfigured(_) => true,
+            Failure::Status(status, _) => {
+                matches!(status, 300..=499 | 501)
+                    && !matches!(status, 408 | 429)
+                    && !self.is_request_refused()
+            }
+            _ => false,
+        }
+    }
+
+    /// A status that refuses this one request (too large for the server), said by a
+    /// healthy server that answers others: no verdict on the remote, no mistake to
+    /// report, the local engine answers it.
+    pub fn is_request_refused(&self) -> bool {
+        let Failure::Status(status, body) = self else {
+            return false;
+        };
+        let body = body.to_lowercase();
+        *status == 413
+            || (matches!(status, 400 | 422) && TOO_LARGE.iter().any(|words| body.contains(words)))
     }
 }
 
@@ -61,6 +97,7 @@ impl std::fmt::Display for Failure {
             Failure::Truncated(e) => write!(f, "the stream ended early: {e}"),
             Failure::Cancelled => write!(f, "cancelled"),
             Failure::Superseded => write!(f, "superseded at the server by a newer request"),
+            Failure::Misconfigured(e) => write!(f, "{e}"),
         }
     }
 }
@@ -98,14 +135,17 @@ async fn wait<T>(
     }
 }
 
-/// The key a cache-aware router keeps a user's requests together by.
+/// The key a cache-aware router keeps a user's requests together by: of the
+/// document, or of the workspace's folder on this machine (its name alone, the same
+/// in every teammate's checkout, would send a whole team to one replica).
 fn affinity_key(policy: &Resolved, request: &CompletionRequest) -> String {
+    let absolute = document_path(&request.document);
+    let relative = &request.context.preamble.path;
     let scope = match policy.affinity {
-        Affinity::Document => request.document.as_str(),
-        Affinity::Workspace if !request.context.preamble.repository.is_empty() => {
-            request.context.preamble.repository.as_str()
-        }
-        Affinity::Workspace => request.document.as_str(),
+        Affinity::Workspace if !relative.is_empty() => absolute
+            .strip_suffix(relative.as_str())
+            .unwrap_or(&request.document),
+        Affinity::Document | Affinity::Workspace => &request.document,
     };
     format!("inkling-{:016x}", stable_hash(scope))
 }
@@ -219,28 +259,40 @@ pub async fn stream(
     first_token: &watch::Sender<Option<Duration>>,
 ) -> Result<Streamed, Failure> {
     let started = Instant::now();
-    let first_deadline = started + policy.first_token_timeout;
     let total_deadline = started + policy.total_timeout;
+    let first_deadline = (started + policy.first_token_timeout).min(total_deadline);
     let cancel = &request.cancel;
     let body = serde_json::to_vec(&format::body(policy, request))
         .map_err(|e| Failure::Malformed(e.to_string()))?;
-    audit(policy, request, body.len());
+    let key = match &policy.api_key_env {
+        None => None,
+        Some(name) => Some(std::env::var(name).map_err(|_| {
+            Failure::Misconfigured(format!(
+                "the environment variable {name} (`remote.apiKeyEnv`) holds no API key"
+            ))
+        })?),
+    };
+    let mut builder = http
+        .post(&policy.endpoint)
+        .header("content-type", "application/json")
+        .body(body.clone());
+    if let Some(key) = key {
+        builder = builder.bearer_auth(key);
+    }
+    if let Some(header) = &policy.affinity_header {
+        builder = builder.header(header.as_str(), affinity_key(policy, request));
+    }
+    // Built once: what the HTTP client refuses (a key with a line break) is a
+    // mistake to report, not a connection that failed. The error names no key.
+    let prepared = builder
+        .build()
+        .map_err(|_| Failure::Misconfigured("the API key is not a valid header value".into()))?;
     let send = || {
-        let mut builder = http
-            .post(&policy.endpoint)
-            .header("content-type", "application/json")
-            .body(body.clone());
-        if let Some(key) = policy
-            .api_key_env
-            .as_ref()
-            .and_then(|name| std::env::var(name).ok())
-        {
-            builder = builder.bearer_auth(key);
-        }
-        if let Some(header) = &policy.affinity_header {
-            builder = builder.header(header.as_str(), affinity_key(policy, request));
-        }
-        builder.send()
+        audit(policy, request, body.len());
+        let mut copy = reqwest::Request::new(prepared.method().clone(), prepared.url().clone());
+        *copy.headers_mut() = prepared.headers().clone();
+        *copy.body_mut() = Some(body.clone().into());
+        http.execute(copy)
     };
     let mut reconnected = false;
     let response = loop {
@@ -258,6 +310,18 @@ pub async fn stream(
         }
     };
     let status = response.status();
+    if status.is_redirection() {
+        let to = response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or("somewhere else");
+        let to: String = to.chars().take(300).collect();
+        return Err(Failure::Status(
+            status.as_u16(),
+            format!("it redirects to {to}, which inkling does not follow: set that URL"),
+        ));
+    }
     if !status.is_success() {
         let text = match wait(error_text(response), first_deadline, cancel).await {
             Waited::Done(text) => text,
@@ -420,11 +484,59 @@ mod tests {
     }
 
     #[test]
-    fn only_client_errors_other_than_timeouts_and_rate_limits_are_mistakes() {
-        assert!(Failure::Status(400, String::new()).is_configuration_mistake());
-        assert!(Failure::Status(401, String::new()).is_configuration_mistake());
-        assert!(!Failure::Status(429, String::new()).is_configuration_mistake());
-        assert!(!Failure::Status(500, String::new()).is_configuration_mistake());
+    fn only_client_errors_other_than_timeouts_rate_limits_and_sizes_are_mistakes() {
+        let status = |code, body: &str| Failure::Status(code, body.into());
+        let suffix = r#"{"error": {"message": "suffix is not currently supported"}}"#;
+        assert!(status(400, suffix).is_configuration_mistake());
+        assert!(status(401, "").is_configuration_mistake());
+        assert!(status(308, "").is_configuration_mistake());
+        assert!(status(404, "model not found").is_configuration_mistake());
+        // llama-server's /infill for a model without FIM tokens.
+        assert!(status(501, "not supported").is_configuration_mistake());
+        assert!(Failure::Misconfigured("no key".into()).is_configuration_mistake());
+        assert!(!status(429, "").is_configuration_mistake());
+        assert!(!status(500, "").is_configuration_mistake());
+        assert!(!status(503, "").is_configuration_mistake());
         assert!(!Failure::FirstTokenTimeout.is_configuration_mistake());
+        // One request too large for the server: refused, not a mistake.
+        let vllm = "This model's maximum context length is 2048 tokens. However, you requested 2100 tokens";
+        let llama = "the request exceeds the available context size, try increasing it";
+        for refused in [status(400, vllm), status(400, llama), status(413, "")] {
+            assert!(refused.is_request_refused(), "{refused}");
+            assert!(!refused.is_configuration_mistake(), "{refused}");
+        }
+        assert!(!status(400, suffix).is_request_refused());
+        assert!(!status(500, vllm).is_request_refused());
+    }
+
+    #[test]
+    fn the_workspace_key_is_the_folder_on_this_machine_not_its_name() {
+        let policy = |affinity: &str| {
+            format!(r#"{{"url": "http://h:1", "affinityHeader": "X-Session-ID", "affinity": "{affinity}"}}"#)
+                .parse::<crate::config::RemoteConfig>()
+                .unwrap()
+                .resolve()
+                .unwrap()
+        };
+        let in_checkout = |uri: &str| {
+            let mut request = crate::policy::tests::request(
+                uri,
+                inkling_core::postprocess::Trigger::Invoked,
+                "\n}\n",
+            );
+            request.context.preamble.repository = "backend".into();
+            request.context.preamble.path = "src/a.rs".into();
+            request
+        };
+        let (workspace, document) = (policy("workspace"), policy("document"));
+        let alice = in_checkout("file:///home/alice/backend/src/a.rs");
+        let bob = in_checkout("file:///home/bob/backend/src/a.rs");
+        let mut alice_b = in_checkout("file:///home/alice/backend/src/b.rs");
+        alice_b.context.preamble.path = "src/b.rs".into();
+        let key = affinity_key;
+        assert_eq!(key(&workspace, &alice), key(&workspace, &alice_b));
+        assert_ne!(key(&workspace, &alice), key(&workspace, &bob));
+        assert_ne!(key(&document, &alice), key(&document, &alice_b));
+        assert!(key(&workspace, &alice).starts_with("inkling-"));
     }
 }

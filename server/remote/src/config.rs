@@ -231,7 +231,12 @@ impl RemoteConfig {
             })?),
         };
         // vLLM, SGLang and LM Studio refuse or ignore `suffix`: they need a layout.
-        if fim.is_none() && matches!(self.preset, Some(Preset::Vllm | Preset::Sglang)) {
+        if fim.is_none()
+            && matches!(
+                self.preset,
+                Some(Preset::Vllm | Preset::Sglang | Preset::Lmstudio)
+            )
+        {
             return Err("`remote.template` is needed with this preset (the server refuses `suffix`): name the model's FIM family, e.g. `qwen`".into());
         }
         let deny = DisabledFiles::new(Vec::new(), self.deny_paths.clone().unwrap_or_default())
@@ -258,7 +263,16 @@ impl RemoteConfig {
             total_timeout: ms(self.total_timeout_ms, 5000),
             breaker_failures: self.breaker_failures.unwrap_or(3).max(1),
             breaker_open: ms(self.breaker_open_ms, 30_000),
-            affinity_header: self.affinity_header.clone().filter(|h| !h.is_empty()),
+            affinity_header: match self.affinity_header.as_deref() {
+                None | Some("") => None,
+                Some(name) => Some(
+                    reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| {
+                            format!("`remote.affinityHeader`: `{name}` is not an HTTP header name")
+                        })?
+                        .to_string(),
+                ),
+            },
             affinity: self.affinity.unwrap_or(Affinity::Document),
             slots: self.slots.filter(|&n| n > 0),
             audit_log: self.audit_log.clone(),
@@ -311,6 +325,18 @@ mod tests {
                 .resolve()
                 .unwrap_err()
                 .contains("template")
+        );
+        assert!(
+            config(r#"{"url": "http://h", "preset": "lmstudio"}"#)
+                .resolve()
+                .unwrap_err()
+                .contains("template")
+        );
+        assert!(
+            config(r#"{"url": "http://h", "affinityHeader": "X Session"}"#)
+                .resolve()
+                .unwrap_err()
+                .contains("affinityHeader")
         );
         assert!(
             config(r#"{"url": "http://h", "template": "gpt"}"#)

@@ -155,7 +155,7 @@ pub fn parse_event(format: Format, data: &str) -> Result<Chunk, String> {
         });
     }
     let value: Value = serde_json::from_str(data).map_err(|e| format!("not a JSON event ({e})"))?;
-    if let Some(error) = value.get("error") {
+    if let Some(error) = value.get("error").filter(|e| !e.is_null()) {
         return Err(format!("the server reported an error: {error}"));
     }
     let text = |v: Option<&Value>| -> Result<String, String> {

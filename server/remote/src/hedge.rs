@@ -1,8 +1,9 @@
 //! The hedging backend: local first unless the policy sends a request remote; then
 //! remote first, the local engine started too when the remote has no first token
 //! within the hedge delay (or at once when the remote fails or answers nothing),
-//! the first good (non-empty) answer wins and the loser is cancelled (its HTTP
-//! request dropped, its decode stopped at the next token). The default hedge delay
+//! the first good answer (one post-processing leaves something of) wins and the
+//! loser is cancelled (its HTTP request dropped, its decode stopped at the next
+//! token). The default hedge delay
 //! is the remote's p90 time to first token over its last [`RECENT`] samples (zero
 //! until it is measured, and while it is no shorter than local's median time to a
 //! whole answer: both start at once). While the remote's recent median time to a
@@ -46,7 +47,7 @@ use std::time::{Duration, Instant};
 use inkling_core::generate::{
     Backend, BackendError, CancelFlag, CompletionRequest, Generation, TextSink,
 };
-use inkling_core::lock;
+use inkling_core::{lock, postprocess};
 use tokio::sync::watch;
 
 use crate::breaker::{Admission, Breaker};
@@ -130,6 +131,9 @@ impl Remotes {
         let policy = config.resolve()?;
         let http = reqwest::Client::builder()
             .connect_timeout(policy.connect_timeout)
+            // The code goes to the configured URL or nowhere (and the audit log names
+            // where it went): a redirect is an answer, a configuration mistake.
+            .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| format!("cannot start an HTTP client: {e}"))?;
@@ -180,9 +184,9 @@ impl Remotes {
         lock(&self.stats).last_source
     }
 
-    /// The remote `request` goes to, if any (counting why not), and whether as the
-    /// half-open breaker's probe.
-    fn route(&self, request: &CompletionRequest) -> Option<(Arc<Remote>, bool)> {
+    /// The remote `request` goes to, if any (counting why not), and how its breaker
+    /// admitted it (as the half-open probe or not).
+    fn route(&self, request: &CompletionRequest) -> Option<(Arc<Remote>, Admission)> {
         let remote = lock(&self.remote).clone()?;
         if request.background {
             return None;
@@ -204,8 +208,9 @@ impl Remotes {
             return None;
         }
         match lock(&remote.breaker).admit(Instant::now()) {
-            Admission::Allowed => Some((remote.clone(), false)),
-            Admission::Probe => Some((remote.clone(), true)),
+            admission @ (Admission::Allowed | Admission::Probe) => {
+                Some((remote.clone(), admission))
+            }
             Admission::Refused => {
                 stats.skipped_by_breaker += 1;
                 None
@@ -213,14 +218,22 @@ impl Remotes {
         }
     }
 
-    /// Counts a remote failure: into the breaker, or (a configuration mistake) reported once.
-    fn remote_failed(&self, remote: &Remote, failure: &Failure) {
+    /// Counts a remote failure of a request admitted as `admission`: into the
+    /// breaker, or (a configuration mistake) reported once; a request the server
+    /// refused for its size is neither.
+    fn remote_failed(&self, remote: &Remote, failure: &Failure, admission: Admission) {
         tracing::warn!("remote engine {}: {failure}", remote.policy.endpoint);
         lock(&self.stats).remote.failures += 1;
-        if failure.is_configuration_mistake() {
+        if failure.is_request_refused() {
+            lock(&remote.breaker).inconclusive(Instant::now(), admission);
+        } else if failure.is_configuration_mistake() {
             if !remote.misconfigured.swap(true, Ordering::Relaxed) {
+                let what = match failure {
+                    Failure::Misconfigured(_) => "cannot be asked",
+                    _ => "refused a completion request",
+                };
                 let message = format!(
-                    "inkling: the remote engine at {} refused a completion request ({failure}); requests stay local until its settings change",
+                    "inkling: the remote engine at {} {what} ({failure}); requests stay local until its settings change",
                     remote.policy.endpoint
                 );
                 if let Some(report) = lock(&self.reporter).clone() {
@@ -228,7 +241,7 @@ impl Remotes {
                 }
             }
         } else {
-            lock(&remote.breaker).failed(Instant::now());
+            lock(&remote.breaker).failed(Instant::now(), admission);
         }
     }
 
@@ -319,11 +332,11 @@ struct CancelOnDrop(CancelFlag);
 /// Tells the remote's breaker, when dropped, that the race gave no verdict unless it
 /// gave one (after a success or a failure `inconclusive` changes nothing): however
 /// a race ends, returned or dropped (a cancelled request), no probe stays out.
-struct InconclusiveOnDrop(Arc<Remote>);
+struct InconclusiveOnDrop(Arc<Remote>, Admission);
 
 impl Drop for InconclusiveOnDrop {
     fn drop(&mut self) {
-        lock(&self.0.breaker).inconclusive(Instant::now());
+        lock(&self.0.breaker).inconclusive(Instant::now(), self.1);
     }
 }
 
@@ -390,10 +403,12 @@ impl<L: Backend> Hedged<L> {
     /// The order of a race now, counting the requests that find the remote slower
     /// and turning every [`PROBE_EVERY`]th of them into a race of both at once (and
     /// the breaker's probe: it must reach the remote).
-    fn order_now(&self, remote: &Remote, breaker_probe: bool) -> Order {
+    fn order_now(&self, remote: &Remote, admission: Admission) -> Order {
         let mut stats = lock(&self.remotes.stats);
         match order(&remote.policy, &stats) {
-            Order::LocalFirst(_) if breaker_probe => Order::RemoteFirst(Duration::ZERO),
+            Order::LocalFirst(_) if admission == Admission::Probe => {
+                Order::RemoteFirst(Duration::ZERO)
+            }
             Order::LocalFirst(delay) => {
                 stats.remote_slower += 1;
                 if stats.remote_slower.is_multiple_of(PROBE_EVERY) {
@@ -411,15 +426,15 @@ impl<L: Backend> Hedged<L> {
     async fn race(
         &self,
         remote: Arc<Remote>,
-        breaker_probe: bool,
+        admission: Admission,
         request: CompletionRequest,
     ) -> Result<Generation, BackendError> {
         let started = Instant::now();
-        let order = self.order_now(&remote, breaker_probe);
+        let order = self.order_now(&remote, admission);
         let owner = Arc::new(AtomicU8::new(NOBODY));
         let local_cancel = CancelFlag::default();
         let _stop_local = CancelOnDrop(local_cancel.clone());
-        let _no_verdict = InconclusiveOnDrop(remote.clone());
+        let _no_verdict = InconclusiveOnDrop(remote.clone(), admission);
         let user_cancel = request.cancel.clone();
         let remote_request = CompletionRequest {
             partial: owned_sink(&request.partial, &owner, REMOTE),
@@ -481,8 +496,9 @@ impl<L: Backend> Hedged<L> {
                     });
                 }
                 result = &mut remote_leg, if remote_started.is_some() && !remote_failed => match result {
-                    Ok(streamed) if !streamed.generation.text.trim().is_empty() => {
-                        lock(&remote.breaker).succeeded();
+                    // Good: something to show once post-processed, as local's answer is.
+                    Ok(streamed) if postprocess::finish(&streamed.generation.text, &remote_request.context, &remote_request.stop).is_some() => {
+                        lock(&remote.breaker).succeeded(admission);
                         let remote_time = remote_started.map_or(Duration::ZERO, |at| at.elapsed());
                         self.remotes.record(|s| {
                             s.remote.wins += 1;
@@ -501,7 +517,7 @@ impl<L: Backend> Hedged<L> {
                         match outcome {
                             // Nothing to show (a server out of time, say): healthy.
                             Ok(streamed) => {
-                                lock(&remote.breaker).succeeded();
+                                lock(&remote.breaker).succeeded(admission);
                                 // Its time to an empty answer counts for the hedge
                                 // delay too: a slow remote must not look fast.
                                 let remote_time = remote_started.map_or(Duration::ZERO, |at| at.elapsed());
@@ -515,7 +531,7 @@ impl<L: Backend> Hedged<L> {
                             }
                             // Another client's request took the server: no verdict.
                             Err(Failure::Superseded) => {}
-                            Err(failure) => self.remotes.remote_failed(&remote, &failure),
+                            Err(failure) => self.remotes.remote_failed(&remote, &failure, admission),
                         }
                         remote_failed = true;
                         owner.store(LOCAL, Ordering::Relaxed);
@@ -545,7 +561,7 @@ impl<L: Backend> Hedged<L> {
                         let raced = remote_started.filter(|_| samples_remote && !remote_failed);
                         if let Some(remote_started) = raced {
                             if remote_first_token.is_none() && remote.policy.hedge_delay.is_some() {
-                                self.remotes.remote_failed(&remote, &Failure::Outrun);
+                                self.remotes.remote_failed(&remote, &Failure::Outrun, admission);
                             } else {
                                 // Answering or merely slow: no verdict.
                                 remote_waited = Some(remote_first_token.unwrap_or_else(|| remote_started.elapsed()));
@@ -591,7 +607,7 @@ impl<L: Backend> Backend for Hedged<L> {
 
     async fn generate(&self, request: CompletionRequest) -> Result<Generation, BackendError> {
         match self.remotes.route(&request) {
-            Some((remote, probe)) => self.race(remote, probe, request).await,
+            Some((remote, admission)) => self.race(remote, admission, request).await,
             None => self.local_only(request).await,
         }
     }

@@ -26,6 +26,8 @@ enum Behaviour {
     DieMidStream,
     /// Answers 200 with garbage.
     Garbage,
+    /// Redirects to itself (a client that follows comes back).
+    RedirectToItself,
 }
 
 struct FakeRemote {
@@ -43,12 +45,13 @@ impl FakeRemote {
         let requests = Arc::new(AtomicUsize::new(0));
         let bodies = Arc::new(Mutex::new(Vec::new()));
         let (b, r, bs) = (behaviour.clone(), requests.clone(), bodies.clone());
+        let itself = format!("{url}/infill");
         tokio::spawn(async move {
             loop {
                 let Ok((mut socket, _)) = listener.accept().await else {
                     return;
                 };
-                let (b, r, bs) = (b.clone(), r.clone(), bs.clone());
+                let (b, r, bs, itself) = (b.clone(), r.clone(), bs.clone(), itself.clone());
                 tokio::spawn(async move {
                     let mut data = Vec::new();
                     let mut buf = [0u8; 4096];
@@ -116,6 +119,11 @@ impl FakeRemote {
                         Behaviour::Garbage => {
                             let _ = socket.write_all(sse.as_bytes()).await;
                             let _ = socket.write_all(b"data: <html>oops</html>\n\n").await;
+                        }
+                        Behaviour::RedirectToItself => {
+                            let _ = socket
+                                .write_all(format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: {itself}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes())
+                                .await;
                         }
                     }
                     let _ = socket.shutdown().await;
@@ -427,11 +435,11 @@ async fn the_breakers_probe_reaches_the_remote_even_when_local_would_go_first() 
     let (_remote, _local, hedged) = remote_measured_slower().await;
     let configured = lock(&hedged.remotes().remote).clone().unwrap();
     assert!(matches!(
-        hedged.order_now(&configured, false),
+        hedged.order_now(&configured, Admission::Allowed),
         Order::LocalFirst(_)
     ));
     assert_eq!(
-        hedged.order_now(&configured, true),
+        hedged.order_now(&configured, Admission::Probe),
         Order::RemoteFirst(Duration::ZERO)
     );
 }
@@ -668,4 +676,157 @@ async fn an_empty_remote_answer_leaves_the_answer_to_local() {
         (1, 0)
     );
     assert_eq!(snapshot.breaker, Some("closed"));
+}
+
+#[tokio::test]
+async fn a_remote_answer_post_processing_empties_leaves_the_answer_to_local() {
+    // The line above again: post-processing shows nothing of it.
+    let text = "fn main() {";
+    let request = invoked();
+    assert_eq!(
+        postprocess::finish(text, &request.context, &request.stop),
+        None
+    );
+    let remote = FakeRemote::start(Behaviour::Answer(Duration::ZERO, vec![text])).await;
+    let local = FakeLocal::new(Duration::from_millis(10));
+    let hedged = hedged(&local, &remote, "");
+    assert_eq!(hedged.generate(request).await.unwrap().text, "local()");
+    let snapshot = hedged.remotes().snapshot();
+    assert_eq!(
+        (snapshot.stats.remote.empty, snapshot.stats.remote.wins),
+        (1, 0)
+    );
+}
+
+#[tokio::test]
+async fn a_request_too_large_for_the_remote_is_answered_locally_and_the_remote_stays_in_use() {
+    let remote = FakeRemote::start(Behaviour::Status(413)).await;
+    let local = FakeLocal::new(Duration::from_millis(10));
+    let hedged = hedged(&local, &remote, "");
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let sink = reports.clone();
+    hedged
+        .remotes()
+        .set_reporter(Arc::new(move |m| lock(&sink).push(m)));
+    // More refusals than the breaker's threshold (2): neither a trip nor a report.
+    for _ in 0..3 {
+        assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
+    }
+    assert_eq!(remote.requests(), 3);
+    assert!(lock(&reports).is_empty(), "{:?}", lock(&reports));
+    let snapshot = hedged.remotes().snapshot();
+    assert_eq!(
+        (snapshot.breaker, snapshot.breaker_trips),
+        (Some("closed"), 0)
+    );
+}
+
+#[tokio::test]
+async fn an_api_key_variable_not_set_is_reported_once_and_nothing_is_sent() {
+    let remote = FakeRemote::start(Behaviour::Answer(Duration::ZERO, vec!["remote()"])).await;
+    let local = FakeLocal::new(Duration::from_millis(10));
+    let hedged = hedged(
+        &local,
+        &remote,
+        r#", "apiKeyEnv": "INKLING_TEST_KEY_NEVER_SET""#,
+    );
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let sink = reports.clone();
+    hedged
+        .remotes()
+        .set_reporter(Arc::new(move |m| lock(&sink).push(m)));
+    for _ in 0..2 {
+        assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
+    }
+    assert_eq!(remote.requests(), 0);
+    assert_eq!(lock(&reports).len(), 1);
+    assert!(
+        lock(&reports)[0].contains("INKLING_TEST_KEY_NEVER_SET"),
+        "{:?}",
+        lock(&reports)
+    );
+}
+
+#[tokio::test]
+async fn the_first_token_timeout_fails_a_stalled_remote_while_local_is_still_working() {
+    let remote = FakeRemote::start(Behaviour::Stall).await;
+    // Local is slower than the first-token timeout: the timeout, not local's answer,
+    // ends the remote leg.
+    let local = FakeLocal::new(Duration::from_millis(600));
+    let hedged = configured(
+        &local,
+        &remote,
+        r#", "triggers": "all", "hedgeDelayMs": 100, "firstTokenTimeoutMs": 150, "breakerFailures": 2"#,
+    );
+    assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
+    let snapshot = hedged.remotes().snapshot();
+    assert_eq!(
+        (snapshot.stats.remote.failures, snapshot.stats.fallbacks),
+        (1, 1)
+    );
+    hedged.generate(invoked()).await.unwrap();
+    assert_eq!(hedged.remotes().snapshot().breaker, Some("open"));
+}
+
+#[tokio::test]
+async fn at_the_total_timeout_the_text_so_far_is_the_answer() {
+    let remote = FakeRemote::start(Behaviour::Paced(vec![
+        (0, "remote"),
+        (50, "("),
+        (2000, ")"),
+    ]))
+    .await;
+    let local = FakeLocal::new(Duration::from_secs(5));
+    let hedged = hedged(&local, &remote, r#", "totalTimeoutMs": 400"#);
+    let started = Instant::now();
+    let answer = hedged.generate(invoked()).await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    assert_eq!(
+        (answer.text.as_str(), answer.stop_reason),
+        ("remote(", inkling_core::generate::StopReason::TimeLimit)
+    );
+    // Not a failure: a remote that used all its time, as a local generation limit.
+    assert_eq!(hedged.remotes().snapshot().stats.remote.failures, 0);
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_but_reported() {
+    let remote = FakeRemote::start(Behaviour::RedirectToItself).await;
+    let local = FakeLocal::new(Duration::from_millis(10));
+    let hedged = hedged(&local, &remote, "");
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let sink = reports.clone();
+    hedged
+        .remotes()
+        .set_reporter(Arc::new(move |m| lock(&sink).push(m)));
+    for _ in 0..2 {
+        assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
+    }
+    // The fake counts every request it gets: a followed redirect would come back.
+    assert_eq!(remote.requests(), 1);
+    assert!(
+        lock(&reports)[0].contains("redirects"),
+        "{:?}",
+        lock(&reports)
+    );
+}
+
+#[tokio::test]
+async fn the_key_and_the_affinity_header_are_sent() {
+    // A variable every test environment has stands for the key.
+    let key = std::env::var("PATH").unwrap();
+    let remote = FakeRemote::start(Behaviour::Answer(Duration::ZERO, vec!["remote()"])).await;
+    let local = FakeLocal::new(Duration::from_secs(5));
+    let hedged = hedged(
+        &local,
+        &remote,
+        r#", "apiKeyEnv": "PATH", "affinityHeader": "X-Session-ID""#,
+    );
+    assert_eq!(hedged.generate(invoked()).await.unwrap().text, "remote()");
+    let sent = lock(&remote.bodies)[0].to_lowercase();
+    assert!(
+        sent.contains(&format!("authorization: bearer {}", key.to_lowercase())),
+        "{sent}"
+    );
+    assert!(sent.contains("x-session-id: inkling-"), "{sent}");
 }
