@@ -135,6 +135,28 @@ fn a_remote_that_refuses_the_configuration_is_named_once_and_requests_stay_local
 }
 
 #[test]
+fn a_local_model_that_fails_to_load_leaves_the_remote_answering() {
+    let remote = FaultServer::start(Fault::Answer {
+        delay: Duration::ZERO,
+        text: "fibonacci(n - 1) + fibonacci(n - 2)".into(),
+    });
+    let mut client = LspClient::start();
+    client.initialize(
+        vscode_capabilities(),
+        json!({"model": "/nonexistent/model.gguf", "remote": {"url": remote.url()}}),
+    );
+    client.wait_for(Duration::from_secs(60), |m| {
+        m["method"] == "window/showMessage" && m["params"]["type"] == 1
+    });
+    client.open(URI, "python", TEXT);
+    let answer = client.inline_completion(URI, LINE, CHARACTER);
+    assert!(first_text(&answer).contains("fibonacci(n - 1)"), "{answer}");
+    assert_eq!(remote.requests(), 1);
+    let stats = client.stats();
+    assert_eq!(stats["modelState"], "failed", "{stats}");
+}
+
+#[test]
 fn inkling_status_says_where_the_last_answer_came_from() {
     let remote = FaultServer::start(Fault::Answer {
         delay: Duration::ZERO,

@@ -154,6 +154,13 @@ impl Remotes {
         Ok(())
     }
 
+    /// Whether a remote is configured and not known to be misconfigured.
+    fn may_answer(&self) -> bool {
+        lock(&self.remote)
+            .as_ref()
+            .is_some_and(|r| !r.misconfigured.load(Ordering::Relaxed))
+    }
+
     /// Tells `reporter` about configuration mistakes from now on.
     pub fn set_reporter(&self, reporter: Reporter) {
         *lock(&self.reporter) = Some(reporter);
@@ -601,8 +608,11 @@ impl<L: Backend> Backend for Hedged<L> {
         self.local.is_ready()
     }
 
+    /// Local's readiness, or, once local failed to load (or is still loading after
+    /// `limit`), whether a remote may answer: the requests its policy sends it then
+    /// get its answers, the others none, as without a remote.
     async fn ready_within(&self, limit: Duration) -> bool {
-        self.local.ready_within(limit).await
+        self.local.ready_within(limit).await || self.remotes.may_answer()
     }
 
     async fn generate(&self, request: CompletionRequest) -> Result<Generation, BackendError> {

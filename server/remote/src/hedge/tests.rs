@@ -187,7 +187,7 @@ impl Backend for FakeLocal {
     }
 
     async fn ready_within(&self, _: Duration) -> bool {
-        true
+        !self.not_ready.load(Ordering::SeqCst)
     }
 
     async fn generate(&self, request: CompletionRequest) -> Result<Generation, BackendError> {
@@ -829,4 +829,24 @@ async fn the_key_and_the_affinity_header_are_sent() {
         "{sent}"
     );
     assert!(sent.contains("x-session-id: inkling-"), "{sent}");
+}
+
+#[tokio::test]
+async fn a_local_model_that_failed_to_load_leaves_requests_to_the_remote() {
+    let remote = FakeRemote::start(Behaviour::Answer(Duration::ZERO, vec!["remote()"])).await;
+    let local = FakeLocal::new(Duration::ZERO);
+    local.not_ready.store(true, Ordering::SeqCst);
+    let hedged = hedged(&local, &remote, "");
+    assert!(hedged.ready_within(Duration::ZERO).await);
+    assert_eq!(hedged.generate(invoked()).await.unwrap().text, "remote()");
+    // What the policy keeps local gets no answer, as without a remote.
+    let mut background = invoked();
+    background.background = true;
+    assert_eq!(
+        hedged.generate(background).await.unwrap_err(),
+        BackendError::NotReady
+    );
+    // Without a usable remote, not ready.
+    hedged.remotes().configure(None).unwrap();
+    assert!(!hedged.ready_within(Duration::ZERO).await);
 }
