@@ -649,10 +649,22 @@ fn without_dangling_openers<'t>(mut text: &'t str, context: &CompletionContext) 
 }
 
 /// Whether `line` (indented as in the file), put in at `context`, opens a block whose
-/// body is not there: the document's next code line is not indented deeper.
+/// body is not there: the document's next code line is not indented deeper. Measured
+/// in columns: the model may indent with spaces a file indented with tabs.
 pub fn opens_block_without_body(line: &str, context: &CompletionContext) -> bool {
     opens_block(line)
-        && next_code_line(context).is_none_or(|next| indent_of(next) <= indent_of(line))
+        && next_code_line(context).is_none_or(|next| indent_columns(next) <= indent_columns(line))
+}
+
+/// The width of `line`'s indentation, a tab reaching the next multiple of 4 columns.
+fn indent_columns(line: &str) -> usize {
+    line[..indent_of(line)].chars().fold(0, |width, c| {
+        if c == '\t' {
+            width / 4 * 4 + 4
+        } else {
+            width + 1
+        }
+    })
 }
 
 /// `generated` without its last line when it has several: for a generation a limit
@@ -939,6 +951,13 @@ mod tests {
         );
         // A first line that opens a block is what the user is typing.
         assert_eq!(suggest(before, "\n", "if x:\n").as_deref(), Some("if x:"));
+        // A file indented with tabs, the answer with spaces: the body is still there.
+        let (before, after) = ("def f(x):\n\tw = x\n\tif w:\n\t\t", "\n\t\t\tprint(z)\n");
+        let generated = "y = x\n        for z in y:\n";
+        assert_eq!(
+            suggest(before, after, generated).as_deref(),
+            Some("y = x\n\t\tfor z in y:")
+        );
     }
 
     #[test]
