@@ -283,10 +283,11 @@ pub async fn stream(
         builder = builder.header(header.as_str(), affinity_key(policy, request));
     }
     // Built once: what the HTTP client refuses (a key with a line break) is a
-    // mistake to report, not a connection that failed. The error names no key.
+    // mistake to report, not a connection that failed. Its error names no header
+    // value, so no key.
     let prepared = builder
         .build()
-        .map_err(|_| Failure::Misconfigured("the API key is not a valid header value".into()))?;
+        .map_err(|e| Failure::Misconfigured(format!("the request cannot be made: {e}")))?;
     let send = || {
         audit(policy, request, body.len());
         let mut copy = reqwest::Request::new(prepared.method().clone(), prepared.url().clone());

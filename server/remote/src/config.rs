@@ -219,6 +219,12 @@ impl RemoteConfig {
                 "`remote.url` must start with http:// or https://, not `{url}`"
             ));
         }
+        let parsed =
+            reqwest::Url::parse(url).map_err(|e| format!("`remote.url` is not a URL: {e}"))?;
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            // It would be shown in logs, `inkling/stats` and the audit log.
+            return Err("`remote.url` must not hold a user name or password: name the variable holding the key in `apiKeyEnv`".into());
+        }
         let format = self.format.unwrap_or(match self.preset {
             Some(Preset::LlamaServer) | None => Format::Infill,
             Some(Preset::Ollama) => Format::Ollama,
@@ -331,6 +337,19 @@ mod tests {
                 .resolve()
                 .unwrap_err()
                 .contains("template")
+        );
+        assert!(
+            config(r#"{"url": "http://[::1"}"#)
+                .resolve()
+                .unwrap_err()
+                .contains("remote.url")
+        );
+        let with_password = config(r#"{"url": "http://me:hunter2@h:8080"}"#)
+            .resolve()
+            .unwrap_err();
+        assert!(
+            with_password.contains("apiKeyEnv") && !with_password.contains("hunter2"),
+            "{with_password}"
         );
         assert!(
             config(r#"{"url": "http://h", "affinityHeader": "X Session"}"#)
