@@ -614,6 +614,12 @@ fn suffix_overlap(text: &str, suffix: &str) -> usize {
 /// The start of `generated` the suggestion is made of (before its indentation is
 /// adjusted), or `None` when nothing useful is left.
 fn kept<'g>(generated: &'g str, context: &CompletionContext, rules: &StopRules) -> Option<&'g str> {
+    // A control character (NUL, escape…) is no code, whatever backend sent it: the
+    // text ends before it, with or without the full rules.
+    let control = generated
+        .find(|c: char| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        .unwrap_or(generated.len());
+    let generated = &generated[..control];
     let end = rules
         .end_of_answer(generated, true)
         .unwrap_or(generated.len());
@@ -958,6 +964,15 @@ mod tests {
             suggest(before, after, generated).as_deref(),
             Some("y = x\n\t\tfor z in y:")
         );
+    }
+
+    #[test]
+    fn text_ends_before_a_control_character() {
+        assert_eq!(
+            suggest("x = ", "\n", "print(1)\u{0}x").as_deref(),
+            Some("print(1)")
+        );
+        assert_eq!(suggest("x = ", "\n", "\u{1b}[31mred"), None);
     }
 
     #[test]

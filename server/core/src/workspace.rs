@@ -877,6 +877,8 @@ fn similarity(a: &HashSet<u64>, b: &HashSet<u64>) -> f64 {
 /// The file path of a `file:` URI, percent-decoded.
 pub fn file_path(uri: &str) -> Option<PathBuf> {
     let path = uri.strip_prefix("file://")?;
+    // `file://localhost/p` is `file:///p` (RFC 8089), and some clients send it.
+    let path = path.strip_prefix("localhost").unwrap_or(path);
     let bytes = path.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -58,6 +58,23 @@ const TOO_LARGE: [&str; 6] = [
 ];
 
 impl Failure {
+    /// The failure with every `secret` in its text (an error body echoing the
+    /// request's headers, say) replaced.
+    fn redacted(self, secret: &str) -> Failure {
+        let hide = |text: String| text.replace(secret, "[the API key]");
+        match self {
+            Failure::Connect(e) => Failure::Connect(hide(e)),
+            Failure::Status(status, body) => Failure::Status(status, hide(body)),
+            Failure::Malformed(e) => Failure::Malformed(hide(e)),
+            Failure::Truncated(e) => Failure::Truncated(hide(e)),
+            Failure::Misconfigured(e) => Failure::Misconfigured(hide(e)),
+            other @ (Failure::FirstTokenTimeout
+            | Failure::Outrun
+            | Failure::Cancelled
+            | Failure::Superseded) => other,
+        }
+    }
+
     /// A status that means the configuration is wrong (a field refused, a wrong
     /// path, key or model, a format the server does not implement, a redirect —
     /// never followed): retrying cannot help, the user must be told.
@@ -150,10 +167,12 @@ fn affinity_key(policy: &Resolved, request: &CompletionRequest) -> String {
     format!("inkling-{:016x}", stable_hash(scope))
 }
 
-/// Appends the audit line of a request (never its text).
-fn audit(policy: &Resolved, request: &CompletionRequest, bytes: usize) {
+/// Appends the audit line of a request (never its text). A request whose line
+/// cannot be written is not sent: the log is to name every request that left.
+fn audit(policy: &Resolved, request: &CompletionRequest, bytes: usize) -> Result<(), Failure> {
+    use std::os::unix::fs::OpenOptionsExt;
     let Some(path) = &policy.audit_log else {
-        return;
+        return Ok(());
     };
     let time = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -164,14 +183,25 @@ fn audit(policy: &Resolved, request: &CompletionRequest, bytes: usize) {
         "path": document_path(&request.document),
         "bytes": bytes,
     });
+    // Non-blocking: a FIFO put there since the settings were read must not hold
+    // the server; and only a regular file is written.
     let written = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(libc::O_NONBLOCK)
         .open(path)
-        .and_then(|mut file| writeln!(file, "{line}"));
-    if let Err(e) = written {
-        tracing::warn!("cannot write the audit log {}: {e}", path.display());
-    }
+        .and_then(|mut file| {
+            if !file.metadata()?.is_file() {
+                return Err(std::io::Error::other("not a regular file"));
+            }
+            writeln!(file, "{line}")
+        });
+    written.map_err(|e| {
+        Failure::Misconfigured(format!(
+            "cannot write the audit log {} ({e}), and nothing is sent unaudited",
+            path.display()
+        ))
+    })
 }
 
 type Events = Pin<Box<dyn Stream<Item = Result<String, String>> + Send>>;
@@ -250,20 +280,15 @@ where
 }
 
 /// Sends `request` to the remote and reads its answer, telling `first_token` how
-/// long the first text took when it arrives. Text goes to `request.partial` as it grows; the request
-/// is dropped once the stop rules say the answer is complete.
+/// long the first text took when it arrives. Text goes to `request.partial` as it
+/// grows; the request is dropped once the stop rules say the answer is complete. A
+/// failure's text (the remote's own words among it) never holds the API key.
 pub async fn stream(
     http: &reqwest::Client,
     policy: &Resolved,
     request: &CompletionRequest,
     first_token: &watch::Sender<Option<Duration>>,
 ) -> Result<Streamed, Failure> {
-    let started = Instant::now();
-    let total_deadline = started + policy.total_timeout;
-    let first_deadline = (started + policy.first_token_timeout).min(total_deadline);
-    let cancel = &request.cancel;
-    let body = serde_json::to_vec(&format::body(policy, request))
-        .map_err(|e| Failure::Malformed(e.to_string()))?;
     let key = match &policy.api_key_env {
         None => None,
         Some(name) => Some(std::env::var(name).map_err(|_| {
@@ -272,6 +297,27 @@ pub async fn stream(
             ))
         })?),
     };
+    exchange(http, policy, request, first_token, key.as_deref())
+        .await
+        .map_err(|failure| match key.as_deref() {
+            Some(key) if !key.is_empty() => failure.redacted(key),
+            _ => failure,
+        })
+}
+
+async fn exchange(
+    http: &reqwest::Client,
+    policy: &Resolved,
+    request: &CompletionRequest,
+    first_token: &watch::Sender<Option<Duration>>,
+    key: Option<&str>,
+) -> Result<Streamed, Failure> {
+    let started = Instant::now();
+    let total_deadline = started + policy.total_timeout;
+    let first_deadline = (started + policy.first_token_timeout).min(total_deadline);
+    let cancel = &request.cancel;
+    let body = serde_json::to_vec(&format::body(policy, request))
+        .map_err(|e| Failure::Malformed(e.to_string()))?;
     let mut builder = http
         .post(&policy.endpoint)
         .header("content-type", "application/json")
@@ -289,7 +335,6 @@ pub async fn stream(
         .build()
         .map_err(|e| Failure::Misconfigured(format!("the request cannot be made: {e}")))?;
     let send = || {
-        audit(policy, request, body.len());
         let mut copy = reqwest::Request::new(prepared.method().clone(), prepared.url().clone());
         *copy.headers_mut() = prepared.headers().clone();
         *copy.body_mut() = Some(body.clone().into());
@@ -297,6 +342,7 @@ pub async fn stream(
     };
     let mut reconnected = false;
     let response = loop {
+        audit(policy, request, body.len())?;
         match wait(send(), first_deadline, cancel).await {
             Waited::Done(Ok(response)) => break response,
             // One reconnect before the first byte: a pooled connection the server
@@ -466,8 +512,8 @@ mod tests {
             "\n}\n",
         );
         request.context.prefix = "let SECRET_TOKEN = 1;\n".into();
-        audit(&policy, &request, 42);
-        audit(&policy, &request, 7);
+        audit(&policy, &request, 42).unwrap();
+        audit(&policy, &request, 7).unwrap();
         let text = std::fs::read_to_string(&log).unwrap();
         let _ = std::fs::remove_file(&log);
         let lines: Vec<serde_json::Value> = text

@@ -247,11 +247,39 @@ impl RemoteConfig {
         }
         let deny = DisabledFiles::new(Vec::new(), self.deny_paths.clone().unwrap_or_default())
             .map_err(|e| format!("`remote.denyPaths`: {e}"))?;
-        let ms = |value: Option<u64>, default: u64| {
-            Duration::from_millis(value.unwrap_or(default).clamp(1, MAX_TIMEOUT_MS))
+        // Out of range is refused, not bent: a wait the user did not mean is worse.
+        let ms = |name: &str, value: Option<u64>, default: u64, least: u64| match value {
+            None => Ok(Duration::from_millis(default)),
+            Some(ms) if (least..=MAX_TIMEOUT_MS).contains(&ms) => Ok(Duration::from_millis(ms)),
+            Some(ms) => Err(format!(
+                "`remote.{name}` is {ms}: it must be {least} to {MAX_TIMEOUT_MS}"
+            )),
         };
+        if self.breaker_failures == Some(0) {
+            return Err("`remote.breakerFailures` must be at least 1".into());
+        }
+        let audit_log = match &self.audit_log {
+            Some(path) if path.as_os_str().is_empty() => {
+                return Err("`remote.auditLog` is empty: name a file".into());
+            }
+            // A FIFO or a device would block or swallow the writes.
+            Some(path) if path.exists() && !path.is_file() => {
+                return Err(format!(
+                    "`remote.auditLog` {} is not a regular file",
+                    path.display()
+                ));
+            }
+            path => path.clone(),
+        };
+        // The format's path after the URL's own, before any query.
+        let mut endpoint = parsed;
+        endpoint.set_path(&format!(
+            "{}{}",
+            endpoint.path().trim_end_matches('/'),
+            format.path()
+        ));
         Ok(Resolved {
-            endpoint: format!("{url}{}", format.path()),
+            endpoint: endpoint.to_string(),
             format,
             model: self.model.clone(),
             fim,
@@ -261,14 +289,15 @@ impl RemoteConfig {
             languages: self.languages.clone().unwrap_or_default(),
             workspaces: self.workspaces.clone().unwrap_or_default(),
             deny,
-            hedge_delay: self
-                .hedge_delay_ms
-                .map(|ms| Duration::from_millis(ms.min(MAX_TIMEOUT_MS))),
-            connect_timeout: ms(self.connect_timeout_ms, 500),
-            first_token_timeout: ms(self.first_token_timeout_ms, 2000),
-            total_timeout: ms(self.total_timeout_ms, 5000),
-            breaker_failures: self.breaker_failures.unwrap_or(3).max(1),
-            breaker_open: ms(self.breaker_open_ms, 30_000),
+            hedge_delay: match self.hedge_delay_ms {
+                None => None,
+                Some(delay) => Some(ms("hedgeDelayMs", Some(delay), 0, 0)?),
+            },
+            connect_timeout: ms("connectTimeoutMs", self.connect_timeout_ms, 500, 1)?,
+            first_token_timeout: ms("firstTokenTimeoutMs", self.first_token_timeout_ms, 2000, 1)?,
+            total_timeout: ms("totalTimeoutMs", self.total_timeout_ms, 5000, 1)?,
+            breaker_failures: self.breaker_failures.unwrap_or(3),
+            breaker_open: ms("breakerOpenMs", self.breaker_open_ms, 30_000, 1)?,
             affinity_header: match self.affinity_header.as_deref() {
                 None | Some("") => None,
                 Some(name) => Some(
@@ -281,7 +310,7 @@ impl RemoteConfig {
             },
             affinity: self.affinity.unwrap_or(Affinity::Document),
             slots: self.slots.filter(|&n| n > 0),
-            audit_log: self.audit_log.clone(),
+            audit_log,
         })
     }
 }
@@ -300,6 +329,11 @@ mod tests {
             .resolve()
             .unwrap();
         assert_eq!(llama.endpoint, "http://h:8080/infill");
+        // The format's path goes before the URL's query, after its own path.
+        let gateway = config(r#"{"url": "http://h:8080/team/?v=2", "format": "openai"}"#)
+            .resolve()
+            .unwrap();
+        assert_eq!(gateway.endpoint, "http://h:8080/team/v1/completions?v=2");
         assert!(!llama.automatic);
         let ollama = config(r#"{"url": "http://h:11434", "preset": "ollama", "template": "qwen"}"#)
             .resolve()
@@ -343,6 +377,27 @@ mod tests {
                 .resolve()
                 .unwrap_err()
                 .contains("remote.url")
+        );
+        for (field, refused) in [
+            (
+                "totalTimeoutMs",
+                r#""totalTimeoutMs": 18446744073709551615"#,
+            ),
+            ("hedgeDelayMs", r#""hedgeDelayMs": 60001"#),
+            ("connectTimeoutMs", r#""connectTimeoutMs": 0"#),
+            ("breakerFailures", r#""breakerFailures": 0"#),
+            ("auditLog", r#""auditLog": "/dev/null""#),
+            ("auditLog", r#""auditLog": """#),
+        ] {
+            let error = config(&format!(r#"{{"url": "http://h", {refused}}}"#))
+                .resolve()
+                .unwrap_err();
+            assert!(error.contains(field), "{refused}: {error}");
+        }
+        assert!(
+            config(r#"{"url": "http://h", "hedgeDelayMs": 0}"#)
+                .resolve()
+                .is_ok()
         );
         let with_password = config(r#"{"url": "http://me:hunter2@h:8080"}"#)
             .resolve()

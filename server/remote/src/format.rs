@@ -13,6 +13,7 @@ use inkling_core::generate::CompletionRequest;
 use serde_json::{Value, json};
 
 use crate::config::{Format, Resolved};
+use crate::policy::allowed_snippets;
 
 /// The text of the lines before the cursor line (the window's part that a
 /// keystroke does not change) and the cursor line up to the cursor.
@@ -21,18 +22,18 @@ fn split_cursor_line(context: &CompletionContext) -> (&str, &str) {
     context.prefix.split_at(at)
 }
 
-/// Other files' material and the outline as comments ahead of the window, for
-/// formats that take one prompt text (as the local prompt does for models without
-/// file separators).
-fn commented_preamble(context: &CompletionContext) -> String {
-    let preamble = &context.preamble;
+/// Other files' material (none from a denied file) and the outline as comments
+/// ahead of the window, for formats that take one prompt text (as the local prompt
+/// does for models without file separators).
+fn commented_preamble(policy: &Resolved, request: &CompletionRequest) -> String {
+    let preamble = &request.context.preamble;
     let marker = if preamble.comment.is_empty() {
         "//"
     } else {
         &preamble.comment
     };
     let mut text = String::new();
-    for snippet in &preamble.snippets {
+    for snippet in allowed_snippets(policy, request) {
         text.push_str(&format!("{marker} {}\n", snippet.path));
         for line in snippet.text.lines() {
             text.push_str(&format!("{marker} {line}\n"));
@@ -42,15 +43,12 @@ fn commented_preamble(context: &CompletionContext) -> String {
     text
 }
 
-/// The prefix of a one-text prompt: the commented preamble, then the window.
-fn full_prefix(context: &CompletionContext) -> String {
-    format!("{}{}", commented_preamble(context), context.prefix)
-}
-
-/// The prompt text of `openai` and `ollama` requests: laid out with the family's
-/// FIM markers when configured, else the prefix alone.
-fn raw_prompt(policy: &Resolved, context: &CompletionContext) -> String {
-    let prefix = full_prefix(context);
+/// The prompt text of `openai` and `ollama` requests: the commented preamble and
+/// the window, laid out with the family's FIM markers when configured, else the
+/// prefix alone.
+fn raw_prompt(policy: &Resolved, request: &CompletionRequest) -> String {
+    let context = &request.context;
+    let prefix = format!("{}{}", commented_preamble(policy, request), context.prefix);
     match policy.fim {
         Some(fim) => fim.prompt(&prefix, &context.suffix),
         None => prefix,
@@ -71,9 +69,7 @@ pub fn body(policy: &Resolved, request: &CompletionRequest) -> Value {
         Format::Infill => {
             let (lines_before, cursor_line) = split_cursor_line(context);
             let preamble = &context.preamble;
-            let mut extra: Vec<Value> = preamble
-                .snippets
-                .iter()
+            let mut extra: Vec<Value> = allowed_snippets(policy, request)
                 .map(|s| json!({"filename": s.path, "text": s.text}))
                 .collect();
             if !preamble.outline.is_empty() {
@@ -98,7 +94,7 @@ pub fn body(policy: &Resolved, request: &CompletionRequest) -> Value {
         }
         Format::Openai => {
             let mut body = json!({
-                "prompt": raw_prompt(policy, context),
+                "prompt": raw_prompt(policy, request),
                 "max_tokens": request.max_tokens,
                 "temperature": 0,
                 "stream": true,
@@ -109,7 +105,7 @@ pub fn body(policy: &Resolved, request: &CompletionRequest) -> Value {
             body
         }
         Format::Ollama => json!({
-            "prompt": raw_prompt(policy, context),
+            "prompt": raw_prompt(policy, request),
             "raw": true,
             "stream": true,
             "options": {"num_predict": request.max_tokens, "temperature": 0},

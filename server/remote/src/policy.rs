@@ -2,6 +2,7 @@
 //! deny-list wins over everything; background work (prefetches, warming) never
 //! leaves the machine.
 
+use inkling_core::context::Snippet;
 use inkling_core::generate::CompletionRequest;
 use inkling_core::postprocess::Trigger;
 use inkling_core::workspace::file_path;
@@ -23,11 +24,64 @@ pub fn document_path(document: &str) -> String {
     file_path(document).map_or_else(|| document.to_owned(), |p| p.to_string_lossy().into_owned())
 }
 
+/// `path` with `.`, `..` and repeated separators resolved in its text, so that
+/// every spelling of a path meets the same globs.
+fn lexical(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    let joined = parts.join("/");
+    if path.starts_with('/') {
+        format!("/{joined}")
+    } else {
+        joined
+    }
+}
+
+/// Whether the file at `absolute` (`relative` to its workspace, when known) is on
+/// the deny-list.
+fn denied(policy: &Resolved, absolute: &str, relative: &str) -> bool {
+    policy.deny.path(&lexical(absolute))
+        || (!relative.is_empty() && policy.deny.path(&lexical(relative)))
+}
+
+/// The other files' material of `request` that may go remote: none from a file on
+/// the deny-list (a ring chunk of a denied file, a signature defined in one).
+pub fn allowed_snippets<'r>(
+    policy: &'r Resolved,
+    request: &'r CompletionRequest,
+) -> impl Iterator<Item = &'r Snippet> {
+    let absolute = document_path(&request.document);
+    let relative = &request.context.preamble.path;
+    // The workspace's folder, from the document's absolute and relative paths.
+    let root = (!relative.is_empty())
+        .then(|| absolute.strip_suffix(relative.as_str()).map(str::to_owned))
+        .flatten();
+    request
+        .context
+        .preamble
+        .snippets
+        .iter()
+        .filter(move |snippet| {
+            let absolute = match &root {
+                Some(root) => format!("{root}/{}", snippet.path),
+                None => snippet.path.clone(),
+            };
+            !denied(policy, &absolute, &snippet.path)
+        })
+}
+
 /// Whether `request` may go remote under `policy`.
 pub fn check(policy: &Resolved, request: &CompletionRequest) -> Result<(), Local> {
     let absolute = document_path(&request.document);
-    let relative = &request.context.preamble.path;
-    if policy.deny.path(&absolute) || (!relative.is_empty() && policy.deny.path(relative)) {
+    if denied(policy, &absolute, &request.context.preamble.path) {
         return Err(Local::Denied);
     }
     let multi_line = request.stop.multi_line();
@@ -128,6 +182,47 @@ pub(crate) mod tests {
             ),
             Ok(())
         );
+    }
+
+    #[test]
+    fn every_spelling_of_a_denied_path_is_denied() {
+        let policy = policy(r#"{"url": "http://h", "denyPaths": ["/w/private.rs"]}"#);
+        for uri in [
+            "file:///w/private.rs",
+            "file://localhost/w/private.rs",
+            "file:///w/./private.rs",
+            "file:///w//private.rs",
+            "file:///w/x/../private.rs",
+        ] {
+            let request = request(uri, Trigger::Invoked, "\n}\n");
+            assert_eq!(check(&policy, &request), Err(Local::Denied), "{uri}");
+        }
+    }
+
+    #[test]
+    fn material_from_denied_files_never_rides_on_another_files_request() {
+        use inkling_core::context::Snippet;
+        let snippet = |path: &str| Snippet {
+            path: path.into(),
+            text: format!("MARKER of {path}\n"),
+        };
+        for format in ["infill", "openai", "ollama"] {
+            let policy = policy(&format!(
+                r#"{{"url": "http://h", "format": "{format}", "template": "qwen", "denyPaths": ["**/secrets/**", "*.env", "/w/private.rs"]}}"#
+            ));
+            let mut request = request("file:///w/src/a.rs", Trigger::Invoked, "\n}\n");
+            request.context.preamble.path = "src/a.rs".into();
+            request.context.preamble.snippets = vec![
+                snippet("secrets/keys.rs"),
+                snippet("prod.env"),
+                snippet("private.rs"),
+                snippet("lib/ok.rs"),
+            ];
+            assert_eq!(check(&policy, &request), Ok(()));
+            let body = crate::format::body(&policy, &request).to_string();
+            assert!(body.contains("MARKER of lib/ok.rs"), "{format}: {body}");
+            assert_eq!(body.matches("MARKER").count(), 1, "{format}: {body}");
+        }
     }
 
     #[test]

@@ -28,6 +28,8 @@ enum Behaviour {
     Garbage,
     /// Redirects to itself (a client that follows comes back).
     RedirectToItself,
+    /// Answers this status with the request's head in the body.
+    Echo(u16),
 }
 
 struct FakeRemote {
@@ -79,7 +81,7 @@ impl FakeRemote {
                         }
                     };
                     r.fetch_add(1, Ordering::SeqCst);
-                    lock(&bs).push(body);
+                    lock(&bs).push(body.clone());
                     let behaviour = lock(&b).clone();
                     let sse = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
                     match behaviour {
@@ -119,6 +121,12 @@ impl FakeRemote {
                         Behaviour::Garbage => {
                             let _ = socket.write_all(sse.as_bytes()).await;
                             let _ = socket.write_all(b"data: <html>oops</html>\n\n").await;
+                        }
+                        Behaviour::Echo(status) => {
+                            let head = body.split("\r\n\r\n").next().unwrap_or_default().to_owned();
+                            let _ = socket
+                                .write_all(format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{head}", head.len()).as_bytes())
+                                .await;
                         }
                         Behaviour::RedirectToItself => {
                             let _ = socket
@@ -849,4 +857,62 @@ async fn a_local_model_that_failed_to_load_leaves_requests_to_the_remote() {
     // Without a usable remote, not ready.
     hedged.remotes().configure(None).unwrap();
     assert!(!hedged.ready_within(Duration::ZERO).await);
+}
+
+#[tokio::test]
+async fn a_remote_echoing_the_key_does_not_get_it_shown() {
+    // A variable every test environment has stands for the key.
+    let key = std::env::var("PATH").unwrap();
+    for status in [401, 500] {
+        let remote = FakeRemote::start(Behaviour::Echo(status)).await;
+        let local = FakeLocal::new(Duration::from_millis(10));
+        let hedged = hedged(&local, &remote, r#", "apiKeyEnv": "PATH""#);
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let sink = reports.clone();
+        hedged
+            .remotes()
+            .set_reporter(Arc::new(move |m| lock(&sink).push(m)));
+        let configured = lock(&hedged.remotes().remote).clone().unwrap();
+        let failed = client::stream(
+            &configured.http,
+            &configured.policy,
+            &invoked(),
+            &watch::channel(None).0,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(failed.contains("[the API key]"), "{failed}");
+        assert!(!failed.contains(&key), "{failed}");
+        assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
+        for report in lock(&reports).iter() {
+            assert!(!report.contains(&key), "{report}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_request_the_audit_log_cannot_record_is_not_sent() {
+    let remote = FakeRemote::start(Behaviour::Answer(Duration::ZERO, vec!["remote()"])).await;
+    let local = FakeLocal::new(Duration::from_millis(10));
+    let hedged = hedged(
+        &local,
+        &remote,
+        r#", "auditLog": "/nonexistent-folder/audit.log""#,
+    );
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let sink = reports.clone();
+    hedged
+        .remotes()
+        .set_reporter(Arc::new(move |m| lock(&sink).push(m)));
+    for _ in 0..2 {
+        assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
+    }
+    assert_eq!(remote.requests(), 0);
+    assert_eq!(lock(&reports).len(), 1);
+    assert!(
+        lock(&reports)[0].contains("audit log"),
+        "{:?}",
+        lock(&reports)
+    );
 }
