@@ -115,6 +115,10 @@ pub struct LspServer {
     workspace: OnceLock<Arc<Workspace>>,
     documents: Arc<Mutex<DocumentStore>>,
     in_flight: Mutex<HashMap<String, CancelFlag>>,
+    /// The newest automatic request's flag: the user types in one place at a time,
+    /// so a newer automatic request, in any document, supersedes it (a burst of them
+    /// across documents would otherwise queue every other request behind it).
+    newest_automatic: Mutex<Option<CancelFlag>>,
     shutdown_requested: Arc<AtomicBool>,
     /// What became of the suggestions shown (local statistics).
     acceptance: Acceptance,
@@ -272,6 +276,7 @@ pub fn service(
         workspace: OnceLock::new(),
         documents: Arc::new(Mutex::new(DocumentStore::default())),
         in_flight: Mutex::new(HashMap::new()),
+        newest_automatic: Mutex::new(None),
         shutdown_requested: flag.clone(),
         acceptance: Acceptance::default(),
     })
@@ -522,6 +527,11 @@ impl LspServer {
         // they came, whatever order their contexts are built in.
         let cancel = CancelFlag::default();
         if let Some(older) = lock(&self.in_flight).insert(key.to_owned(), cancel.clone()) {
+            older.cancel();
+        }
+        if trigger == Trigger::Automatic
+            && let Some(older) = lock(&self.newest_automatic).replace(cancel.clone())
+        {
             older.cancel();
         }
         let _guard = InFlightGuard {

@@ -364,3 +364,35 @@ fn a_streamed_answer_is_not_closed_to_make_room_for_new_connections() {
     assert!(rest.ends_with("0\r\n\r\n"), "{rest}");
     drop(stalled);
 }
+
+#[test]
+fn a_burst_of_automatic_requests_across_documents_leaves_only_the_newest_running() {
+    let mut client = LspClient::start();
+    client.initialize(vscode_capabilities(), json!({}));
+    client.wait_until_ready(LOAD_TIMEOUT);
+    let uris: Vec<String> = (0..12).map(|i| format!("file:///burst/f{i}.py")).collect();
+    for (i, uri) in uris.iter().enumerate() {
+        let text = format!("def area_{i}(width, height):\n    return \n");
+        client.open(uri, "python", &text);
+    }
+    // Sent at once, as a client gone wrong might: each is a fresh document whose
+    // prompt takes the engine a while, so each newer one arrives while older ones
+    // still wait or run.
+    let ids: Vec<i64> = uris
+        .iter()
+        .map(|uri| client.send_inline_completion_triggered(uri, 1, 11, 2))
+        .collect();
+    let stats = client.request("inkling/stats", Value::Null, ANSWER_TIMEOUT);
+    assert!(stats.get("result").is_some(), "{stats}");
+    let responses: Vec<Value> = ids
+        .iter()
+        .map(|&id| client.response(id, ANSWER_TIMEOUT))
+        .collect();
+    for response in &responses {
+        assert!(response.get("error").is_none(), "{response}");
+    }
+    // The user types in one place: a newer automatic request, in any document,
+    // supersedes the older ones, which end cancelled.
+    let cancelled = client.stats()["cancelled"].as_u64().unwrap_or_default();
+    assert!(cancelled >= 11, "{cancelled} of 12 cancelled");
+}
