@@ -359,11 +359,7 @@ impl<B: Backend> Suggester<B> {
         prefetched: bool,
     ) -> Result<Option<String>, SuggestError> {
         contain_panic(|| {
-            let generated = if generation.stop_reason.cuts_last_line() {
-                postprocess::whole_lines(&generation.text)
-            } else {
-                &generation.text
-            };
+            let generated = generation.text_to_finish();
             let text = postprocess::finish(generated, context, stop);
             if !prefetched {
                 let shown = postprocess::shown_len(generated, context, stop);

@@ -119,6 +119,9 @@ pub struct Preamble {
 pub struct Snippet {
     /// Where it comes from, relative to the workspace.
     pub path: String,
+    /// Where it comes from on this machine: the absolute file path (else the URI),
+    /// for rules about paths (a remote's deny-list).
+    pub source: String,
     /// The text, whole lines.
     pub text: String,
 }

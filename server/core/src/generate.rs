@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::context::CompletionContext;
-use crate::postprocess::{StopRules, Trigger};
+use crate::postprocess::{self, StopRules, Trigger};
 
 /// Set to ask a backend to stop a request; cheap to clone and share.
 #[derive(Clone, Debug, Default)]
@@ -54,9 +54,10 @@ impl TextSink {
         TextSink(Arc::new(send))
     }
 
-    /// Hands over the text generated so far.
+    /// Hands over the text generated so far (up to a control character: see
+    /// [`postprocess::before_control`]).
     pub fn send(&self, text: &str) {
-        (self.0)(text);
+        (self.0)(postprocess::before_control(text));
     }
 }
 
@@ -162,6 +163,16 @@ pub struct Generation {
 }
 
 impl Generation {
+    /// The text post-processing starts from: without its unfinished last line when a
+    /// limit cut it ([`StopReason::cuts_last_line`]).
+    pub fn text_to_finish(&self) -> &str {
+        if self.stop_reason.cuts_last_line() {
+            postprocess::whole_lines(&self.text)
+        } else {
+            &self.text
+        }
+    }
+
     /// How many of the generated tokens made the first `len` bytes of the text:
     /// counted from [`Generation::token_ends`], or in proportion to the text's
     /// length when the backend did not say.

@@ -613,13 +613,17 @@ fn suffix_overlap(text: &str, suffix: &str) -> usize {
 
 /// The start of `generated` the suggestion is made of (before its indentation is
 /// adjusted), or `None` when nothing useful is left.
-fn kept<'g>(generated: &'g str, context: &CompletionContext, rules: &StopRules) -> Option<&'g str> {
-    // A control character (NUL, escape…) is no code, whatever backend sent it: the
-    // text ends before it, with or without the full rules.
-    let control = generated
+/// `text` up to its first control character other than tab and line breaks: NUL,
+/// escape and the like are no code, whatever backend sent them.
+pub fn before_control(text: &str) -> &str {
+    let end = text
         .find(|c: char| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-        .unwrap_or(generated.len());
-    let generated = &generated[..control];
+        .unwrap_or(text.len());
+    &text[..end]
+}
+
+fn kept<'g>(generated: &'g str, context: &CompletionContext, rules: &StopRules) -> Option<&'g str> {
+    let generated = before_control(generated);
     let end = rules
         .end_of_answer(generated, true)
         .unwrap_or(generated.len());

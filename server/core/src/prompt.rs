@@ -360,10 +360,12 @@ pub(crate) mod tests {
             snippets: vec![
                 Snippet {
                     path: "src/old.py".into(),
+                    source: "/shop/src/old.py".into(),
                     text: "x = 1\n".into(),
                 },
                 Snippet {
                     path: "src/tax.py".into(),
+                    source: "/shop/src/tax.py".into(),
                     text: "def rate(region):\n".into(),
                 },
             ],

@@ -503,6 +503,17 @@ impl Workspace {
         relative.to_string_lossy().into_owned()
     }
 
+    /// The absolute form of `path`, a path relative to the workspace (or already
+    /// absolute).
+    fn absolute_path(&self, path: &str) -> String {
+        match &self.root {
+            Some(root) if Path::new(path).is_relative() => {
+                root.join(path).to_string_lossy().into_owned()
+            }
+            _ => path.to_owned(),
+        }
+    }
+
     /// The path of `uri` relative to the workspace, or the URI's last segment.
     pub fn path_of_uri(&self, uri: &str) -> String {
         match file_path(uri) {
@@ -711,6 +722,10 @@ impl Workspace {
             language_id: language_id.to_owned(),
             snippet: Snippet {
                 path: self.path_of_uri(uri),
+                source: file_path(uri).map_or_else(
+                    || uri.to_owned(),
+                    |path| path.to_string_lossy().into_owned(),
+                ),
                 text: chunk_text,
             },
             lines,
@@ -808,6 +823,7 @@ impl Workspace {
                     snippet.text.push('\n');
                 }
                 None => snippets.push(Snippet {
+                    source: self.absolute_path(&file),
                     path: file,
                     text: format!("{signature}\n"),
                 }),
@@ -876,9 +892,21 @@ fn similarity(a: &HashSet<u64>, b: &HashSet<u64>) -> f64 {
 
 /// The file path of a `file:` URI, percent-decoded.
 pub fn file_path(uri: &str) -> Option<PathBuf> {
-    let path = uri.strip_prefix("file://")?;
-    // `file://localhost/p` is `file:///p` (RFC 8089), and some clients send it.
-    let path = path.strip_prefix("localhost").unwrap_or(path);
+    // `file:///p`, and its other spellings (RFC 8089): `file://localhost/p` (any
+    // case), which some clients send, and `file:/p`.
+    let path = match uri.strip_prefix("file://") {
+        Some(rest)
+            if rest
+                .get(..10)
+                .is_some_and(|host| host.eq_ignore_ascii_case("localhost/")) =>
+        {
+            &rest[9..]
+        }
+        Some(rest) => rest,
+        None => uri
+            .strip_prefix("file:")
+            .filter(|rest| rest.starts_with('/'))?,
+    };
     let bytes = path.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;

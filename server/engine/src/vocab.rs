@@ -93,6 +93,7 @@ mod tests {
                 outline: String::new(),
                 snippets: vec![Snippet {
                     path: "g.py".into(),
+                    source: "/shop/g.py".into(),
                     text: "y = 2\n".into(),
                 }],
             },

@@ -61,7 +61,15 @@ impl Failure {
     /// The failure with every `secret` in its text (an error body echoing the
     /// request's headers, say) replaced.
     fn redacted(self, secret: &str) -> Failure {
-        let hide = |text: String| text.replace(secret, "[the API key]");
+        self.map_text(|text| text.replace(secret, "[the API key]"))
+    }
+
+    /// The failure with its text cut to what a message shows.
+    fn shortened(self) -> Failure {
+        self.map_text(|text| text.chars().take(300).collect())
+    }
+
+    fn map_text(self, hide: impl Fn(String) -> String) -> Failure {
         match self {
             Failure::Connect(e) => Failure::Connect(hide(e)),
             Failure::Status(status, body) => Failure::Status(status, hide(body)),
@@ -158,11 +166,15 @@ async fn wait<T>(
 fn affinity_key(policy: &Resolved, request: &CompletionRequest) -> String {
     let absolute = document_path(&request.document);
     let relative = &request.context.preamble.path;
-    let scope = match policy.affinity {
-        Affinity::Workspace if !relative.is_empty() => absolute
-            .strip_suffix(relative.as_str())
-            .unwrap_or(&request.document),
-        Affinity::Document | Affinity::Workspace => &request.document,
+    // The folder is what the relative path leaves of the absolute one; a document
+    // outside the workspace (or not a file) has none, and keys by itself.
+    let folder = (!relative.is_empty())
+        .then(|| absolute.strip_suffix(relative.as_str()))
+        .flatten()
+        .filter(|folder| folder.len() > 1 && folder.starts_with('/') && folder.ends_with('/'));
+    let scope = match (policy.affinity, folder) {
+        (Affinity::Workspace, Some(folder)) => folder,
+        (Affinity::Document | Affinity::Workspace, _) => &request.document,
     };
     format!("inkling-{:016x}", stable_hash(scope))
 }
@@ -241,7 +253,7 @@ async fn error_text(response: reqwest::Response) -> String {
             _ => break,
         }
     }
-    String::from_utf8_lossy(&body).chars().take(300).collect()
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 /// Newline-delimited JSON (Ollama) as a stream of lines.
@@ -299,9 +311,13 @@ pub async fn stream(
     };
     exchange(http, policy, request, first_token, key.as_deref())
         .await
-        .map_err(|failure| match key.as_deref() {
-            Some(key) if !key.is_empty() => failure.redacted(key),
-            _ => failure,
+        .map_err(|failure| {
+            // Redacted whole, then cut: a cut first could keep the start of a key.
+            let failure = match key.as_deref() {
+                Some(key) if !key.is_empty() => failure.redacted(key),
+                _ => failure,
+            };
+            failure.shortened()
         })
 }
 
@@ -363,7 +379,6 @@ async fn exchange(
             .get("location")
             .and_then(|l| l.to_str().ok())
             .unwrap_or("somewhere else");
-        let to: String = to.chars().take(300).collect();
         return Err(Failure::Status(
             status.as_u16(),
             format!("it redirects to {to}, which inkling does not follow: set that URL"),
@@ -585,5 +600,14 @@ mod tests {
         assert_ne!(key(&workspace, &alice), key(&workspace, &bob));
         assert_ne!(key(&document, &alice), key(&document, &alice_b));
         assert!(key(&workspace, &alice).starts_with("inkling-"));
+        // Outside the workspace (the relative path is the absolute one) or not a
+        // file: no folder, so the document's own key, not one every user shares.
+        let mut outside = in_checkout("file:///tmp/scratch.rs");
+        outside.context.preamble.path = "/tmp/scratch.rs".into();
+        let mut untitled = in_checkout("untitled:Untitled-1");
+        untitled.context.preamble.path = "Untitled-1".into();
+        for lone in [outside, untitled] {
+            assert_eq!(key(&workspace, &lone), key(&document, &lone));
+        }
     }
 }

@@ -218,6 +218,7 @@ mod tests {
         let mut request = request("file:///w/a.rs", Trigger::Invoked, "\n}\n");
         request.context.preamble.snippets.push(Snippet {
             path: "b.rs".into(),
+            source: "/w/b.rs".into(),
             text: "fn helper() {}\n".into(),
         });
         let body = body(&policy, &request);

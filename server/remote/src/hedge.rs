@@ -40,7 +40,7 @@
 
 use std::future::Future;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -69,6 +69,10 @@ const RECENT: usize = 10;
 /// measure the remote again.
 pub const PROBE_EVERY: u64 = 16;
 
+/// Requests refused in a row for their size that make a configuration mistake (the
+/// remote's context is smaller than inkling's prompts).
+const REFUSALS_TO_REPORT: u32 = 3;
+
 /// Called with a sentence for the user (a configuration mistake of the remote).
 pub type Reporter = Arc<dyn Fn(String) + Send + Sync>;
 
@@ -80,6 +84,8 @@ struct Remote {
     breaker: Mutex<Breaker>,
     /// Set by a configuration mistake: requests stay local until the settings change.
     misconfigured: AtomicBool,
+    /// Requests refused for their size since the last answer.
+    refused_in_a_row: AtomicU32,
 }
 
 /// The remote engine in use (if any), its statistics, and how to tell the user
@@ -150,6 +156,7 @@ impl Remotes {
             policy,
             http,
             misconfigured: AtomicBool::new(false),
+            refused_in_a_row: AtomicU32::new(0),
         }));
         Ok(())
     }
@@ -231,12 +238,23 @@ impl Remotes {
     fn remote_failed(&self, remote: &Remote, failure: &Failure, admission: Admission) {
         tracing::warn!("remote engine {}: {failure}", remote.policy.endpoint);
         lock(&self.stats).remote.failures += 1;
-        if failure.is_request_refused() {
-            lock(&remote.breaker).inconclusive(Instant::now(), admission);
-        } else if failure.is_configuration_mistake() {
+        // One request too large says nothing about the remote (the race's drop guard
+        // releases a probe); every one refused so is a remote whose context is
+        // smaller than our prompts: a configuration mistake.
+        let refused = failure.is_request_refused();
+        let refused_in_a_row = if refused {
+            remote.refused_in_a_row.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            0
+        };
+        if refused && refused_in_a_row < REFUSALS_TO_REPORT {
+            return;
+        }
+        if refused || failure.is_configuration_mistake() {
             if !remote.misconfigured.swap(true, Ordering::Relaxed) {
                 let what = match failure {
                     Failure::Misconfigured(_) => "cannot be asked",
+                    _ if refused => "refused every request as too large",
                     _ => "refused a completion request",
                 };
                 let message = format!(
@@ -312,6 +330,15 @@ fn order(policy: &Resolved, stats: &HedgeStats) -> Order {
             .max(MIN_HEDGE_DELAY)
             .min(policy.first_token_timeout),
     )
+}
+
+/// Whether post-processing leaves something of `generation` to show, as the
+/// pipeline will finish it (a panic in it counts as nothing).
+fn shows_something(generation: &Generation, request: &CompletionRequest) -> bool {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        postprocess::finish(generation.text_to_finish(), &request.context, &request.stop).is_some()
+    }))
+    .unwrap_or(false)
 }
 
 /// Which leg owns the partial text stream.
@@ -504,8 +531,9 @@ impl<L: Backend> Hedged<L> {
                 }
                 result = &mut remote_leg, if remote_started.is_some() && !remote_failed => match result {
                     // Good: something to show once post-processed, as local's answer is.
-                    Ok(streamed) if postprocess::finish(&streamed.generation.text, &remote_request.context, &remote_request.stop).is_some() => {
+                    Ok(streamed) if shows_something(&streamed.generation, &remote_request) => {
                         lock(&remote.breaker).succeeded(admission);
+                        remote.refused_in_a_row.store(0, Ordering::Relaxed);
                         let remote_time = remote_started.map_or(Duration::ZERO, |at| at.elapsed());
                         self.remotes.record(|s| {
                             s.remote.wins += 1;
@@ -525,6 +553,7 @@ impl<L: Backend> Hedged<L> {
                             // Nothing to show (a server out of time, say): healthy.
                             Ok(streamed) => {
                                 lock(&remote.breaker).succeeded(admission);
+                                remote.refused_in_a_row.store(0, Ordering::Relaxed);
                                 // Its time to an empty answer counts for the hedge
                                 // delay too: a slow remote must not look fast.
                                 let remote_time = remote_started.map_or(Duration::ZERO, |at| at.elapsed());

@@ -46,36 +46,37 @@ fn lexical(path: &str) -> String {
 }
 
 /// Whether the file at `absolute` (`relative` to its workspace, when known) is on
-/// the deny-list.
+/// the deny-list, as spelled or resolved.
 fn denied(policy: &Resolved, absolute: &str, relative: &str) -> bool {
-    policy.deny.path(&lexical(absolute))
-        || (!relative.is_empty() && policy.deny.path(&lexical(relative)))
+    [absolute, relative]
+        .into_iter()
+        .filter(|path| !path.is_empty())
+        .any(|path| policy.deny.path(path) || policy.deny.path(&lexical(path)))
+}
+
+/// Whether the file at `absolute` is in one of the policy's workspace folders (or
+/// no folders are named), its path resolved first.
+fn in_workspaces(policy: &Resolved, absolute: &str) -> bool {
+    let absolute = lexical(absolute);
+    policy.workspaces.is_empty()
+        || policy.workspaces.iter().any(|folder| {
+            let folder = lexical(folder);
+            absolute
+                .strip_prefix(folder.trim_end_matches('/'))
+                .is_some_and(|rest| rest.starts_with('/'))
+        })
 }
 
 /// The other files' material of `request` that may go remote: none from a file on
-/// the deny-list (a ring chunk of a denied file, a signature defined in one).
+/// the deny-list (a ring chunk of a denied file, a signature defined in one), none
+/// from outside the policy's workspace folders.
 pub fn allowed_snippets<'r>(
     policy: &'r Resolved,
     request: &'r CompletionRequest,
 ) -> impl Iterator<Item = &'r Snippet> {
-    let absolute = document_path(&request.document);
-    let relative = &request.context.preamble.path;
-    // The workspace's folder, from the document's absolute and relative paths.
-    let root = (!relative.is_empty())
-        .then(|| absolute.strip_suffix(relative.as_str()).map(str::to_owned))
-        .flatten();
-    request
-        .context
-        .preamble
-        .snippets
-        .iter()
-        .filter(move |snippet| {
-            let absolute = match &root {
-                Some(root) => format!("{root}/{}", snippet.path),
-                None => snippet.path.clone(),
-            };
-            !denied(policy, &absolute, &snippet.path)
-        })
+    request.context.preamble.snippets.iter().filter(|snippet| {
+        !denied(policy, &snippet.source, &snippet.path) && in_workspaces(policy, &snippet.source)
+    })
 }
 
 /// Whether `request` may go remote under `policy`.
@@ -98,13 +99,7 @@ pub fn check(policy: &Resolved, request: &CompletionRequest) -> Result<(), Local
                 .languages
                 .iter()
                 .any(|l| l.eq_ignore_ascii_case(&request.context.language_id)))
-        && (policy.workspaces.is_empty()
-            || policy.workspaces.iter().any(|folder| {
-                let folder = folder.trim_end_matches('/');
-                absolute
-                    .strip_prefix(folder)
-                    .is_some_and(|rest| rest.starts_with('/'))
-            }));
+        && in_workspaces(policy, &absolute);
     if allowed {
         Ok(())
     } else {
@@ -204,6 +199,7 @@ pub(crate) mod tests {
         use inkling_core::context::Snippet;
         let snippet = |path: &str| Snippet {
             path: path.into(),
+            source: format!("/w/{path}"),
             text: format!("MARKER of {path}\n"),
         };
         for format in ["infill", "openai", "ollama"] {
@@ -223,6 +219,21 @@ pub(crate) mod tests {
             assert!(body.contains("MARKER of lib/ok.rs"), "{format}: {body}");
             assert_eq!(body.matches("MARKER").count(), 1, "{format}: {body}");
         }
+        // Nor from outside the workspace folders the policy names, however spelled.
+        let policy = policy(r#"{"url": "http://h", "workspaces": ["/w/"]}"#);
+        let mut request = request("file:///w/src/a.rs", Trigger::Invoked, "\n}\n");
+        request.context.preamble.snippets = vec![
+            Snippet {
+                path: "/work/x.rs".into(),
+                source: "/w/../work/x.rs".into(),
+                text: "MARKER outside\n".into(),
+            },
+            snippet("lib/ok.rs"),
+        ];
+        let kept: Vec<&str> = allowed_snippets(&policy, &request)
+            .map(|s| s.path.as_str())
+            .collect();
+        assert_eq!(kept, ["lib/ok.rs"]);
     }
 
     #[test]

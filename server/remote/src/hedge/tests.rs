@@ -716,17 +716,33 @@ async fn a_request_too_large_for_the_remote_is_answered_locally_and_the_remote_s
     hedged
         .remotes()
         .set_reporter(Arc::new(move |m| lock(&sink).push(m)));
-    // More refusals than the breaker's threshold (2): neither a trip nor a report.
-    for _ in 0..3 {
+    // As many refusals as the breaker's threshold (2): neither a trip nor a report.
+    for _ in 0..2 {
         assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
     }
-    assert_eq!(remote.requests(), 3);
+    remote.set(Behaviour::Answer(Duration::ZERO, vec!["remote()"]));
+    assert_eq!(hedged.generate(invoked()).await.unwrap().text, "remote()");
+    remote.set(Behaviour::Status(413));
+    for _ in 0..REFUSALS_TO_REPORT - 1 {
+        assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
+    }
     assert!(lock(&reports).is_empty(), "{:?}", lock(&reports));
     let snapshot = hedged.remotes().snapshot();
     assert_eq!(
         (snapshot.breaker, snapshot.breaker_trips),
         (Some("closed"), 0)
     );
+    // Refused every time in a row: its context is smaller than our prompts.
+    assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
+    assert_eq!(lock(&reports).len(), 1);
+    assert!(
+        lock(&reports)[0].contains("too large"),
+        "{:?}",
+        lock(&reports)
+    );
+    let requests = remote.requests();
+    hedged.generate(invoked()).await.unwrap();
+    assert_eq!(remote.requests(), requests);
 }
 
 #[tokio::test]
