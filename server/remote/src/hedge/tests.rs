@@ -239,6 +239,16 @@ fn configured(local: &FakeLocal, remote: &FakeRemote, fields: &str) -> Hedged<Fa
     Hedged::new(local.clone(), remotes)
 }
 
+/// The sentences `hedged` reports to the user from now on.
+fn reports_of(hedged: &Hedged<FakeLocal>) -> Arc<Mutex<Vec<String>>> {
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let sink = reports.clone();
+    hedged
+        .remotes()
+        .set_reporter(Arc::new(move |m| lock(&sink).push(m)));
+    reports
+}
+
 /// With a fixed, short hedge delay and a quick breaker, and `extra` fields.
 fn hedged(local: &FakeLocal, remote: &FakeRemote, extra: &str) -> Hedged<FakeLocal> {
     let fields = format!(
@@ -607,11 +617,7 @@ async fn a_configuration_mistake_is_reported_once_and_not_retried() {
     let remote = FakeRemote::start(Behaviour::Status(400)).await;
     let local = FakeLocal::new(Duration::from_millis(10));
     let hedged = hedged(&local, &remote, "");
-    let reports = Arc::new(Mutex::new(Vec::new()));
-    let sink = reports.clone();
-    hedged
-        .remotes()
-        .set_reporter(Arc::new(move |m| lock(&sink).push(m)));
+    let reports = reports_of(&hedged);
     for _ in 0..3 {
         assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
     }
@@ -711,11 +717,7 @@ async fn a_request_too_large_for_the_remote_is_answered_locally_and_the_remote_s
     let remote = FakeRemote::start(Behaviour::Status(413)).await;
     let local = FakeLocal::new(Duration::from_millis(10));
     let hedged = hedged(&local, &remote, "");
-    let reports = Arc::new(Mutex::new(Vec::new()));
-    let sink = reports.clone();
-    hedged
-        .remotes()
-        .set_reporter(Arc::new(move |m| lock(&sink).push(m)));
+    let reports = reports_of(&hedged);
     // As many refusals as the breaker's threshold (2): neither a trip nor a report.
     for _ in 0..2 {
         assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
@@ -743,32 +745,6 @@ async fn a_request_too_large_for_the_remote_is_answered_locally_and_the_remote_s
     let requests = remote.requests();
     hedged.generate(invoked()).await.unwrap();
     assert_eq!(remote.requests(), requests);
-}
-
-#[tokio::test]
-async fn an_api_key_variable_not_set_is_reported_once_and_nothing_is_sent() {
-    let remote = FakeRemote::start(Behaviour::Answer(Duration::ZERO, vec!["remote()"])).await;
-    let local = FakeLocal::new(Duration::from_millis(10));
-    let hedged = hedged(
-        &local,
-        &remote,
-        r#", "apiKeyEnv": "INKLING_TEST_KEY_NEVER_SET""#,
-    );
-    let reports = Arc::new(Mutex::new(Vec::new()));
-    let sink = reports.clone();
-    hedged
-        .remotes()
-        .set_reporter(Arc::new(move |m| lock(&sink).push(m)));
-    for _ in 0..2 {
-        assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
-    }
-    assert_eq!(remote.requests(), 0);
-    assert_eq!(lock(&reports).len(), 1);
-    assert!(
-        lock(&reports)[0].contains("INKLING_TEST_KEY_NEVER_SET"),
-        "{:?}",
-        lock(&reports)
-    );
 }
 
 #[tokio::test]
@@ -818,11 +794,7 @@ async fn a_redirect_is_not_followed_but_reported() {
     let remote = FakeRemote::start(Behaviour::RedirectToItself).await;
     let local = FakeLocal::new(Duration::from_millis(10));
     let hedged = hedged(&local, &remote, "");
-    let reports = Arc::new(Mutex::new(Vec::new()));
-    let sink = reports.clone();
-    hedged
-        .remotes()
-        .set_reporter(Arc::new(move |m| lock(&sink).push(m)));
+    let reports = reports_of(&hedged);
     for _ in 0..2 {
         assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
     }
@@ -883,11 +855,7 @@ async fn a_remote_echoing_the_key_does_not_get_it_shown() {
         let remote = FakeRemote::start(Behaviour::Echo(status)).await;
         let local = FakeLocal::new(Duration::from_millis(10));
         let hedged = hedged(&local, &remote, r#", "apiKeyEnv": "PATH""#);
-        let reports = Arc::new(Mutex::new(Vec::new()));
-        let sink = reports.clone();
-        hedged
-            .remotes()
-            .set_reporter(Arc::new(move |m| lock(&sink).push(m)));
+        let reports = reports_of(&hedged);
         let configured = lock(&hedged.remotes().remote).clone().unwrap();
         let failed = client::stream(
             &configured.http,
@@ -908,27 +876,27 @@ async fn a_remote_echoing_the_key_does_not_get_it_shown() {
 }
 
 #[tokio::test]
-async fn a_request_the_audit_log_cannot_record_is_not_sent() {
-    let remote = FakeRemote::start(Behaviour::Answer(Duration::ZERO, vec!["remote()"])).await;
-    let local = FakeLocal::new(Duration::from_millis(10));
-    let hedged = hedged(
-        &local,
-        &remote,
-        r#", "auditLog": "/nonexistent-folder/audit.log""#,
-    );
-    let reports = Arc::new(Mutex::new(Vec::new()));
-    let sink = reports.clone();
-    hedged
-        .remotes()
-        .set_reporter(Arc::new(move |m| lock(&sink).push(m)));
-    for _ in 0..2 {
-        assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
+async fn a_remote_that_cannot_be_asked_as_configured_is_reported_once_and_sent_nothing() {
+    // An API key variable not set; an audit log that cannot record the request.
+    for (field, named) in [
+        (
+            r#", "apiKeyEnv": "INKLING_TEST_KEY_NEVER_SET""#,
+            "INKLING_TEST_KEY_NEVER_SET",
+        ),
+        (
+            r#", "auditLog": "/nonexistent-folder/audit.log""#,
+            "audit log",
+        ),
+    ] {
+        let remote = FakeRemote::start(Behaviour::Answer(Duration::ZERO, vec!["remote()"])).await;
+        let local = FakeLocal::new(Duration::from_millis(10));
+        let hedged = hedged(&local, &remote, field);
+        let reports = reports_of(&hedged);
+        for _ in 0..2 {
+            assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
+        }
+        assert_eq!(remote.requests(), 0, "{field}");
+        assert_eq!(lock(&reports).len(), 1, "{field}");
+        assert!(lock(&reports)[0].contains(named), "{:?}", lock(&reports));
     }
-    assert_eq!(remote.requests(), 0);
-    assert_eq!(lock(&reports).len(), 1);
-    assert!(
-        lock(&reports)[0].contains("audit log"),
-        "{:?}",
-        lock(&reports)
-    );
 }
