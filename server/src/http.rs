@@ -497,8 +497,13 @@ impl Endpoint {
         }
         let _guard = CancelOnDrop(cancel.clone());
         let started = std::time::Instant::now();
-        let context = crate::suggest::contain_panic(|| context::from_parts(prefix, suffix, ""))
-            .map_err(|_| Unanswered::Failed("internal error".into()))?;
+        let context = crate::suggest::contain_panic(|| {
+            let mut context = context::from_parts(prefix, suffix, "");
+            // The file's path, for what depends on it (a remote's deny-list).
+            context.preamble.path = file.filename.clone().unwrap_or_default();
+            context
+        })
+        .map_err(|_| Unanswered::Failed("internal error".into()))?;
         let assembly_time = started.elapsed();
         let ask = Ask {
             context,

@@ -613,12 +613,17 @@ fn suffix_overlap(text: &str, suffix: &str) -> usize {
 
 /// The start of `generated` the suggestion is made of (before its indentation is
 /// adjusted), or `None` when nothing useful is left.
-/// `text` up to its first control character other than tab and line breaks: NUL,
-/// escape and the like are no code, whatever backend sent them.
+/// `text` up to its first control character other than tab and line breaks (`\n`,
+/// `\r\n`): NUL, escape, a lone `\r` and the like are no code, whatever backend
+/// sent them.
 pub fn before_control(text: &str) -> &str {
     let end = text
-        .find(|c: char| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-        .unwrap_or(text.len());
+        .char_indices()
+        .find(|&(at, c)| {
+            c.is_control()
+                && !(matches!(c, '\t' | '\n') || (c == '\r' && text[at + 1..].starts_with('\n')))
+        })
+        .map_or(text.len(), |(at, _)| at);
     &text[..end]
 }
 
@@ -977,6 +982,7 @@ mod tests {
             Some("print(1)")
         );
         assert_eq!(suggest("x = ", "\n", "\u{1b}[31mred"), None);
+        assert_eq!(before_control("a\r\nb\rc"), "a\r\nb");
     }
 
     #[test]

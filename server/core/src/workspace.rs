@@ -892,20 +892,26 @@ fn similarity(a: &HashSet<u64>, b: &HashSet<u64>) -> f64 {
 
 /// The file path of a `file:` URI, percent-decoded.
 pub fn file_path(uri: &str) -> Option<PathBuf> {
-    // `file:///p`, and its other spellings (RFC 8089): `file://localhost/p` (any
-    // case), which some clients send, and `file:/p`.
-    let path = match uri.strip_prefix("file://") {
-        Some(rest)
-            if rest
-                .get(..10)
-                .is_some_and(|host| host.eq_ignore_ascii_case("localhost/")) =>
-        {
-            &rest[9..]
+    // `file:///p`, and its other spellings (RFC 8089): the scheme in any case,
+    // this machine named as the host (`file://localhost/p`, which some clients
+    // send), and `file:/p`. Another host's file is none of this machine's.
+    let rest = uri
+        .get(..5)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("file:"))
+        .map(|_| &uri[5..])?;
+    let path = match rest.strip_prefix("//") {
+        Some(authority) => {
+            let host_end = authority.find('/')?;
+            let host = &authority[..host_end];
+            let this_machine = ["", "localhost", "127.0.0.1", "[::1]"]
+                .iter()
+                .any(|name| host.eq_ignore_ascii_case(name));
+            if !this_machine {
+                return None;
+            }
+            &authority[host_end..]
         }
-        Some(rest) => rest,
-        None => uri
-            .strip_prefix("file:")
-            .filter(|rest| rest.starts_with('/'))?,
+        None => rest.strip_prefix('/').map(|_| rest)?,
     };
     let bytes = path.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
@@ -927,7 +933,11 @@ pub fn file_path(uri: &str) -> Option<PathBuf> {
             }
         }
     }
-    Some(PathBuf::from(String::from_utf8(decoded).ok()?))
+    // A NUL ends a path for the system but not for a glob: no such path.
+    let decoded = String::from_utf8(decoded)
+        .ok()
+        .filter(|path| !path.contains('\0'))?;
+    Some(PathBuf::from(decoded))
 }
 
 #[cfg(test)]

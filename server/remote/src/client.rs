@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::config::{Affinity, Format, Resolved};
 use crate::format::{self, stable_hash};
 use crate::policy::document_path;
+use inkling_core::workspace::file_path;
 
 /// Why a remote request gave no answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,9 +60,39 @@ const TOO_LARGE: [&str; 6] = [
 
 impl Failure {
     /// The failure with every `secret` in its text (an error body echoing the
-    /// request's headers, say) replaced.
+    /// request's headers, say) replaced: as sent, trimmed (a header value the
+    /// server read), JSON-escaped and percent-encoded (echoed in a body or a URL).
     fn redacted(self, secret: &str) -> Failure {
-        self.map_text(|text| text.replace(secret, "[the API key]"))
+        let json = |key: &str| serde_json::to_string(key).unwrap_or_default();
+        let percent = |key: &str| -> String {
+            key.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect()
+        };
+        let mut spellings: Vec<String> = [secret, secret.trim()]
+            .into_iter()
+            .flat_map(|key| {
+                let json = json(key);
+                let json = json[1..json.len().saturating_sub(1).max(1)].to_owned();
+                [key.to_owned(), json, percent(key)]
+            })
+            .filter(|s| !s.is_empty())
+            .collect();
+        // Longest first: a spelling inside another must not break its match.
+        spellings.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        spellings.dedup();
+        self.map_text(|mut text| {
+            for spelling in &spellings {
+                text = text.replace(spelling.as_str(), "[the API key]");
+                text = text.replace(&spelling.to_lowercase(), "[the API key]");
+            }
+            text
+        })
     }
 
     /// The failure with its text cut to what a message shows.
@@ -189,10 +220,17 @@ fn audit(policy: &Resolved, request: &CompletionRequest, bytes: usize) -> Result
     let time = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    // A file's path; for a request not from a file (the HTTP endpoint) the path
+    // its client named, if any.
+    let relative = &request.context.preamble.path;
+    let file = match file_path(&request.document) {
+        None if !relative.is_empty() => relative.clone(),
+        _ => document_path(&request.document),
+    };
     let line = serde_json::json!({
         "time": time,
         "url": policy.endpoint,
-        "path": document_path(&request.document),
+        "path": file,
         "bytes": bytes,
     });
     // Non-blocking: a FIFO put there since the settings were read must not hold
@@ -206,7 +244,8 @@ fn audit(policy: &Resolved, request: &CompletionRequest, bytes: usize) -> Result
             if !file.metadata()?.is_file() {
                 return Err(std::io::Error::other("not a regular file"));
             }
-            writeln!(file, "{line}")
+            // One write: lines of processes sharing the log do not interleave.
+            file.write_all(format!("{line}\n").as_bytes())
         });
     written.map_err(|e| {
         Failure::Misconfigured(format!(
@@ -569,6 +608,24 @@ mod tests {
         }
         assert!(!status(400, suffix).is_request_refused());
         assert!(!status(500, vllm).is_request_refused());
+    }
+
+    #[test]
+    fn every_spelling_of_the_key_an_error_may_echo_is_hidden() {
+        let key = " sk-A b\"c/+ ";
+        for echoed in [
+            "Bearer  sk-A b\"c/+ ",
+            "invalid key sk-A b\"c/+",
+            r#"{"got": "sk-A b\"c/+"}"#,
+            "https://h/?key=sk-A%20b%22c%2F%2B",
+            "https://h/?key=sk-a%20b%22c%2f%2b",
+        ] {
+            let shown = Failure::Status(401, echoed.into())
+                .redacted(key)
+                .to_string();
+            assert!(shown.contains("[the API key]"), "{echoed}: {shown}");
+            assert!(!shown.contains("sk-"), "{echoed}: {shown}");
+        }
     }
 
     #[test]

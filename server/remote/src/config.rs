@@ -245,6 +245,16 @@ impl RemoteConfig {
         {
             return Err("`remote.template` is needed with this preset (the server refuses `suffix`): name the model's FIM family, e.g. `qwen`".into());
         }
+        if let Some(folder) = self
+            .workspaces
+            .iter()
+            .flatten()
+            .find(|folder| !folder.starts_with('/'))
+        {
+            return Err(format!(
+                "`remote.workspaces`: `{folder}` is not an absolute folder"
+            ));
+        }
         let deny = DisabledFiles::new(Vec::new(), self.deny_paths.clone().unwrap_or_default())
             .map_err(|e| format!("`remote.denyPaths`: {e}"))?;
         // Out of range is refused, not bent: a wait the user did not mean is worse.
@@ -388,6 +398,7 @@ mod tests {
             ("breakerFailures", r#""breakerFailures": 0"#),
             ("auditLog", r#""auditLog": "/dev/null""#),
             ("auditLog", r#""auditLog": """#),
+            ("workspaces", r#""workspaces": ["src"]"#),
         ] {
             let error = config(&format!(r#"{{"url": "http://h", {refused}}}"#))
                 .resolve()

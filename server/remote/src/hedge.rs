@@ -69,6 +69,9 @@ const RECENT: usize = 10;
 /// measure the remote again.
 pub const PROBE_EVERY: u64 = 16;
 
+/// How often a race looks whether the settings replaced its remote.
+const SETTINGS_POLL: Duration = Duration::from_millis(20);
+
 /// Requests refused in a row for their size that make a configuration mistake (the
 /// remote's context is smaller than inkling's prompts).
 const REFUSALS_TO_REPORT: u32 = 3;
@@ -518,8 +521,30 @@ impl<L: Backend> Hedged<L> {
             }
         };
         let mut cancelled = pin!(cancelled);
+        // The settings changed the remote (or removed it) meanwhile: its answer is
+        // no longer wanted, whatever it says.
+        let replaced = async {
+            loop {
+                tokio::time::sleep(SETTINGS_POLL).await;
+                let current = lock(&self.remotes.remote).clone();
+                if !current.is_some_and(|current| Arc::ptr_eq(&current, &remote)) {
+                    return;
+                }
+            }
+        };
+        let mut replaced = pin!(replaced);
         loop {
             tokio::select! {
+                () = &mut replaced, if !remote_failed => {
+                    remote_failed = true;
+                    owner.store(LOCAL, Ordering::Relaxed);
+                    if let Some(error) = local_failed.take() {
+                        return Err(error);
+                    }
+                    if local_leg.is_none() {
+                        local_leg = self.start_local(&mut local_request, &mut local_started);
+                    }
+                }
                 () = tokio::time::sleep_until(remote_at), if remote_started.is_none() => {
                     remote_started = Some(Instant::now());
                     // Local went first: the remote is its hedge, unless local failed.

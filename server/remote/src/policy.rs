@@ -46,10 +46,15 @@ fn lexical(path: &str) -> String {
 }
 
 /// Whether the file at `absolute` (`relative` to its workspace, when known) is on
-/// the deny-list, as spelled or resolved.
+/// the deny-list, as spelled, resolved in its text, or resolved on disk (a link
+/// into a denied folder).
 fn denied(policy: &Resolved, absolute: &str, relative: &str) -> bool {
+    let on_disk = std::fs::canonicalize(absolute)
+        .ok()
+        .map(|path| path.to_string_lossy().into_owned());
     [absolute, relative]
         .into_iter()
+        .chain(on_disk.as_deref())
         .filter(|path| !path.is_empty())
         .any(|path| policy.deny.path(path) || policy.deny.path(&lexical(path)))
 }
@@ -82,7 +87,14 @@ pub fn allowed_snippets<'r>(
 /// Whether `request` may go remote under `policy`.
 pub fn check(policy: &Resolved, request: &CompletionRequest) -> Result<(), Local> {
     let absolute = document_path(&request.document);
-    if denied(policy, &absolute, &request.context.preamble.path) {
+    // A `file:` URI that names no path on this machine (another host, a NUL) cannot
+    // be matched against the globs: it stays.
+    let unreadable = request
+        .document
+        .get(..5)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("file:"))
+        && file_path(&request.document).is_none();
+    if unreadable || denied(policy, &absolute, &request.context.preamble.path) {
         return Err(Local::Denied);
     }
     let multi_line = request.stop.multi_line();
@@ -184,6 +196,13 @@ pub(crate) mod tests {
         let policy = policy(r#"{"url": "http://h", "denyPaths": ["/w/private.rs"]}"#);
         for uri in [
             "file:///w/private.rs",
+            "FILE:///w/private.rs",
+            "file:/w/private.rs",
+            "file://LOCALHOST/w/private.rs",
+            "file://127.0.0.1/w/private.rs",
+            // No path of this machine: not matched, so kept.
+            "file://elsewhere/w/private.rs",
+            "file:///w/private.rs%00.txt",
             "file://localhost/w/private.rs",
             "file:///w/./private.rs",
             "file:///w//private.rs",
@@ -192,6 +211,20 @@ pub(crate) mod tests {
             let request = request(uri, Trigger::Invoked, "\n}\n");
             assert_eq!(check(&policy, &request), Err(Local::Denied), "{uri}");
         }
+    }
+
+    #[test]
+    fn a_link_into_a_denied_folder_is_denied() {
+        let root = std::env::temp_dir().join(format!("inkling-deny-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("secrets")).unwrap();
+        std::fs::write(root.join("secrets/vault.rs"), "let key = 1;\n").unwrap();
+        std::os::unix::fs::symlink(root.join("secrets"), root.join("link")).unwrap();
+        let policy = policy(r#"{"url": "http://h", "denyPaths": ["**/secrets/**"]}"#);
+        let uri = format!("file://{}/link/vault.rs", root.display());
+        let verdict = check(&policy, &request(&uri, Trigger::Invoked, "\n}\n"));
+        let _ = std::fs::remove_dir_all(&root);
+        assert_eq!(verdict, Err(Local::Denied));
     }
 
     #[test]

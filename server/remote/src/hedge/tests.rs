@@ -900,3 +900,30 @@ async fn a_remote_that_cannot_be_asked_as_configured_is_reported_once_and_sent_n
         assert!(lock(&reports)[0].contains(named), "{:?}", lock(&reports));
     }
 }
+
+#[tokio::test]
+async fn a_remote_the_settings_replace_mid_race_is_not_waited_for_nor_used() {
+    let remote = FakeRemote::start(Behaviour::Answer(
+        Duration::from_millis(400),
+        vec!["remote()"],
+    ))
+    .await;
+    let local = FakeLocal::new(Duration::from_millis(50));
+    let hedged = Arc::new(configured(
+        &local,
+        &remote,
+        r#", "triggers": "all", "hedgeDelayMs": 10000"#,
+    ));
+    let racing = hedged.clone();
+    let answer = tokio::spawn(async move { racing.generate(invoked()).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    hedged.remotes().configure(None).unwrap();
+    // Not after the hedge delay, and not the remote's late answer: local's.
+    let answer = tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .expect("not held for the hedge delay")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.text, "local()");
+    assert_eq!(hedged.remotes().snapshot().stats.remote.wins, 0);
+}
