@@ -437,6 +437,26 @@ impl<L: Backend> Hedged<L> {
         Some(Box::pin(self.local.generate(request)))
     }
 
+    /// The remote leg is out of a race: local owns the partial text and answers,
+    /// started now unless it was; its failure, if it failed already, is the race's.
+    fn leave_to_local<'a>(
+        &'a self,
+        owner: &AtomicU8,
+        local_failed: &mut Option<BackendError>,
+        local_leg: &mut Option<LocalLeg<'a>>,
+        local_request: &mut Option<CompletionRequest>,
+        local_started: &mut Option<Instant>,
+    ) -> Result<(), BackendError> {
+        owner.store(LOCAL, Ordering::Relaxed);
+        if let Some(error) = local_failed.take() {
+            return Err(error);
+        }
+        if local_leg.is_none() {
+            *local_leg = self.start_local(local_request, local_started);
+        }
+        Ok(())
+    }
+
     /// The order of a race now, counting the requests that find the remote slower
     /// and turning every [`PROBE_EVERY`]th of them into a race of both at once (and
     /// the breaker's probe: it must reach the remote).
@@ -537,13 +557,7 @@ impl<L: Backend> Hedged<L> {
             tokio::select! {
                 () = &mut replaced, if !remote_failed => {
                     remote_failed = true;
-                    owner.store(LOCAL, Ordering::Relaxed);
-                    if let Some(error) = local_failed.take() {
-                        return Err(error);
-                    }
-                    if local_leg.is_none() {
-                        local_leg = self.start_local(&mut local_request, &mut local_started);
-                    }
+                    self.leave_to_local(&owner, &mut local_failed, &mut local_leg, &mut local_request, &mut local_started)?;
                 }
                 () = tokio::time::sleep_until(remote_at), if remote_started.is_none() => {
                     remote_started = Some(Instant::now());
@@ -595,13 +609,7 @@ impl<L: Backend> Hedged<L> {
                             Err(failure) => self.remotes.remote_failed(&remote, &failure, admission),
                         }
                         remote_failed = true;
-                        owner.store(LOCAL, Ordering::Relaxed);
-                        if let Some(error) = local_failed.take() {
-                            return Err(error);
-                        }
-                        if local_leg.is_none() {
-                            local_leg = self.start_local(&mut local_request, &mut local_started);
-                        }
+                        self.leave_to_local(&owner, &mut local_failed, &mut local_leg, &mut local_request, &mut local_started)?;
                     }
                 },
                 () = tokio::time::sleep_until(second_at), if hedge_pending && local_leg.is_none() => {
