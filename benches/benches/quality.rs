@@ -233,6 +233,7 @@ fn complete(
         candidates: 1,
         suffix_rescoring: false,
         unbound_seeds: false,
+        stop_when_unsure: false,
     };
     let Ok(generation) = runtime.block_on(engine.generate(request)) else {
         return score;

@@ -34,7 +34,7 @@ pub struct Overrides {
     /// GGUF model to load: a path, or a name `inkling models` lists (`ollama:NAME[:TAG]`,
     /// `lmstudio:PUBLISHER/REPO[/FILE]`, `hf:ORG/REPO[/FILE]`) [default: Gemma-3-270M,
     /// fetched once into the cache]
-    #[arg(long, value_name = "PATH|NAME", global = true)]
+    #[arg(long, value_name = "PATH|NAME", global = true, value_parser = utf8_path)]
     pub model: Option<PathBuf>,
     /// Context size of the model in tokens [default: 4096]
     #[arg(long, visible_alias = "ctx-size", value_name = "TOKENS")]
@@ -54,6 +54,11 @@ pub struct Overrides {
     /// request is answered there either way) [default: true]
     #[arg(long, value_name = "BOOL")]
     pub comment_completions: Option<bool>,
+    /// Automatic requests in a line already begun end before the first token the
+    /// model is unsure of: the suggestion is what it is sure of, and accepting it
+    /// asks for the rest [default: true]
+    #[arg(long, value_name = "BOOL")]
+    pub stop_when_unsure: Option<bool>,
     /// Also serve the HTTP endpoint (`/v1/completions`, `/infill`) on 127.0.0.1 at
     /// this port [default: none]
     #[arg(long, value_name = "PORT")]
@@ -79,7 +84,7 @@ pub struct Overrides {
     #[arg(long, value_name = "BOOL")]
     pub prompt_lookup: Option<bool>,
     /// A smaller GGUF with the same vocabulary that drafts tokens instead [default: none]
-    #[arg(long, value_name = "PATH|NAME")]
+    #[arg(long, value_name = "PATH|NAME", value_parser = utf8_path)]
     pub draft_model: Option<PathBuf>,
     /// The prompt layout: `auto` (detected from the model's vocabulary),
     /// `prefix-only`, `qwen`, `starcoder`, `codellama`, `deepseek`, `codestral`,
@@ -253,6 +258,12 @@ impl Overrides {
 
 /// `template` if the model does not matter to whether it can be used (see
 /// [`template::check`]): a setting refused here leaves the model loaded as it was.
+/// A path flag: clap refuses one that is not UTF-8, which the settings' JSON form
+/// (how the layers merge, see [`Overrides::overridden_by`]) could not carry.
+fn utf8_path(path: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(path))
+}
+
 fn checked_template(template: &str) -> Result<String, String> {
     template::check(template)
         .map(|()| template.to_owned())
@@ -540,6 +551,7 @@ impl Settings {
             postprocess: postprocess::Options {
                 enabled: overrides.postprocess.unwrap_or(true),
                 in_comments: overrides.comment_completions.unwrap_or(true),
+                stop_when_unsure: overrides.stop_when_unsure.unwrap_or(true),
             },
             http_port: overrides.http_port,
             stream_partial: overrides.stream_partial.unwrap_or(false),
@@ -690,6 +702,29 @@ mod tests {
             checked += 1;
         }
         assert!(checked >= 15, "only {checked} defaults checked");
+    }
+
+    #[test]
+    fn a_path_flag_that_is_not_utf8_is_refused_rather_than_dropping_every_flag() {
+        use clap::{Args, FromArgMatches};
+        use std::os::unix::ffi::OsStringExt;
+        let command = Overrides::augment_args(clap::Command::new("inkling"));
+        let parse = |path: std::ffi::OsString| {
+            let args = [
+                "inkling".into(),
+                "--model".into(),
+                path,
+                "--max-tokens".into(),
+                "10".into(),
+            ];
+            let matches = command.clone().try_get_matches_from(args)?;
+            Overrides::from_arg_matches(&matches)
+        };
+        assert!(parse(std::ffi::OsString::from_vec(b"/m/caf\xe9.gguf".to_vec())).is_err());
+        let flags = parse("/m/café.gguf".into()).unwrap();
+        let merged = flags.overridden_by(Overrides::default());
+        assert_eq!(merged.model, Some(PathBuf::from("/m/café.gguf")));
+        assert_eq!(merged.max_tokens, NonZeroU32::new(10));
     }
 
     #[test]

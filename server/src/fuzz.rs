@@ -948,6 +948,7 @@ fn completion_stages_never_panic() {
             let options = postprocess::Options {
                 enabled: spec.postprocess,
                 in_comments: spec.comments,
+                stop_when_unsure: true,
             };
             let trigger = if spec.invoked {
                 Trigger::Invoked

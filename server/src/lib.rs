@@ -20,6 +20,17 @@ pub mod suggest;
 pub mod transport;
 pub mod wire;
 
+/// Ends the process at once with `code`: with `_exit`, not `exit`, since C++ static
+/// destructors and atexit handlers (llama.cpp, ggml, OpenMP) racing with the engine
+/// thread, which may be loading a model or decoding, can crash the process on its
+/// way out. Nothing of ours needs them: Rust runs no destructors at exit either, and
+/// stderr is flushed here.
+pub fn exit_now(code: i32) -> ! {
+    let _ = std::io::Write::flush(&mut std::io::stderr());
+    // SAFETY: `_exit` ends the process; it is async-signal-safe and takes no pointer.
+    unsafe { libc::_exit(code) }
+}
+
 /// The pipeline the server runs: the completion stages over the in-process engine,
 /// hedged against a remote engine when one is configured.
 pub type Pipeline = suggest::Suggester<inkling_remote::hedge::Hedged<inkling_engine::Engine>>;

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use inkling_core::context::{self, CompletionContext, Window};
-use inkling_core::documents::{Document, DocumentStore};
+use inkling_core::documents::{Document, DocumentStore, EditError};
 use inkling_core::generate::{Backend, BackendError, CancelFlag, TextSink};
 use inkling_core::lock;
 use inkling_core::postprocess::{self, Trigger};
@@ -97,7 +97,7 @@ fn watch_parent(pid: u32) {
             tokio::time::sleep(PARENT_CHECK_INTERVAL).await;
             if !alive() {
                 tracing::warn!("the client (process {pid}) is gone; exiting");
-                std::process::exit(1);
+                crate::exit_now(1);
             }
         }
     });
@@ -120,6 +120,10 @@ pub struct LspServer {
     /// across documents would otherwise queue every other request behind it).
     newest_automatic: Mutex<Option<CancelFlag>>,
     shutdown_requested: Arc<AtomicBool>,
+    /// `initialize` and `initialized` came: each is acted on once (tower-lsp lets a
+    /// second `initialize` sent right after the first through).
+    initialize_seen: AtomicBool,
+    initialized_seen: AtomicBool,
     /// What became of the suggestions shown (local statistics).
     acceptance: Acceptance,
     /// The remote engine (if configured), shared by the pipelines of the session.
@@ -278,6 +282,8 @@ pub fn service(
         in_flight: Mutex::new(HashMap::new()),
         newest_automatic: Mutex::new(None),
         shutdown_requested: flag.clone(),
+        initialize_seen: AtomicBool::new(false),
+        initialized_seen: AtomicBool::new(false),
         acceptance: Acceptance::default(),
     })
     .custom_method(
@@ -936,6 +942,12 @@ impl Drop for InFlightGuard<'_> {
 
 impl LanguageServer for LspServer {
     async fn initialize(&self, params: InitializeParams) -> RpcResult<InitializeResult> {
+        if self.initialize_seen.swap(true, Ordering::SeqCst) {
+            return Err(RpcError {
+                message: "`initialize` was received already".into(),
+                ..RpcError::invalid_request()
+            });
+        }
         let encoding = negotiate_encoding(&params.capabilities);
         let inline_client = params
             .capabilities
@@ -1029,6 +1041,9 @@ impl LanguageServer for LspServer {
         let Some(session) = self.session.get() else {
             return;
         };
+        if self.initialized_seen.swap(true, Ordering::SeqCst) {
+            return;
+        }
         for problem in &session.option_problems {
             self.warn(problem.clone()).await;
         }
@@ -1113,7 +1128,10 @@ impl LanguageServer for LspServer {
                 uri.as_str()
             );
             tracing::warn!("{message}");
-            if lock(&self.edits_refused).insert(uri.as_str().to_owned()) {
+            // Shown once per open document; edits of documents never opened (a
+            // client's mistake, maybe one per URI) are logged, and remembered nowhere.
+            let open = !matches!(e, EditError::NotOpen);
+            if open && lock(&self.edits_refused).insert(uri.as_str().to_owned()) {
                 self.client
                     .show_message(MessageType::WARNING, message)
                     .await;
@@ -1134,6 +1152,7 @@ impl LanguageServer for LspServer {
     async fn did_close(&self, params: DidCloseTextDocumentParams) {
         let key = params.text_document.uri.as_str().to_owned();
         lock(&self.documents).close(&key);
+        lock(&self.edits_refused).remove(&key);
         if let Some(workspace) = self.workspace.get() {
             workspace.closed(&key);
         }

@@ -325,18 +325,12 @@ fn serve(flags: Overrides) {
         shutdown_requested
     });
     // Per the spec: exit 0 after `shutdown` + `exit`, 1 otherwise (exit without
-    // shutdown, or the client closed stdin). Exit at once rather than wait for the
-    // engine thread, which may be loading a model or decoding: with `_exit`, not
-    // `exit`, since C++ static destructors and atexit handlers (llama.cpp, ggml,
-    // OpenMP) racing with that thread can crash the process on its way out. Nothing
-    // of ours needs them: Rust runs no destructors at exit either, and stderr is
-    // flushed here.
+    // shutdown, or the client closed stdin), at once rather than after the engine
+    // thread.
     let code = if shutdown_requested.load(Ordering::SeqCst) {
         0
     } else {
         1
     };
-    let _ = std::io::Write::flush(&mut std::io::stderr());
-    // SAFETY: `_exit` ends the process; it is async-signal-safe and takes no pointer.
-    unsafe { libc::_exit(code) }
+    inkling::exit_now(code)
 }

@@ -370,16 +370,18 @@ impl<B: Backend> Suggester<B> {
                     counter.fetch_add(tokens as u64, Ordering::Relaxed);
                 }
             }
-            let cut_by_time = matches!(
+            // Nothing left by post-processing is remembered as nothing to suggest
+            // here, unless the answer was cut before the model said all it would.
+            let cut_short = matches!(
                 generation.stop_reason,
-                StopReason::TimeLimit | StopReason::PromptTimeLimit
+                StopReason::TimeLimit | StopReason::PromptTimeLimit | StopReason::Unsure
             );
             // An answer from a short prompt stands in until the full prompt is warm:
             // the keystrokes after it ask again rather than type through it.
             let remembered = match &text {
                 _ if generation.short_prompt => None,
                 Some(text) => Some(text.as_str()),
-                None if !cut_by_time => Some(""),
+                None if !cut_short => Some(""),
                 None => None,
             };
             if let Some(remembered) = remembered {
@@ -468,6 +470,7 @@ impl<B: Backend> Suggester<B> {
             candidates: 1,
             suffix_rescoring: false,
             unbound_seeds: settings.unbound_names,
+            stop_when_unsure: plan.stop_when_unsure,
         };
         let Some(generation) = self.run_in_background(request).await else {
             return false;
@@ -512,6 +515,7 @@ impl<B: Backend> Suggester<B> {
             candidates: 1,
             suffix_rescoring: false,
             unbound_seeds: false,
+            stop_when_unsure: false,
         };
         let warmed = self.run_in_background(request).await.is_some();
         if warmed {
@@ -667,6 +671,7 @@ impl<B: Backend> Suggester<B> {
             },
             suffix_rescoring: ask.trigger == Trigger::Invoked && settings.suffix_rescoring,
             unbound_seeds: settings.unbound_names,
+            stop_when_unsure: plan.stop_when_unsure,
         };
         *at_backend = true;
         let at_backend = AtBackend::enter(&self.prefetch);

@@ -479,7 +479,7 @@ async fn queue(frames: &mpsc::Sender<Vec<u8>>, frame: Vec<u8>) -> bool {
                 "the client has read nothing for {} s while messages wait for it; exiting",
                 STALLED_CLIENT.as_secs()
             );
-            std::process::exit(1);
+            crate::exit_now(1);
         }
     }
 }

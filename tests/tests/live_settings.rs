@@ -583,3 +583,66 @@ fn http_requests_for_disabled_files_get_empty_answers() {
         disabled.json
     );
 }
+
+/// The automatic answers at `positions` (a line of `sample.py` typed up to a
+/// column, the rest of the line not there yet), each in a document of its own.
+fn typed_into_lines(options: Value, positions: &[(usize, usize)]) -> Vec<String> {
+    let sample = include_str!("../fixtures/sample.py");
+    let lines: Vec<&str> = sample.lines().collect();
+    let mut client = ready_server(vscode_capabilities(), None, options);
+    let answers = positions
+        .iter()
+        .map(|&(line, column)| {
+            let mut text = lines[..line].join("\n");
+            text.push('\n');
+            text.push_str(&lines[line][..column]);
+            text.push('\n');
+            text.push_str(&lines[line + 1..].join("\n"));
+            let uri = format!("file:///tmp/typed-{line}.py");
+            client.open(&uri, "python", &text);
+            let id = client.send_inline_completion_triggered(&uri, line as u32, column as u32, 2);
+            let response = client.response(id, ANSWER_TIMEOUT);
+            assert!(response.get("error").is_none(), "{response}");
+            let items = inline_items(&response);
+            items.first().map_or(String::new(), |item| {
+                item["insertText"].as_str().unwrap_or_default().to_owned()
+            })
+        })
+        .collect();
+    client.shutdown_and_exit();
+    answers
+}
+
+#[test]
+fn in_a_line_begun_an_automatic_answer_ends_where_the_model_is_unsure() {
+    // Code lines of `sample.py`, typed past their first word.
+    let positions = [
+        (12, 15),
+        (20, 14),
+        (21, 16),
+        (26, 15),
+        (28, 18),
+        (29, 19),
+        (32, 15),
+        (35, 15),
+        (42, 16),
+        (43, 18),
+        (46, 14),
+        (47, 14),
+    ];
+    let whole = typed_into_lines(json!({"stopWhenUnsure": false}), &positions);
+    let sure = typed_into_lines(json!({}), &positions);
+    let mut shorter = 0;
+    for ((position, whole), sure) in positions.iter().zip(&whole).zip(&sure) {
+        assert!(
+            whole.starts_with(sure.as_str()),
+            "at {position:?}: {sure:?} is not the start of {whole:?}"
+        );
+        if !sure.is_empty() && sure.len() < whole.len() {
+            shorter += 1;
+        }
+    }
+    // Where the model doubts a token, the answer stops before it (and still shows
+    // what it is sure of).
+    assert!(shorter >= 2, "whole: {whole:?}\nsure: {sure:?}");
+}

@@ -104,6 +104,10 @@ pub struct CompletionRequest {
     /// Start a one-line candidate with each of the context's `unbound_names` unless
     /// the greedy answer defines one, and offer those that define one first.
     pub unbound_seeds: bool,
+    /// End the answer's first line before the first token the model is unsure of
+    /// (a backend that knows its tokens' likelihoods decides what is unsure;
+    /// [`StopReason::Unsure`]): accepting what it is sure of asks for the rest.
+    pub stop_when_unsure: bool,
 }
 
 /// Why a generation ended.
@@ -121,6 +125,8 @@ pub enum StopReason {
     PromptTimeLimit,
     /// The context window is full.
     ContextFull,
+    /// The model was unsure of the next token ([`CompletionRequest::stop_when_unsure`]).
+    Unsure,
 }
 
 impl StopReason {

@@ -32,6 +32,9 @@ pub struct Options {
     /// Automatic requests suggest inside comments too; an invoked
     /// request is answered there whatever this says, since the user asked.
     pub in_comments: bool,
+    /// Automatic requests in a line already begun end before the first token the
+    /// model is unsure of ([`Plan::stop_when_unsure`]).
+    pub stop_when_unsure: bool,
 }
 
 impl Default for Options {
@@ -39,6 +42,7 @@ impl Default for Options {
         Options {
             enabled: true,
             in_comments: true,
+            stop_when_unsure: true,
         }
     }
 }
@@ -61,6 +65,13 @@ pub struct Plan {
     pub max_lines: usize,
     /// Offer the first line alone as a second item.
     pub alternatives: bool,
+    /// End the answer before the first token the model is unsure of: for automatic
+    /// requests once the user types in a line (text before the cursor on it). At a
+    /// line's start the whole statement shows what the model proposes; in a line
+    /// begun, the user is writing one that is theirs, and a start that is right
+    /// (accepted, then the rest asked for) saves more than a whole line that is
+    /// wrong at its end.
+    pub stop_when_unsure: bool,
 }
 
 fn is_word_char(c: char) -> bool {
@@ -144,6 +155,9 @@ pub fn plan(context: &CompletionContext, trigger: Trigger, options: Options) -> 
         multi_line,
         max_lines,
         alternatives: trigger == Trigger::Invoked && multi_line,
+        stop_when_unsure: options.stop_when_unsure
+            && trigger == Trigger::Automatic
+            && !context.line_prefix.trim().is_empty(),
     })
 }
 
@@ -842,6 +856,7 @@ mod tests {
             multi_line: true,
             max_lines: 8,
             alternatives: false,
+            stop_when_unsure: false,
         };
         let rules = StopRules::new(&ctx, &plan, Options::default());
         let generated = "    z = y * 2\n    print(z)\ndef g():\n";

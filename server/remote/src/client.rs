@@ -261,6 +261,10 @@ type Events = Pin<Box<dyn Stream<Item = Result<String, String>> + Send>>;
 /// that sends more, or a line without end, fails the request instead of filling
 /// memory within its time limit.
 const MAX_ANSWER_BYTES: usize = 4 << 20;
+
+/// Most bytes of answer per token asked for: far more than any tokenizer's longest
+/// piece of code.
+const MAX_TOKEN_BYTES: usize = 64;
 /// Most bytes read of an error answer's body, whose start is quoted.
 const MAX_ERROR_BODY_BYTES: usize = 4096;
 
@@ -442,6 +446,9 @@ async fn exchange(
         Format::Ollama => lines(bounded(response.bytes_stream(), MAX_ANSWER_BYTES)),
     };
     let mut text = String::new();
+    // A remote that streams far past the tokens asked for is cut (each event's
+    // stop-rule check reads the whole text).
+    let most_bytes = request.max_tokens as usize * MAX_TOKEN_BYTES;
     let mut first: Option<Duration> = None;
     let mut first_text_at = started;
     let stop_reason = loop {
@@ -488,6 +495,9 @@ async fn exchange(
         }
         if request.stop.end_of_answer(&text, false).is_some() {
             break StopReason::StopRule;
+        }
+        if text.len() >= most_bytes {
+            break StopReason::TokenLimit;
         }
     };
     let first_token = first.unwrap_or_else(|| started.elapsed());

@@ -94,7 +94,12 @@ pub fn check(policy: &Resolved, request: &CompletionRequest) -> Result<(), Local
         .get(..5)
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case("file:"))
         && file_path(&request.document).is_none();
-    if unreadable || denied(policy, &absolute, &request.context.preamble.path) {
+    // A request naming no file at all (the HTTP endpoint asked without a
+    // `filename`) cannot be matched either: with a deny-list, it stays.
+    let unnamed = file_path(&request.document).is_none()
+        && request.context.preamble.path.is_empty()
+        && !policy.deny.is_empty();
+    if unreadable || unnamed || denied(policy, &absolute, &request.context.preamble.path) {
         return Err(Local::Denied);
     }
     let multi_line = request.stop.multi_line();
@@ -134,6 +139,7 @@ pub(crate) mod tests {
         let options = Options {
             enabled: true,
             in_comments: false,
+            stop_when_unsure: false,
         };
         let plan = postprocess::plan(&context, trigger, options).unwrap();
         CompletionRequest {
@@ -151,6 +157,7 @@ pub(crate) mod tests {
             candidates: 1,
             suffix_rescoring: false,
             unbound_seeds: false,
+            stop_when_unsure: false,
         }
     }
 
@@ -211,6 +218,21 @@ pub(crate) mod tests {
             let request = request(uri, Trigger::Invoked, "\n}\n");
             assert_eq!(check(&policy, &request), Err(Local::Denied), "{uri}");
         }
+    }
+
+    #[test]
+    fn a_request_naming_no_file_goes_remote_only_without_a_deny_list() {
+        let guarded = policy(r#"{"url": "http://h", "denyPaths": ["**/secrets/**"]}"#);
+        let open = policy(r#"{"url": "http://h"}"#);
+        let mut unnamed = request("http", Trigger::Invoked, "\n}\n");
+        unnamed.context.preamble.path = String::new();
+        assert_eq!(check(&guarded, &unnamed), Err(Local::Denied));
+        assert_eq!(check(&open, &unnamed), Ok(()));
+        let mut named = unnamed;
+        named.context.preamble.path = "src/main.rs".into();
+        assert_eq!(check(&guarded, &named), Ok(()));
+        named.context.preamble.path = "secrets/main.rs".into();
+        assert_eq!(check(&guarded, &named), Err(Local::Denied));
     }
 
     #[test]

@@ -21,7 +21,8 @@ use std::time::Duration;
 use inkling_core::lock;
 use inkling_core::syntax;
 use inkling_core::workspace;
-use inkling_engine::Engine;
+use inkling_engine::model_check;
+use inkling_engine::{Engine, EngineOptions, Speculation};
 use inkling_remote::hedge::Hedged;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -61,6 +62,26 @@ impl Live {
             loading_superseded: None,
             http: None,
         }
+    }
+}
+
+/// Keeps `old`'s model (and draft model) in `new` where `new` names another that
+/// fails the quick checks (no such file, a directory or FIFO, no GGUF): ending the
+/// working engine for a model that cannot load would leave no suggestions at all.
+fn keep_working_models(old: &EngineOptions, new: &mut EngineOptions, problems: &mut Vec<String>) {
+    if new.model != old.model
+        && let Some(model) = &new.model
+        && let Err(e) = model_check::quick_check(model)
+    {
+        problems.push(format!("`model` not changed: {e}"));
+        new.model = old.model.clone();
+    }
+    if new.speculation != old.speculation
+        && let Speculation::DraftModel(draft) = &new.speculation
+        && let Err(e) = model_check::quick_check(draft)
+    {
+        problems.push(format!("`draftModel` not changed: {e}"));
+        new.speculation = old.speculation.clone();
     }
 }
 
@@ -153,7 +174,8 @@ impl LspServer {
         let (old, new, problems) = {
             let mut live = lock(&self.live);
             live.layers.changed = changed;
-            let (settings, problems) = live.layers.resolve();
+            let (mut settings, mut problems) = live.layers.resolve();
+            keep_working_models(&live.settings.engine, &mut settings.engine, &mut problems);
             let new = Arc::new(settings);
             (
                 std::mem::replace(&mut live.settings, new.clone()),
@@ -250,15 +272,16 @@ impl LspServer {
     }
 
     /// Serves the HTTP endpoint at `port` (`None`: not at all) in place of the one
-    /// served so far (connections open on that one finish their requests).
+    /// served so far (connections open on that one finish their requests); when the
+    /// port cannot be bound, the one served so far stays.
     pub(super) async fn serve_http(&self, port: Option<u16>) {
         let Some(pipeline) = self.pipeline.get() else {
             return;
         };
-        if let Some(served) = lock(&self.live).http.take() {
-            served.abort();
-        }
         let Some(port) = port else {
+            if let Some(served) = lock(&self.live).http.take() {
+                served.abort();
+            }
             return;
         };
         match http::bind(port).await {
@@ -278,7 +301,15 @@ impl LspServer {
                     }
                 }
             }
-            Err(e) => self.warn(format!("HTTP endpoint not started: {e}")).await,
+            Err(e) => {
+                let kept = if lock(&self.live).http.is_some() {
+                    "; the endpoint served so far stays"
+                } else {
+                    ""
+                };
+                self.warn(format!("HTTP endpoint not started: {e}{kept}"))
+                    .await
+            }
         }
     }
 
@@ -329,5 +360,47 @@ impl LspServer {
             .filter_map(|change| workspace::file_path(change.uri.as_str()))
             .collect();
         workspace.refresh_in_background(paths);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn a_model_change_to_a_file_that_cannot_load_keeps_the_model_in_use() {
+        let folder =
+            std::env::temp_dir().join(format!("inkling-live-model-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        let not_gguf = folder.join("notes.gguf");
+        std::fs::write(&not_gguf, "not a model").unwrap();
+        let defaults = Settings::resolve(Overrides::default()).0.engine;
+        let old = EngineOptions {
+            model: Some("/models/working.gguf".into()),
+            ..defaults.clone()
+        };
+        for bad in [folder.clone(), not_gguf, folder.join("missing.gguf")] {
+            let mut new = EngineOptions {
+                model: Some(bad.clone()),
+                speculation: Speculation::DraftModel(bad.clone()),
+                ..defaults.clone()
+            };
+            let mut problems = Vec::new();
+            keep_working_models(&old, &mut new, &mut problems);
+            assert_eq!(new.model, old.model, "{}", bad.display());
+            assert_eq!(new.speculation, Speculation::Off);
+            assert_eq!(problems.len(), 2, "{problems:?}");
+            assert!(
+                problems[0].starts_with("`model` not changed"),
+                "{problems:?}"
+            );
+        }
+        // Back to the default model, or unchanged: nothing to check.
+        let mut new = defaults;
+        let mut problems = Vec::new();
+        keep_working_models(&old, &mut new, &mut problems);
+        assert_eq!((new.model, problems), (None::<PathBuf>, vec![]));
+        let _ = std::fs::remove_dir_all(&folder);
     }
 }

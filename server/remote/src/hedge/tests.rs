@@ -3,6 +3,7 @@
 
 use std::sync::atomic::AtomicUsize;
 
+use inkling_core::generate::StopReason;
 use inkling_core::postprocess::Trigger;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -926,4 +927,39 @@ async fn a_remote_the_settings_replace_mid_race_is_not_waited_for_nor_used() {
         .unwrap();
     assert_eq!(answer.text, "local()");
     assert_eq!(hedged.remotes().snapshot().stats.remote.wins, 0);
+}
+
+#[tokio::test]
+async fn a_remote_streaming_far_past_the_tokens_asked_for_is_cut() {
+    // Distinct words (no run the degenerate-text rules stop), 30 KB in all, where 64
+    // tokens were asked for.
+    let mut seed = 7u32;
+    let words: Vec<&'static str> = (0..5000)
+        .map(|_| {
+            let word: String = (0..5)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    char::from(b'a' + (seed >> 16) as u8 % 26)
+                })
+                .collect();
+            &*Box::leak(format!("{word} ").into_boxed_str())
+        })
+        .collect();
+    let remote = FakeRemote::start(Behaviour::Answer(Duration::ZERO, words.clone())).await;
+    let local = FakeLocal::new(Duration::from_secs(5));
+    let hedged = hedged(&local, &remote, "");
+    let request = invoked();
+    let most = request.max_tokens as usize * 64;
+    let answer = hedged.generate(request).await.unwrap();
+    assert!(
+        answer.text.starts_with(words[0]),
+        "{:?}",
+        &answer.text[..20]
+    );
+    assert!(
+        (most..most + 8).contains(&answer.text.len()),
+        "{} bytes",
+        answer.text.len()
+    );
+    assert_eq!(answer.stop_reason, StopReason::TokenLimit);
 }
