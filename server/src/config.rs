@@ -256,14 +256,14 @@ impl Overrides {
     }
 }
 
-/// `template` if the model does not matter to whether it can be used (see
-/// [`template::check`]): a setting refused here leaves the model loaded as it was.
 /// A path flag: clap refuses one that is not UTF-8, which the settings' JSON form
 /// (how the layers merge, see [`Overrides::overridden_by`]) could not carry.
 fn utf8_path(path: &str) -> Result<PathBuf, std::convert::Infallible> {
     Ok(PathBuf::from(path))
 }
 
+/// `template` if the model does not matter to whether it can be used (see
+/// [`template::check`]): a setting refused here leaves the model loaded as it was.
 fn checked_template(template: &str) -> Result<String, String> {
     template::check(template)
         .map(|()| template.to_owned())

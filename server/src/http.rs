@@ -514,6 +514,7 @@ impl Endpoint {
             partial,
             max_tokens,
             assembly_time,
+            may_stop_unsure: false,
         };
         match pipeline.suggest(ask).await {
             Ok(answer) => Ok(answer),

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use inkling_core::context::{self, CompletionContext, Window};
 use inkling_core::documents::{Document, DocumentStore, EditError};
-use inkling_core::generate::{Backend, BackendError, CancelFlag, TextSink};
+use inkling_core::generate::{Backend, BackendError, CancelFlag, StopReason, TextSink};
 use inkling_core::lock;
 use inkling_core::postprocess::{self, Trigger};
 use inkling_core::workspace::{self, Workspace};
@@ -120,9 +120,11 @@ pub struct LspServer {
     /// across documents would otherwise queue every other request behind it).
     newest_automatic: Mutex<Option<CancelFlag>>,
     shutdown_requested: Arc<AtomicBool>,
-    /// `initialize` and `initialized` came: each is acted on once (tower-lsp lets a
-    /// second `initialize` sent right after the first through).
+    /// `initialize` and `initialized` came: each is acted on once. tower-lsp lets a
+    /// second `initialize` sent right after the first through, and would take an
+    /// error answer to it for a failed initialization: it gets the first's answer.
     initialize_seen: AtomicBool,
+    initialize_result: OnceLock<InitializeResult>,
     initialized_seen: AtomicBool,
     /// What became of the suggestions shown (local statistics).
     acceptance: Acceptance,
@@ -283,6 +285,7 @@ pub fn service(
         newest_automatic: Mutex::new(None),
         shutdown_requested: flag.clone(),
         initialize_seen: AtomicBool::new(false),
+        initialize_result: OnceLock::new(),
         initialized_seen: AtomicBool::new(false),
         acceptance: Acceptance::default(),
     })
@@ -404,8 +407,17 @@ impl LspServer {
     }
 
     /// Prefetches, on a task of its own, the answer at the position that accepting
-    /// `text` at char `cursor` of `document` leads to (see [`Suggester::prefetch`]).
-    fn prefetch_after(&self, key: &str, document: Document, cursor: usize, text: &str) {
+    /// `text` at char `cursor` of `document` leads to (see [`Suggester::prefetch`]),
+    /// then, if `text` ends its line (`line_goes_on` is false: it was not cut where
+    /// the model was unsure), the answer at the next line's start.
+    fn prefetch_after(
+        &self,
+        key: &str,
+        document: Document,
+        cursor: usize,
+        text: &str,
+        line_goes_on: bool,
+    ) {
         let Some(suggester) = self.pipeline() else {
             return;
         };
@@ -430,12 +442,12 @@ impl LspServer {
             // A suggestion that ends its line is mostly followed by Enter: the answer
             // at the next line's start (indented as the editor indents) comes next,
             // unless a request stopped the first prefetch.
-            let next_line =
-                (!text.contains('\n') && accepted.line_suffix.trim().is_empty()).then(|| {
-                    let indent =
-                        postprocess::next_line_indent(&accepted.prefix, &document.language_id);
-                    format!("{text}\n{indent}")
-                });
+            let ends_line =
+                !line_goes_on && !text.contains('\n') && accepted.line_suffix.trim().is_empty();
+            let next_line = ends_line.then(|| {
+                let indent = postprocess::next_line_indent(&accepted.prefix, &document.language_id);
+                format!("{text}\n{indent}")
+            });
             if !suggester.prefetch(accepted, key.clone()).await {
                 return;
             }
@@ -593,6 +605,7 @@ impl LspServer {
             partial,
             max_tokens: None,
             assembly_time,
+            may_stop_unsure: true,
         };
         let answer = suggester.suggest(ask).await;
         // A prompt this request ran out of time on is decoded on in the background,
@@ -620,8 +633,9 @@ impl LspServer {
         // An answer from memory continues one the model gave, whose accepted position
         // is this one's too: it was prefetched then, so it is not done again on every
         // keystroke typed through it.
-        if answer.generation.is_some() {
-            self.prefetch_after(key, document, cursor_index, &answer.texts[0]);
+        if let Some(generation) = &answer.generation {
+            let cut = generation.stop_reason == StopReason::Unsure;
+            self.prefetch_after(key, document, cursor_index, &answer.texts[0], cut);
             self.announce_answer_source(&suggester).await;
         }
         // With a selected item, each text replaces the item's range with the item and more.
@@ -943,10 +957,14 @@ impl Drop for InFlightGuard<'_> {
 impl LanguageServer for LspServer {
     async fn initialize(&self, params: InitializeParams) -> RpcResult<InitializeResult> {
         if self.initialize_seen.swap(true, Ordering::SeqCst) {
-            return Err(RpcError {
-                message: "`initialize` was received already".into(),
-                ..RpcError::invalid_request()
-            });
+            return self
+                .initialize_result
+                .get()
+                .cloned()
+                .ok_or_else(|| RpcError {
+                    message: "`initialize` was received already".into(),
+                    ..RpcError::invalid_request()
+                });
         }
         let encoding = negotiate_encoding(&params.capabilities);
         let inline_client = params
@@ -1004,7 +1022,7 @@ impl LanguageServer for LspServer {
             watches_files,
             option_problems,
         });
-        Ok(InitializeResult {
+        let result = InitializeResult {
             capabilities: ServerCapabilities {
                 position_encoding: Some(match encoding {
                     PositionEncoding::Utf8 => PositionEncodingKind::UTF8,
@@ -1034,7 +1052,9 @@ impl LanguageServer for LspServer {
                 version: Some(env!("CARGO_PKG_VERSION").into()),
             }),
             offset_encoding: None,
-        })
+        };
+        let _ = self.initialize_result.set(result.clone());
+        Ok(result)
     }
 
     async fn initialized(&self, _: InitializedParams) {

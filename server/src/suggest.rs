@@ -54,6 +54,10 @@ pub struct Ask {
     pub max_tokens: Option<u32>,
     /// Time the front end spent on the context (part of the prompt's assembly).
     pub assembly_time: Duration,
+    /// The answer may end where the model is unsure (where, `Plan::stop_when_unsure`
+    /// decides): the client asks again after an accept, as our editors do. HTTP
+    /// clients (llama.vim, Zed, an inkling forwarding a request) take it as whole.
+    pub may_stop_unsure: bool,
 }
 
 /// The texts to offer at a position, best first: the model's candidates (several for
@@ -327,11 +331,19 @@ impl<B: Backend> Suggester<B> {
         }
     }
 
-    /// An answer from the typed-through cache, counted.
-    fn remembered(&self, context: &CompletionContext) -> Result<Option<Answer>, SuggestError> {
+    /// An answer from the typed-through cache, counted; one cut where the model was
+    /// unsure only if `may_stop_unsure`.
+    fn remembered(
+        &self,
+        context: &CompletionContext,
+        may_stop_unsure: bool,
+    ) -> Result<Option<Answer>, SuggestError> {
         let Some(hit) = contain_panic(|| lock(&self.typed_through).lookup(context))? else {
             return Ok(None);
         };
+        if hit.cut && !may_stop_unsure {
+            return Ok(None);
+        }
         self.typed_through_hits.fetch_add(1, Ordering::Relaxed);
         if hit.prefetched {
             self.prefetch_hits.fetch_add(1, Ordering::Relaxed);
@@ -386,10 +398,11 @@ impl<B: Backend> Suggester<B> {
             };
             if let Some(remembered) = remembered {
                 let mut cache = lock(&self.typed_through);
+                let cut = generation.stop_reason == StopReason::Unsure;
                 if prefetched {
-                    cache.remember_prefetched(context, remembered);
+                    cache.remember_prefetched(context, remembered, cut);
                 } else {
-                    cache.remember(context, remembered);
+                    cache.remember(context, remembered, cut);
                 }
             }
             text
@@ -640,11 +653,14 @@ impl<B: Backend> Suggester<B> {
                 return Ok(None);
             }
         };
-        if let Some(answer) = self.remembered(&ask.context)? {
+        // Whole lines wanted: a remembered answer cut where the model was unsure
+        // will not do.
+        let may_stop_unsure = ask.may_stop_unsure && ask.trigger == Trigger::Automatic;
+        if let Some(answer) = self.remembered(&ask.context, may_stop_unsure)? {
             return Ok((!answer.texts.is_empty()).then_some(answer));
         }
         if self.await_prefetch_of(&ask.context, &ask.cancel).await
-            && let Some(answer) = self.remembered(&ask.context)?
+            && let Some(answer) = self.remembered(&ask.context, may_stop_unsure)?
         {
             return Ok((!answer.texts.is_empty()).then_some(answer));
         }
@@ -671,7 +687,7 @@ impl<B: Backend> Suggester<B> {
             },
             suffix_rescoring: ask.trigger == Trigger::Invoked && settings.suffix_rescoring,
             unbound_seeds: settings.unbound_names,
-            stop_when_unsure: plan.stop_when_unsure,
+            stop_when_unsure: plan.stop_when_unsure && may_stop_unsure,
         };
         *at_backend = true;
         let at_backend = AtBackend::enter(&self.prefetch);
@@ -749,6 +765,8 @@ mod tests {
         token_limit: Arc<AtomicBool>,
         /// Answers as if from a short prompt.
         short_prompt: Arc<AtomicBool>,
+        /// Answers end unsure when the request lets them.
+        unsure: Arc<AtomicBool>,
     }
 
     impl Fake {
@@ -763,6 +781,7 @@ mod tests {
                 alternatives: Arc::default(),
                 token_limit: Arc::default(),
                 short_prompt: Arc::default(),
+                unsure: Arc::default(),
             }
         }
 
@@ -818,6 +837,8 @@ mod tests {
                 token_ends: (1..=text.len()).collect(),
                 stop_reason: if out_of_time {
                     StopReason::PromptTimeLimit
+                } else if request.stop_when_unsure && self.unsure.load(Ordering::Relaxed) {
+                    StopReason::Unsure
                 } else if self.token_limit.load(Ordering::Relaxed) {
                     StopReason::TokenLimit
                 } else {
@@ -833,6 +854,46 @@ mod tests {
 
     const PREFIX: &str = "def add(a, b):\n    return ";
 
+    #[tokio::test]
+    async fn an_answer_cut_where_the_model_was_unsure_serves_only_automatic_editor_requests() {
+        let fake = Fake::new("a +");
+        fake.unsure.store(true, Ordering::Relaxed);
+        let suggester = pipeline(&fake);
+        let cancel = CancelFlag::default();
+        let asked = || lock(&fake.requests).len();
+        let stops_unsure = |n: usize| lock(&fake.requests)[n].stop_when_unsure;
+        // In a line begun, an editor's automatic request may stop where unsure.
+        assert_eq!(
+            texts(suggester.suggest(ask(PREFIX, &cancel)).await),
+            ["a +"]
+        );
+        assert!(stops_unsure(0));
+        // Typed through: from memory.
+        let typed = format!("{PREFIX}a");
+        assert_eq!(texts(suggester.suggest(ask(&typed, &cancel)).await), [" +"]);
+        assert_eq!(asked(), 1);
+        // An invoked request there asks the model, for whole lines.
+        let invoked = Ask {
+            trigger: Trigger::Invoked,
+            ..ask(&typed, &cancel)
+        };
+        suggester.suggest(invoked).await.unwrap();
+        assert_eq!(asked(), 2);
+        assert!(!stops_unsure(1));
+        // So does an HTTP client's request, which takes answers whole.
+        let http = Ask {
+            may_stop_unsure: false,
+            ..ask(&format!("{PREFIX}a "), &cancel)
+        };
+        suggester.suggest(http).await.unwrap();
+        assert_eq!(asked(), 3);
+        assert!(!stops_unsure(2));
+        // At a line's start, the whole statement.
+        let start = ask("def add(a, b):\n    ", &cancel);
+        suggester.suggest(start).await.unwrap();
+        assert!(!stops_unsure(3));
+    }
+
     fn pipeline(fake: &Fake) -> Arc<Suggester<Fake>> {
         let settings = Settings::resolve(Overrides::default()).0;
         Arc::new(Suggester::new(fake.clone(), settings))
@@ -847,6 +908,7 @@ mod tests {
             partial: None,
             max_tokens: None,
             assembly_time: Duration::ZERO,
+            may_stop_unsure: true,
         }
     }
 

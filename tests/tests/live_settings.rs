@@ -291,9 +291,10 @@ fn an_engine_option_change_reloads_the_model_and_documents_survive() {
 }
 
 /// Settings the model cannot use never leave the user without it: a template no
-/// model can take is refused before any reload (the settings in use are kept), and
-/// a draft model that does not load, or a family's template whose tokens the model
-/// lacks, reload a model that serves all the same, with a warning naming the problem.
+/// model can take, and a model or draft model that is no GGUF file, are refused
+/// before any reload (the model in use is kept), and a family's template whose
+/// tokens the model lacks reloads a model that serves all the same, with a warning
+/// naming the problem.
 #[test]
 fn settings_the_model_cannot_use_leave_it_serving() {
     let mut client = ready_server(vscode_capabilities(), None, Value::Null);
@@ -326,7 +327,12 @@ fn settings_the_model_cannot_use_leave_it_serving() {
         std::env::temp_dir().join(format!("inkling-empty-draft-{}.gguf", std::process::id()));
     std::fs::write(&empty, b"").unwrap();
     for (settings, needle) in [
-        (json!({"draftModel": empty}), "no draft model"),
+        // Refused before the model in use is let go: no reload.
+        (json!({"draftModel": empty}), "`draftModel` not changed"),
+        (
+            json!({"model": std::env::temp_dir()}),
+            "`model` not changed",
+        ),
         (json!({"template": "qwen"}), "using the detected"),
     ] {
         client.drain_backlog();

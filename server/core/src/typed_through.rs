@@ -30,6 +30,7 @@ struct Entry {
     suffix_head: String,
     answer: String,
     prefetched: bool,
+    cut: bool,
 }
 
 /// A remembered answer that still holds.
@@ -40,6 +41,9 @@ pub struct Hit {
     pub text: String,
     /// Whether the answer was prefetched (computed before anyone asked for it).
     pub prefetched: bool,
+    /// Whether the answer stopped where the model was unsure, its line going on
+    /// (see `CompletionRequest::stop_when_unsure`).
+    pub cut: bool,
 }
 
 /// Recent answers by context, least recently used evicted.
@@ -97,15 +101,16 @@ fn key(prefix_hash: u64, suffix_head: &str) -> u64 {
 }
 
 impl TypedThrough {
-    /// Remembers that `answer` was given at `context`; an empty answer remembers that
-    /// there is nothing to suggest there (a hit at that very position only).
-    pub fn remember(&mut self, context: &CompletionContext, answer: &str) {
-        self.put(context, answer, false);
+    /// Remembers that `answer` was given at `context` (`cut` where the model was
+    /// unsure); an empty answer remembers that there is nothing to suggest there (a
+    /// hit at that very position only).
+    pub fn remember(&mut self, context: &CompletionContext, answer: &str, cut: bool) {
+        self.put(context, answer, false, cut);
     }
 
     /// Remembers `answer` for `context`, computed before anyone asked there.
-    pub fn remember_prefetched(&mut self, context: &CompletionContext, answer: &str) {
-        self.put(context, answer, true);
+    pub fn remember_prefetched(&mut self, context: &CompletionContext, answer: &str, cut: bool) {
+        self.put(context, answer, true, cut);
     }
 
     /// Whether a remembered answer holds at `context` (without making it recent).
@@ -118,11 +123,11 @@ impl TypedThrough {
     pub fn lookup(&mut self, context: &CompletionContext) -> Option<Hit> {
         let (key, hit) = self.find(context)?;
         self.entries.promote(&key);
-        self.put(context, &hit.text, hit.prefetched);
+        self.put(context, &hit.text, hit.prefetched, hit.cut);
         Some(hit)
     }
 
-    fn put(&mut self, context: &CompletionContext, answer: &str, prefetched: bool) {
+    fn put(&mut self, context: &CompletionContext, answer: &str, prefetched: bool, cut: bool) {
         let head = suffix_head(&context.suffix);
         let hash = text_hash(&context.prefix);
         self.entries.put(
@@ -132,6 +137,7 @@ impl TypedThrough {
                 suffix_head: head.to_owned(),
                 answer: answer.to_owned(),
                 prefetched,
+                cut,
             },
         );
     }
@@ -154,6 +160,7 @@ impl TypedThrough {
                 let hit = Hit {
                     text: rest.to_owned(),
                     prefetched: entry.prefetched,
+                    cut: entry.cut,
                 };
                 // A remembered answer typed to its end is no answer any more; a
                 // remembered "nothing" holds where it was given.
@@ -178,21 +185,25 @@ mod tests {
     #[test]
     fn nothing_to_suggest_is_remembered_at_its_position_only() {
         let mut cache = TypedThrough::default();
-        cache.remember(&at("x = 1\n", ""), "");
+        cache.remember(&at("x = 1\n", ""), "", false);
         let hit = cache.lookup(&at("x = 1\n", "")).unwrap();
         assert_eq!(hit.text, "");
         assert!(cache.contains(&at("x = 1\n", "")));
         assert!(cache.lookup(&at("x = 1\ny", "")).is_none());
         assert!(cache.lookup(&at("x = 1\n", "z")).is_none());
         // An answer typed to its end is not "nothing".
-        cache.remember(&at("a = ", ""), "1");
+        cache.remember(&at("a = ", ""), "1", false);
         assert!(cache.lookup(&at("a = 1", "")).is_none());
     }
 
     #[test]
     fn typing_the_suggestion_is_answered_with_its_rest() {
         let mut cache = TypedThrough::default();
-        cache.remember(&at("def f(x):\n    ret", "\n"), "urn x + 1\n    pass");
+        cache.remember(
+            &at("def f(x):\n    ret", "\n"),
+            "urn x + 1\n    pass",
+            false,
+        );
         assert_eq!(
             cache
                 .lookup(&at("def f(x):\n    retu", "\n"))
@@ -223,19 +234,19 @@ mod tests {
         let mut cache = TypedThrough::default();
         let accepted = at("x = compute(1)", "\n");
         assert!(!cache.contains(&accepted));
-        cache.remember_prefetched(&accepted, "\ny = x + 1");
+        cache.remember_prefetched(&accepted, "\ny = x + 1", false);
         assert!(cache.contains(&accepted));
         let hit = cache.lookup(&at("x = compute(1)\n", "\n")).unwrap();
         assert_eq!(hit.text, "y = x + 1");
         assert!(hit.prefetched);
-        cache.remember(&at("z = ", "\n"), "2");
+        cache.remember(&at("z = ", "\n"), "2", false);
         assert!(!cache.lookup(&at("z = ", "\n")).unwrap().prefetched);
     }
 
     #[test]
     fn a_different_character_or_suffix_misses() {
         let mut cache = TypedThrough::default();
-        cache.remember(&at("let x = ", ";\n"), "compute(1)");
+        cache.remember(&at("let x = ", ";\n"), "compute(1)", false);
         assert_eq!(cache.lookup(&at("let x = d", ";\n")), None);
         assert_eq!(cache.lookup(&at("let x = c", ")\n")), None);
         assert_eq!(cache.lookup(&at("let y = c", ";\n")), None);
@@ -247,7 +258,7 @@ mod tests {
     fn only_the_start_of_the_suffix_is_compared() {
         let mut cache = TypedThrough::default();
         let near: String = "x\n".repeat(SUFFIX_LINES);
-        cache.remember(&at("a", &format!("{near}far away")), "bc");
+        cache.remember(&at("a", &format!("{near}far away")), "bc", false);
         assert_eq!(
             cache
                 .lookup(&at("ab", &format!("{near}something else")))
@@ -260,7 +271,7 @@ mod tests {
     #[test]
     fn multi_byte_text_is_cut_on_character_boundaries() {
         let mut cache = TypedThrough::default();
-        cache.remember(&at("s = \"", "\""), "héllo wörld");
+        cache.remember(&at("s = \"", "\""), "héllo wörld", false);
         assert_eq!(
             cache
                 .lookup(&at("s = \"hé", "\""))

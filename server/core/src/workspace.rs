@@ -857,11 +857,14 @@ impl Workspace {
 /// its document closes, but a context build that was running then puts it back.
 const MAX_CACHED_DOCUMENTS: usize = 256;
 
-/// Inserts `value` for `uri` into a per-document cache, emptied first when full (it
-/// only saves rebuilding).
+/// Inserts `value` for `uri` into a per-document cache, another document's entry
+/// dropped first when full (it only saves rebuilding).
 fn insert_bounded<V>(cache: &mut HashMap<String, V>, uri: &str, value: V) {
-    if cache.len() >= MAX_CACHED_DOCUMENTS && !cache.contains_key(uri) {
-        cache.clear();
+    if cache.len() >= MAX_CACHED_DOCUMENTS
+        && !cache.contains_key(uri)
+        && let Some(other) = cache.keys().next().cloned()
+    {
+        cache.remove(&other);
     }
     cache.insert(uri.to_owned(), value);
 }

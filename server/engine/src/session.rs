@@ -98,7 +98,16 @@ impl<'r> Output<'r> {
     /// Whether the answer ends before a token that leads the runner-up by `lead`
     /// logits (see [`CompletionRequest::stop_when_unsure`]).
     fn ends_unsure(&self, lead: f32) -> bool {
-        self.request.stop_when_unsure && ends_unsure(self.text.as_str(), lead)
+        let text = self.text.as_str();
+        // And not where the stop rules would then end it sooner (inside a string
+        // that must end on its line, the whole line would go).
+        self.request.stop_when_unsure
+            && ends_unsure(text, lead)
+            && self
+                .request
+                .stop
+                .end_of_answer(text, true)
+                .is_none_or(|end| end >= text.len())
     }
 
     /// Adds a token's text; returns why generation must end now, if it must.
@@ -130,10 +139,11 @@ impl<'r> Output<'r> {
 const UNSURE_LEAD: f32 = 1.0;
 
 /// Whether an answer that is `so_far` ends before a token leading the runner-up by
-/// `lead` logits: the token is unsure, and the answer already has text on its first
-/// line and no other (what is sure of the line being typed).
+/// `lead` logits: the token is unsure, and the answer already has enough text on its
+/// first line to be shown (two characters, as post-processing wants) and no other
+/// line (what is sure of the line being typed).
 fn ends_unsure(so_far: &str, lead: f32) -> bool {
-    lead < UNSURE_LEAD && !so_far.trim().is_empty() && !so_far.contains('\n')
+    lead < UNSURE_LEAD && so_far.trim().chars().count() >= 2 && !so_far.contains('\n')
 }
 
 /// The worker's state once the model is loaded.
@@ -1371,9 +1381,11 @@ mod tests {
         let (unsure, sure) = (UNSURE_LEAD - 0.1, UNSURE_LEAD);
         assert!(ends_unsure("space_left =", unsure));
         assert!(!ends_unsure("space_left =", sure));
-        // Not before the answer has text: it would show nothing.
+        // Not before the answer has text enough to be shown.
         assert!(!ends_unsure("", unsure));
         assert!(!ends_unsure("   ", unsure));
+        assert!(!ends_unsure(" (", unsure));
+        assert!(ends_unsure(" (x", unsure));
         // Not after its first line: the lines after it were planned whole.
         assert!(!ends_unsure("x = 1\n    y", unsure));
     }

@@ -229,7 +229,7 @@ fn audit(policy: &Resolved, request: &CompletionRequest, bytes: usize) -> Result
     };
     let line = serde_json::json!({
         "time": time,
-        "url": policy.endpoint,
+        "url": policy.shown_endpoint,
         "path": file,
         "bytes": bytes,
     });
@@ -352,15 +352,22 @@ pub async fn stream(
             ))
         })?),
     };
+    if let (Some(name), Some(key)) = (&policy.api_key_env, &key)
+        && key.chars().any(char::is_control)
+    {
+        return Err(Failure::Misconfigured(format!(
+            "the API key in {name} (`remote.apiKeyEnv`) holds a line break or another control character, which no HTTP header can carry"
+        )));
+    }
     exchange(http, policy, request, first_token, key.as_deref())
         .await
         .map_err(|failure| {
             // Redacted whole, then cut: a cut first could keep the start of a key.
-            let failure = match key.as_deref() {
-                Some(key) if !key.is_empty() => failure.redacted(key),
-                _ => failure,
-            };
-            failure.shortened()
+            let secrets = key.iter().cloned().chain(policy.query_secrets());
+            secrets
+                .filter(|secret| !secret.trim().is_empty())
+                .fold(failure, |failure, secret| failure.redacted(&secret))
+                .shortened()
         })
 }
 

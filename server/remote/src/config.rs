@@ -167,6 +167,9 @@ pub enum Affinity {
 pub struct Resolved {
     /// The endpoint requests go to (base URL + the format's path).
     pub endpoint: String,
+    /// The endpoint as logs, stats, messages and the audit log show it: a value in
+    /// its query long enough to be a key (see [`Resolved::query_secrets`]) hidden.
+    pub shown_endpoint: String,
     /// The wire format.
     pub format: Format,
     /// The model name, when one is sent.
@@ -205,6 +208,27 @@ pub struct Resolved {
     pub slots: Option<u32>,
     /// The audit log's file.
     pub audit_log: Option<PathBuf>,
+}
+
+/// Whether a value in the endpoint's query may be a key (`?key=…`, `?token=…`): long
+/// enough that hiding it hides no ordinary parameter (`?v=2`).
+fn is_query_secret(value: &str) -> bool {
+    value.chars().count() >= 8
+}
+
+impl Resolved {
+    /// The values in the endpoint's query that may be keys: no failure text shows
+    /// them.
+    pub fn query_secrets(&self) -> Vec<String> {
+        reqwest::Url::parse(&self.endpoint)
+            .map(|url| {
+                url.query_pairs()
+                    .map(|(_, value)| value.into_owned())
+                    .filter(|value| is_query_secret(value))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// The longest any of the remote's timeouts may be, in ms.
@@ -288,8 +312,24 @@ impl RemoteConfig {
             endpoint.path().trim_end_matches('/'),
             format.path()
         ));
+        let mut shown = endpoint.clone();
+        if endpoint.query().is_some() {
+            let pairs: Vec<(String, String)> = endpoint
+                .query_pairs()
+                .map(|(name, value)| {
+                    let value = if is_query_secret(&value) {
+                        "hidden".into()
+                    } else {
+                        value
+                    };
+                    (name.into_owned(), value.into_owned())
+                })
+                .collect();
+            shown.query_pairs_mut().clear().extend_pairs(pairs);
+        }
         Ok(Resolved {
             endpoint: endpoint.to_string(),
+            shown_endpoint: shown.to_string(),
             format,
             model: self.model.clone(),
             fim,
@@ -334,6 +374,22 @@ mod tests {
     }
 
     #[test]
+    fn a_key_in_the_url_query_is_never_shown() {
+        let keyed = config(r#"{"url": "http://h/?v=2&key=sk-12345678%2Babc", "format": "openai"}"#)
+            .resolve()
+            .unwrap();
+        assert_eq!(
+            keyed.endpoint,
+            "http://h/v1/completions?v=2&key=sk-12345678%2Babc"
+        );
+        assert_eq!(
+            keyed.shown_endpoint,
+            "http://h/v1/completions?v=2&key=hidden"
+        );
+        assert_eq!(keyed.query_secrets(), ["sk-12345678+abc"]);
+    }
+
+    #[test]
     fn presets_choose_the_format_and_the_path() {
         let llama = config(r#"{"url": "http://h:8080/", "preset": "llama-server"}"#)
             .resolve()
@@ -344,6 +400,8 @@ mod tests {
             .resolve()
             .unwrap();
         assert_eq!(gateway.endpoint, "http://h:8080/team/v1/completions?v=2");
+        assert_eq!(gateway.shown_endpoint, gateway.endpoint);
+        assert!(gateway.query_secrets().is_empty());
         assert!(!llama.automatic);
         let ollama = config(r#"{"url": "http://h:11434", "preset": "ollama", "template": "qwen"}"#)
             .resolve()

@@ -146,7 +146,11 @@ impl Remotes {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| format!("cannot start an HTTP client: {e}"))?;
-        tracing::info!("remote engine: {} ({:?})", policy.endpoint, policy.format);
+        tracing::info!(
+            "remote engine: {} ({:?})",
+            policy.shown_endpoint,
+            policy.format
+        );
         // Another remote: how fast the last one was says nothing about it.
         self.record(|s| {
             s.remote.first_token = Samples::default();
@@ -183,7 +187,7 @@ impl Remotes {
         let order = remote.as_ref().map(|r| order(&r.policy, &stats));
         let breaker = remote.as_ref().map(|r| lock(&r.breaker).state().name());
         Snapshot {
-            endpoint: remote.as_ref().map(|r| r.policy.endpoint.clone()),
+            endpoint: remote.as_ref().map(|r| r.policy.shown_endpoint.clone()),
             breaker,
             breaker_trips: remote.as_ref().map_or(0, |r| lock(&r.breaker).trips()),
             order,
@@ -239,7 +243,7 @@ impl Remotes {
     /// breaker, or (a configuration mistake) reported once; a request the server
     /// refused for its size is neither.
     fn remote_failed(&self, remote: &Remote, failure: &Failure, admission: Admission) {
-        tracing::warn!("remote engine {}: {failure}", remote.policy.endpoint);
+        tracing::warn!("remote engine {}: {failure}", remote.policy.shown_endpoint);
         lock(&self.stats).remote.failures += 1;
         // One request too large says nothing about the remote (the race's drop guard
         // releases a probe); every one refused so is a remote whose context is
@@ -262,7 +266,7 @@ impl Remotes {
                 };
                 let message = format!(
                     "inkling: the remote engine at {} {what} ({failure}); requests stay local until its settings change",
-                    remote.policy.endpoint
+                    remote.policy.shown_endpoint
                 );
                 if let Some(report) = lock(&self.reporter).clone() {
                     report(message);

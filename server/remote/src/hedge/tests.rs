@@ -963,3 +963,33 @@ async fn a_remote_streaming_far_past_the_tokens_asked_for_is_cut() {
     );
     assert_eq!(answer.stop_reason, StopReason::TokenLimit);
 }
+
+#[tokio::test]
+async fn a_key_in_the_url_query_is_not_shown_when_the_remote_echoes_it() {
+    let token = "query-token-0123456789";
+    let remote = FakeRemote::start(Behaviour::Echo(500)).await;
+    let remotes = Arc::new(Remotes::default());
+    let json = format!(
+        r#"{{"url": "{}/?token={token}", "triggers": "all"}}"#,
+        remote.url
+    );
+    remotes.configure(Some(&json.parse().unwrap())).unwrap();
+    let configured = lock(&remotes.remote).clone().unwrap();
+    let failed = client::stream(
+        &configured.http,
+        &configured.policy,
+        &invoked(),
+        &watch::channel(None).0,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    // The echoed request line held it.
+    assert!(failed.contains("[the API key]"), "{failed}");
+    assert!(!failed.contains(token), "{failed}");
+    let shown = remotes.snapshot().endpoint.unwrap();
+    assert!(
+        !shown.contains(token) && shown.ends_with("token=hidden"),
+        "{shown}"
+    );
+}
