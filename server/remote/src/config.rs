@@ -249,6 +249,9 @@ impl RemoteConfig {
             // It would be shown in logs, `inkling/stats` and the audit log.
             return Err("`remote.url` must not hold a user name or password: name the variable holding the key in `apiKeyEnv`".into());
         }
+        if parsed.port() == Some(0) {
+            return Err("`remote.url` names port 0, where no server listens".into());
+        }
         let format = self.format.unwrap_or(match self.preset {
             Some(Preset::LlamaServer) | None => Format::Infill,
             Some(Preset::Ollama) => Format::Ollama,
@@ -474,6 +477,12 @@ mod tests {
         assert!(
             with_password.contains("apiKeyEnv") && !with_password.contains("hunter2"),
             "{with_password}"
+        );
+        assert!(
+            config(r#"{"url": "http://127.0.0.1:0"}"#)
+                .resolve()
+                .unwrap_err()
+                .contains("port 0")
         );
         assert!(
             config(r#"{"url": "http://h", "affinityHeader": "X Session"}"#)
