@@ -387,8 +387,8 @@ pub(crate) mod tests {
         }
     }
 
-    #[test]
-    fn other_files_use_the_separator_form_when_the_family_has_one() {
+    /// A template of a family with file separators (Qwen's tokens).
+    fn qwen_template() -> Template {
         let vocab = FakeVocab::with(&[
             "<|fim_prefix|>",
             "<|fim_suffix|>",
@@ -396,7 +396,12 @@ pub(crate) mod tests {
             "<|repo_name|>",
             "<|file_sep|>",
         ]);
-        let template = detect(&vocab);
+        detect(&vocab)
+    }
+
+    #[test]
+    fn other_files_use_the_separator_form_when_the_family_has_one() {
+        let template = qwen_template();
         assert_eq!(template.family, Family::Qwen);
         let mut ctx = context("    def total(self):\n        ", "\n");
         ctx.preamble = preamble();
@@ -425,14 +430,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_path_of_any_length_keeps_only_its_end_in_the_prompt() {
-        let vocab = FakeVocab::with(&[
-            "<|fim_prefix|>",
-            "<|fim_suffix|>",
-            "<|fim_middle|>",
-            "<|repo_name|>",
-            "<|file_sep|>",
-        ]);
-        let template = detect(&vocab);
+        let template = qwen_template();
         let mut ctx = context("    def total(self):\n        ", "\n");
         ctx.preamble = preamble();
         ctx.preamble.path = format!("{}/é/cart.py", "d/".repeat(1 << 20));

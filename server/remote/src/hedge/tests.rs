@@ -848,6 +848,20 @@ async fn a_local_model_that_failed_to_load_leaves_requests_to_the_remote() {
     assert!(!hedged.ready_within(Duration::ZERO).await);
 }
 
+/// The failure of one request to the remote `remotes` holds, as a message shows it.
+async fn failure_of(remotes: &Remotes) -> String {
+    let configured = lock(&remotes.remote).clone().unwrap();
+    client::stream(
+        &configured.http,
+        &configured.policy,
+        &invoked(),
+        &watch::channel(None).0,
+    )
+    .await
+    .unwrap_err()
+    .to_string()
+}
+
 #[tokio::test]
 async fn a_remote_echoing_the_key_does_not_get_it_shown() {
     // A variable every test environment has stands for the key.
@@ -857,16 +871,7 @@ async fn a_remote_echoing_the_key_does_not_get_it_shown() {
         let local = FakeLocal::new(Duration::from_millis(10));
         let hedged = hedged(&local, &remote, r#", "apiKeyEnv": "PATH""#);
         let reports = reports_of(&hedged);
-        let configured = lock(&hedged.remotes().remote).clone().unwrap();
-        let failed = client::stream(
-            &configured.http,
-            &configured.policy,
-            &invoked(),
-            &watch::channel(None).0,
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+        let failed = failure_of(hedged.remotes()).await;
         assert!(failed.contains("[the API key]"), "{failed}");
         assert!(!failed.contains(&key), "{failed}");
         assert_eq!(hedged.generate(invoked()).await.unwrap().text, "local()");
@@ -974,16 +979,7 @@ async fn a_key_in_the_url_query_is_not_shown_when_the_remote_echoes_it() {
         remote.url
     );
     remotes.configure(Some(&json.parse().unwrap())).unwrap();
-    let configured = lock(&remotes.remote).clone().unwrap();
-    let failed = client::stream(
-        &configured.http,
-        &configured.policy,
-        &invoked(),
-        &watch::channel(None).0,
-    )
-    .await
-    .unwrap_err()
-    .to_string();
+    let failed = failure_of(&remotes).await;
     // The echoed request line held it.
     assert!(failed.contains("[the API key]"), "{failed}");
     assert!(!failed.contains(token), "{failed}");
