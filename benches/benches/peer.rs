@@ -46,6 +46,7 @@
 //! `INKLING_LLAMA_SERVER` (a llama-server binary; default: built by
 //! `scripts/llama-server`), `INKLING_BENCH_VERBOSE=1` (each keystroke on stderr),
 //! `INKLING_BENCH_ACCEPT` (`line`, the default, or `partial`),
+//! `INKLING_BENCH_LOOK_MS` (every pause after opening, instead of 1–2 s),
 //! `INKLING_BENCH_OPTIONS` (a JSON object of inkling options, e.g.
 //! `{"prefixTokens": 384}`).
 
@@ -589,9 +590,12 @@ fn main() {
         .collect();
     let typed: usize = replays.iter().map(|r| r.typed.len()).sum();
     let mut random = Random::new(2026);
+    let look: Option<u64> = std::env::var("INKLING_BENCH_LOOK_MS")
+        .ok()
+        .map(|ms| ms.parse().expect("INKLING_BENCH_LOOK_MS: milliseconds"));
     let pauses: Vec<Duration> = replays
         .iter()
-        .map(|_| Duration::from_millis(random.between(1000, 2000) as u64))
+        .map(|_| Duration::from_millis(look.unwrap_or_else(|| random.between(1000, 2000) as u64)))
         .collect();
     let model = std::env::var("INKLING_BENCH_MODEL").unwrap_or_else(|_| default_model_path());
     let accept = Accept::from_env();
