@@ -1148,10 +1148,13 @@ impl LanguageServer for LspServer {
                 uri.as_str()
             );
             tracing::warn!("{message}");
-            // Shown once per open document; edits of documents never opened (a
-            // client's mistake, maybe one per URI) are logged, and remembered nowhere.
-            let open = !matches!(e, EditError::NotOpen);
-            if open && lock(&self.edits_refused).insert(uri.as_str().to_owned()) {
+            // Shown once per open document, then logged to the client; edits of
+            // documents never opened (a client's mistake, maybe one per URI) only
+            // reach stderr, and are remembered nowhere.
+            if matches!(e, EditError::NotOpen) {
+                return;
+            }
+            if lock(&self.edits_refused).insert(uri.as_str().to_owned()) {
                 self.client
                     .show_message(MessageType::WARNING, message)
                     .await;

@@ -653,9 +653,9 @@ impl<B: Backend> Suggester<B> {
                 return Ok(None);
             }
         };
-        // Whole lines wanted: a remembered answer cut where the model was unsure
-        // will not do.
-        let may_stop_unsure = ask.may_stop_unsure && ask.trigger == Trigger::Automatic;
+        // Whole lines wanted (an invoked request, an HTTP client, `stopWhenUnsure`
+        // off): a remembered answer cut where the model was unsure will not do.
+        let may_stop_unsure = ask.may_stop_unsure && plan.stop_when_unsure;
         if let Some(answer) = self.remembered(&ask.context, may_stop_unsure)? {
             return Ok((!answer.texts.is_empty()).then_some(answer));
         }
@@ -687,7 +687,7 @@ impl<B: Backend> Suggester<B> {
             },
             suffix_rescoring: ask.trigger == Trigger::Invoked && settings.suffix_rescoring,
             unbound_seeds: settings.unbound_names,
-            stop_when_unsure: plan.stop_when_unsure && may_stop_unsure,
+            stop_when_unsure: may_stop_unsure,
         };
         *at_backend = true;
         let at_backend = AtBackend::enter(&self.prefetch);
@@ -892,6 +892,18 @@ mod tests {
         let start = ask("def add(a, b):\n    ", &cancel);
         suggester.suggest(start).await.unwrap();
         assert!(!stops_unsure(3));
+        // With `stopWhenUnsure` turned off, a cut answer remembered before is not one
+        // to give.
+        let elsewhere = "def sub(a, b):\n    return ";
+        suggester.suggest(ask(elsewhere, &cancel)).await.unwrap();
+        assert_eq!(asked(), 5);
+        let mut settings = Settings::resolve(Overrides::default()).0;
+        settings.postprocess.stop_when_unsure = false;
+        suggester.set_settings(settings);
+        let typed = format!("{elsewhere}a");
+        suggester.suggest(ask(&typed, &cancel)).await.unwrap();
+        assert_eq!(asked(), 6);
+        assert!(!stops_unsure(5));
     }
 
     fn pipeline(fake: &Fake) -> Arc<Suggester<Fake>> {

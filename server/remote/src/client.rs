@@ -90,6 +90,7 @@ impl Failure {
             for spelling in &spellings {
                 text = text.replace(spelling.as_str(), "[the API key]");
                 text = text.replace(&spelling.to_lowercase(), "[the API key]");
+                text = text.replace(&spelling.to_uppercase(), "[the API key]");
             }
             text
         })

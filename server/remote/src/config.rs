@@ -217,17 +217,25 @@ fn is_query_secret(value: &str) -> bool {
 }
 
 impl Resolved {
-    /// The values in the endpoint's query that may be keys: no failure text shows
-    /// them.
+    /// The values in the endpoint's query that may be keys, decoded and as sent
+    /// (percent-encoded): no failure text shows them.
     pub fn query_secrets(&self) -> Vec<String> {
-        reqwest::Url::parse(&self.endpoint)
-            .map(|url| {
-                url.query_pairs()
-                    .map(|(_, value)| value.into_owned())
-                    .filter(|value| is_query_secret(value))
-                    .collect()
-            })
+        let Ok(url) = reqwest::Url::parse(&self.endpoint) else {
+            return Vec::new();
+        };
+        let decoded = url.query_pairs().map(|(_, value)| value.into_owned());
+        let sent = url
+            .query()
             .unwrap_or_default()
+            .split('&')
+            .filter_map(|pair| pair.split_once('=').map(|(_, value)| value.to_owned()));
+        let mut secrets: Vec<String> = decoded
+            .chain(sent)
+            .filter(|value| is_query_secret(value))
+            .collect();
+        secrets.sort();
+        secrets.dedup();
+        secrets
     }
 }
 
@@ -389,7 +397,10 @@ mod tests {
             keyed.shown_endpoint,
             "http://h/v1/completions?v=2&key=hidden"
         );
-        assert_eq!(keyed.query_secrets(), ["sk-12345678+abc"]);
+        assert_eq!(
+            keyed.query_secrets(),
+            ["sk-12345678%2Babc", "sk-12345678+abc"]
+        );
     }
 
     #[test]

@@ -52,9 +52,12 @@ fn denied(policy: &Resolved, absolute: &str, relative: &str) -> bool {
     let on_disk = std::fs::canonicalize(absolute)
         .ok()
         .map(|path| path.to_string_lossy().into_owned());
+    // A client on Windows may name `secret\x.py`: read both ways.
+    let slashed = [absolute, relative].map(|path| path.replace('\\', "/"));
     [absolute, relative]
         .into_iter()
         .chain(on_disk.as_deref())
+        .chain(slashed.iter().map(String::as_str))
         .filter(|path| !path.is_empty())
         .any(|path| policy.deny.path(path) || policy.deny.path(&lexical(path)))
 }
@@ -232,6 +235,8 @@ pub(crate) mod tests {
         named.context.preamble.path = "src/main.rs".into();
         assert_eq!(check(&guarded, &named), Ok(()));
         named.context.preamble.path = "secrets/main.rs".into();
+        assert_eq!(check(&guarded, &named), Err(Local::Denied));
+        named.context.preamble.path = "secrets\\main.rs".into();
         assert_eq!(check(&guarded, &named), Err(Local::Denied));
     }
 
