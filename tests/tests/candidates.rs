@@ -34,10 +34,13 @@ const TEXT: &str = "def mean(values):\n    total = sum(values)\n    return \n";
 
 #[test]
 fn an_invoked_request_offers_several_distinct_candidates_and_an_automatic_one_one() {
+    // The automatic answer whole, where the model may be unsure of its rest (see
+    // `stopWhenUnsure`): this is about candidates.
     let options = json!({
         "promptTimeLimitMs": 0,
         "generationTimeLimitMs": 3000,
         "suffixRescoring": true,
+        "stopWhenUnsure": false,
     });
     let invoked = texts(options.clone(), TEXT, 2, 11, 1);
     assert!(invoked.len() > 1, "one candidate only: {invoked:?}");
