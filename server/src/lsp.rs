@@ -465,7 +465,8 @@ impl LspServer {
     /// said the cursor is ([`DID_FOCUS_METHOD`]); without it (just opened: LSP does not
     /// say where the cursor is) [`context::opening_cursor`] guesses. Requests stop it at
     /// once; what it decoded stays cached, and a newer warm supersedes it (also one
-    /// asked for later that gets to run first).
+    /// asked for later that gets to run first). At a reported cursor, the answer there
+    /// is prefetched once the prompt is warm.
     fn warm_at(&self, key: &str, position: Option<Position>) {
         if self.completions_disabled(key) {
             return;
@@ -515,8 +516,15 @@ impl LspServer {
             })
             .await;
             let superseded = warms_asked.load(Ordering::SeqCst) != ticket;
-            if let (Ok(Some(context)), false) = (warmed, superseded) {
-                suggester.warm(context, key).await;
+            if let (Ok(Some(context)), false) = (warmed, superseded)
+                && suggester.warm(context.clone(), key.clone()).await
+                && position.is_some()
+                && warms_asked.load(Ordering::SeqCst) == ticket
+            {
+                // Where the client says the cursor is, the user is likely to type
+                // first: the answer there is computed too, so that the first
+                // keystroke types through it (a prefetch: requests stop it).
+                suggester.prefetch(context, key).await;
             }
         });
     }

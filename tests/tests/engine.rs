@@ -323,6 +323,24 @@ fn the_cursor_a_client_reports_is_warmed_before_the_first_keystroke() {
 }
 
 #[test]
+fn the_answer_where_a_client_reports_the_cursor_is_ready_before_the_first_request() {
+    let mut client = server_with(Value::Null);
+    let uri = "file:///w/focus.py";
+    let text = distinct_functions(30);
+    let line = text.matches('\n').count() as u32;
+    client.open(uri, "python", &text);
+    stats_when(&mut client, |s| counter(&s["prefetch"], "warmed") >= 1);
+    client.focus(uri, line, 0);
+    let ready = stats_when(&mut client, |s| counter(&s["prefetch"], "answers") >= 1);
+    assert_eq!(counter(&ready["prefetch"], "answers"), 1, "{ready}");
+    // Neovim asks there on entering Insert mode; a first keystroke types through it.
+    let before = client.stats();
+    let suggestion = automatic_suggestion(&mut client, uri, line, 0);
+    assert!(!suggestion.is_empty());
+    assert_answered_from_memory(&before, &client.stats());
+}
+
+#[test]
 fn a_file_just_opened_is_answered_from_a_short_prompt_until_the_full_one_is_warm() {
     let mut client = server_with(Value::Null);
     let uri = "file:///w/fresh.py";
@@ -347,6 +365,8 @@ fn a_file_just_opened_is_answered_from_a_short_prompt_until_the_full_one_is_warm
         !first.is_empty(),
         "the first keystroke got nothing: {answered}"
     );
+    // A stand-in: its first line, which comes soonest.
+    assert!(!first.contains('\n'), "{first:?}");
     assert_eq!(counter(&answered, "shortPrompts"), 1, "{answered}");
     // The full prompt is warmed on in the background (no prefetch stops it); then it
     // answers, decoding only the line typed since.

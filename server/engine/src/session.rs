@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use inkling_core::candidates;
 use inkling_core::context::CompletionContext;
-use inkling_core::generate::{BackendError, CompletionRequest, Generation, StopReason};
+use inkling_core::generate::{BackendError, CancelFlag, CompletionRequest, Generation, StopReason};
 use inkling_core::postprocess;
 use inkling_core::prompt::{self, CachingTokenizer, Prompt};
 use inkling_core::template::{Family, Template};
@@ -36,12 +36,16 @@ pub const MAX_BACKGROUND_DISCARD: usize = 256;
 /// keystrokes are answered while the full prompt is still being decoded.
 const SHORT_PREFIX_TOKENS: usize = 256;
 
+/// How long a person looks at a file before typing in it, about: a warm that can
+/// bring a full prompt in within it does not bring a short one in first.
+const LOOK: Duration = Duration::from_millis(1500);
+
 /// Prompt decoding speed assumed until one is measured, in tokens per second (this
 /// machine's is about 200 with the default model).
 const ASSUMED_PROMPT_RATE: f64 = 150.0;
 
-/// A request answered from a short prompt first spends this share (1/n) of its
-/// prompt time limit on the full prompt.
+/// A request answered from a short prompt owes the full prompt this share (1/n) of
+/// its prompt time limit, paid after the answer is sent (see [`OwedShare`]).
 const FULL_PROMPT_SHARE: u32 = 3;
 
 /// Fewest tokens a fill must decode for its speed to count.
@@ -50,6 +54,15 @@ const RATE_SAMPLE_TOKENS: usize = 32;
 /// The slot of `document`'s short prompt.
 fn short_slot(document: &str) -> String {
     format!("{document}\u{0}short")
+}
+
+/// Decoding a request answered from a short prompt owes its full prompt, done after
+/// the answer is sent so that the answer is not kept waiting for it, and before the
+/// next job so that keystrokes coming without a pause still bring the full prompt in.
+struct OwedShare {
+    document: String,
+    prompt: Vec<Token>,
+    time: Duration,
 }
 
 /// The answer as it is generated: its text, and the request's stop rules and limits.
@@ -167,6 +180,8 @@ pub(crate) struct Session<'m> {
     tallies: Arc<Tallies>,
     /// Whether the job being run is background work (counted apart).
     background: bool,
+    /// What the last request owes its full prompt (see [`Session::pay_owed_share`]).
+    owed: Option<OwedShare>,
 }
 
 impl<'m> Session<'m> {
@@ -205,6 +220,7 @@ impl<'m> Session<'m> {
             previous_prompts: HashMap::new(),
             tallies,
             background: false,
+            owed: None,
         }
     }
 
@@ -272,6 +288,33 @@ impl<'m> Session<'m> {
         result
     }
 
+    /// Decodes what the last request owes its full prompt (see [`OwedShare`]), as
+    /// background work. A failure or a panic (a bug) leaves the cache forgotten, as
+    /// in [`Session::run`].
+    pub(crate) fn pay_owed_share(&mut self) {
+        let Some(owed) = self.owed.take() else {
+            return;
+        };
+        self.background = true;
+        let paid = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.switch_to(&owed.document);
+            let started = Instant::now();
+            let never = CancelFlag::default();
+            let (_, filled) = self.bring_in(
+                &never,
+                &owed.prompt,
+                started,
+                Some(owed.time),
+                BACKGROUND_CHUNK,
+            );
+            filled.map(|_| ())
+        }));
+        if !matches!(paid, Ok(Ok(()))) {
+            tracing::warn!(document = owed.document, "decoding a full prompt failed");
+            self.target.forget();
+        }
+    }
+
     /// The prompt for `context`, shown as text.
     pub(crate) fn view(&self, context: &CompletionContext) -> PromptView {
         let prompt = prompt::build(context, &self.template, self.budget, &self.tokenizer);
@@ -304,23 +347,23 @@ impl<'m> Session<'m> {
         let limit = request.prompt_time_limit;
         let (reuse, filled) = match self.short_instead(request, &prompt, started) {
             Some(short) => {
-                // The full prompt gets a share of the time, in background-sized
-                // chunks to keep to it (it may be done by then); what it lacks after
-                // that, the next requests and the warming decode.
-                let share = limit.map(|limit| limit / FULL_PROMPT_SHARE);
-                let (reuse, filled) =
-                    self.bring_in(request, &prompt, started, share, BACKGROUND_CHUNK);
-                if let Ok(Some(Interrupt::OutOfTime)) = filled {
-                    self.switch_to(&short_slot(&request.document));
-                    (prompt, heal) = short;
-                    short_prompt = true;
-                    self.counters()
-                        .short_prompts
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.bring_in(request, &prompt, started, limit, PROMPT_CHUNK)
-                } else {
-                    (reuse, filled)
-                }
+                // The full prompt cannot be decoded in time: the short one answers at
+                // once, and the full one gets a share of the time after the answer
+                // is sent; what it lacks after that, the next requests and the
+                // warming decode.
+                self.switch_to(&short_slot(&request.document));
+                let full = std::mem::replace(&mut prompt, short.0);
+                heal = short.1;
+                self.owed = limit.map(|limit| OwedShare {
+                    document: request.document.clone(),
+                    prompt: full,
+                    time: limit / FULL_PROMPT_SHARE,
+                });
+                short_prompt = true;
+                self.counters()
+                    .short_prompts
+                    .fetch_add(1, Ordering::Relaxed);
+                self.bring_in(&request.cancel, &prompt, started, limit, PROMPT_CHUNK)
             }
             None => {
                 let chunk = if self.background {
@@ -328,7 +371,7 @@ impl<'m> Session<'m> {
                 } else {
                     PROMPT_CHUNK
                 };
-                self.bring_in(request, &prompt, started, limit, chunk)
+                self.bring_in(&request.cancel, &prompt, started, limit, chunk)
             }
         };
         if !short_prompt && matches!(filled, Ok(None)) {
@@ -383,7 +426,11 @@ impl<'m> Session<'m> {
                 // The answers to try, in order, each (first tokens, one line only);
                 // the last is kept whatever it gives.
                 let mut attempts: Vec<(&[LlamaToken], bool)> = Vec::new();
-                if single {
+                if short_prompt {
+                    // An answer from a short prompt stands in for a moment: its
+                    // greedy first line comes soonest.
+                    attempts.push((&[], true));
+                } else if single {
                     attempts.push((&greedy_first, true));
                     attempts.extend(first_seed.as_deref().map(|seed| (seed, true)));
                     attempts.push((&greedy_first, false));
@@ -567,8 +614,8 @@ impl<'m> Session<'m> {
         (fits && short.len() < prompt.len()).then_some((short, heal))
     }
 
-    /// For a warm whose full prompt `full` lacks more than a short prompt's worth of
-    /// tokens: brings the short prompt in first (see [`Session::short_instead`]), then
+    /// For a warm whose full prompt `full` lacks more than [`LOOK`] can decode:
+    /// brings the short prompt in first (see [`Session::short_instead`]), then
     /// makes the document's slot current again.
     fn warm_short_first(
         &mut self,
@@ -579,19 +626,27 @@ impl<'m> Session<'m> {
             return Ok(());
         }
         let (short, _) = self.build(&request.context, self.short_budget);
-        if self.target.missing(&self.target.cached, full) <= SHORT_PREFIX_TOKENS
-            || short.len() >= full.len()
-        {
-            return Ok(());
-        }
+        let missing = self.target.missing(&self.target.cached, full);
+        let short_first = self.decode_time(missing) > LOOK && short.len() < full.len();
         tracing::debug!(
             short = short.len(),
             full = full.len(),
-            cached = self.target.cached.len(),
-            "warming a short prompt first"
+            missing,
+            rate = self.prompt_rate,
+            short_first,
+            "warm"
         );
+        if !short_first {
+            return Ok(());
+        }
         self.switch_to(&short_slot(&request.document));
-        let (_, filled) = self.bring_in(request, &short, Instant::now(), None, BACKGROUND_CHUNK);
+        let (_, filled) = self.bring_in(
+            &request.cancel,
+            &short,
+            Instant::now(),
+            None,
+            BACKGROUND_CHUNK,
+        );
         self.switch_to(&request.document);
         match filled? {
             Some(Interrupt::Cancelled) => Err(BackendError::Cancelled),
@@ -635,7 +690,7 @@ impl<'m> Session<'m> {
     /// `started`). Returns the plan applied and why decoding stopped early, if it did.
     fn bring_in(
         &mut self,
-        request: &CompletionRequest,
+        cancel: &CancelFlag,
         prompt: &[Token],
         started: Instant,
         limit: Option<Duration>,
@@ -658,7 +713,7 @@ impl<'m> Session<'m> {
             chunk_size,
             || {
                 let out_of_time = limit.is_some_and(|limit| started.elapsed() >= limit);
-                if request.cancel.is_cancelled() {
+                if cancel.is_cancelled() {
                     Some(Interrupt::Cancelled)
                 } else if out_of_time && !std::mem::take(&mut first_chunk) {
                     Some(Interrupt::OutOfTime)

@@ -129,6 +129,7 @@ pub(crate) fn run(
         match job {
             Job::Complete { request, reply } => {
                 let _ = reply.send(session.run(&request)); // The asker may have gone away.
+                session.pay_owed_share();
             }
             Job::Prompt { context, reply } => {
                 // As for a completion: a panic (a bug) fails this request, not the worker.
