@@ -478,7 +478,8 @@ impl LspServer {
         if lock(&sources.documents).get(&key).is_none() {
             return;
         }
-        let prefix_tokens = self.settings().engine.budget.prefix_tokens;
+        let settings = self.settings();
+        let (prefix_tokens, prefetch) = (settings.engine.budget.prefix_tokens, settings.prefetch);
         let encoding = self.encoding();
         let (warms_asked, warm_contexts) = (self.warms_asked.clone(), self.warm_contexts.clone());
         let ticket = warms_asked.fetch_add(1, Ordering::SeqCst) + 1;
@@ -519,6 +520,7 @@ impl LspServer {
             if let (Ok(Some(context)), false) = (warmed, superseded)
                 && suggester.warm(context.clone(), key.clone()).await
                 && position.is_some()
+                && prefetch
                 && warms_asked.load(Ordering::SeqCst) == ticket
             {
                 // Where the client says the cursor is, the user is likely to type

@@ -447,9 +447,12 @@ impl<B: Backend> Suggester<B> {
     /// already or a request is at the backend. Cancelled by the next request that needs
     /// the backend. Says whether it ran to the end (or had nothing to do).
     pub async fn prefetch(&self, context: CompletionContext, document: String) -> bool {
-        // The prompt the last request could not finish is warmed first: a prefetch
-        // would run out of time on it too.
-        if !self.may_prefetch() || lock(&self.unfinished).is_some() {
+        // The prompt the last request in this document could not finish is warmed
+        // first: a prefetch would run out of time on it too.
+        let unfinished_here = lock(&self.unfinished)
+            .as_ref()
+            .is_some_and(|(_, unfinished)| *unfinished == document);
+        if !self.may_prefetch() || unfinished_here {
             return false;
         }
         let settings = self.settings();

@@ -44,12 +44,22 @@ const LOOK: Duration = Duration::from_millis(1500);
 /// machine's is about 200 with the default model).
 const ASSUMED_PROMPT_RATE: f64 = 150.0;
 
-/// A request answered from a short prompt owes the full prompt this share (1/n) of
-/// its prompt time limit, paid after the answer is sent (see [`OwedShare`]).
+/// The full prompt's share (1/n) of a request's prompt time limit: the most of it a
+/// request decodes itself while a short prompt could answer at once, and what a
+/// request answered from a short prompt owes it, paid after the answer is sent (see
+/// [`OwedShare`]).
 const FULL_PROMPT_SHARE: u32 = 3;
 
 /// Fewest tokens a fill must decode for its speed to count.
 const RATE_SAMPLE_TOKENS: usize = 32;
+
+/// Where the first line of `text` with something other than blanks on it ends (its
+/// line break), once it has ended: an answer's first line, or after a line break
+/// (at the end of `def f():`), the line below.
+fn first_code_line_end(text: &str) -> Option<usize> {
+    let start = text.find(|c: char| !c.is_whitespace())?;
+    text[start..].find('\n').map(|end| start + end)
+}
 
 /// The slot of `document`'s short prompt.
 fn short_slot(document: &str) -> String {
@@ -74,7 +84,7 @@ struct Output<'r> {
     streamed: bool,
     /// The text's length after each token.
     token_ends: Vec<usize>,
-    /// The answer ends at its first line break (a seeded candidate: one statement).
+    /// The answer ends with its first line of code (a seeded candidate: one statement).
     one_line: bool,
 }
 
@@ -95,7 +105,11 @@ impl<'r> Output<'r> {
     fn end(&self, finished: bool) -> Option<usize> {
         let text = self.text.as_str();
         let rules = self.request.stop.end_of_answer(text, finished);
-        let line_end = text.find('\n').filter(|_| self.one_line);
+        let line_end = if self.one_line {
+            first_code_line_end(text)
+        } else {
+            None
+        };
         match (rules, line_end) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -354,16 +368,21 @@ impl<'m> Session<'m> {
                 self.switch_to(&short_slot(&request.document));
                 let full = std::mem::replace(&mut prompt, short.0);
                 heal = short.1;
-                self.owed = limit.map(|limit| OwedShare {
-                    document: request.document.clone(),
-                    prompt: full,
-                    time: limit / FULL_PROMPT_SHARE,
-                });
                 short_prompt = true;
                 self.counters()
                     .short_prompts
                     .fetch_add(1, Ordering::Relaxed);
-                self.bring_in(&request.cancel, &prompt, started, limit, PROMPT_CHUNK)
+                let (reuse, filled) =
+                    self.bring_in(&request.cancel, &prompt, started, limit, PROMPT_CHUNK);
+                // A request given up (cancelled, failed) owes nothing.
+                if let Ok(None | Some(Interrupt::OutOfTime)) = filled {
+                    self.owed = limit.map(|limit| OwedShare {
+                        document: request.document.clone(),
+                        prompt: full,
+                        time: limit / FULL_PROMPT_SHARE,
+                    });
+                }
+                (reuse, filled)
             }
             None => {
                 let chunk = if self.background {
@@ -583,9 +602,9 @@ impl<'m> Session<'m> {
         Duration::from_secs_f64(tokens as f64 / self.prompt_rate)
     }
 
-    /// The short prompt to answer `request` from, should `prompt` not be decoded in
-    /// its share of the time limit (see [`FULL_PROMPT_SHARE`]): when the cache lacks
-    /// more of `prompt` than the limit can decode and the short prompt's own cache
+    /// The short prompt to answer `request` from instead of `prompt`: when the cache
+    /// lacks more of `prompt` than its share of the time limit can decode (see
+    /// [`FULL_PROMPT_SHARE`]; the answer would come late) and the short prompt's own cache
     /// lacks what half of it can (a fresh document being warmed: an answer from less
     /// context beats none). Only with several warm states, so the full prompt's
     /// cache stays.
@@ -601,8 +620,9 @@ impl<'m> Session<'m> {
         let left = request.prompt_time_limit?.saturating_sub(started.elapsed());
         // At most what the common prefix leaves: enough to decide while typing on.
         let at_most = prompt.len() - common_prefix(&self.target.cached, prompt);
-        if self.decode_time(at_most) <= left
-            || self.decode_time(self.target.missing(&self.target.cached, prompt)) <= left
+        let share = left / FULL_PROMPT_SHARE;
+        if self.decode_time(at_most) <= share
+            || self.decode_time(self.target.missing(&self.target.cached, prompt)) <= share
         {
             return None;
         }
@@ -1430,6 +1450,15 @@ impl Utf8Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_one_line_answer_is_its_first_line_with_code_on_it() {
+        assert_eq!(first_code_line_end("x = 1\ny = 2"), Some(5));
+        // After `def f():` the answer starts below: that line is the one.
+        assert_eq!(first_code_line_end("\n    return x\n"), Some(13));
+        assert_eq!(first_code_line_end("\n\n    "), None);
+        assert_eq!(first_code_line_end("x = 1"), None);
+    }
 
     #[test]
     fn an_answer_ends_before_an_unsure_token_once_its_line_has_text() {
