@@ -84,8 +84,20 @@ struct Output<'r> {
     streamed: bool,
     /// The text's length after each token.
     token_ends: Vec<usize>,
-    /// The answer ends with its first line of code (a seeded candidate: one statement).
-    one_line: bool,
+    /// Where the answer ends besides the stop rules.
+    line_limit: LineLimit,
+}
+
+/// Where an answer ends besides the stop rules.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LineLimit {
+    /// Nowhere else.
+    Rules,
+    /// At its first line break (a seeded candidate: one statement).
+    FirstLine,
+    /// At the end of its first line with code (a short prompt's stand-in: after
+    /// `def f():`, the line below).
+    FirstCodeLine,
 }
 
 impl<'r> Output<'r> {
@@ -96,7 +108,7 @@ impl<'r> Output<'r> {
             generated: 0,
             streamed,
             token_ends: Vec::new(),
-            one_line: false,
+            line_limit: LineLimit::Rules,
         }
     }
 
@@ -105,10 +117,10 @@ impl<'r> Output<'r> {
     fn end(&self, finished: bool) -> Option<usize> {
         let text = self.text.as_str();
         let rules = self.request.stop.end_of_answer(text, finished);
-        let line_end = if self.one_line {
-            first_code_line_end(text)
-        } else {
-            None
+        let line_end = match self.line_limit {
+            LineLimit::Rules => None,
+            LineLimit::FirstLine => text.find('\n'),
+            LineLimit::FirstCodeLine => first_code_line_end(text),
         };
         match (rules, line_end) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -299,6 +311,10 @@ impl<'m> Session<'m> {
         if result == Err(BackendError::Cancelled) {
             self.counters().cancelled.fetch_add(1, Ordering::Relaxed);
         }
+        if result.is_err() {
+            // A request given up (cancelled, failed) owes nothing.
+            self.owed = None;
+        }
         result
     }
 
@@ -321,7 +337,12 @@ impl<'m> Session<'m> {
                 Some(owed.time),
                 BACKGROUND_CHUNK,
             );
-            filled.map(|_| ())
+            filled.map(|interrupt| {
+                if interrupt.is_none() {
+                    // The full prompt is cached whole: its stand-in is no longer needed.
+                    self.slots.discard(&short_slot(&owed.document));
+                }
+            })
         }));
         if !matches!(paid, Ok(Ok(()))) {
             tracing::warn!(document = owed.document, "decoding a full prompt failed");
@@ -372,17 +393,12 @@ impl<'m> Session<'m> {
                 self.counters()
                     .short_prompts
                     .fetch_add(1, Ordering::Relaxed);
-                let (reuse, filled) =
-                    self.bring_in(&request.cancel, &prompt, started, limit, PROMPT_CHUNK);
-                // A request given up (cancelled, failed) owes nothing.
-                if let Ok(None | Some(Interrupt::OutOfTime)) = filled {
-                    self.owed = limit.map(|limit| OwedShare {
-                        document: request.document.clone(),
-                        prompt: full,
-                        time: limit / FULL_PROMPT_SHARE,
-                    });
-                }
-                (reuse, filled)
+                self.owed = limit.map(|limit| OwedShare {
+                    document: request.document.clone(),
+                    prompt: full,
+                    time: limit / FULL_PROMPT_SHARE,
+                });
+                self.bring_in(&request.cancel, &prompt, started, limit, PROMPT_CHUNK)
             }
             None => {
                 let chunk = if self.background {
@@ -442,23 +458,27 @@ impl<'m> Session<'m> {
                 } else {
                     self.healing_token(&heal, LogitsAt(-1))
                 }];
-                // The answers to try, in order, each (first tokens, one line only);
+                // The answers to try, in order, each (first tokens, where it ends);
                 // the last is kept whatever it gives.
-                let mut attempts: Vec<(&[LlamaToken], bool)> = Vec::new();
+                let mut attempts: Vec<(&[LlamaToken], LineLimit)> = Vec::new();
                 if short_prompt {
                     // An answer from a short prompt stands in for a moment: its
                     // greedy first line comes soonest.
-                    attempts.push((&[], true));
+                    attempts.push((&[], LineLimit::FirstCodeLine));
                 } else if single {
-                    attempts.push((&greedy_first, true));
-                    attempts.extend(first_seed.as_deref().map(|seed| (seed, true)));
-                    attempts.push((&greedy_first, false));
+                    attempts.push((&greedy_first, LineLimit::FirstLine));
+                    attempts.extend(
+                        first_seed
+                            .as_deref()
+                            .map(|seed| (seed, LineLimit::FirstLine)),
+                    );
+                    attempts.push((&greedy_first, LineLimit::Rules));
                 } else {
-                    attempts.push((&[], false));
+                    attempts.push((&[], LineLimit::Rules));
                 }
                 let last = attempts.len() - 1;
                 let mut reason = StopReason::StopRule;
-                for (i, (forced, one_line)) in attempts.into_iter().enumerate() {
+                for (i, (forced, line_limit)) in attempts.into_iter().enumerate() {
                     if i > 0 {
                         self.counters()
                             .generated_tokens
@@ -466,7 +486,7 @@ impl<'m> Session<'m> {
                         self.rewind_to(prompt.len())?;
                         output = Output::new(request, true);
                     }
-                    output.one_line = one_line;
+                    output.line_limit = line_limit;
                     reason = self.answer(
                         request,
                         &prompt,
@@ -479,7 +499,7 @@ impl<'m> Session<'m> {
                         break;
                     }
                 }
-                if output.one_line {
+                if output.line_limit != LineLimit::Rules {
                     // What streamed past the line break is not the answer.
                     let kept = output.answer().len();
                     output.text.text.truncate(kept);
@@ -621,16 +641,17 @@ impl<'m> Session<'m> {
         // At most what the common prefix leaves: enough to decide while typing on.
         let at_most = prompt.len() - common_prefix(&self.target.cached, prompt);
         let share = left / FULL_PROMPT_SHARE;
-        if self.decode_time(at_most) <= share
-            || self.decode_time(self.target.missing(&self.target.cached, prompt)) <= share
-        {
+        let missing = self.target.missing(&self.target.cached, prompt);
+        if self.decode_time(at_most) <= share || self.decode_time(missing) <= share {
             return None;
         }
         let (short, heal) = self.build(&request.context, self.short_budget);
         let cached = self
             .slots
             .tokens_of(&short_slot(&request.document), &self.target);
-        let fits = self.decode_time(self.target.missing(cached, &short)) <= left / 2;
+        let short_missing = self.target.missing(cached, &short);
+        // And at most half the cost of the full one (not after an edit both lack).
+        let fits = self.decode_time(short_missing) <= left / 2 && short_missing * 2 <= missing;
         (fits && short.len() < prompt.len()).then_some((short, heal))
     }
 
@@ -1038,7 +1059,9 @@ impl<'m> Session<'m> {
     ) -> Result<(String, bool), BackendError> {
         self.rewind_to(prompt.len())?;
         let mut output = Output::new(request, false);
-        output.one_line = one_line;
+        if one_line {
+            output.line_limit = LineLimit::FirstLine;
+        }
         let reason = self.answer(
             request,
             prompt,
@@ -1203,7 +1226,7 @@ impl<'m> Session<'m> {
         }
         let read_prompt: Vec<Token> = prompt.iter().chain(&below).copied().collect();
         let mut output = Output::new(request, false);
-        output.one_line = true;
+        output.line_limit = LineLimit::FirstLine;
         let reason = self.answer(
             request,
             &read_prompt,
