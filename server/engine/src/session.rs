@@ -641,8 +641,12 @@ impl<'m> Session<'m> {
         // At most what the common prefix leaves: enough to decide while typing on.
         let at_most = prompt.len() - common_prefix(&self.target.cached, prompt);
         let share = left / FULL_PROMPT_SHARE;
+        // Typing on, the common prefix decides it without a reuse plan per keystroke.
+        if self.decode_time(at_most) <= share {
+            return None;
+        }
         let missing = self.target.missing(&self.target.cached, prompt);
-        if self.decode_time(at_most) <= share || self.decode_time(missing) <= share {
+        if self.decode_time(missing) <= share {
             return None;
         }
         let (short, heal) = self.build(&request.context, self.short_budget);
