@@ -14,7 +14,11 @@
 //! (`scripts/llama-server`, or `$INKLING_LLAMA_SERVER`), asked greedily at
 //! `/completion` for one line with the text before the cursor only, as many whole
 //! lines of it as fit in 768 tokens (inkling's `prefixTokens` default): the plain
-//! prefix prompt a simple client sends, its answer put in as it comes.
+//! prefix prompt a simple client sends, its answer put in as it comes. The row
+//! `llama-server-sampled` (only when `INKLING_EXEC_ROWS` names it: it runs the tests
+//! about a thousand times) adds lines sampled from the same prompt: its "any item"
+//! is how often the model's own lines hold one that passes, the most any choice
+//! among them could reach.
 //!
 //! Each other row is one inkling server, started with the row's flags
 //! (`invoked-single`: one candidate; `invoked`, `automatic`: the defaults, three
@@ -39,8 +43,9 @@
 //! (default 14), `INKLING_EXEC_ROWS` (comma-separated subset of the row names),
 //! `INKLING_EXEC_VERBOSE=1` (every suggestion, on stderr), `INKLING_BENCH_OPTIONS` (a
 //! JSON object of inkling options for every inkling row, e.g.
-//! `{"promptTimeLimitMs": 1500}`), `INKLING_LLAMA_SERVER` (the peer's binary). Both
-//! sides run the default model.
+//! `{"promptTimeLimitMs": 1500}`), `INKLING_LLAMA_SERVER` (the peer's binary),
+//! `INKLING_EXEC_SAMPLES` (lines sampled per task, default 20). Both sides run the
+//! default model.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -123,7 +128,27 @@ enum Server {
     /// The peer: llama.cpp's `llama-server` on the same model, asked greedily at
     /// `/completion` for one line, with the text before the cursor only (whole lines,
     /// within inkling's own default budget for it): the plain prefix prompt.
-    LlamaServer,
+    Peer,
+    /// The same, and then [`samples`] more lines sampled from the model at
+    /// [`SAMPLING_TEMPERATURE`], each a later item: the row's "any item" is how often
+    /// the model's own lines contain one that passes, a ceiling for any choice among
+    /// them (its pass@1 is the peer's).
+    PeerSampled,
+}
+
+/// Lines sampled per task in the `llama-server-sampled` row, unless
+/// `INKLING_EXEC_SAMPLES` says otherwise.
+const DEFAULT_SAMPLES: usize = 20;
+
+/// Temperature of the sampled lines (with top-k 40 and top-p 0.95, llama.cpp's
+/// defaults for them).
+const SAMPLING_TEMPERATURE: f64 = 0.8;
+
+fn samples() -> usize {
+    std::env::var("INKLING_EXEC_SAMPLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_SAMPLES)
 }
 
 /// The peer's budget for the text before the cursor: inkling's `prefixTokens` default.
@@ -137,7 +162,13 @@ const PEER_MAX_TOKENS: usize = 96;
 const ROWS: &[Row] = &[
     Row {
         name: "llama-server",
-        server: Server::LlamaServer,
+        server: Server::Peer,
+        invoked: true,
+        args: &[],
+    },
+    Row {
+        name: "llama-server-sampled",
+        server: Server::PeerSampled,
         invoked: true,
         args: &[],
     },
@@ -339,10 +370,13 @@ fn ask_all(
         .collect()
 }
 
-/// The peer's answer for each task (one line at most) and its latency.
+/// The peer's answer for each task (one line at most) and its latency; with
+/// `samples`, then that many lines sampled (seeded, so runs repeat), the distinct
+/// ones as later items (the latency is the greedy line's).
 fn ask_llama_server(
     tasks: &[Task],
     sources: &HashMap<String, String>,
+    samples: usize,
 ) -> Result<Vec<(Vec<String>, Duration)>, String> {
     let binary = llama_server_binary()?;
     let log = std::env::temp_dir().join("inkling-execution-llama-server.log");
@@ -361,27 +395,52 @@ fn ask_llama_server(
             .take(task.line)
             .collect();
         let prompt = last_lines_within(server.address, &before, task.indent(), PEER_PREFIX_TOKENS)?;
-        let body = json!({
-            "prompt": prompt,
-            "n_predict": PEER_MAX_TOKENS,
-            "temperature": 0.0,
-            "stop": ["\n"],
-            "cache_prompt": true,
-        });
-        let asked = Instant::now();
-        let (status, answer) = try_post(server.address, "/completion", &body.to_string())
-            .map_err(|e| format!("/completion: {e}"))?;
-        let latency = asked.elapsed();
-        if status != 200 {
-            return Err(format!("/completion answered {status}: {answer}"));
-        }
-        let content: Value = serde_json::from_str(&answer).map_err(|e| e.to_string())?;
-        let line = content["content"].as_str().unwrap_or_default().trim_end();
-        let texts = if line.trim().is_empty() {
-            Vec::new()
-        } else {
-            vec![line.to_owned()]
+        let line = |sampling: Value| -> Result<String, String> {
+            let mut body = json!({
+                "prompt": prompt,
+                "n_predict": PEER_MAX_TOKENS,
+                "stop": ["\n"],
+                "cache_prompt": true,
+            });
+            body.as_object_mut()
+                .expect("an object")
+                .extend(sampling.as_object().expect("an object").clone());
+            let (status, answer) = try_post(server.address, "/completion", &body.to_string())
+                .map_err(|e| format!("/completion: {e}"))?;
+            if status != 200 {
+                return Err(format!("/completion answered {status}: {answer}"));
+            }
+            let content: Value = serde_json::from_str(&answer).map_err(|e| e.to_string())?;
+            Ok(content["content"]
+                .as_str()
+                .unwrap_or_default()
+                .trim_end()
+                .to_owned())
         };
+        let asked = Instant::now();
+        let greedy = line(json!({"temperature": 0.0}))?;
+        let latency = asked.elapsed();
+        // The greedy line first; an empty one shows nothing, so the row's pass@1 is
+        // the peer's.
+        let mut texts = vec![greedy];
+        for seed in 0..samples {
+            let sampled = line(json!({
+                "temperature": SAMPLING_TEMPERATURE,
+                "top_k": 40,
+                "top_p": 0.95,
+                "seed": seed,
+            }))?;
+            if !texts.iter().any(|t| t.trim() == sampled.trim()) {
+                texts.push(sampled);
+            }
+        }
+        // An empty greedy line stays first (it passes nothing) when lines were
+        // sampled after it; alone, nothing is shown.
+        let greedy_empty = texts[0].trim().is_empty();
+        texts.retain(|t| !t.trim().is_empty());
+        if greedy_empty && !texts.is_empty() {
+            texts.insert(0, String::new());
+        }
         answers.push((texts, latency));
     }
     Ok(answers)
@@ -475,16 +534,26 @@ fn main() {
     // Test runs, by task and suggestion: rows that suggest the same text share them.
     let mut verdicts: HashMap<(usize, String), bool> = HashMap::new();
     for row in ROWS {
-        if wanted
-            .as_ref()
-            .is_some_and(|w| !w.iter().any(|n| n == row.name))
-        {
+        let run = match &wanted {
+            Some(names) => names.iter().any(|n| n == row.name),
+            // The sampled row runs the tests about a thousand times: asked for only.
+            None => row.server != Server::PeerSampled,
+        };
+        if !run {
             continue;
         }
         let started = Instant::now();
         let answers = match row.server {
             Server::Inkling => ask_all(row, &tasks, &sources),
-            Server::LlamaServer => match ask_llama_server(&tasks, &sources) {
+            Server::Peer | Server::PeerSampled => match ask_llama_server(
+                &tasks,
+                &sources,
+                if row.server == Server::PeerSampled {
+                    samples()
+                } else {
+                    0
+                },
+            ) {
                 Ok(answers) => answers,
                 Err(e) => {
                     println!("  {:<28} NOT RUN: {e}", row.name);
@@ -499,13 +568,16 @@ fn main() {
             let Some(text) = texts.first() else {
                 continue;
             };
-            score.shown += 1;
+            score.shown += usize::from(!text.is_empty());
             let first_line = text.lines().next().unwrap_or_default().trim_end();
             let exact = first_line == task.code();
+            // An empty first item (the sampled row's, see `ask_llama_server`) passes
+            // nothing.
             let mut verdict = |text: &String| {
-                *verdicts
-                    .entry((i, text.clone()))
-                    .or_insert_with(|| passes(task, text))
+                !text.is_empty()
+                    && *verdicts
+                        .entry((i, text.clone()))
+                        .or_insert_with(|| passes(task, text))
             };
             let passed = verdict(text);
             let passed_any = passed || texts[1..].iter().any(&mut verdict);

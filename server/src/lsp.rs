@@ -463,10 +463,11 @@ impl LspServer {
     /// the background (once the model is loaded), so that the first keystroke there
     /// does not wait for a prompt decoded from scratch. `position` is where the client
     /// said the cursor is ([`DID_FOCUS_METHOD`]); without it (just opened: LSP does not
-    /// say where the cursor is) [`context::opening_cursor`] guesses. Requests stop it at
-    /// once; what it decoded stays cached, and a newer warm supersedes it (also one
-    /// asked for later that gets to run first). At a reported cursor, the answer there
-    /// is prefetched once the prompt is warm.
+    /// say where the cursor is) [`context::opening_cursor`] guesses. A request elsewhere
+    /// stops it at once, one at that very place waits for it; what it decoded stays
+    /// cached, and a newer warm supersedes it (also one asked for later that gets to
+    /// run first). At a reported cursor, the answer there is prefetched once the
+    /// prompt is warm (stopped and waited for in the same way).
     fn warm_at(&self, key: &str, position: Option<Position>) {
         if self.completions_disabled(key) {
             return;
@@ -525,7 +526,7 @@ impl LspServer {
             {
                 // Where the client says the cursor is, the user is likely to type
                 // first: the answer there is computed too, so that the first
-                // keystroke types through it (a prefetch: requests stop it).
+                // keystroke types through it.
                 suggester.prefetch(context, key).await;
             }
         });
