@@ -141,7 +141,7 @@ enum Server {
 const DEFAULT_SAMPLES: usize = 20;
 
 /// Temperature of the sampled lines (with top-k 40 and top-p 0.95, llama.cpp's
-/// defaults for them).
+/// defaults for them, and its other defaults, such as min-p 0.05).
 const SAMPLING_TEMPERATURE: f64 = 0.8;
 
 fn samples() -> usize {
@@ -371,7 +371,7 @@ fn ask_all(
 }
 
 /// The peer's answer for each task (one line at most) and its latency; with
-/// `samples`, then that many lines sampled (seeded, so runs repeat), the distinct
+/// `samples`, then that many lines sampled (seeded), the distinct
 /// ones as later items (the latency is the greedy line's).
 fn ask_llama_server(
     tasks: &[Task],
@@ -430,7 +430,9 @@ fn ask_llama_server(
                 "top_p": 0.95,
                 "seed": seed,
             }))?;
-            if !texts.iter().any(|t| t.trim() == sampled.trim()) {
+            // Exactly: the line is put in after the task's indentation, so leading
+            // blanks change what runs.
+            if !texts.contains(&sampled) {
                 texts.push(sampled);
             }
         }
