@@ -420,8 +420,8 @@ fn ask_llama_server(
         let asked = Instant::now();
         let greedy = line(json!({"temperature": 0.0}))?;
         let latency = asked.elapsed();
-        // The greedy line first; an empty one shows nothing, so the row's pass@1 is
-        // the peer's.
+        // The greedy line first, even empty (it passes nothing), so that the row's
+        // pass@1 is the peer's.
         let mut texts = vec![greedy];
         for seed in 0..samples {
             let sampled = line(json!({
@@ -432,16 +432,13 @@ fn ask_llama_server(
             }))?;
             // Exactly: the line is put in after the task's indentation, so leading
             // blanks change what runs.
-            if !texts.contains(&sampled) {
+            if !sampled.is_empty() && !texts.contains(&sampled) {
                 texts.push(sampled);
             }
         }
-        // An empty greedy line stays first (it passes nothing) when lines were
-        // sampled after it; alone, nothing is shown.
-        let greedy_empty = texts[0].trim().is_empty();
-        texts.retain(|t| !t.trim().is_empty());
-        if greedy_empty && !texts.is_empty() {
-            texts.insert(0, String::new());
+        // Nothing at all is nothing shown.
+        if texts.iter().all(String::is_empty) {
+            texts.clear();
         }
         answers.push((texts, latency));
     }
